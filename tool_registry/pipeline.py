@@ -1,0 +1,346 @@
+"""The one invocation pipeline. The MCP server, the agent loop, proposal approval and the CLI all
+call `Pipeline.invoke`; a check that lives anywhere else is a bug.
+
+Steps: unknown tool → validate input → resolve space + membership → module allowed for the space
+type → required backend configured → gate → idempotency → handler → validate output → audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tool_registry.clock import Clock, SystemClock, iso
+from tool_registry.context import Backends, CallContext, ToolContext
+from tool_registry.errors import ConflictError, ManaError, NotAMemberError
+from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
+from tool_registry.registry import AnySpec, Registry
+from tool_registry.space_types import SpaceTypeCatalog
+from tool_registry.store.accounts import Accounts, Space, SpaceAccess
+from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
+from tool_registry.store.database import Database, Transaction
+from tool_registry.store.records import ReadRunner, ScopedStore
+
+log = structlog.get_logger("mana.pipeline")
+
+Status = Literal["ok", "invalid-input", "denied", "error"]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class OutcomeError(BaseModel):
+    reason: str
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class Outcome(BaseModel):
+    """The result of one invocation, the same shape for every consumer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    status: Status
+    request_id: str
+    result: dict[str, Any] | None = None
+    error: OutcomeError | None = None
+    reason: str | None = None
+    reminder: str | None = None
+    flagged: bool = False
+    replayed: bool = False
+    space_id: str | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def public(self) -> dict[str, Any]:
+        """The JSON a client sees: `result` on success, `error` with reason and message else."""
+        body: dict[str, Any] = {"tool": self.tool, "status": self.status,
+                                "requestId": self.request_id}
+        if self.space_id:
+            body["spaceId"] = self.space_id
+        if self.ok:
+            body["result"] = self.result
+        elif self.error is not None:
+            body["error"] = self.error.model_dump(exclude_defaults=False)
+        if self.reminder:
+            body["reminder"] = self.reminder
+        if self.flagged:
+            body["flagged"] = True
+        if self.replayed:
+            body["replayed"] = True
+        return body
+
+
+Observer = Callable[[Outcome, AnySpec | None], None]
+
+
+def input_hash(raw_args: Any) -> str:
+    canonical = json.dumps(raw_args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def describe_validation_error(exc: ValidationError) -> list[FieldError]:
+    fields = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        fields.append(FieldError(field=loc, message=err["msg"]))
+    return fields
+
+
+class _Rejection(Exception):
+    """Internal: a step decided the call ends here with this status."""
+
+    def __init__(self, status: Status, reason: str, message: str, *,
+                 fields: list[FieldError] | None = None, reminder: str | None = None) -> None:
+        super().__init__(message)
+        self.status: Status = status
+        self.reason = reason
+        self.message = message
+        self.fields = fields or []
+        self.reminder = reminder
+
+
+class Pipeline:
+    """Holds everything an invocation needs; built once in the composition root."""
+
+    def __init__(self, registry: Registry, db: Database, *, accounts: Accounts | None = None,
+                 space_types: SpaceTypeCatalog | None = None, gate: Gate | None = None,
+                 backends: Backends | None = None, clock: Clock | None = None,
+                 audit: AuditLog | None = None) -> None:
+        self.registry = registry
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.accounts = accounts or Accounts(db, self.clock)
+        self.space_types = space_types or SpaceTypeCatalog.load()
+        self.gate: Gate = gate or AllowAllGate()
+        self.backends = backends or Backends()
+        self.audit = audit or AuditLog(db)
+        self.observers: list[Observer] = []
+
+    # -- visibility --------------------------------------------------------------------------
+
+    def available(self, spec: AnySpec, space_type: str) -> bool:
+        return (spec.exposable and self.space_types.allows(space_type, spec.module)
+                and all(self.backends.configured(b) for b in spec.requires))
+
+    def visible_tools(self, space_type: str) -> list[AnySpec]:
+        """Tools a client or agent may see in a space of this type (user-space scope, module
+        allowed for the type, required backends configured)."""
+        return [s for s in self.registry.exposable() if self.available(s, space_type)]
+
+    async def resolve(self, call: CallContext) -> SpaceAccess:
+        """The call's space and the caller's role; raises for unknown space or non-member."""
+        access = await self.accounts.access(call.user_id, call.space)
+        if access is None:
+            if call.space is None:
+                raise NotAMemberError("the caller has no personal space")
+            raise ManaError(f"no space with id or slug {call.space!r}", reason="space-not-found")
+        if access.role is None:
+            raise NotAMemberError()
+        return access
+
+    # -- invocation --------------------------------------------------------------------------
+
+    async def invoke(self, tool_name: str, raw_args: Any, call: CallContext) -> Outcome:
+        started = time.perf_counter()
+        spec = self.registry.get(tool_name)
+        space: Space | None = None
+        hashed = input_hash(raw_args)
+        decision: Decision | None = None
+        bound = structlog.contextvars.bound_contextvars(
+            request_id=call.request_id, user=call.user_id, tool=tool_name, invoker=call.invoker)
+        with bound:
+            try:
+                if spec is None:
+                    raise _Rejection("invalid-input", "unknown-tool", f"unknown tool {tool_name!r}")
+                parsed = self._parse(spec, raw_args)
+                access = await self._access(call)
+                space = access.space
+                self._check_available(spec, space)
+                decision = await self.gate.check(GateRequest(
+                    spec=spec, call=call, space=space, role=access.role or "",
+                    parsed_input=parsed, now=self.clock.now()))
+                if not decision.allow:
+                    raise _Rejection("denied", decision.reason, _denial_text(spec, decision),
+                                     reminder=decision.reminder)
+                if spec.read_only:
+                    outcome = await self._run_read(spec, parsed, call, access, hashed, decision,
+                                                   started)
+                else:
+                    outcome = await self._run_write(spec, parsed, call, access, hashed, decision,
+                                                    started)
+            except _Rejection as rej:
+                outcome = self._finish(
+                    tool_name, call, space, status=rej.status, reason=rej.reason, started=started,
+                    error=OutcomeError(reason=rej.reason, message=rej.message, fields=rej.fields),
+                    reminder=rej.reminder)
+                self.audit.enqueue(self._audit_row(outcome, call, hashed))
+            self._notify(outcome, spec)
+            return outcome
+
+    def _parse(self, spec: AnySpec, raw_args: Any) -> BaseModel:
+        args = {} if raw_args is None else raw_args
+        if not isinstance(args, dict):
+            raise _Rejection("invalid-input", "invalid-input",
+                             f"arguments for {spec.name} must be a JSON object, "
+                             f"got {type(args).__name__}")
+        try:
+            parsed: BaseModel = spec.input.model_validate(args)
+        except ValidationError as exc:
+            fields = describe_validation_error(exc)
+            detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
+            raise _Rejection("invalid-input", "invalid-input",
+                             f"invalid arguments for {spec.name}: {detail}", fields=fields) from None
+        return parsed
+
+    async def _access(self, call: CallContext) -> SpaceAccess:
+        try:
+            return await self.resolve(call)
+        except ManaError as exc:
+            raise _Rejection("denied", exc.reason, exc.message) from None
+
+    def _check_available(self, spec: AnySpec, space: Space) -> None:
+        if not self.space_types.allows(space.type, spec.module):
+            raise _Rejection("denied", "module-not-allowed",
+                             f"module {spec.module!r} is not available in {space.type} spaces")
+        missing = [b for b in spec.requires if not self.backends.configured(b)]
+        if missing:
+            raise _Rejection("error", "not-configured",
+                             f"{spec.name} needs the {', '.join(missing)} backend, which is not "
+                             "configured on this server")
+
+    def _tool_context(self, spec: AnySpec, call: CallContext, access: SpaceAccess,
+                      store: ScopedStore) -> ToolContext:
+        return ToolContext(store=store, user_id=call.user_id, space=access.space,
+                           role=access.role or "", invoker=call.invoker,
+                           request_id=call.request_id, clock=self.clock, backends=self.backends)
+
+    async def _run_handler(self, spec: AnySpec, parsed: BaseModel, ctx: ToolContext) -> dict[str, Any]:
+        try:
+            output = await spec.handler(parsed, ctx)
+        except ManaError as exc:
+            raise _Rejection("error", exc.reason, exc.message) from None
+        except Exception:
+            log.exception("handler crashed")
+            raise _Rejection("error", "handler-error",
+                             f"{spec.name} failed unexpectedly; quote request id "
+                             f"{ctx.request_id} when reporting it") from None
+        try:
+            model = output if isinstance(output, spec.output) else spec.output.model_validate(output)
+            dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
+        except ValidationError as exc:
+            log.error("handler returned invalid output", errors=str(exc))
+            raise _Rejection("error", "invalid-output",
+                             f"{spec.name} produced an invalid result; quote request id "
+                             f"{ctx.request_id} when reporting it") from None
+        return dumped
+
+    async def _run_read(self, spec: AnySpec, parsed: BaseModel, call: CallContext,
+                        access: SpaceAccess, hashed: str, decision: Decision,
+                        started: float) -> Outcome:
+        store = ScopedStore(ReadRunner(self.db), user_id=call.user_id, access=access,
+                            clock=self.clock, writable=False)
+        result = await self._run_handler(spec, parsed, self._tool_context(spec, call, access, store))
+        outcome = self._finish(spec.name, call, access.space, status="ok", reason=decision.reason,
+                               started=started, result=result, decision=decision)
+        self.audit.enqueue(self._audit_row(outcome, call, hashed))
+        return outcome
+
+    async def _run_write(self, spec: AnySpec, parsed: BaseModel, call: CallContext,
+                         access: SpaceAccess, hashed: str, decision: Decision,
+                         started: float) -> Outcome:
+        try:
+            async with self.db.transaction() as tx:
+                if call.idempotency_key:
+                    replay = await self._replay(tx, spec, call, hashed, started)
+                    if replay is not None:
+                        await tx.run(lambda c: insert_rows(c, [self._audit_row(replay, call,
+                                                                                hashed)]))
+                        return replay
+                store = ScopedStore(tx, user_id=call.user_id, access=access, clock=self.clock,
+                                    writable=True)
+                result = await self._run_handler(spec, parsed,
+                                                 self._tool_context(spec, call, access, store))
+                outcome = self._finish(spec.name, call, access.space, status="ok",
+                                       reason=decision.reason, started=started, result=result,
+                                       decision=decision)
+                row = self._audit_row(outcome, call, hashed)
+                key = call.idempotency_key
+
+                def commit_side_rows(conn: Any) -> None:
+                    insert_rows(conn, [row])
+                    if key:
+                        conn.execute(
+                            "INSERT INTO idempotency_keys (user_id, key, tool, space_id, "
+                            "input_hash, outcome, created_at) VALUES (?,?,?,?,?,?,?)",
+                            (call.user_id, key, spec.name, access.space.id, hashed,
+                             outcome.model_dump_json(), iso(self.clock.now())))
+
+                await tx.run(commit_side_rows)
+                return outcome
+        except ConflictError as exc:
+            raise _Rejection("error", exc.reason, exc.message) from None
+
+    async def _replay(self, tx: Transaction, spec: AnySpec, call: CallContext, hashed: str,
+                      started: float) -> Outcome | None:
+        key = call.idempotency_key
+        row = await tx.run(lambda c: c.execute(
+            "SELECT tool, input_hash, outcome FROM idempotency_keys WHERE user_id = ? AND key = ?",
+            (call.user_id, key)).fetchone())
+        if row is None:
+            return None
+        if row["tool"] != spec.name or row["input_hash"] != hashed:
+            raise ConflictError(f"idempotency key {key!r} was already used for a different call")
+        stored = Outcome.model_validate_json(row["outcome"])
+        return stored.model_copy(update={
+            "replayed": True, "request_id": call.request_id,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+    def _finish(self, tool: str, call: CallContext, space: Space | None, *, status: Status,
+                reason: str | None, started: float, result: dict[str, Any] | None = None,
+                error: OutcomeError | None = None, reminder: str | None = None,
+                decision: Decision | None = None) -> Outcome:
+        if decision is not None and decision.reminder and reminder is None:
+            reminder = decision.reminder
+        return Outcome(
+            tool=tool, status=status, request_id=call.request_id, result=result, error=error,
+            reason=reason, reminder=reminder, flagged=bool(decision and decision.flagged),
+            space_id=space.id if space else None,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _audit_row(self, outcome: Outcome, call: CallContext, hashed: str) -> AuditRow:
+        return AuditRow(
+            at=iso(self.clock.now()), request_id=outcome.request_id, user_id=call.user_id,
+            space_id=outcome.space_id, tool=outcome.tool, invoker=call.invoker,
+            input_hash=hashed, outcome=outcome.status,
+            reason=outcome.error.reason if outcome.error else outcome.reason,
+            latency_ms=outcome.latency_ms)
+
+    def _notify(self, outcome: Outcome, spec: AnySpec | None) -> None:
+        log.debug("tool call", outcome=outcome.status, reason=outcome.reason,
+                  latency_ms=outcome.latency_ms, space=outcome.space_id)
+        for observer in self.observers:
+            observer(outcome, spec)
+
+    async def aclose(self) -> None:
+        """Flush buffered audit rows. The database is closed by whoever opened it."""
+        await self.audit.flush()
+
+
+def _denial_text(spec: AnySpec, decision: Decision) -> str:
+    text = f"{spec.name} was denied by policy ({decision.reason})"
+    if decision.reminder:
+        text += f": {decision.reminder}"
+    return text

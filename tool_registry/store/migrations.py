@@ -1,0 +1,96 @@
+"""Versioned schema of the core component (accounts, records, audit, idempotency, policy data)."""
+
+from __future__ import annotations
+
+from tool_registry.store.database import Migration
+
+CORE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "core",
+        1,
+        "accounts-records-audit",
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('human', 'persona', 'system')),
+            tier TEXT NOT NULL DEFAULT 'free' CHECK (tier IN ('free', 'plus', 'pro')),
+            password_hash TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE spaces (
+            id TEXT PRIMARY KEY,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL
+                CHECK (type IN ('personal', 'brand', 'club', 'family', 'team', 'practice')),
+            created_by TEXT REFERENCES users(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE memberships (
+            space_id TEXT NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (space_id, user_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX memberships_by_user ON memberships (user_id);
+        CREATE TABLE records (
+            id TEXT PRIMARY KEY,
+            space_id TEXT NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            collection TEXT NOT NULL,
+            author_id TEXT NOT NULL,
+            data TEXT NOT NULL,
+            field_updated_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            deleted_at TEXT
+        );
+        CREATE INDEX records_by_space ON records (space_id, collection, created_at);
+        CREATE INDEX records_by_author ON records (author_id);
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            user_id TEXT,
+            space_id TEXT,
+            tool TEXT NOT NULL,
+            invoker TEXT NOT NULL,
+            input_hash TEXT,
+            outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'invalid-input', 'denied', 'error')),
+            reason TEXT,
+            latency_ms REAL NOT NULL
+        );
+        CREATE INDEX audit_by_space ON audit_log (space_id, at);
+        CREATE INDEX audit_by_user_tool ON audit_log (user_id, tool, at);
+        CREATE TABLE idempotency_keys (
+            user_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            space_id TEXT,
+            input_hash TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (user_id, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE space_destructive_allowlist (
+            space_id TEXT NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            tool TEXT NOT NULL,
+            added_by TEXT,
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (space_id, tool)
+        ) WITHOUT ROWID;
+        CREATE TABLE space_policy_audit (
+            id INTEGER PRIMARY KEY,
+            space_id TEXT NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            actor_id TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('allow', 'revoke')),
+            tool TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX space_policy_audit_by_space ON space_policy_audit (space_id, at);
+        """,
+    ),
+)
