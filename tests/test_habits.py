@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tool_registry.space_types import SpaceTypeCatalog
-from tool_registry.testing import ToolKit, assert_space_isolated
 from tool_registry.store import Space, User
+from tool_registry.testing import ToolKit, assert_space_isolated
 
 
 async def _seed(kit: ToolKit, user: User, space: Space) -> None:
@@ -13,8 +13,9 @@ async def _seed(kit: ToolKit, user: User, space: Space) -> None:
 
 async def test_create_list_archive_roundtrip(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
-    habit = await mana_kit.call_ok(alice, None, "habits.create",
-                                   {"name": "Water", "targetPerPeriod": 8, "color": "#00aaff"})
+    habit = await mana_kit.call_ok(
+        alice, None, "habits.create", {"name": "Water", "targetPerPeriod": 8, "color": "#00aaff"}
+    )
     assert habit["targetPerPeriod"] == 8 and habit["archived"] is False
     await mana_kit.call_ok(alice, None, "habits.archive", {"id": habit["id"]})
     assert (await mana_kit.call_ok(alice, None, "habits.list"))["habits"] == []

@@ -14,13 +14,15 @@ from tool_registry.store.records import Record
 
 
 class ToolInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
+    )
 
 
 class ToolOutput(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
-                              serialize_by_alias=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True
+    )
 
 
 class Deleted(ToolOutput):
@@ -36,10 +38,18 @@ class Deleted(ToolOutput):
 
 HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
-RecordId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                                description="Id of a record in the active space.")]
-HexColor = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="Colour as #RRGGBB.",
-                                examples=["#4f46e5"])]
+RecordId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Id of a record in the active space.",
+    ),
+]
+HexColor = Annotated[
+    str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="Colour as #RRGGBB.", examples=["#4f46e5"])
+]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(max_length=20_000)]
 
@@ -50,7 +60,10 @@ def _not_far_future(value: date) -> date:
     return value
 
 
-IsoDate = Annotated[date, AfterValidator(_not_far_future),
-                    Field(description="Calendar date, YYYY-MM-DD.")]
-IsoDateTime = Annotated[datetime, Field(description="Date and time, ISO 8601 with offset, "
-                                                    "e.g. 2026-11-21T09:30:00+01:00.")]
+IsoDate = Annotated[
+    date, AfterValidator(_not_far_future), Field(description="Calendar date, YYYY-MM-DD.")
+]
+IsoDateTime = Annotated[
+    datetime,
+    Field(description="Date and time, ISO 8601 with offset, e.g. 2026-11-21T09:30:00+01:00."),
+]

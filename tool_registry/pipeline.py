@@ -66,8 +66,11 @@ class Outcome(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The JSON a client sees: `result` on success, `error` with reason and message else."""
-        body: dict[str, Any] = {"tool": self.tool, "status": self.status,
-                                "requestId": self.request_id}
+        body: dict[str, Any] = {
+            "tool": self.tool,
+            "status": self.status,
+            "requestId": self.request_id,
+        }
         if self.space_id:
             body["spaceId"] = self.space_id
         if self.ok:
@@ -102,8 +105,15 @@ def describe_validation_error(exc: ValidationError) -> list[FieldError]:
 class _Rejection(Exception):
     """Internal: a step decided the call ends here with this status."""
 
-    def __init__(self, status: Status, reason: str, message: str, *,
-                 fields: list[FieldError] | None = None, reminder: str | None = None) -> None:
+    def __init__(
+        self,
+        status: Status,
+        reason: str,
+        message: str,
+        *,
+        fields: list[FieldError] | None = None,
+        reminder: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status: Status = status
         self.reason = reason
@@ -115,10 +125,18 @@ class _Rejection(Exception):
 class Pipeline:
     """Holds everything an invocation needs; built once in the composition root."""
 
-    def __init__(self, registry: Registry, db: Database, *, accounts: Accounts | None = None,
-                 space_types: SpaceTypeCatalog | None = None, gate: Gate | None = None,
-                 backends: Backends | None = None, clock: Clock | None = None,
-                 audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        db: Database,
+        *,
+        accounts: Accounts | None = None,
+        space_types: SpaceTypeCatalog | None = None,
+        gate: Gate | None = None,
+        backends: Backends | None = None,
+        clock: Clock | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.registry = registry
         self.db = db
         self.clock = clock or SystemClock()
@@ -132,8 +150,11 @@ class Pipeline:
     # -- visibility --------------------------------------------------------------------------
 
     def available(self, spec: AnySpec, space_type: str) -> bool:
-        return (spec.exposable and self.space_types.allows(space_type, spec.module)
-                and all(self.backends.configured(b) for b in spec.requires))
+        return (
+            spec.exposable
+            and self.space_types.allows(space_type, spec.module)
+            and all(self.backends.configured(b) for b in spec.requires)
+        )
 
     def visible_tools(self, space_type: str) -> list[AnySpec]:
         """Tools a client or agent may see in a space of this type (user-space scope, module
@@ -160,7 +181,8 @@ class Pipeline:
         hashed = input_hash(raw_args)
         decision: Decision | None = None
         bound = structlog.contextvars.bound_contextvars(
-            request_id=call.request_id, user=call.user_id, tool=tool_name, invoker=call.invoker)
+            request_id=call.request_id, user=call.user_id, tool=tool_name, invoker=call.invoker
+        )
         with bound:
             try:
                 if spec is None:
@@ -169,23 +191,42 @@ class Pipeline:
                 access = await self._access(call)
                 space = access.space
                 self._check_available(spec, space)
-                decision = await self.gate.check(GateRequest(
-                    spec=spec, call=call, space=space, role=access.role or "",
-                    parsed_input=parsed, now=self.clock.now()))
+                decision = await self.gate.check(
+                    GateRequest(
+                        spec=spec,
+                        call=call,
+                        space=space,
+                        role=access.role or "",
+                        parsed_input=parsed,
+                        now=self.clock.now(),
+                    )
+                )
                 if not decision.allow:
-                    raise _Rejection("denied", decision.reason, _denial_text(spec, decision),
-                                     reminder=decision.reminder)
+                    raise _Rejection(
+                        "denied",
+                        decision.reason,
+                        _denial_text(spec, decision),
+                        reminder=decision.reminder,
+                    )
                 if spec.read_only:
-                    outcome = await self._run_read(spec, parsed, call, access, hashed, decision,
-                                                   started)
+                    outcome = await self._run_read(
+                        spec, parsed, call, access, hashed, decision, started
+                    )
                 else:
-                    outcome = await self._run_write(spec, parsed, call, access, hashed, decision,
-                                                    started)
+                    outcome = await self._run_write(
+                        spec, parsed, call, access, hashed, decision, started
+                    )
             except _Rejection as rej:
                 outcome = self._finish(
-                    tool_name, call, space, status=rej.status, reason=rej.reason, started=started,
+                    tool_name,
+                    call,
+                    space,
+                    status=rej.status,
+                    reason=rej.reason,
+                    started=started,
                     error=OutcomeError(reason=rej.reason, message=rej.message, fields=rej.fields),
-                    reminder=rej.reminder)
+                    reminder=rej.reminder,
+                )
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
             self._notify(outcome, spec)
             return outcome
@@ -193,16 +234,22 @@ class Pipeline:
     def _parse(self, spec: AnySpec, raw_args: Any) -> BaseModel:
         args = {} if raw_args is None else raw_args
         if not isinstance(args, dict):
-            raise _Rejection("invalid-input", "invalid-input",
-                             f"arguments for {spec.name} must be a JSON object, "
-                             f"got {type(args).__name__}")
+            raise _Rejection(
+                "invalid-input",
+                "invalid-input",
+                f"arguments for {spec.name} must be a JSON object, got {type(args).__name__}",
+            )
         try:
             parsed: BaseModel = spec.input.model_validate(args)
         except ValidationError as exc:
             fields = describe_validation_error(exc)
             detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
-            raise _Rejection("invalid-input", "invalid-input",
-                             f"invalid arguments for {spec.name}: {detail}", fields=fields) from None
+            raise _Rejection(
+                "invalid-input",
+                "invalid-input",
+                f"invalid arguments for {spec.name}: {detail}",
+                fields=fields,
+            ) from None
         return parsed
 
     async def _access(self, call: CallContext) -> SpaceAccess:
@@ -213,69 +260,132 @@ class Pipeline:
 
     def _check_available(self, spec: AnySpec, space: Space) -> None:
         if not self.space_types.allows(space.type, spec.module):
-            raise _Rejection("denied", "module-not-allowed",
-                             f"module {spec.module!r} is not available in {space.type} spaces")
+            raise _Rejection(
+                "denied",
+                "module-not-allowed",
+                f"module {spec.module!r} is not available in {space.type} spaces",
+            )
         missing = [b for b in spec.requires if not self.backends.configured(b)]
         if missing:
-            raise _Rejection("error", "not-configured",
-                             f"{spec.name} needs the {', '.join(missing)} backend, which is not "
-                             "configured on this server")
+            raise _Rejection(
+                "error",
+                "not-configured",
+                f"{spec.name} needs the {', '.join(missing)} backend, which is not "
+                "configured on this server",
+            )
 
-    def _tool_context(self, spec: AnySpec, call: CallContext, access: SpaceAccess,
-                      store: ScopedStore) -> ToolContext:
-        return ToolContext(store=store, user_id=call.user_id, space=access.space,
-                           role=access.role or "", invoker=call.invoker,
-                           request_id=call.request_id, clock=self.clock, backends=self.backends)
+    def _tool_context(
+        self, spec: AnySpec, call: CallContext, access: SpaceAccess, store: ScopedStore
+    ) -> ToolContext:
+        return ToolContext(
+            store=store,
+            user_id=call.user_id,
+            space=access.space,
+            role=access.role or "",
+            invoker=call.invoker,
+            request_id=call.request_id,
+            clock=self.clock,
+            backends=self.backends,
+        )
 
-    async def _run_handler(self, spec: AnySpec, parsed: BaseModel, ctx: ToolContext) -> dict[str, Any]:
+    async def _run_handler(
+        self, spec: AnySpec, parsed: BaseModel, ctx: ToolContext
+    ) -> dict[str, Any]:
         try:
             output = await spec.handler(parsed, ctx)
         except ManaError as exc:
             raise _Rejection("error", exc.reason, exc.message) from None
         except Exception:
             log.exception("handler crashed")
-            raise _Rejection("error", "handler-error",
-                             f"{spec.name} failed unexpectedly; quote request id "
-                             f"{ctx.request_id} when reporting it") from None
+            raise _Rejection(
+                "error",
+                "handler-error",
+                f"{spec.name} failed unexpectedly; quote request id "
+                f"{ctx.request_id} when reporting it",
+            ) from None
         try:
-            model = output if isinstance(output, spec.output) else spec.output.model_validate(output)
+            model = (
+                output if isinstance(output, spec.output) else spec.output.model_validate(output)
+            )
             dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
         except ValidationError as exc:
             log.error("handler returned invalid output", errors=str(exc))
-            raise _Rejection("error", "invalid-output",
-                             f"{spec.name} produced an invalid result; quote request id "
-                             f"{ctx.request_id} when reporting it") from None
+            raise _Rejection(
+                "error",
+                "invalid-output",
+                f"{spec.name} produced an invalid result; quote request id "
+                f"{ctx.request_id} when reporting it",
+            ) from None
         return dumped
 
-    async def _run_read(self, spec: AnySpec, parsed: BaseModel, call: CallContext,
-                        access: SpaceAccess, hashed: str, decision: Decision,
-                        started: float) -> Outcome:
-        store = ScopedStore(ReadRunner(self.db), user_id=call.user_id, access=access,
-                            clock=self.clock, writable=False)
-        result = await self._run_handler(spec, parsed, self._tool_context(spec, call, access, store))
-        outcome = self._finish(spec.name, call, access.space, status="ok", reason=decision.reason,
-                               started=started, result=result, decision=decision)
+    async def _run_read(
+        self,
+        spec: AnySpec,
+        parsed: BaseModel,
+        call: CallContext,
+        access: SpaceAccess,
+        hashed: str,
+        decision: Decision,
+        started: float,
+    ) -> Outcome:
+        store = ScopedStore(
+            ReadRunner(self.db),
+            user_id=call.user_id,
+            access=access,
+            clock=self.clock,
+            writable=False,
+        )
+        result = await self._run_handler(
+            spec, parsed, self._tool_context(spec, call, access, store)
+        )
+        outcome = self._finish(
+            spec.name,
+            call,
+            access.space,
+            status="ok",
+            reason=decision.reason,
+            started=started,
+            result=result,
+            decision=decision,
+        )
         self.audit.enqueue(self._audit_row(outcome, call, hashed))
         return outcome
 
-    async def _run_write(self, spec: AnySpec, parsed: BaseModel, call: CallContext,
-                         access: SpaceAccess, hashed: str, decision: Decision,
-                         started: float) -> Outcome:
+    async def _run_write(
+        self,
+        spec: AnySpec,
+        parsed: BaseModel,
+        call: CallContext,
+        access: SpaceAccess,
+        hashed: str,
+        decision: Decision,
+        started: float,
+    ) -> Outcome:
         try:
             async with self.db.transaction() as tx:
                 if call.idempotency_key:
                     replay = await self._replay(tx, spec, call, hashed, started)
                     if replay is not None:
-                        await tx.run(lambda c: insert_rows(c, [self._audit_row(replay, call,
-                                                                                hashed)]))
+                        await tx.run(
+                            lambda c: insert_rows(c, [self._audit_row(replay, call, hashed)])
+                        )
                         return replay
-                store = ScopedStore(tx, user_id=call.user_id, access=access, clock=self.clock,
-                                    writable=True)
-                result = await self._run_handler(spec, parsed,
-                                                 self._tool_context(spec, call, access, store))
-                outcome = self._finish(spec.name, call, access.space, status="ok",
-                                       reason=decision.reason, started=started, result=result,
-                                       decision=decision)
+                store = ScopedStore(
+                    tx, user_id=call.user_id, access=access, clock=self.clock, writable=True
+                )
+                result = await self._run_handler(
+                    spec, parsed, self._tool_context(spec, call, access, store)
+                )
+                outcome = self._finish(
+                    spec.name,
+                    call,
+                    access.space,
+                    status="ok",
+                    reason=decision.reason,
+                    started=started,
+                    result=result,
+                    decision=decision,
+                )
                 row = self._audit_row(outcome, call, hashed)
                 key = call.idempotency_key
 
@@ -285,52 +395,96 @@ class Pipeline:
                         conn.execute(
                             "INSERT INTO idempotency_keys (user_id, key, tool, space_id, "
                             "input_hash, outcome, created_at) VALUES (?,?,?,?,?,?,?)",
-                            (call.user_id, key, spec.name, access.space.id, hashed,
-                             outcome.model_dump_json(), iso(self.clock.now())))
+                            (
+                                call.user_id,
+                                key,
+                                spec.name,
+                                access.space.id,
+                                hashed,
+                                outcome.model_dump_json(),
+                                iso(self.clock.now()),
+                            ),
+                        )
 
                 await tx.run(commit_side_rows)
                 return outcome
         except ConflictError as exc:
             raise _Rejection("error", exc.reason, exc.message) from None
 
-    async def _replay(self, tx: Transaction, spec: AnySpec, call: CallContext, hashed: str,
-                      started: float) -> Outcome | None:
+    async def _replay(
+        self, tx: Transaction, spec: AnySpec, call: CallContext, hashed: str, started: float
+    ) -> Outcome | None:
         key = call.idempotency_key
-        row = await tx.run(lambda c: c.execute(
-            "SELECT tool, input_hash, outcome FROM idempotency_keys WHERE user_id = ? AND key = ?",
-            (call.user_id, key)).fetchone())
+        row = await tx.run(
+            lambda c: c.execute(
+                "SELECT tool, input_hash, outcome FROM idempotency_keys WHERE user_id = ? AND key = ?",
+                (call.user_id, key),
+            ).fetchone()
+        )
         if row is None:
             return None
         if row["tool"] != spec.name or row["input_hash"] != hashed:
             raise ConflictError(f"idempotency key {key!r} was already used for a different call")
         stored = Outcome.model_validate_json(row["outcome"])
-        return stored.model_copy(update={
-            "replayed": True, "request_id": call.request_id,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3)})
+        return stored.model_copy(
+            update={
+                "replayed": True,
+                "request_id": call.request_id,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
 
-    def _finish(self, tool: str, call: CallContext, space: Space | None, *, status: Status,
-                reason: str | None, started: float, result: dict[str, Any] | None = None,
-                error: OutcomeError | None = None, reminder: str | None = None,
-                decision: Decision | None = None) -> Outcome:
+    def _finish(
+        self,
+        tool: str,
+        call: CallContext,
+        space: Space | None,
+        *,
+        status: Status,
+        reason: str | None,
+        started: float,
+        result: dict[str, Any] | None = None,
+        error: OutcomeError | None = None,
+        reminder: str | None = None,
+        decision: Decision | None = None,
+    ) -> Outcome:
         if decision is not None and decision.reminder and reminder is None:
             reminder = decision.reminder
         return Outcome(
-            tool=tool, status=status, request_id=call.request_id, result=result, error=error,
-            reason=reason, reminder=reminder, flagged=bool(decision and decision.flagged),
+            tool=tool,
+            status=status,
+            request_id=call.request_id,
+            result=result,
+            error=error,
+            reason=reason,
+            reminder=reminder,
+            flagged=bool(decision and decision.flagged),
             space_id=space.id if space else None,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3))
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     def _audit_row(self, outcome: Outcome, call: CallContext, hashed: str) -> AuditRow:
         return AuditRow(
-            at=iso(self.clock.now()), request_id=outcome.request_id, user_id=call.user_id,
-            space_id=outcome.space_id, tool=outcome.tool, invoker=call.invoker,
-            input_hash=hashed, outcome=outcome.status,
+            at=iso(self.clock.now()),
+            request_id=outcome.request_id,
+            user_id=call.user_id,
+            space_id=outcome.space_id,
+            tool=outcome.tool,
+            invoker=call.invoker,
+            input_hash=hashed,
+            outcome=outcome.status,
             reason=outcome.error.reason if outcome.error else outcome.reason,
-            latency_ms=outcome.latency_ms)
+            latency_ms=outcome.latency_ms,
+        )
 
     def _notify(self, outcome: Outcome, spec: AnySpec | None) -> None:
-        log.debug("tool call", outcome=outcome.status, reason=outcome.reason,
-                  latency_ms=outcome.latency_ms, space=outcome.space_id)
+        log.debug(
+            "tool call",
+            outcome=outcome.status,
+            reason=outcome.reason,
+            latency_ms=outcome.latency_ms,
+            space=outcome.space_id,
+        )
         for observer in self.observers:
             observer(outcome, spec)
 

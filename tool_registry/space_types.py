@@ -63,7 +63,8 @@ class SpaceTypeCatalog:
             parsed = SpaceTypeCatalogFile.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
             raise ValidationFailed(f"invalid space-types catalog {path}: {problems}") from exc
         return cls(parsed.space_types)
 

@@ -23,7 +23,16 @@ from tool_registry.registry import Registry
 from tool_registry.spec import ToolSpec
 
 BUNDLED: tuple[ModuleType, ...] = (
-    spaces, habits, todo, notes, journal, mood, calendar, contacts, me, users,
+    spaces,
+    habits,
+    todo,
+    notes,
+    journal,
+    mood,
+    calendar,
+    contacts,
+    me,
+    users,
 )
 
 

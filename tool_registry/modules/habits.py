@@ -46,12 +46,14 @@ class HabitLog(ToolOutput):
 
 # -- habits.create -----------------------------------------------------------------------------
 
+
 class CreateHabitInput(ToolInput):
     name: Name
     description: str | None = Field(default=None, max_length=500)
     frequency: Frequency = Field(default="daily", description="How often the habit repeats.")
-    target_per_period: int = Field(default=1, ge=1, le=50,
-                                   description="Completions wanted per day or week.")
+    target_per_period: int = Field(
+        default=1, ge=1, le=50, description="Completions wanted per day or week."
+    )
     color: HexColor | None = None
 
 
@@ -67,12 +69,17 @@ CREATE = ToolSpec(
         "Create a new habit to track in the active space (e.g. 'Drink water', 8 times daily). "
         "Use habits.log to record a completion later. Returns the created habit with its id."
     ),
-    module=MODULE, scope="user-space", policy_hint="write",
-    input=CreateHabitInput, output=Habit, handler=create_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    input=CreateHabitInput,
+    output=Habit,
+    handler=create_habit,
 )
 
 
 # -- habits.list -------------------------------------------------------------------------------
+
 
 class ListHabitsInput(ToolInput):
     include_archived: bool = Field(default=False, description="Also return archived habits.")
@@ -95,12 +102,17 @@ LIST = ToolSpec(
         "List the habits in the active space, oldest first. Archived habits are left out unless "
         "includeArchived is true. Use this to find a habit's id before logging or updating it."
     ),
-    module=MODULE, scope="user-space", policy_hint="read",
-    input=ListHabitsInput, output=HabitList, handler=list_habits,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="read",
+    input=ListHabitsInput,
+    output=HabitList,
+    handler=list_habits,
 )
 
 
 # -- habits.update -----------------------------------------------------------------------------
+
 
 class UpdateHabitInput(ToolInput):
     id: RecordId
@@ -124,12 +136,18 @@ UPDATE = ToolSpec(
         "Change a habit's name, description, frequency, target or colour. Only the fields you "
         "pass change. Returns the updated habit."
     ),
-    module=MODULE, scope="user-space", policy_hint="write", idempotent=True,
-    input=UpdateHabitInput, output=Habit, handler=update_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=UpdateHabitInput,
+    output=Habit,
+    handler=update_habit,
 )
 
 
 # -- habits.archive / habits.unarchive ---------------------------------------------------------
+
 
 class HabitIdInput(ToolInput):
     id: RecordId
@@ -152,20 +170,31 @@ ARCHIVE = ToolSpec(
         "Hide a habit from the default list without losing its history. Prefer this over "
         "habits.delete; habits.unarchive brings it back."
     ),
-    module=MODULE, scope="user-space", policy_hint="write", idempotent=True,
-    input=HabitIdInput, output=Habit, handler=archive_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=HabitIdInput,
+    output=Habit,
+    handler=archive_habit,
 )
 
 UNARCHIVE = ToolSpec(
     name="habits.unarchive",
     title="Unarchive habit",
     description="Bring an archived habit back into the default list.",
-    module=MODULE, scope="user-space", policy_hint="write", idempotent=True,
-    input=HabitIdInput, output=Habit, handler=unarchive_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=HabitIdInput,
+    output=Habit,
+    handler=unarchive_habit,
 )
 
 
 # -- habits.log --------------------------------------------------------------------------------
+
 
 class LogHabitInput(ToolInput):
     habit_id: RecordId
@@ -187,12 +216,17 @@ LOG = ToolSpec(
         "Record that the user did a habit, at a given time (default now). Needs the habit's id "
         "from habits.list. Returns the log entry."
     ),
-    module=MODULE, scope="user-space", policy_hint="write",
-    input=LogHabitInput, output=HabitLog, handler=log_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    input=LogHabitInput,
+    output=HabitLog,
+    handler=log_habit,
 )
 
 
 # -- habits.recentLogs -------------------------------------------------------------------------
+
 
 class RecentLogsInput(ToolInput):
     days: int = Field(default=7, ge=1, le=365, description="How many days back to look.")
@@ -210,10 +244,13 @@ async def recent_logs(inp: RecentLogsInput, ctx: ToolContext) -> RecentLogs:
     if inp.habit_id:
         filters.append(Filter("habitId", "eq", inp.habit_id))
     records = await ctx.store.list(LOGS, filters=filters, order_by="at", descending=True)
-    return RecentLogs(since=since, logs=[
-        HabitLog(id=r.id, habit_id=r.data["habitId"], at=r.data["at"], note=r.data.get("note"))
-        for r in records
-    ])
+    return RecentLogs(
+        since=since,
+        logs=[
+            HabitLog(id=r.id, habit_id=r.data["habitId"], at=r.data["at"], note=r.data.get("note"))
+            for r in records
+        ],
+    )
 
 
 RECENT_LOGS = ToolSpec(
@@ -223,12 +260,17 @@ RECENT_LOGS = ToolSpec(
         "Completions logged in the last N days (default 7), newest first, optionally for one "
         "habit. Use it to answer 'how am I doing on my habits?'."
     ),
-    module=MODULE, scope="user-space", policy_hint="read",
-    input=RecentLogsInput, output=RecentLogs, handler=recent_logs,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="read",
+    input=RecentLogsInput,
+    output=RecentLogs,
+    handler=recent_logs,
 )
 
 
 # -- habits.delete -----------------------------------------------------------------------------
+
 
 async def delete_habit(inp: HabitIdInput, ctx: ToolContext) -> Deleted:
     return Deleted.of(await ctx.store.soft_delete(HABITS, inp.id))
@@ -241,8 +283,13 @@ DELETE = ToolSpec(
         "Delete a habit (soft delete: it disappears from every list). Destructive: only "
         "available where the space owner allowed it; prefer habits.archive."
     ),
-    module=MODULE, scope="user-space", policy_hint="destructive", idempotent=True,
-    input=HabitIdInput, output=Deleted, handler=delete_habit,
+    module=MODULE,
+    scope="user-space",
+    policy_hint="destructive",
+    idempotent=True,
+    input=HabitIdInput,
+    output=Deleted,
+    handler=delete_habit,
 )
 
 TOOLS = (CREATE, LIST, UPDATE, ARCHIVE, UNARCHIVE, LOG, RECENT_LOGS, DELETE)

@@ -1,11 +1,120 @@
-"""journal: placeholder, filled in by its module author."""
+"""Journal: dated diary entries in the user's own words, optionally tagged with a mood."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC
+from typing import Literal
 
+from pydantic import Field
+
+from tool_registry.context import ToolContext
+from tool_registry.errors import ToolError
+from tool_registry.models import IsoDate, ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
+from tool_registry.store.records import Filter, Record
 
 MODULE = "journal"
+ENTRIES = "journal_entries"
 
-TOOLS: tuple[ToolSpec[Any, Any], ...] = ()
+MoodTag = Literal["great", "good", "okay", "low", "bad"]
+
+
+class JournalEntry(ToolOutput):
+    id: str
+    date: str
+    text: str
+    mood_tag: MoodTag | None = None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, rec: Record) -> JournalEntry:
+        return cls.model_validate(rec.as_dict())
+
+
+# -- journal.add -------------------------------------------------------------------------------
+
+
+class AddEntryInput(ToolInput):
+    text: str = Field(min_length=1, max_length=20_000, description="The entry, as written.")
+    mood_tag: MoodTag | None = Field(
+        default=None, description="Optional overall mood: great, good, okay, low or bad."
+    )
+    date: IsoDate | None = Field(
+        default=None, description="Day the entry is about, YYYY-MM-DD; default today (UTC)."
+    )
+
+
+async def add_entry(inp: AddEntryInput, ctx: ToolContext) -> JournalEntry:
+    day = inp.date or ctx.now().astimezone(UTC).date()
+    data = {"date": day.isoformat(), "text": inp.text, "moodTag": inp.mood_tag}
+    return JournalEntry.of(await ctx.store.insert(ENTRIES, data))
+
+
+ADD = ToolSpec(
+    name="journal.add",
+    title="Add journal entry",
+    description=(
+        "Write a diary entry for a day (default today, UTC) with an optional mood tag "
+        "(great, good, okay, low, bad). Several entries per day are fine. For a numeric "
+        "mood rating use mood.log; for reference material use notes.create. Returns the entry."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    input=AddEntryInput,
+    output=JournalEntry,
+    handler=add_entry,
+)
+
+
+# -- journal.list ------------------------------------------------------------------------------
+
+
+class ListEntriesInput(ToolInput):
+    from_: IsoDate | None = Field(
+        default=None, alias="from", description="First day to include, YYYY-MM-DD."
+    )
+    to: IsoDate | None = Field(default=None, description="Last day to include, YYYY-MM-DD.")
+    limit: int = Field(default=30, ge=1, le=200, description="Maximum number of entries.")
+
+
+class JournalEntries(ToolOutput):
+    entries: list[JournalEntry]
+
+
+async def list_entries(inp: ListEntriesInput, ctx: ToolContext) -> JournalEntries:
+    if inp.from_ is not None and inp.to is not None and inp.from_ > inp.to:
+        raise ToolError(
+            f"'from' ({inp.from_.isoformat()}) is after 'to' ({inp.to.isoformat()}); "
+            "swap them or widen the range",
+            reason="invalid-range",
+        )
+    filters: list[Filter] = []
+    if inp.from_ is not None:
+        filters.append(Filter("date", "ge", inp.from_.isoformat()))
+    if inp.to is not None:
+        filters.append(Filter("date", "le", inp.to.isoformat()))
+    records = await ctx.store.list(
+        ENTRIES, filters=filters, order_by="date", descending=True, limit=inp.limit
+    )
+    return JournalEntries(entries=[JournalEntry.of(r) for r in records])
+
+
+LIST = ToolSpec(
+    name="journal.list",
+    title="List journal entries",
+    description=(
+        "Read journal entries of the active space, newest day first, optionally between two "
+        "dates (from and to, both inclusive, YYYY-MM-DD). Use it to recall what the user wrote "
+        "about a period. Returns the entries with their text, date and mood tag."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="read",
+    input=ListEntriesInput,
+    output=JournalEntries,
+    handler=list_entries,
+)
+
+TOOLS = (ADD, LIST)

@@ -1,11 +1,192 @@
-"""me: placeholder, filled in by its module author."""
+"""Me: the user's own reference photos (for AI image work) in the active space.
+
+`me.listReferenceImages` is the model case for space filtering: opted-in (`usage.aiReference`),
+not soft-deleted, active space only, no fallback to the personal space.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Literal, Protocol
 
+from pydantic import Field
+
+from tool_registry.context import ToolContext
+from tool_registry.errors import ToolError
+from tool_registry.models import RecordId, ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
+from tool_registry.store.records import Filter, Record
 
 MODULE = "me"
+REFERENCE_IMAGES = "reference_images"
+GENERATED_IMAGES = "generated_images"
+IMAGE_GENERATOR = "image-generator"
 
-TOOLS: tuple[ToolSpec[Any, Any], ...] = ()
+ImageKind = Literal["face", "fullbody", "halfbody", "hands", "reference"]
+PrimaryFor = Literal["avatar", "face-ref", "body-ref"]
+
+
+class ReferenceImage(ToolOutput):
+    id: str
+    media_id: str
+    kind: ImageKind
+    label: str | None = None
+    primary_for: PrimaryFor | None = None
+    public_url: str
+    thumbnail_url: str | None = None
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, rec: Record) -> ReferenceImage:
+        d = rec.data
+        return cls(
+            id=rec.id,
+            media_id=d["mediaId"],
+            kind=d["kind"],
+            label=d.get("label"),
+            primary_for=d.get("primaryFor"),
+            public_url=d["publicUrl"],
+            thumbnail_url=d.get("thumbnailUrl"),
+            width=d["width"],
+            height=d["height"],
+        )
+
+
+# -- me.listReferenceImages ---------------------------------------------------------------------
+
+
+class ListReferenceImagesInput(ToolInput):
+    kind: ImageKind | None = Field(default=None, description="Only images of this kind.")
+
+
+class ReferenceImageList(ToolOutput):
+    images: list[ReferenceImage]
+
+
+def _usable_filters(kind: str | None) -> list[Filter]:
+    filters = [Filter("usage.aiReference", "eq", True)]
+    if kind is not None:
+        filters.append(Filter("kind", "eq", kind))
+    return filters
+
+
+async def list_reference_images(
+    inp: ListReferenceImagesInput, ctx: ToolContext
+) -> ReferenceImageList:
+    records = await ctx.store.list(REFERENCE_IMAGES, filters=_usable_filters(inp.kind))
+    return ReferenceImageList(images=[ReferenceImage.of(r) for r in records])
+
+
+LIST_REFERENCE_IMAGES = ToolSpec(
+    name="me.listReferenceImages",
+    title="List my reference images",
+    description=(
+        "List the user's reference photos in the active space that they opted in for AI use "
+        "(face, full body, half body, hands, other references), optionally of one kind. Use "
+        "before generating images of the user. An empty list means no usable photos in this "
+        "space; it never falls back to another space."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="read",
+    input=ListReferenceImagesInput,
+    output=ReferenceImageList,
+    handler=list_reference_images,
+)
+
+
+# -- me.generateWithReference -------------------------------------------------------------------
+
+
+class GeneratedImage(ToolOutput):
+    url: str
+    width: int
+    height: int
+
+
+class ImageGenerator(Protocol):
+    """Backend contract for `image-generator`: turn a prompt plus reference photos into one
+    image URL. Implementations call an outside service."""
+
+    async def generate(
+        self, prompt: str, references: list[ReferenceImage], size: str
+    ) -> GeneratedImage: ...
+
+
+class GenerateInput(ToolInput):
+    prompt: Annotated[
+        str, Field(min_length=3, max_length=2000, description="What to generate, in plain words.")
+    ]
+    reference_image_ids: Annotated[list[RecordId], Field(min_length=1, max_length=4)] = Field(
+        description="Ids from me.listReferenceImages (1-4)."
+    )
+    size: Literal["512x512", "1024x1024", "1024x1536", "1536x1024"] = "1024x1024"
+
+
+class GenerationResult(ToolOutput):
+    id: str
+    url: str
+    width: int
+    height: int
+    prompt: str
+    reference_image_ids: list[str]
+
+
+async def generate_with_reference(inp: GenerateInput, ctx: ToolContext) -> GenerationResult:
+    refs: list[ReferenceImage] = []
+    usable = {
+        r.id: r
+        for r in await ctx.store.list(
+            REFERENCE_IMAGES,
+            filters=[*_usable_filters(None), Filter("id", "in", inp.reference_image_ids)],
+        )
+    }
+    missing = [i for i in inp.reference_image_ids if i not in usable]
+    if missing:
+        raise ToolError(
+            "these reference images are not usable in this space (unknown, deleted or not "
+            f"opted in for AI use): {', '.join(missing)}",
+            reason="invalid-reference",
+        )
+    refs = [ReferenceImage.of(usable[i]) for i in inp.reference_image_ids]
+    generator = ctx.backends.get(IMAGE_GENERATOR, ImageGenerator)  # type: ignore[type-abstract]
+    image = await generator.generate(inp.prompt, refs, inp.size)
+    rec = await ctx.store.insert(
+        GENERATED_IMAGES,
+        {
+            "url": image.url,
+            "width": image.width,
+            "height": image.height,
+            "prompt": inp.prompt,
+            "referenceImageIds": inp.reference_image_ids,
+        },
+    )
+    return GenerationResult(
+        id=rec.id,
+        url=image.url,
+        width=image.width,
+        height=image.height,
+        prompt=inp.prompt,
+        reference_image_ids=inp.reference_image_ids,
+    )
+
+
+GENERATE_WITH_REFERENCE = ToolSpec(
+    name="me.generateWithReference",
+    title="Generate image from my references",
+    description=(
+        "Generate a new image of the user from a prompt and 1-4 of their opted-in reference "
+        "photos (ids from me.listReferenceImages). Calls the configured image service and saves "
+        "the result in the active space. Returns the image URL and size."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    requires=(IMAGE_GENERATOR,),
+    open_world=True,
+    input=GenerateInput,
+    output=GenerationResult,
+    handler=generate_with_reference,
+)
+
+TOOLS = (LIST_REFERENCE_IMAGES, GENERATE_WITH_REFERENCE)

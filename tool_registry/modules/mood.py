@@ -1,11 +1,137 @@
-"""mood: placeholder, filled in by its module author."""
+"""Mood: quick 1-5 ratings of how the user feels, with an optional note, and their average."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
+from pydantic import AfterValidator, Field
+
+from tool_registry.clock import iso
+from tool_registry.context import ToolContext
+from tool_registry.errors import ToolError
+from tool_registry.models import IsoDate, IsoDateTime, ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
+from tool_registry.store.records import Filter, Record
 
 MODULE = "mood"
+ENTRIES = "mood_entries"
 
-TOOLS: tuple[ToolSpec[Any, Any], ...] = ()
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "needs a timezone offset, e.g. 2026-11-21T09:30:00+01:00 or 2026-11-21T08:30:00Z"
+        )
+    return value
+
+
+AwareDateTime = Annotated[IsoDateTime, AfterValidator(_aware)]
+
+
+class MoodEntry(ToolOutput):
+    id: str
+    score: int
+    note: str | None = None
+    at: str
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, rec: Record) -> MoodEntry:
+        return cls.model_validate(rec.as_dict())
+
+
+# -- mood.log ----------------------------------------------------------------------------------
+
+
+class LogMoodInput(ToolInput):
+    score: int = Field(ge=1, le=5, description="1 = very bad, 3 = okay, 5 = very good.")
+    note: str | None = Field(default=None, max_length=500, description="What is behind it.")
+    at: AwareDateTime | None = Field(
+        default=None, description="When the user felt this, ISO 8601 with offset; default now."
+    )
+
+
+async def log_mood(inp: LogMoodInput, ctx: ToolContext) -> MoodEntry:
+    data = {"score": inp.score, "note": inp.note, "at": iso(inp.at or ctx.now())}
+    return MoodEntry.of(await ctx.store.insert(ENTRIES, data))
+
+
+LOG = ToolSpec(
+    name="mood.log",
+    title="Log mood",
+    description=(
+        "Record how the user feels as a score from 1 (very bad) to 5 (very good), with an "
+        "optional short note, at a given time (default now). For a written diary entry use "
+        "journal.add. Returns the logged entry."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    input=LogMoodInput,
+    output=MoodEntry,
+    handler=log_mood,
+)
+
+
+# -- mood.list ---------------------------------------------------------------------------------
+
+
+class ListMoodInput(ToolInput):
+    from_: IsoDate | None = Field(
+        default=None, alias="from", description="First day to include (UTC), YYYY-MM-DD."
+    )
+    to: IsoDate | None = Field(default=None, description="Last day to include (UTC), YYYY-MM-DD.")
+    limit: int = Field(default=50, ge=1, le=500, description="Maximum number of entries.")
+
+
+class MoodEntries(ToolOutput):
+    entries: list[MoodEntry]
+    average: float | None = Field(
+        description="Mean score of the returned entries, 2 decimals; null when there are none."
+    )
+
+
+def _day_start(day: date) -> str:
+    """Midnight UTC at the start of `day`, in the stored text form."""
+    return iso(datetime.combine(day, time(0), tzinfo=UTC))
+
+
+async def list_mood(inp: ListMoodInput, ctx: ToolContext) -> MoodEntries:
+    if inp.from_ is not None and inp.to is not None and inp.from_ > inp.to:
+        raise ToolError(
+            f"'from' ({inp.from_.isoformat()}) is after 'to' ({inp.to.isoformat()}); "
+            "swap them or widen the range",
+            reason="invalid-range",
+        )
+    filters: list[Filter] = []
+    if inp.from_ is not None:
+        filters.append(Filter("at", "ge", _day_start(inp.from_)))
+    if inp.to is not None:
+        filters.append(Filter("at", "lt", _day_start(inp.to + timedelta(days=1))))
+    records = await ctx.store.list(
+        ENTRIES, filters=filters, order_by="at", descending=True, limit=inp.limit
+    )
+    entries = [MoodEntry.of(r) for r in records]
+    average = round(sum(e.score for e in entries) / len(entries), 2) if entries else None
+    return MoodEntries(entries=entries, average=average)
+
+
+LIST = ToolSpec(
+    name="mood.list",
+    title="List mood entries",
+    description=(
+        "Mood entries of the active space, newest first, optionally between two days (from and "
+        "to, inclusive, UTC), plus the average score of the returned entries (null if none). "
+        "Use it to answer 'how have I been feeling lately?'."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="read",
+    input=ListMoodInput,
+    output=MoodEntries,
+    handler=list_mood,
+)
+
+TOOLS = (LOG, LIST)

@@ -11,8 +11,9 @@ from tool_registry.store.migrations import CORE_MIGRATIONS
 from tool_registry.store.records import Filter, Record, ScopedStore
 
 
-async def open_database(path: Path | str, extra_migrations: Sequence[Migration] = (),
-                        *, readers: int = 4) -> Database:
+async def open_database(
+    path: Path | str, extra_migrations: Sequence[Migration] = (), *, readers: int = 4
+) -> Database:
     """Open (creating if needed) a database with the core schema plus `extra_migrations`."""
     return await Database.open(path, [*CORE_MIGRATIONS, *extra_migrations], readers=readers)
 

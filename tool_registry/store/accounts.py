@@ -74,8 +74,9 @@ def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
     return slug
 
 
-def _insert_space(conn: sqlite3.Connection, *, owner_id: str, type_: str, name: str,
-                  slug: str | None, now: str) -> Space:
+def _insert_space(
+    conn: sqlite3.Connection, *, owner_id: str, type_: str, name: str, slug: str | None, now: str
+) -> Space:
     if slug is not None:
         if conn.execute("SELECT 1 FROM spaces WHERE slug = ?", (slug,)).fetchone():
             raise ConflictError(f"a space with slug {slug!r} already exists")
@@ -102,8 +103,15 @@ class Accounts:
 
     # -- users -------------------------------------------------------------------------------
 
-    async def create_user(self, email: str, *, name: str | None = None, kind: str = "human",
-                          tier: str = "free", password: str | None = None) -> User:
+    async def create_user(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        kind: str = "human",
+        tier: str = "free",
+        password: str | None = None,
+    ) -> User:
         """Create a user and its personal space (the user is its owner), atomically."""
         email = email.strip().lower()
         if not EMAIL_PATTERN.match(email):
@@ -125,15 +133,24 @@ class Accounts:
                 "updated_at) VALUES (?,?,?,?,?,?,?,?)",
                 (user_id, email, display, kind, tier, pw_hash, now, now),
             )
-            _insert_space(conn, owner_id=user_id, type_="personal", name=f"{display} (personal)",
-                          slug=None, now=now)
+            _insert_space(
+                conn,
+                owner_id=user_id,
+                type_="personal",
+                name=f"{display} (personal)",
+                slug=None,
+                now=now,
+            )
             return User(user_id, email, display, kind, tier, now)
 
         return await self.db.write(work)
 
     async def user_by_email(self, email: str) -> User | None:
-        row = await self.db.read(lambda c: c.execute(
-            "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)).fetchone())
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)
+            ).fetchone()
+        )
         return _user(row) if row else None
 
     async def require_user(self, email: str) -> User:
@@ -144,7 +161,8 @@ class Accounts:
 
     async def user_by_id(self, user_id: str) -> User | None:
         row = await self.db.read(
-            lambda c: c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
+            lambda c: c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        )
         return _user(row) if row else None
 
     async def list_users(self, kind: str | None = None) -> list[User]:
@@ -153,7 +171,8 @@ class Accounts:
                 rows = conn.execute("SELECT * FROM users ORDER BY email").fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT * FROM users WHERE kind = ? ORDER BY email", (kind,)).fetchall()
+                    "SELECT * FROM users WHERE kind = ? ORDER BY email", (kind,)
+                ).fetchall()
             return [_user(r) for r in rows]
 
         return await self.db.read(work)
@@ -161,14 +180,20 @@ class Accounts:
     async def set_password(self, user_id: str, password: str) -> None:
         pw_hash = hash_password(password)
         now = iso(self.clock.now())
-        await self.db.write(lambda c: c.execute(
-            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
-            (pw_hash, now, user_id)))
+        await self.db.write(
+            lambda c: c.execute(
+                "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
+                (pw_hash, now, user_id),
+            )
+        )
 
     async def check_password(self, email: str, password: str) -> User | None:
         """The user when the password matches; None for an unknown email or a wrong password."""
-        row = await self.db.read(lambda c: c.execute(
-            "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)).fetchone())
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)
+            ).fetchone()
+        )
         if row is None or not row["password_hash"]:
             verify_password(password, None)  # same cost either way
             return None
@@ -180,8 +205,9 @@ class Accounts:
         now = iso(self.clock.now())
 
         def work(conn: sqlite3.Connection) -> User:
-            cur = conn.execute("UPDATE users SET tier = ?, updated_at = ? WHERE id = ?",
-                               (tier, now, user_id))
+            cur = conn.execute(
+                "UPDATE users SET tier = ?, updated_at = ? WHERE id = ?", (tier, now, user_id)
+            )
             if cur.rowcount == 0:
                 raise NotFoundError(f"no user with id {user_id}")
             return _user(conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
@@ -190,8 +216,9 @@ class Accounts:
 
     # -- spaces ------------------------------------------------------------------------------
 
-    async def create_space(self, owner_id: str, *, type_: str, name: str,
-                           slug: str | None = None) -> Space:
+    async def create_space(
+        self, owner_id: str, *, type_: str, name: str, slug: str | None = None
+    ) -> Space:
         if type_ not in SPACE_TYPES:
             raise ValidationFailed(f"space type must be one of {', '.join(SPACE_TYPES)}")
         if type_ == "personal":
@@ -199,8 +226,11 @@ class Accounts:
         if not name.strip():
             raise ValidationFailed("space name must not be empty")
         now = iso(self.clock.now())
-        return await self.db.write(lambda c: _insert_space(
-            c, owner_id=owner_id, type_=type_, name=name.strip(), slug=slug, now=now))
+        return await self.db.write(
+            lambda c: _insert_space(
+                c, owner_id=owner_id, type_=type_, name=name.strip(), slug=slug, now=now
+            )
+        )
 
     async def add_member(self, space_id: str, user_id: str, role: str) -> None:
         """Add a member or change the role of an existing one."""
@@ -224,8 +254,11 @@ class Accounts:
 
     async def resolve_space(self, ref: str) -> Space | None:
         """A space by id or slug."""
-        row = await self.db.read(lambda c: c.execute(
-            "SELECT * FROM spaces WHERE id = ? OR slug = ?", (ref, ref)).fetchone())
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM spaces WHERE id = ? OR slug = ?", (ref, ref)
+            ).fetchone()
+        )
         return space_from_row(row) if row else None
 
     async def require_space(self, ref: str) -> Space:
@@ -235,10 +268,14 @@ class Accounts:
         return space
 
     async def personal_space(self, user_id: str) -> Space:
-        row = await self.db.read(lambda c: c.execute(
-            "SELECT s.* FROM spaces s JOIN memberships m ON m.space_id = s.id "
-            "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
-            "ORDER BY s.created_at LIMIT 1", (user_id,)).fetchone())
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT s.* FROM spaces s JOIN memberships m ON m.space_id = s.id "
+                "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
+                "ORDER BY s.created_at LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        )
         if row is None:
             raise NotFoundError(f"user {user_id} has no personal space")
         return space_from_row(row)
@@ -246,26 +283,37 @@ class Accounts:
     async def access(self, user_id: str, space_ref: str | None) -> SpaceAccess | None:
         """The space (by id or slug; None = personal) with the user's role, in one query."""
         if space_ref is None:
-            sql = ("SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
-                   "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
-                   "ORDER BY s.created_at LIMIT 1")
+            sql = (
+                "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
+                "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
+                "ORDER BY s.created_at LIMIT 1"
+            )
             params: tuple[str, ...] = (user_id,)
         else:
-            sql = ("SELECT s.*, m.role FROM spaces s LEFT JOIN memberships m "
-                   "ON m.space_id = s.id AND m.user_id = ? WHERE s.id = ? OR s.slug = ? LIMIT 1")
+            sql = (
+                "SELECT s.*, m.role FROM spaces s LEFT JOIN memberships m "
+                "ON m.space_id = s.id AND m.user_id = ? WHERE s.id = ? OR s.slug = ? LIMIT 1"
+            )
             params = (user_id, space_ref, space_ref)
         row = await self.db.read(lambda c: c.execute(sql, params).fetchone())
         return SpaceAccess(space_from_row(row), row["role"]) if row else None
 
     async def spaces_of(self, user_id: str) -> list[SpaceAccess]:
-        rows = await self.db.read(lambda c: c.execute(
-            "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
-            "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at", (user_id,)
-        ).fetchall())
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
+                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at",
+                (user_id,),
+            ).fetchall()
+        )
         return [SpaceAccess(space_from_row(r), r["role"]) for r in rows]
 
     async def members(self, space_id: str) -> list[tuple[User, str]]:
-        rows = await self.db.read(lambda c: c.execute(
-            "SELECT u.*, m.role FROM users u JOIN memberships m ON m.user_id = u.id "
-            "WHERE m.space_id = ? ORDER BY u.email", (space_id,)).fetchall())
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT u.*, m.role FROM users u JOIN memberships m ON m.user_id = u.id "
+                "WHERE m.space_id = ? ORDER BY u.email",
+                (space_id,),
+            ).fetchall()
+        )
         return [(_user(r), r["role"]) for r in rows]

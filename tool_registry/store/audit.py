@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
@@ -57,8 +58,8 @@ class AuditLog:
 
     async def _write_buffer(self) -> None:
         while self._buffer:
-            rows, self._buffer = self._buffer, []
-            await self._db.write(lambda c: insert_rows(c, rows))
+            batch, self._buffer = self._buffer, []
+            await self._db.write(functools.partial(insert_rows, rows=batch))
 
     async def flush(self) -> None:
         task = self._task
@@ -67,8 +68,9 @@ class AuditLog:
                 await task
         await self._write_buffer()
 
-    async def recent(self, *, limit: int = 50, space_id: str | None = None,
-                     tool: str | None = None) -> list[dict[str, object]]:
+    async def recent(
+        self, *, limit: int = 50, space_id: str | None = None, tool: str | None = None
+    ) -> list[dict[str, object]]:
         await self.flush()
         clauses, params = [], []
         if space_id is not None:

@@ -37,8 +37,9 @@ def _casefold(value: object) -> str | None:
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -74,8 +75,9 @@ class Database:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path | str, migrations: Sequence[Migration] = (),
-                   *, readers: int = 4) -> Database:
+    async def open(
+        cls, path: Path | str, migrations: Sequence[Migration] = (), *, readers: int = 4
+    ) -> Database:
         db_path = Path(path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(db_path, readers=readers)

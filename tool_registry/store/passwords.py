@@ -33,8 +33,14 @@ def verify_password(password: str, stored: str | None) -> bool:
     """Constant-time check; a missing hash still costs one scrypt so timing leaks nothing."""
     try:
         _, n, r, p, salt, digest = (stored or _DUMMY).split("$")
-        actual = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r),
-                                p=int(p), dklen=len(_unb64(digest)))
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=_unb64(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(_unb64(digest)),
+        )
     except (ValueError, TypeError):
         return False
     return stored is not None and hmac.compare_digest(actual, _unb64(digest))

@@ -7,6 +7,7 @@ a read-only tool refuses writes, so a `read` policy hint is enforced, not just d
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import sqlite3
@@ -128,8 +129,9 @@ def _json_default(value: Any) -> Any:
 class ScopedStore:
     """Record access for exactly one user in exactly one space (membership already verified)."""
 
-    def __init__(self, runner: Runner, *, user_id: str, access: SpaceAccess, clock: Clock,
-                 writable: bool) -> None:
+    def __init__(
+        self, runner: Runner, *, user_id: str, access: SpaceAccess, clock: Clock, writable: bool
+    ) -> None:
         if access.role is None:
             raise NotAMemberError()
         self._runner = runner
@@ -149,8 +151,9 @@ class ScopedStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def get(self, collection: str, record_id: str, *,
-                  include_deleted: bool = False) -> Record | None:
+    async def get(
+        self, collection: str, record_id: str, *, include_deleted: bool = False
+    ) -> Record | None:
         sql = "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ?"
         if not include_deleted:
             sql += " AND deleted_at IS NULL"
@@ -162,16 +165,25 @@ class ScopedStore:
         """The record or a `not-found` tool error naming what was looked for."""
         rec = await self.get(collection, record_id)
         if rec is None:
-            raise ToolError(f"no {label or collection} with id {record_id!r} in this space",
-                            reason="not-found")
+            raise ToolError(
+                f"no {label or collection} with id {record_id!r} in this space", reason="not-found"
+            )
         return rec
 
-    async def list(self, collection: str, *, where: Mapping[str, Any] | None = None,
-                   filters: Sequence[Filter] = (), include_deleted: bool = False,
-                   order_by: str = "created_at", descending: bool = False,
-                   limit: int | None = None, offset: int = 0) -> list[Record]:
+    async def list(
+        self,
+        collection: str,
+        *,
+        where: Mapping[str, Any] | None = None,
+        filters: Sequence[Filter] = (),
+        include_deleted: bool = False,
+        order_by: str = "created_at",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[Record]:
         clauses = ["space_id = ?", "collection = ?"]
-        params: list[Any] = [self.space_id, collection]
+        params: builtins.list[Any] = [self.space_id, collection]
         if not include_deleted:
             clauses.append("deleted_at IS NULL")
         all_filters = [Filter(k, "eq", v) for k, v in (where or {}).items()] + list(filters)
@@ -181,8 +193,10 @@ class ScopedStore:
             params.extend(values)
         order = _column(order_by)
         direction = "DESC" if descending else "ASC"
-        sql = (f"SELECT * FROM records WHERE {' AND '.join(clauses)} "
-               f"ORDER BY {order} {direction}, id {direction}")
+        sql = (
+            f"SELECT * FROM records WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {order} {direction}, id {direction}"
+        )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params.extend([int(limit), int(offset)])
@@ -191,7 +205,7 @@ class ScopedStore:
 
     async def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int:
         clauses = ["space_id = ?", "collection = ?", "deleted_at IS NULL"]
-        params: list[Any] = [self.space_id, collection]
+        params: builtins.list[Any] = [self.space_id, collection]
         for f in filters:
             clause, values = f.sql()
             clauses.append(clause)
@@ -199,61 +213,85 @@ class ScopedStore:
         sql = f"SELECT count(*) FROM records WHERE {' AND '.join(clauses)}"
         return int(await self._runner.run(lambda c: c.execute(sql, params).fetchone()[0]))
 
-    async def search(self, collection: str, text: str, fields: Sequence[str], *,
-                     limit: int = 20, filters: Sequence[Filter] = ()) -> list[Record]:
+    async def search(
+        self,
+        collection: str,
+        text: str,
+        fields: Sequence[str],
+        *,
+        limit: int = 20,
+        filters: Sequence[Filter] = (),
+    ) -> builtins.list[Record]:
         """Case-insensitive substring search over `fields`, ranked.
 
         Rank: a match in an earlier field weighs more (fields are given most important first),
         a match at the start of a field adds a bonus; ties go to the most recently updated.
         """
         needle = text.casefold()
-        score_parts, match_parts, score_params, match_params = [], [], [], []
+        score_parts: builtins.list[str] = []
+        match_parts: builtins.list[str] = []
+        score_params: builtins.list[str] = []
+        match_params: builtins.list[str] = []
         for i, name in enumerate(fields):
             column = f"mana_fold({_column(name)})"
             weight = 2 ** (len(fields) - i)
-            score_parts.append(f"(CASE WHEN instr({column}, ?) = 1 THEN {weight * 2} "
-                               f"WHEN instr({column}, ?) > 1 THEN {weight} ELSE 0 END)")
+            score_parts.append(
+                f"(CASE WHEN instr({column}, ?) = 1 THEN {weight * 2} "
+                f"WHEN instr({column}, ?) > 1 THEN {weight} ELSE 0 END)"
+            )
             score_params.extend([needle, needle])
             match_parts.append(f"instr({column}, ?) > 0")
             match_params.append(needle)
-        clauses = ["space_id = ?", "collection = ?", "deleted_at IS NULL",
-                   f"({' OR '.join(match_parts)})"]
-        params: list[Any] = [*score_params, self.space_id, collection, *match_params]
+        clauses = [
+            "space_id = ?",
+            "collection = ?",
+            "deleted_at IS NULL",
+            f"({' OR '.join(match_parts)})",
+        ]
+        params: builtins.list[Any] = [*score_params, self.space_id, collection, *match_params]
         for f in filters:
             clause, values = f.sql()
             clauses.append(clause)
             params.extend(values)
-        sql = (f"SELECT *, ({' + '.join(score_parts)}) AS score FROM records "
-               f"WHERE {' AND '.join(clauses)} ORDER BY score DESC, updated_at DESC, id LIMIT ?")
+        sql = (
+            f"SELECT *, ({' + '.join(score_parts)}) AS score FROM records "
+            f"WHERE {' AND '.join(clauses)} ORDER BY score DESC, updated_at DESC, id LIMIT ?"
+        )
         params.append(int(limit))
         rows = await self._runner.run(lambda c: c.execute(sql, params).fetchall())
         return [_record(r) for r in rows]
 
-    async def my_spaces(self) -> list[SpaceAccess]:
+    async def my_spaces(self) -> builtins.list[SpaceAccess]:
         """The bound user's own memberships (used by `spaces.list`)."""
         user_id = self.user_id
 
-        def work(conn: sqlite3.Connection) -> list[SpaceAccess]:
+        def work(conn: sqlite3.Connection) -> builtins.list[SpaceAccess]:
             rows = conn.execute(
                 "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
-                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at", (user_id,)
+                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at",
+                (user_id,),
             ).fetchall()
             return [SpaceAccess(space_from_row(r), r["role"]) for r in rows]
 
         return await self._runner.run(work)
 
-    async def destructive_allowlist(self) -> list[dict[str, Any]]:
+    async def destructive_allowlist(self) -> builtins.list[dict[str, Any]]:
         """The tools this space has opted in to as destructive-allowed (read by any member)."""
         space_id = self.space_id
-        rows = await self._runner.run(lambda c: c.execute(
-            "SELECT tool, added_by, added_at FROM space_destructive_allowlist "
-            "WHERE space_id = ? ORDER BY tool", (space_id,)).fetchall())
+        rows = await self._runner.run(
+            lambda c: c.execute(
+                "SELECT tool, added_by, added_at FROM space_destructive_allowlist "
+                "WHERE space_id = ? ORDER BY tool",
+                (space_id,),
+            ).fetchall()
+        )
         return [dict(r) for r in rows]
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def insert(self, collection: str, data: Mapping[str, Any], *,
-                     record_id: str | None = None) -> Record:
+    async def insert(
+        self, collection: str, data: Mapping[str, Any], *, record_id: str | None = None
+    ) -> Record:
         self._require_writable()
         now = iso(self._clock.now())
         rid = record_id or new_id(collection[:3].lower())
@@ -271,8 +309,14 @@ class ScopedStore:
 
         return await self._runner.run(work)
 
-    async def update(self, collection: str, record_id: str, changes: Mapping[str, Any], *,
-                     at: datetime | None = None) -> Record:
+    async def update(
+        self,
+        collection: str,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        at: datetime | None = None,
+    ) -> Record:
         """Field-level last-writer-wins: a field changes only if `at` is not older than its
         last change. Fields set to None are stored as null (use the tool to decide semantics)."""
         self._require_writable()
@@ -283,10 +327,14 @@ class ScopedStore:
         def work(conn: sqlite3.Connection) -> Record:
             row = conn.execute(
                 "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ? "
-                "AND deleted_at IS NULL", (record_id, space_id, collection)).fetchone()
+                "AND deleted_at IS NULL",
+                (record_id, space_id, collection),
+            ).fetchone()
             if row is None:
-                    raise ToolError(f"no {collection} record with id {record_id!r} in this space",
-                                reason="not-found")
+                raise ToolError(
+                    f"no {collection} record with id {record_id!r} in this space",
+                    reason="not-found",
+                )
             data = json.loads(row["data"])
             field_ts = json.loads(row["field_updated_at"])
             changed = False
@@ -300,9 +348,12 @@ class ScopedStore:
                 updated_at = max(row["updated_at"], stamp)
                 conn.execute(
                     "UPDATE records SET data = ?, field_updated_at = ?, updated_at = ? "
-                    "WHERE id = ?", (_dump(data), _dump(field_ts), updated_at, record_id))
-            return _record(conn.execute(
-                "SELECT * FROM records WHERE id = ?", (record_id,)).fetchone())
+                    "WHERE id = ?",
+                    (_dump(data), _dump(field_ts), updated_at, record_id),
+                )
+            return _record(
+                conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+            )
 
         return await self._runner.run(work)
 
@@ -315,12 +366,16 @@ class ScopedStore:
             cur = conn.execute(
                 "UPDATE records SET deleted_at = ?, updated_at = ? WHERE id = ? AND space_id = ? "
                 "AND collection = ? AND deleted_at IS NULL",
-                (now, now, record_id, space_id, collection))
+                (now, now, record_id, space_id, collection),
+            )
             if cur.rowcount == 0:
-                    raise ToolError(f"no {collection} record with id {record_id!r} in this space",
-                                reason="not-found")
-            return _record(conn.execute(
-                "SELECT * FROM records WHERE id = ?", (record_id,)).fetchone())
+                raise ToolError(
+                    f"no {collection} record with id {record_id!r} in this space",
+                    reason="not-found",
+                )
+            return _record(
+                conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+            )
 
         return await self._runner.run(work)
 

@@ -37,34 +37,51 @@ class ToolKit:
         self.accounts: Accounts = pipeline.accounts
         self._seq = itertools.count(1)
 
-    async def user(self, email: str | None = None, *, name: str | None = None,
-                   kind: str = "human", password: str | None = None) -> User:
+    async def user(
+        self,
+        email: str | None = None,
+        *,
+        name: str | None = None,
+        kind: str = "human",
+        password: str | None = None,
+    ) -> User:
         n = next(self._seq)
-        return await self.accounts.create_user(email or f"user{n}@kit.test", name=name,
-                                               kind=kind, password=password)
+        return await self.accounts.create_user(
+            email or f"user{n}@kit.test", name=name, kind=kind, password=password
+        )
 
     async def personal(self, user: User) -> Space:
         return await self.accounts.personal_space(user.id)
 
     async def space(self, owner: User, type_: str = "family", name: str | None = None) -> Space:
         n = next(self._seq)
-        return await self.accounts.create_space(owner.id, type_=type_,
-                                                name=name or f"{type_} space {n}")
+        return await self.accounts.create_space(
+            owner.id, type_=type_, name=name or f"{type_} space {n}"
+        )
 
     async def add_member(self, space: Space, user: User, role: str = "member") -> None:
         await self.accounts.add_member(space.id, user.id, role)
 
-    async def call_as(self, user: User, space: SpaceRef, tool: str,
-                      args: dict[str, Any] | None = None, *, invoker: Invoker = "cli",
-                      idempotency_key: str | None = None) -> Outcome:
+    async def call_as(
+        self,
+        user: User,
+        space: SpaceRef,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        *,
+        invoker: Invoker = "cli",
+        idempotency_key: str | None = None,
+    ) -> Outcome:
         """Invoke `tool` through the real pipeline as `user` in `space` (None = personal)."""
         ref = space.id if isinstance(space, Space) else space
-        call = CallContext(user_id=user.id, space=ref, invoker=invoker,
-                           idempotency_key=idempotency_key)
+        call = CallContext(
+            user_id=user.id, space=ref, invoker=invoker, idempotency_key=idempotency_key
+        )
         return await self.pipeline.invoke(tool, args or {}, call)
 
-    async def call_ok(self, user: User, space: SpaceRef, tool: str,
-                      args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    async def call_ok(
+        self, user: User, space: SpaceRef, tool: str, args: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         """Like `call_as` but fails the test unless the outcome is ok; returns `result`."""
         outcome = await self.call_as(user, space, tool, args, **kw)
         assert outcome.ok, f"{tool} failed: {outcome.public()}"
@@ -72,8 +89,11 @@ class ToolKit:
         return outcome.result
 
     async def record_space(self, record_id: str) -> str | None:
-        row = await self.db.read(lambda c: c.execute(
-            "SELECT space_id FROM records WHERE id = ?", (record_id,)).fetchone())
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT space_id FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+        )
         return None if row is None else str(row["space_id"])
 
     async def audit(self, **filters: Any) -> list[dict[str, Any]]:
@@ -81,12 +101,17 @@ class ToolKit:
 
 
 @asynccontextmanager
-async def tool_kit(path: Path, *, registry: Registry | None = None, gate: Gate | None = None,
-                   backends: Backends | None = None, clock: Clock | None = None,
-                   migrations: tuple[Migration, ...] = ()) -> AsyncIterator[ToolKit]:
+async def tool_kit(
+    path: Path,
+    *,
+    registry: Registry | None = None,
+    gate: Gate | None = None,
+    backends: Backends | None = None,
+    clock: Clock | None = None,
+    migrations: tuple[Migration, ...] = (),
+) -> AsyncIterator[ToolKit]:
     db = await open_database(path, migrations)
-    pipeline = Pipeline(registry or build_registry(), db, gate=gate, backends=backends,
-                        clock=clock)
+    pipeline = Pipeline(registry or build_registry(), db, gate=gate, backends=backends, clock=clock)
     try:
         yield ToolKit(pipeline)
     finally:
@@ -110,8 +135,9 @@ def iter_ids(value: Any) -> Iterator[str]:
 Seeder = Callable[[ToolKit, User, Space], Awaitable[None]]
 
 
-async def assert_space_isolated(kit: ToolKit, tool: str, args: dict[str, Any],
-                                seed: Seeder, *, space_type: str = "personal") -> None:
+async def assert_space_isolated(
+    kit: ToolKit, tool: str, args: dict[str, Any], seed: Seeder, *, space_type: str = "personal"
+) -> None:
     """Seed rows in two spaces of two users, then check `tool` returns only the active space's
     rows in each, and that a caller who is not a member gets the membership error.
 
@@ -121,8 +147,11 @@ async def assert_space_isolated(kit: ToolKit, tool: str, args: dict[str, Any],
     owners = [await kit.user(), await kit.user()]
     spaces = []
     for owner in owners:
-        space = (await kit.personal(owner) if space_type == "personal"
-                 else await kit.space(owner, space_type))
+        space = (
+            await kit.personal(owner)
+            if space_type == "personal"
+            else await kit.space(owner, space_type)
+        )
         await seed(kit, owner, space)
         spaces.append(space)
     for owner, space in zip(owners, spaces, strict=True):

@@ -1,0 +1,1 @@
+"""Agent loop: runs a model against tools from the registry or an MCP server."""

@@ -1,0 +1,1 @@
+"""The `mana` command: the composition root where configuration is read and parts are wired."""

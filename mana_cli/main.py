@@ -1,0 +1,56 @@
+"""`mana` entry point: global flags, sub-command registration, one error boundary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from mana_cli.commands import COMMAND_GROUPS
+from mana_cli.config import Settings
+from tool_registry.errors import ManaError
+from tool_registry.logging import configure_logging
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"mana: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
+    parser.add_argument("--data-dir", help="data directory (default ./.mana, env MANA_DATA_DIR)")
+    parser.add_argument("--db", help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env MANA_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(
+            {"data_dir": args.data_dir, "db": args.db, "log_level": args.log_level}
+        )
+        configure_logging(
+            settings.log_level if args.log_level else "WARNING", json=settings.log_json
+        )
+        code: int = asyncio.run(args.handler(args, settings))
+    except ManaError as exc:
+        print(f"mana: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mana: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

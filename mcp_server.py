@@ -1,0 +1,1 @@
+"""MCP server: exposes the tool registry over stdio and Streamable HTTP (next issue)."""

@@ -1,0 +1,1 @@
+"""Policy gate: destructive opt-in per space, rate limits, injection flagging, modes."""

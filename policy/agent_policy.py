@@ -1,0 +1,80 @@
+"""Agent tool policy: per agent, each tool resolves to `auto` (run through the pipeline and its
+gate), `propose` (stage a proposal for a human) or `deny` (never offered to the model).
+Resolution order: exact tool name, then module, then the default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from tool_registry.spec import ToolSpec
+
+Mode = Literal["auto", "propose", "deny"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+@dataclass(frozen=True)
+class AgentToolPolicy:
+    """`tools` and `modules` map names to modes; `by_hint` gives a default per policy hint
+    (read/write/destructive) before falling back to `default`."""
+
+    tools: Mapping[str, Mode] = field(default_factory=dict)
+    modules: Mapping[str, Mode] = field(default_factory=dict)
+    by_hint: Mapping[str, Mode] = field(default_factory=dict)
+    default: Mode = "propose"
+
+    def __post_init__(self) -> None:
+        for where, mapping in (
+            ("tools", self.tools),
+            ("modules", self.modules),
+            ("by_hint", self.by_hint),
+        ):
+            bad = {k: v for k, v in mapping.items() if v not in MODES}
+            if bad:
+                raise ValueError(
+                    f"agent tool policy {where}: invalid modes {bad}; use one of {', '.join(MODES)}"
+                )
+        if self.default not in MODES:
+            raise ValueError(f"agent tool policy default must be one of {', '.join(MODES)}")
+
+    @classmethod
+    def sensible_default(cls) -> AgentToolPolicy:
+        """Reads run, writes are proposed, destructive tools are hidden."""
+        return cls(
+            by_hint={"read": "auto", "write": "propose", "destructive": "deny"}, default="propose"
+        )
+
+    def resolve(self, spec: ToolSpec[Any, Any]) -> Mode:
+        if spec.name in self.tools:
+            return self.tools[spec.name]
+        if spec.module in self.modules:
+            return self.modules[spec.module]
+        if spec.policy_hint in self.by_hint:
+            return self.by_hint[spec.policy_hint]
+        return self.default
+
+    def offered(self, specs: Iterable[ToolSpec[Any, Any]]) -> list[ToolSpec[Any, Any]]:
+        """The tools to show the model: everything not resolved to `deny`."""
+        return [s for s in specs if self.resolve(s) != "deny"]
+
+    def classify(self, spec: ToolSpec[Any, Any] | None) -> Mode:
+        """What to do with a requested call; unknown tools are denied."""
+        return "deny" if spec is None else self.resolve(spec)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tools": dict(self.tools),
+            "modules": dict(self.modules),
+            "byHint": dict(self.by_hint),
+            "default": self.default,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentToolPolicy:
+        return cls(
+            tools=dict(data.get("tools", {})),
+            modules=dict(data.get("modules", {})),
+            by_hint=dict(data.get("byHint", {})),
+            default=data.get("default", "propose"),
+        )
