@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mana_cli.config import Settings
+from policy.allowlist import DestructiveAllowlist
+from policy.gate import PolicyGate
+from policy.settings import PolicySettings
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import Backends
-from tool_registry.gate import AllowAllGate, Gate
 from tool_registry.modules import build_registry
 from tool_registry.pipeline import Pipeline
 from tool_registry.registry import Registry
@@ -29,10 +31,16 @@ class Runtime:
     pipeline: Pipeline
     clock: Clock
     backends: Backends
+    policy: PolicyGate | None = None
 
 
-def build_gate(settings: Settings, db: Database, registry: Registry, clock: Clock) -> Gate:
-    return AllowAllGate()
+def build_gate(settings: Settings, db: Database, registry: Registry, clock: Clock) -> PolicyGate:
+    """The policy gate, configured from `MANA_POLICY_MODE`, `MANA_RATE_LIMIT(S)`, ..."""
+    return PolicyGate(
+        PolicySettings.from_env(settings.environ),
+        DestructiveAllowlist(db, registry, clock=clock),
+        registry=registry,
+    )
 
 
 def build_backends(settings: Settings) -> Backends:
@@ -46,17 +54,22 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Asy
     registry = build_registry()
     backends = build_backends(settings)
     accounts = Accounts(db, clock)
+    try:
+        gate = build_gate(settings, db, registry, clock)
+    except BaseException:
+        await db.close()
+        raise
     pipeline = Pipeline(
         registry,
         db,
         accounts=accounts,
         space_types=SpaceTypeCatalog.load(),
-        gate=build_gate(settings, db, registry, clock),
+        gate=gate,
         backends=backends,
         clock=clock,
     )
     try:
-        yield Runtime(settings, db, accounts, registry, pipeline, clock, backends)
+        yield Runtime(settings, db, accounts, registry, pipeline, clock, backends, gate)
     finally:
         await pipeline.aclose()
         await db.close()

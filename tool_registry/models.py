@@ -14,8 +14,14 @@ from tool_registry.store.records import Record
 
 
 class ToolInput(BaseModel):
+    """Inputs accept their camelCase wire names only: what the JSON Schema documents."""
+
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        str_strip_whitespace=True,
     )
 
 
@@ -63,7 +69,18 @@ def _not_far_future(value: date) -> date:
 IsoDate = Annotated[
     date, AfterValidator(_not_far_future), Field(description="Calendar date, YYYY-MM-DD.")
 ]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "needs a timezone offset, e.g. 2026-11-21T09:30:00+01:00 or 2026-11-21T08:30:00Z"
+        )
+    return value
+
+
 IsoDateTime = Annotated[
     datetime,
+    AfterValidator(_aware),
     Field(description="Date and time, ISO 8601 with offset, e.g. 2026-11-21T09:30:00+01:00."),
 ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
@@ -19,15 +19,6 @@ EVENTS = "calendar_events"
 DEFAULT_WINDOW = timedelta(days=30)
 
 
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            "needs a timezone offset, e.g. 2026-11-21T09:30:00+01:00 or 2026-11-21T08:30:00Z"
-        )
-    return value
-
-
-AwareDateTime = Annotated[IsoDateTime, AfterValidator(_aware)]
 Title = Annotated[str, Field(min_length=1, max_length=200, description="What the event is.")]
 Location = Annotated[str, Field(max_length=200, description="Where it takes place.")]
 Notes = Annotated[str, Field(max_length=5000, description="Free-text details.")]
@@ -61,8 +52,8 @@ def _check_order(start: str, end: str) -> None:
 
 class CreateEventInput(ToolInput):
     title: Title
-    start: AwareDateTime = Field(description="Start, ISO 8601 with offset.")
-    end: AwareDateTime = Field(description="End, ISO 8601 with offset; not before start.")
+    start: IsoDateTime = Field(description="Start, ISO 8601 with offset.")
+    end: IsoDateTime = Field(description="End, ISO 8601 with offset; not before start.")
     location: Location | None = None
     notes: Notes | None = None
 
@@ -96,10 +87,10 @@ CREATE = ToolSpec(
 
 
 class ListEventsInput(ToolInput):
-    from_: AwareDateTime | None = Field(
+    from_: IsoDateTime | None = Field(
         default=None, alias="from", description="Range start, ISO 8601 with offset; default now."
     )
-    to: AwareDateTime | None = Field(
+    to: IsoDateTime | None = Field(
         default=None,
         description="Range end (exclusive), ISO 8601 with offset; default from + 30 days.",
     )
@@ -157,8 +148,8 @@ LIST = ToolSpec(
 class UpdateEventInput(ToolInput):
     id: RecordId
     title: Title | None = None
-    start: AwareDateTime | None = Field(default=None, description="New start, with offset.")
-    end: AwareDateTime | None = Field(default=None, description="New end, with offset.")
+    start: IsoDateTime | None = Field(default=None, description="New start, with offset.")
+    end: IsoDateTime | None = Field(default=None, description="New end, with offset.")
     location: Location | None = None
     notes: Notes | None = None
 

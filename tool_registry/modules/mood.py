@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
@@ -16,17 +15,6 @@ from tool_registry.store.records import Filter, Record
 
 MODULE = "mood"
 ENTRIES = "mood_entries"
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            "needs a timezone offset, e.g. 2026-11-21T09:30:00+01:00 or 2026-11-21T08:30:00Z"
-        )
-    return value
-
-
-AwareDateTime = Annotated[IsoDateTime, AfterValidator(_aware)]
 
 
 class MoodEntry(ToolOutput):
@@ -48,7 +36,7 @@ class MoodEntry(ToolOutput):
 class LogMoodInput(ToolInput):
     score: int = Field(ge=1, le=5, description="1 = very bad, 3 = okay, 5 = very good.")
     note: str | None = Field(default=None, max_length=500, description="What is behind it.")
-    at: AwareDateTime | None = Field(
+    at: IsoDateTime | None = Field(
         default=None, description="When the user felt this, ISO 8601 with offset; default now."
     )
 

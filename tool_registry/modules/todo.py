@@ -96,6 +96,8 @@ async def list_todos(inp: ListTodosInput, ctx: ToolContext) -> TodoList:
     if inp.due_before is not None:
         dated.append(Filter("dueDate", "lt", inp.due_before.isoformat()))
     records = await ctx.store.list(TODOS, filters=dated, order_by="dueDate", limit=inp.limit)
+    # The store orders ties by id (creation time to the millisecond); make it exact.
+    records.sort(key=lambda r: (r.data["dueDate"], r.created_at, r.id))
     if inp.due_before is None and len(records) < inp.limit:
         undated = [*filters, Filter("dueDate", "is_null")]
         records += await ctx.store.list(

@@ -358,24 +358,28 @@ class ScopedStore:
         return await self._runner.run(work)
 
     async def soft_delete(self, collection: str, record_id: str) -> Record:
+        """Mark a record deleted. Deleting an already-deleted record returns it unchanged (so
+        delete tools are idempotent); an id unknown in this space is a `not-found` error."""
         self._require_writable()
         now = iso(self._clock.now())
         space_id = self.space_id
 
         def work(conn: sqlite3.Connection) -> Record:
-            cur = conn.execute(
+            conn.execute(
                 "UPDATE records SET deleted_at = ?, updated_at = ? WHERE id = ? AND space_id = ? "
                 "AND collection = ? AND deleted_at IS NULL",
                 (now, now, record_id, space_id, collection),
             )
-            if cur.rowcount == 0:
+            row = conn.execute(
+                "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ?",
+                (record_id, space_id, collection),
+            ).fetchone()
+            if row is None:
                 raise ToolError(
                     f"no {collection} record with id {record_id!r} in this space",
                     reason="not-found",
                 )
-            return _record(
-                conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
-            )
+            return _record(row)
 
         return await self._runner.run(work)
 
