@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -90,8 +91,14 @@ Observer = Callable[[Outcome, AnySpec | None], None]
 
 
 def input_hash(raw_args: Any) -> str:
-    canonical = json.dumps(raw_args, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 of the canonical JSON of the raw arguments (sorted keys, compact)."""
+    try:
+        canonical = orjson.dumps(raw_args, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        canonical = json.dumps(
+            raw_args, sort_keys=True, separators=(",", ":"), default=str
+        ).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def describe_validation_error(exc: ValidationError) -> list[FieldError]:

@@ -8,13 +8,14 @@ a read-only tool refuses writes, so a `read` policy hint is enforced, not just d
 from __future__ import annotations
 
 import builtins
-import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
+
+import orjson
 
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ManaError, NotAMemberError, ToolError, ValidationFailed
@@ -78,8 +79,11 @@ def _column(path: str) -> str:
     return f"json_extract(data, '$.{path}')"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
+    """One stored row as a handler sees it. (Not frozen: frozen dataclasses cost ~3x more to
+    build, and reads build thousands of these.)"""
+
     id: str
     collection: str
     space_id: str
@@ -88,7 +92,6 @@ class Record:
     created_at: str
     updated_at: str
     deleted_at: str | None = None
-    field_updated_at: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The record's data plus id and timestamps: handy for building output models."""
@@ -100,22 +103,27 @@ class Record:
         }
 
 
-def _record(row: sqlite3.Row) -> Record:
+# Explicit column order: rows are read by position (faster than by name on hot read paths).
+_COLS = "id, collection, space_id, author_id, data, created_at, updated_at, deleted_at"
+
+
+def _record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
     return Record(
-        id=row["id"],
-        collection=row["collection"],
-        space_id=row["space_id"],
-        author_id=row["author_id"],
-        data=json.loads(row["data"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        deleted_at=row["deleted_at"],
-        field_updated_at=json.loads(row["field_updated_at"]),
+        id=row[0],
+        collection=row[1],
+        space_id=row[2],
+        author_id=row[3],
+        data=orjson.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        deleted_at=row[7],
     )
 
 
 def _dump(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return orjson.dumps(
+        data, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+    ).decode()
 
 
 def _json_default(value: Any) -> Any:
@@ -124,6 +132,10 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def _one(row: sqlite3.Row | None) -> Record | None:
+    return _record(row) if row else None
 
 
 class ScopedStore:
@@ -154,12 +166,11 @@ class ScopedStore:
     async def get(
         self, collection: str, record_id: str, *, include_deleted: bool = False
     ) -> Record | None:
-        sql = "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ?"
+        sql = f"SELECT {_COLS} FROM records WHERE id = ? AND space_id = ? AND collection = ?"
         if not include_deleted:
             sql += " AND deleted_at IS NULL"
         params = (record_id, self.space_id, collection)
-        row = await self._runner.run(lambda c: c.execute(sql, params).fetchone())
-        return _record(row) if row else None
+        return await self._runner.run(lambda c: _one(c.execute(sql, params).fetchone()))
 
     async def require(self, collection: str, record_id: str, *, label: str | None = None) -> Record:
         """The record or a `not-found` tool error naming what was looked for."""
@@ -194,14 +205,13 @@ class ScopedStore:
         order = _column(order_by)
         direction = "DESC" if descending else "ASC"
         sql = (
-            f"SELECT * FROM records WHERE {' AND '.join(clauses)} "
+            f"SELECT {_COLS} FROM records WHERE {' AND '.join(clauses)} "
             f"ORDER BY {order} {direction}, id {direction}"
         )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params.extend([int(limit), int(offset)])
-        rows = await self._runner.run(lambda c: c.execute(sql, params).fetchall())
-        return [_record(r) for r in rows]
+        return await self._runner.run(lambda c: [_record(r) for r in c.execute(sql, params)])
 
     async def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int:
         clauses = ["space_id = ?", "collection = ?", "deleted_at IS NULL"]
@@ -254,12 +264,11 @@ class ScopedStore:
             clauses.append(clause)
             params.extend(values)
         sql = (
-            f"SELECT *, ({' + '.join(score_parts)}) AS score FROM records "
+            f"SELECT {_COLS}, ({' + '.join(score_parts)}) AS score FROM records "
             f"WHERE {' AND '.join(clauses)} ORDER BY score DESC, updated_at DESC, id LIMIT ?"
         )
         params.append(int(limit))
-        rows = await self._runner.run(lambda c: c.execute(sql, params).fetchall())
-        return [_record(r) for r in rows]
+        return await self._runner.run(lambda c: [_record(r) for r in c.execute(sql, params)])
 
     async def my_spaces(self) -> builtins.list[SpaceAccess]:
         """The bound user's own memberships (used by `spaces.list`)."""
@@ -305,7 +314,9 @@ class ScopedStore:
                 "field_updated_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                 (rid, space_id, collection, author, payload, field_ts, now, now),
             )
-            return _record(conn.execute("SELECT * FROM records WHERE id = ?", (rid,)).fetchone())
+            return _record(
+                conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (rid,)).fetchone()
+            )
 
         return await self._runner.run(work)
 
@@ -322,7 +333,7 @@ class ScopedStore:
         self._require_writable()
         stamp = iso(at or self._clock.now())
         space_id = self.space_id
-        encoded = json.loads(_dump(changes))
+        encoded = orjson.loads(_dump(changes))
 
         def work(conn: sqlite3.Connection) -> Record:
             row = conn.execute(
@@ -335,8 +346,8 @@ class ScopedStore:
                     f"no {collection} record with id {record_id!r} in this space",
                     reason="not-found",
                 )
-            data = json.loads(row["data"])
-            field_ts = json.loads(row["field_updated_at"])
+            data = orjson.loads(row["data"])
+            field_ts = orjson.loads(row["field_updated_at"])
             changed = False
             for key, value in encoded.items():
                 if field_ts.get(key, "") <= stamp:
@@ -352,7 +363,7 @@ class ScopedStore:
                     (_dump(data), _dump(field_ts), updated_at, record_id),
                 )
             return _record(
-                conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+                conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
             )
 
         return await self._runner.run(work)
@@ -371,7 +382,7 @@ class ScopedStore:
                 (now, now, record_id, space_id, collection),
             )
             row = conn.execute(
-                "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ?",
+                f"SELECT {_COLS} FROM records WHERE id = ? AND space_id = ? AND collection = ?",
                 (record_id, space_id, collection),
             ).fetchone()
             if row is None:
