@@ -1,1 +1,48 @@
-"""Policy gate: destructive opt-in per space, rate limits, injection flagging, modes."""
+"""Policy gate: destructive opt-in per space, rate limits, injection flagging, modes.
+
+Public API:
+
+- `evaluate(spec, call_context, parsed_input, settings, recent_invocations, now) -> Decision`
+  (pure; `policy.rules`), `apply_mode`, `find_injection_marker`, `PolicyContext`;
+- `PolicySettings` (mode, limits; `from_env`);
+- `PolicyGate` (the pipeline's gate), `PolicyMetrics`, `RateLimitLog`;
+- `DestructiveAllowlist` (the per-space opt-in list: show / allow / revoke / audit);
+- `AgentToolPolicy` (auto / propose / deny per agent).
+"""
+
+from policy.agent_policy import AgentToolPolicy
+from policy.allowlist import DestructiveAllowlist
+from policy.gate import PolicyGate
+from policy.metrics import DecisionKey, PolicyMetrics
+from policy.rate_limit import RateLimitLog
+from policy.rules import (
+    ADMIN_SCOPE,
+    DESTRUCTIVE_NOT_ALLOWED,
+    INJECTION_MARKER,
+    RATE_LIMIT_EXCEEDED,
+    PolicyContext,
+    apply_mode,
+    evaluate,
+    find_injection_marker,
+)
+from policy.settings import MODES, Mode, PolicySettings
+
+__all__ = [
+    "ADMIN_SCOPE",
+    "DESTRUCTIVE_NOT_ALLOWED",
+    "INJECTION_MARKER",
+    "MODES",
+    "RATE_LIMIT_EXCEEDED",
+    "AgentToolPolicy",
+    "DecisionKey",
+    "DestructiveAllowlist",
+    "Mode",
+    "PolicyContext",
+    "PolicyGate",
+    "PolicyMetrics",
+    "PolicySettings",
+    "RateLimitLog",
+    "apply_mode",
+    "evaluate",
+    "find_injection_marker",
+]

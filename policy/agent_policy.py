@@ -1,6 +1,9 @@
 """Agent tool policy: per agent, each tool resolves to `auto` (run through the pipeline and its
 gate), `propose` (stage a proposal for a human) or `deny` (never offered to the model).
-Resolution order: exact tool name, then module, then the default."""
+Resolution order: exact tool name, then module, then the default.
+
+Admin-scope tools are never run by agents: they resolve to `deny` whatever the policy says, so
+they are not offered to the model even when the caller passes an unfiltered tool list."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from tool_registry.spec import ToolSpec
 
 Mode = Literal["auto", "propose", "deny"]
 MODES: tuple[str, ...] = get_args(Mode)
+HINTS: tuple[str, ...] = ("read", "write", "destructive")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,12 @@ class AgentToolPolicy:
                 raise ValueError(
                     f"agent tool policy {where}: invalid modes {bad}; use one of {', '.join(MODES)}"
                 )
+        unknown_hints = sorted(set(self.by_hint) - set(HINTS))
+        if unknown_hints:
+            raise ValueError(
+                f"agent tool policy by_hint: unknown policy hints {unknown_hints}; use "
+                f"{', '.join(HINTS)}"
+            )
         if self.default not in MODES:
             raise ValueError(f"agent tool policy default must be one of {', '.join(MODES)}")
 
@@ -46,6 +56,8 @@ class AgentToolPolicy:
         )
 
     def resolve(self, spec: ToolSpec[Any, Any]) -> Mode:
+        if not spec.exposable:
+            return "deny"
         if spec.name in self.tools:
             return self.tools[spec.name]
         if spec.module in self.modules:

@@ -299,3 +299,18 @@ async def test_observers_see_every_outcome(kit: ToolKit) -> None:
     await kit.call_as(user, None, "habits.list")
     await kit.call_as(user, None, "nope.nope")
     assert seen == [("habits.list", "ok"), ("nope.nope", "invalid-input")]
+
+
+class ExplodingGate:
+    async def check(self, request: GateRequest) -> Decision:
+        raise RuntimeError("policy store unreachable")
+
+
+async def test_a_failing_gate_denies_instead_of_crashing(tmp_path: Path) -> None:
+    async with tool_kit(tmp_path / "x.db", gate=ExplodingGate()) as kit:
+        user = await kit.user()
+        out = await kit.call_as(user, None, "habits.list")
+        rows = await kit.audit(tool="habits.list")
+    assert out.status == "denied" and out.reason == "policy-error"
+    assert "unreachable" not in str(out.public())
+    assert [r["outcome"] for r in rows] == ["denied"]

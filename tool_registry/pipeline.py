@@ -198,16 +198,7 @@ class Pipeline:
                 access = await self._access(call)
                 space = access.space
                 self._check_available(spec, space)
-                decision = await self.gate.check(
-                    GateRequest(
-                        spec=spec,
-                        call=call,
-                        space=space,
-                        role=access.role or "",
-                        parsed_input=parsed,
-                        now=self.clock.now(),
-                    )
-                )
+                decision = await self._check_gate(spec, call, access, parsed)
                 if not decision.allow:
                     raise _Rejection(
                         "denied",
@@ -264,6 +255,28 @@ class Pipeline:
             return await self.resolve(call)
         except ManaError as exc:
             raise _Rejection("denied", exc.reason, exc.message) from None
+
+    async def _check_gate(
+        self, spec: AnySpec, call: CallContext, access: SpaceAccess, parsed: BaseModel
+    ) -> Decision:
+        """The gate's decision; a gate that fails closes the call (denied), never crashes it."""
+        request = GateRequest(
+            spec=spec,
+            call=call,
+            space=access.space,
+            role=access.role or "",
+            parsed_input=parsed,
+            now=self.clock.now(),
+        )
+        try:
+            return await self.gate.check(request)
+        except Exception:
+            log.exception("policy gate failed; denying the call")
+            return Decision(
+                allow=False,
+                reason="policy-error",
+                reminder="The policy check failed on the server; try again later.",
+            )
 
     def _check_available(self, spec: AnySpec, space: Space) -> None:
         if not self.space_types.allows(space.type, spec.module):

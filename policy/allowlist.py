@@ -1,0 +1,288 @@
+"""The per-space destructive allowlist, stored in the database (tables
+`space_destructive_allowlist` and `space_policy_audit`).
+
+- Empty for every space until someone opts in.
+- Any member may read it (agents too, through the read tool `spaces.getPolicy`).
+- Only the space's owner or an admin may change it. No registered tool changes it: an opt-in is
+  a human decision, reachable from the CLI (`mana policy allow|revoke`) and, later, an
+  authenticated settings endpoint, never through MCP or an agent.
+- A change names registered, user-space destructive tools only; unknown or non-destructive
+  names are rejected with the offending names. Adding requires an explicit acknowledgement.
+- Every tool added or removed writes one audit row (space, actor, action, tool, time).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from tool_registry.clock import Clock, SystemClock, iso
+from tool_registry.errors import (
+    NotAMemberError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationFailed,
+)
+from tool_registry.registry import Registry
+from tool_registry.store.accounts import Accounts, Space
+from tool_registry.store.database import Database
+
+Action = Literal["allow", "revoke"]
+EDITOR_ROLES = frozenset({"owner", "admin"})
+
+ACKNOWLEDGE_TEXT = (
+    "allowing a destructive tool lets agents and MCP clients acting in this space delete data "
+    "with it without asking anyone first; re-run with --acknowledge to confirm"
+)
+
+
+@dataclass(frozen=True)
+class AllowedTool:
+    tool: str
+    added_by: str | None
+    added_by_email: str | None
+    added_at: str
+
+
+@dataclass(frozen=True)
+class SpacePolicyView:
+    """The allowlist as one member sees it."""
+
+    space: Space
+    role: str
+    allowed: tuple[AllowedTool, ...]
+    destructive_tools: tuple[str, ...]
+
+    @property
+    def tools(self) -> frozenset[str]:
+        return frozenset(a.tool for a in self.allowed)
+
+    @property
+    def not_allowed(self) -> tuple[str, ...]:
+        allowed = self.tools
+        return tuple(t for t in self.destructive_tools if t not in allowed)
+
+    @property
+    def can_change(self) -> bool:
+        return self.role in EDITOR_ROLES
+
+
+@dataclass(frozen=True)
+class AllowlistChange:
+    space: Space
+    action: Action
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyAuditEntry:
+    id: int
+    space_id: str
+    actor_id: str
+    actor_email: str | None
+    action: str
+    tool: str
+    at: str
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in names:
+        name = name.strip()
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+class DestructiveAllowlist:
+    """Read and change the destructive allowlist of spaces. Built in the composition root."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        *,
+        accounts: Accounts | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self.accounts = accounts or Accounts(db, self.clock)
+
+    # -- for the gate ------------------------------------------------------------------------
+
+    async def tools(self, space_id: str) -> frozenset[str]:
+        """The tool names the space has opted in to (no permission check: the gate's view)."""
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT tool FROM space_destructive_allowlist WHERE space_id = ?", (space_id,)
+            ).fetchall()
+        )
+        return frozenset(r["tool"] for r in rows)
+
+    def destructive_tools(self) -> tuple[str, ...]:
+        """Registered tools a space may opt in to: user-space scope, destructive hint."""
+        return tuple(
+            s.name for s in self.registry if s.policy_hint == "destructive" and s.exposable
+        )
+
+    # -- for people --------------------------------------------------------------------------
+
+    async def show(self, actor_id: str, space_ref: str | None) -> SpacePolicyView:
+        """The space's allowlist; any member may read it."""
+        space, role = await self._member_access(actor_id, space_ref)
+        space_id = space.id
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT a.tool, a.added_by, a.added_at, u.email FROM space_destructive_allowlist a "
+                "LEFT JOIN users u ON u.id = a.added_by WHERE a.space_id = ? ORDER BY a.tool",
+                (space_id,),
+            ).fetchall()
+        )
+        allowed = tuple(
+            AllowedTool(r["tool"], r["added_by"], r["email"], r["added_at"]) for r in rows
+        )
+        return SpacePolicyView(space, role, allowed, self.destructive_tools())
+
+    async def allow(
+        self,
+        actor_id: str,
+        space_ref: str | None,
+        tools: Iterable[str],
+        *,
+        acknowledge: bool,
+    ) -> AllowlistChange:
+        """Add destructive tools to the space's allowlist (owner or admin, acknowledged)."""
+        return await self._change("allow", actor_id, space_ref, _unique(tools), acknowledge)
+
+    async def revoke(
+        self, actor_id: str, space_ref: str | None, tools: Iterable[str]
+    ) -> AllowlistChange:
+        """Remove tools from the space's allowlist (owner or admin)."""
+        return await self._change("revoke", actor_id, space_ref, _unique(tools), False)
+
+    async def audit(
+        self, actor_id: str, space_ref: str | None, *, limit: int = 100
+    ) -> list[PolicyAuditEntry]:
+        """Changes to the space's allowlist, newest first; any member may read them."""
+        space, _ = await self._member_access(actor_id, space_ref)
+        space_id = space.id
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at "
+                "FROM space_policy_audit p LEFT JOIN users u ON u.id = p.actor_id "
+                "WHERE p.space_id = ? ORDER BY p.at DESC, p.id DESC LIMIT ?",
+                (space_id, int(limit)),
+            ).fetchall()
+        )
+        return [
+            PolicyAuditEntry(
+                r["id"], r["space_id"], r["actor_id"], r["email"], r["action"], r["tool"], r["at"]
+            )
+            for r in rows
+        ]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _space(self, actor_id: str, space_ref: str | None) -> tuple[Space, str | None]:
+        access = await self.accounts.access(actor_id, space_ref)
+        if access is None:
+            if space_ref is None:
+                raise NotFoundError("the user has no personal space")
+            raise NotFoundError(f"no space with id or slug {space_ref!r}")
+        return access.space, access.role
+
+    async def _member_access(self, actor_id: str, space_ref: str | None) -> tuple[Space, str]:
+        space, role = await self._space(actor_id, space_ref)
+        if role is None:
+            raise NotAMemberError(f"not a member of space {space.slug}")
+        return space, role
+
+    def _check_names(self, names: list[str], current: frozenset[str], action: Action) -> None:
+        if not names:
+            raise ValidationFailed("name at least one tool, e.g. notes.delete")
+        unknown: list[str] = []
+        not_destructive: list[str] = []
+        for name in names:
+            if action == "revoke" and name in current:
+                continue  # a stale entry (tool no longer registered) can always be removed
+            spec = self.registry.get(name)
+            if spec is None:
+                unknown.append(name)
+            elif spec.policy_hint != "destructive" or not spec.exposable:
+                not_destructive.append(name)
+        if unknown or not_destructive:
+            parts = []
+            if unknown:
+                parts.append(f"unknown tools: {', '.join(unknown)}")
+            if not_destructive:
+                parts.append(f"not destructive user-space tools: {', '.join(not_destructive)}")
+            options = ", ".join(self.destructive_tools()) or "none"
+            raise ValidationFailed(
+                f"only registered destructive tools can be {action}ed ({'; '.join(parts)}); "
+                f"destructive tools: {options}"
+            )
+
+    async def _change(
+        self,
+        action: Action,
+        actor_id: str,
+        space_ref: str | None,
+        names: list[str],
+        acknowledge: bool,
+    ) -> AllowlistChange:
+        space, _ = await self._space(actor_id, space_ref)
+        now = iso(self.clock.now())
+        space_id = space.id
+
+        def work(conn: sqlite3.Connection) -> AllowlistChange:
+            # Permission, validation and change in one write transaction: a role revoked in the
+            # meantime cannot slip a change through.
+            member = conn.execute(
+                "SELECT m.role, u.email FROM users u LEFT JOIN memberships m "
+                "ON m.user_id = u.id AND m.space_id = ? WHERE u.id = ?",
+                (space_id, actor_id),
+            ).fetchone()
+            if member is None or member["role"] is None:
+                raise NotAMemberError(f"not a member of space {space.slug}")
+            if member["role"] not in EDITOR_ROLES:
+                raise PermissionDeniedError(
+                    f"{member['email']} is a {member['role']} of space {space.slug}; only its "
+                    "owner or an admin can change the destructive allowlist"
+                )
+            current = frozenset(
+                r["tool"]
+                for r in conn.execute(
+                    "SELECT tool FROM space_destructive_allowlist WHERE space_id = ?", (space_id,)
+                )
+            )
+            self._check_names(names, current, action)
+            if action == "allow":
+                if not acknowledge:
+                    raise ValidationFailed(ACKNOWLEDGE_TEXT)
+                changed = [n for n in names if n not in current]
+                conn.executemany(
+                    "INSERT INTO space_destructive_allowlist (space_id, tool, added_by, added_at) "
+                    "VALUES (?,?,?,?)",
+                    [(space_id, n, actor_id, now) for n in changed],
+                )
+            else:
+                changed = [n for n in names if n in current]
+                conn.executemany(
+                    "DELETE FROM space_destructive_allowlist WHERE space_id = ? AND tool = ?",
+                    [(space_id, n) for n in changed],
+                )
+            conn.executemany(
+                "INSERT INTO space_policy_audit (space_id, actor_id, action, tool, at) "
+                "VALUES (?,?,?,?,?)",
+                [(space_id, actor_id, action, n, now) for n in changed],
+            )
+            unchanged = tuple(n for n in names if n not in changed)
+            return AllowlistChange(space, action, tuple(changed), unchanged)
+
+        result: AllowlistChange = await self.db.write(work)
+        return result

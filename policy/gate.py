@@ -1,0 +1,115 @@
+"""`PolicyGate`: the pipeline's gate. One per process, built in the composition root.
+
+Per call: load the space's destructive allowlist (only for destructive tools), then, under the
+rate-limit log's lock and with no await in between, run `evaluate` on this user's recent calls
+of the tool and record the call if it may run. Then apply the mode, count the decision and log
+denials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from policy.metrics import PolicyMetrics
+from policy.rate_limit import RateLimitLog
+from policy.rules import (
+    ALLOW_DECISION,
+    EMPTY,
+    POLICY_OFF,
+    POLICY_OFF_DECISION,
+    PolicyContext,
+    apply_mode,
+    decision_kind,
+    evaluate,
+)
+from policy.settings import PolicySettings
+from tool_registry.gate import Decision, GateRequest
+from tool_registry.registry import Registry
+
+log = structlog.get_logger("mana.policy")
+
+
+class AllowlistSource(Protocol):
+    async def tools(self, space_id: str) -> frozenset[str]: ...
+
+
+class PolicyGate:
+    """Implements `tool_registry.gate.Gate`. `metrics` counts every decision by (decision,
+    reason, mode); `rate_log` holds the recent invocations of this process."""
+
+    def __init__(
+        self,
+        settings: PolicySettings,
+        allowlist: AllowlistSource,
+        *,
+        registry: Registry | None = None,
+        metrics: PolicyMetrics | None = None,
+        rate_log: RateLimitLog | None = None,
+    ) -> None:
+        self.settings = settings.with_registry(registry) if registry is not None else settings
+        self.allowlist = allowlist
+        self.metrics = metrics or PolicyMetrics()
+        self.rate_log = rate_log or RateLimitLog(
+            window_seconds=self.settings.window_seconds,
+            max_events=self.settings.max_limit,
+            max_users=self.settings.max_users,
+        )
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    async def check(self, request: GateRequest) -> Decision:
+        settings = self.settings
+        mode = settings.mode
+        if mode == "off":
+            self.metrics.count("allow", POLICY_OFF, mode)
+            return POLICY_OFF_DECISION
+        spec = request.spec
+        allowlist = EMPTY
+        if spec.policy_hint == "destructive" and spec.scope != "admin":
+            try:
+                allowlist = await self.allowlist.tools(request.space.id)
+            except Exception:
+                # Fail closed: without the list, destructive tools are denied.
+                log.exception("could not read the destructive allowlist", space=request.space.id)
+        # From here on nothing awaits: check and record are atomic for concurrent calls.
+        context = PolicyContext(
+            user_id=request.call.user_id,
+            space_id=request.space.id,
+            destructive_allowlist=allowlist,
+            role=request.role,
+            invoker=request.call.invoker,
+        )
+        now = request.now.timestamp()
+        parsed = request.parsed_input
+
+        raw = ALLOW_DECISION
+
+        def decide(recent: Sequence[float]) -> Decision:
+            nonlocal raw
+            raw = evaluate(spec, context, parsed, settings, recent, now)
+            return apply_mode(raw, mode)
+
+        effective = self.rate_log.check_and_record(context.user_id, spec.name, now, decide)
+        kind = decision_kind(raw)
+        self.metrics.count(kind, raw.reason, mode)
+        if kind != "allow":
+            fields = {
+                "tool": spec.name,
+                "reason": raw.reason,
+                "mode": mode,
+                "user": context.user_id,
+                "space": context.space_id,
+                "invoker": context.invoker,
+            }
+            if not effective.allow:
+                log.warning("policy denied call", **fields)
+            elif kind == "deny":
+                log.warning("policy would deny call (log-only mode)", **fields)
+            else:
+                log.warning("policy flagged call", **fields)
+        return effective
