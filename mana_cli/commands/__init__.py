@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mana_cli.commands import call, init, policy, run, seed, spaces, tools, users
+from mana_cli.commands import agent, call, init, policy, run, seed, spaces, tools, users
 
-COMMAND_GROUPS: tuple[ModuleType, ...] = (init, users, spaces, seed, tools, call, run, policy)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (
+    init,
+    users,
+    spaces,
+    seed,
+    tools,
+    call,
+    run,
+    policy,
+    agent,
+)

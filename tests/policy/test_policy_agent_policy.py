@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from policy_helpers import ADMIN, DESTRUCTIVE, READ, WRITE, make_spec
 
 from policy.agent_policy import AgentToolPolicy
+from tests.policy.policy_helpers import ADMIN, DESTRUCTIVE, READ, WRITE, make_spec
 from tool_registry.modules import build_registry
 
 

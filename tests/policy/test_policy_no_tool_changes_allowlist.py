@@ -14,9 +14,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from policy_helpers import T0, PolicyKit, policy_kit
-
 from policy.settings import PolicySettings
+from tests.policy.policy_helpers import T0, PolicyKit, policy_kit
 from tool_registry.registry import AnySpec
 from tool_registry.store import Space, User
 

@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from policy_helpers import T0, PolicyKit, policy_kit
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from policy.settings import PolicySettings
+from tests.policy.policy_helpers import T0, PolicyKit, policy_kit
 from tool_registry.clock import FixedClock
 from tool_registry.context import ToolContext
 from tool_registry.errors import NotAMemberError, PermissionDeniedError, ValidationFailed

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from policy_helpers import NOW, WRITE
-
 from policy.rate_limit import RateLimitLog
 from policy.rules import PolicyContext, evaluate
 from policy.settings import PolicySettings
+from tests.policy.policy_helpers import NOW, WRITE
 from tool_registry.gate import Decision
 
 ALLOW = Decision(allow=True, reason="allowed")

@@ -5,19 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from policy_helpers import (
-    ADMIN,
-    ADMIN_DESTRUCTIVE,
-    CTX,
-    DESTRUCTIVE,
-    NOW,
-    READ,
-    T0,
-    WRITE,
-    ctx,
-    inp,
-    make_spec,
-)
 
 from policy.rules import (
     ADMIN_SCOPE,
@@ -34,6 +21,19 @@ from policy.rules import (
     marker_in_text,
 )
 from policy.settings import PolicySettings
+from tests.policy.policy_helpers import (
+    ADMIN,
+    ADMIN_DESTRUCTIVE,
+    CTX,
+    DESTRUCTIVE,
+    NOW,
+    READ,
+    T0,
+    WRITE,
+    ctx,
+    inp,
+    make_spec,
+)
 from tool_registry.gate import Decision
 from tool_registry.modules import build_registry
 
