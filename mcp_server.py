@@ -1,1 +1,564 @@
-"""MCP server: exposes the tool registry over stdio and Streamable HTTP (next issue)."""
+"""MCP server: exposes the tool registry to MCP clients through the one invocation pipeline.
+
+Built on the `mcp` package's low-level `Server`: its handlers run per request, so the tool list
+is computed per call from the registry, the caller's space type and the configured backends.
+Every `tools/call` becomes exactly one `Pipeline.invoke(..., CallContext(invoker="mcp"))`; this
+module adds no check of its own except refusing tools that are never exposed (admin scope), which
+it reports exactly like an unknown tool.
+
+Who is calling comes from a `CallerSource`:
+
+- HTTP (`mana_http`): the ASGI guard verifies the bearer token and resolves `X-Mana-Space` on
+  every request and leaves a `Caller` in the request scope (`CALLER_SCOPE_KEY`);
+  `RequestScopeCaller` reads it.
+- stdio and in-process: `FixedCaller` (one user, one space ref, resolved on every request).
+
+Results carry `structuredContent` (the tool's output model) plus the same JSON as a text block.
+Failures are `isError` results with a clear text; handler crashes give a short message with the
+request id, never a traceback (handlers catch everything: on the 2025-11-25 era the SDK would
+otherwise send the exception text to the client).
+
+On a connection that speaks a handshake-era protocol (2025-11-25 and older) the server tracks the
+set of tool names the connection last saw and sends `notifications/tools/list_changed` when the
+set visible to it changes (its space switched to another type, a backend was configured).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Protocol
+
+import mcp_types as types
+import orjson
+import structlog
+from mcp.server import Server, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
+from mcp.server.session import ServerSession
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from tool_registry.context import CallContext
+from tool_registry.ids import new_request_id
+from tool_registry.pipeline import Outcome, OutcomeError, Pipeline
+from tool_registry.registry import AnySpec
+from tool_registry.store.accounts import Accounts, SpaceAccess
+
+log = structlog.get_logger("mana.mcp")
+
+SERVER_NAME = "mana"
+CALLER_SCOPE_KEY = "mana.caller"
+META_REQUEST_ID = "mana/requestId"
+META_SPACE_ID = "mana/spaceId"
+META_ERROR = "mana/error"
+INSTRUCTIONS = (
+    "Mana holds the user's personal data (habits, todos, notes, journal, mood, calendar, "
+    "contacts, reference photos). Every call acts in one space: over HTTP the X-Mana-Space "
+    "header selects it, over stdio the --space flag; the default is the user's personal space. "
+    "The tool list depends on the space's type."
+)
+
+
+def _server_version() -> str:
+    try:
+        return version("mana-mcp")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+# -- callers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolSetWatch:
+    """Per handshake-era connection: the tool names it last saw (None: it has not looked yet),
+    the space type they were computed for, and its session for pushing notifications."""
+
+    seen: frozenset[str] | None = None
+    space_type: str | None = None
+    session: ServerSession | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling and where, for this one request. `access` is the resolved space and role
+    when the source resolved it (always over HTTP); otherwise `space_ref` (id or slug, None =
+    personal) is handed to the pipeline, which resolves it anyway."""
+
+    user_id: str
+    access: SpaceAccess | None
+    session_id: str | None = None
+    watch: ToolSetWatch | None = None
+    space_ref: str | None = None
+    known_space_type: str | None = None
+
+    @property
+    def space(self) -> str | None:
+        return self.access.space.id if self.access is not None else self.space_ref
+
+    @property
+    def space_type(self) -> str | None:
+        return self.access.space.type if self.access is not None else self.known_space_type
+
+
+class CallerError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class CallerSource(Protocol):
+    async def resolve(
+        self, ctx: ServerRequestContext[Any, Any], *, need_access: bool = True
+    ) -> Caller:
+        """The caller of this request; `need_access=False` allows skipping the space lookup
+        (the pipeline resolves the space of every call itself)."""
+        ...
+
+
+def is_handshake_era(ctx: ServerRequestContext[Any, Any]) -> bool:
+    return ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+class FixedCaller:
+    """One user and one space ref for the whole connection (stdio, in-process). Membership is
+    still resolved on every request, so a revoked membership takes effect immediately."""
+
+    def __init__(self, accounts: Accounts, user_id: str, space: str | None = None) -> None:
+        self.accounts = accounts
+        self.user_id = user_id
+        self.space = space
+        self.watch = ToolSetWatch()
+        self._space_type: str | None = None  # a space never changes its type
+
+    async def resolve(
+        self, ctx: ServerRequestContext[Any, Any], *, need_access: bool = True
+    ) -> Caller:
+        watch = self.watch if is_handshake_era(ctx) else None
+        if not need_access and (watch is None or self._space_type is not None):
+            # tools/call: the pipeline resolves the space and checks membership itself
+            return Caller(self.user_id, None, None, watch, self.space, self._space_type)
+        access = await self.accounts.access(self.user_id, self.space)
+        if access is None:
+            if self.space is None:
+                raise CallerError("not-a-member", "the user has no personal space")
+            raise CallerError("space-not-found", f"no space with id or slug {self.space!r}")
+        if access.role is None:
+            raise CallerError("not-a-member", "not a member of this space")
+        self._space_type = access.space.type
+        return Caller(self.user_id, access, None, watch, self.space)
+
+
+class RequestScopeCaller:
+    """HTTP: the guard in front of the MCP endpoint already verified the token and resolved the
+    space for this very request and stored a `Caller` in the ASGI scope."""
+
+    async def resolve(
+        self, ctx: ServerRequestContext[Any, Any], *, need_access: bool = True
+    ) -> Caller:
+        request = ctx.request
+        scope = getattr(request, "scope", None)
+        caller = scope.get(CALLER_SCOPE_KEY) if isinstance(scope, dict) else None
+        if not isinstance(caller, Caller):
+            raise CallerError("unauthenticated", "this request carries no verified identity")
+        return caller
+
+
+# -- tool catalog ------------------------------------------------------------------------------
+
+
+# Keywords that constrain only values of their own JSON type, so `{"type": T, ...}` or null can
+# be written `{"type": [T, "null"], ...}` without changing what validates.
+_TYPE_SCOPED = frozenset(
+    {
+        "type",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "format",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "enum",
+    }
+)
+_NULL = {"type": "null"}
+
+
+def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An equivalent JSON Schema that is cheaper to validate: local `$defs` references inlined
+    (unless recursive) and `anyOf [T, null]` written as `type: [T, "null"]`. Clients validate
+    every structured result against the output schema (the `mcp` client does, per call), and a
+    `$ref` per list item makes that several times slower for a 100-row result."""
+    defs = schema.get("$defs", {})
+    recursive = False
+
+    def walk(node: Any, seen: tuple[str, ...]) -> Any:
+        nonlocal recursive
+        if isinstance(node, list):
+            return [walk(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            name = ref.removeprefix("#/$defs/")
+            if name in seen or name not in defs:
+                recursive = True
+                return node
+            return walk(defs[name], (*seen, name))
+        out = {k: walk(v, seen) for k, v in node.items() if k != "$defs"}
+        branches = out.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and _NULL in branches:
+            other = branches[0] if branches[1] == _NULL else branches[1]
+            if (
+                isinstance(other, dict)
+                and isinstance(other.get("type"), str)
+                and set(other) <= _TYPE_SCOPED
+                and not set(other) & (set(out) - {"anyOf"})
+            ):
+                merged = {k: v for k, v in out.items() if k != "anyOf"}
+                merged.update(other)
+                merged["type"] = [other["type"], "null"]
+                if "enum" in other:
+                    merged["enum"] = [*other["enum"], None]
+                return merged
+        return out
+
+    flat: dict[str, Any] = walk(schema, ())
+    if recursive or '"$ref"' in json.dumps(flat):
+        return schema  # something could not be inlined: keep the original with its $defs
+    return flat
+
+
+def tool_of(spec: AnySpec) -> types.Tool:
+    """The MCP description of one tool, derived from its spec."""
+    ann = spec.annotations()
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_schema(),
+        output_schema=flat_schema(spec.output_schema()),
+        annotations=types.ToolAnnotations(
+            title=ann["title"],
+            read_only_hint=ann["readOnlyHint"],
+            destructive_hint=ann["destructiveHint"],
+            idempotent_hint=ann["idempotentHint"],
+            open_world_hint=ann["openWorldHint"],
+        ),
+    )
+
+
+class ToolCatalog:
+    """Tool lists per (space type, configured backends), built once and reused. A change in the
+    configured backends changes the key, so stale lists are never served."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._lists: dict[tuple[str, tuple[str, ...]], tuple[list[types.Tool], frozenset[str]]]
+        self._lists = {}
+        self._tools: dict[str, types.Tool] = {}
+
+    def _entry(self, space_type: str) -> tuple[list[types.Tool], frozenset[str]]:
+        key = (space_type, tuple(self.pipeline.backends.names()))
+        entry = self._lists.get(key)
+        if entry is None:
+            specs = self.pipeline.visible_tools(space_type)
+            tools = [self._tool(s) for s in specs]
+            entry = (tools, frozenset(t.name for t in tools))
+            self._lists[key] = entry
+        return entry
+
+    def _tool(self, spec: AnySpec) -> types.Tool:
+        tool = self._tools.get(spec.name)
+        if tool is None:
+            tool = self._tools[spec.name] = tool_of(spec)
+        return tool
+
+    def tools(self, space_type: str) -> list[types.Tool]:
+        return self._entry(space_type)[0]
+
+    def names(self, space_type: str) -> frozenset[str]:
+        return self._entry(space_type)[1]
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        spec = self.pipeline.registry.get(name)
+        if spec is None or not spec.exposable:
+            return None
+        return spec.input_schema()
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] if text else text
+
+
+def error_text(outcome: Outcome) -> str:
+    """The clear, client-facing text of a failed outcome."""
+    err = outcome.error or OutcomeError(reason=outcome.reason or "error", message="call failed")
+    if err.reason == "unknown-tool":
+        return (
+            f"Unknown tool {outcome.tool!r}. Call tools/list to see the tools available in this "
+            "space."
+        )
+    if err.reason == "invalid-input" and err.fields:
+        detail = "; ".join(f"{f.field}: {f.message}" for f in err.fields)
+        return f"Invalid input for {outcome.tool}: {detail}"
+    text = _sentence(err.message)
+    if outcome.status == "denied" and outcome.reminder and outcome.reminder not in text:
+        text += f" Reminder: {outcome.reminder}"
+    if outcome.status == "error" and outcome.request_id not in text:
+        text += f" (request id {outcome.request_id})"
+    return text
+
+
+def _text_block(text: str) -> types.TextContent:
+    return types.TextContent.model_construct(type="text", text=text)
+
+
+def outcome_result(outcome: Outcome) -> types.CallToolResult:
+    """An MCP tool result: structuredContent + JSON text on success, isError + text otherwise.
+    Built with `model_construct`: every value comes from a validated `Outcome`, and the SDK
+    validates the result again when it serialises it."""
+    meta: dict[str, Any] = {META_REQUEST_ID: outcome.request_id}
+    if outcome.space_id:
+        meta[META_SPACE_ID] = outcome.space_id
+    if outcome.ok and outcome.result is not None:
+        content: list[types.ContentBlock] = [_text_block(orjson.dumps(outcome.result).decode())]
+        if outcome.reminder:
+            content.append(_text_block(f"Reminder: {outcome.reminder}"))
+        return types.CallToolResult.model_construct(
+            content=content, structured_content=outcome.result, is_error=False, meta=meta
+        )
+    err = outcome.error
+    meta[META_ERROR] = {
+        "status": outcome.status,
+        "reason": err.reason if err else outcome.reason,
+        "fields": [f.model_dump() for f in err.fields] if err else [],
+    }
+    if outcome.reminder:
+        meta[META_ERROR]["reminder"] = outcome.reminder
+    return types.CallToolResult.model_construct(
+        content=[_text_block(error_text(outcome))], is_error=True, meta=meta
+    )
+
+
+def _plain_error(text: str, reason: str, request_id: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)],
+        is_error=True,
+        meta={META_REQUEST_ID: request_id, META_ERROR: {"status": "error", "reason": reason}},
+    )
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+class _ManaServer(Server[Any]):
+    """Advertises `tools.listChanged` on handshake-era connections (HTTP sessions build their
+    initialization options with the defaults, so the default has to say so)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+class McpAdapter:
+    """The registry as an MCP server. `server` is the `mcp` low-level `Server` to run on any
+    transport; `callers` says who is calling on each request."""
+
+    def __init__(self, pipeline: Pipeline, callers: CallerSource, *, name: str = SERVER_NAME):
+        self.pipeline = pipeline
+        self.callers = callers
+        self.catalog = ToolCatalog(pipeline)
+        self.server = _ManaServer(
+            name,
+            version=_server_version(),
+            title="Mana",
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            get_tool_input_schema=self.catalog.input_schema,
+        )
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        try:
+            caller = await self.callers.resolve(ctx)
+        except CallerError as exc:
+            raise _protocol_error(exc.message) from None
+        except Exception:
+            log.exception("tools/list: resolving the caller failed")
+            raise _protocol_error("internal error while resolving the caller") from None
+        if caller.access is None:  # a caller source must resolve the space for listing
+            raise _protocol_error("the space of this request could not be resolved")
+        space_type = caller.access.space.type
+        if caller.watch is not None:
+            self._remember(caller.watch, ctx, space_type)
+        return types.ListToolsResult(tools=self.catalog.tools(space_type))
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        request_id = new_request_id()
+        name = params.name
+        try:
+            caller = await self.callers.resolve(ctx, need_access=False)
+        except CallerError as exc:
+            return _plain_error(_sentence(exc.message), exc.reason, request_id)
+        except Exception:
+            log.exception("tools/call: resolving the caller failed", request_id=request_id)
+            return _plain_error(
+                f"{name} failed unexpectedly (request id {request_id})", "error", request_id
+            )
+        try:
+            if caller.watch is not None and caller.space_type is not None:
+                await self._notify_if_changed(caller.watch, ctx, caller.space_type)
+            spec = self.pipeline.registry.get(name)
+            if spec is not None and not spec.exposable:
+                return self._hidden_tool(name, request_id, caller)
+            outcome = await self.pipeline.invoke(
+                name,
+                params.arguments or {},
+                CallContext(
+                    user_id=caller.user_id,
+                    space=caller.space,
+                    invoker="mcp",
+                    request_id=request_id,
+                    session_id=caller.session_id,
+                ),
+            )
+            return outcome_result(outcome)
+        except Exception:
+            log.exception("tools/call failed", request_id=request_id, tool=name)
+            return _plain_error(
+                f"{name} failed unexpectedly; quote request id {request_id} when reporting it",
+                "handler-error",
+                request_id,
+            )
+
+    def _hidden_tool(self, name: str, request_id: str, caller: Caller) -> types.CallToolResult:
+        """Admin-scope tools are never exposed: answer exactly like an unknown tool."""
+        outcome = Outcome(
+            tool=name,
+            status="invalid-input",
+            request_id=request_id,
+            reason="unknown-tool",
+            error=OutcomeError(reason="unknown-tool", message=f"unknown tool {name!r}"),
+            space_id=caller.access.space.id if caller.access is not None else None,
+        )
+        for observer in self.pipeline.observers:
+            observer(outcome, None)
+        return outcome_result(outcome)
+
+    # -- list_changed ------------------------------------------------------------------------
+
+    def _remember(
+        self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
+    ) -> None:
+        watch.seen = self.catalog.names(space_type)
+        watch.space_type = space_type
+        watch.session = ctx.session
+
+    async def _notify_if_changed(
+        self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
+    ) -> None:
+        before = watch.seen
+        self._remember(watch, ctx, space_type)
+        if before is not None and before != watch.seen:
+            # Rides this request's own response stream, so the client sees it before the result.
+            await ctx.session.send_notification(
+                types.ToolListChangedNotification(), related_request_id=ctx.request_id
+            )
+
+    async def push_tools_changed(self, watches: Iterable[ToolSetWatch]) -> int:
+        """After a server-side change (e.g. a backend configured): tell every connection whose
+        visible tool set changed, on its standalone stream. Returns how many were notified."""
+        sent = 0
+        for watch in list(watches):
+            if watch.session is None or watch.space_type is None or watch.seen is None:
+                continue
+            now = self.catalog.names(watch.space_type)
+            if now == watch.seen:
+                continue
+            watch.seen = now
+            try:
+                await watch.session.send_tool_list_changed()
+                sent += 1
+            except Exception as exc:  # a closed session is not an error worth more than a line
+                log.info("tools list_changed not delivered", error=type(exc).__name__)
+        return sent
+
+
+def _protocol_error(message: str) -> Exception:
+    from mcp.shared.exceptions import MCPError
+
+    return MCPError(code=types.INVALID_REQUEST, message=message)
+
+
+# -- stdio -------------------------------------------------------------------------------------
+
+
+async def serve_stdio(adapter: McpAdapter) -> None:
+    """Serve one client over stdin/stdout until it disconnects. Nothing but protocol goes to
+    stdout: the transport diverts fd 1 to stderr while it runs, and logs go to stderr."""
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server() as (read, write):
+        await adapter.server.run(read, write, adapter.server.create_initialization_options())
+
+
+def stdio_adapter(pipeline: Pipeline, *, user_id: str, space: str | None) -> McpAdapter:
+    return McpAdapter(pipeline, FixedCaller(pipeline.accounts, user_id, space))
+
+
+__all__ = [
+    "CALLER_SCOPE_KEY",
+    "Caller",
+    "CallerError",
+    "CallerSource",
+    "FixedCaller",
+    "McpAdapter",
+    "RequestScopeCaller",
+    "ToolCatalog",
+    "ToolSetWatch",
+    "error_text",
+    "outcome_result",
+    "serve_stdio",
+    "stdio_adapter",
+]

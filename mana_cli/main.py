@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from mana_cli.commands import COMMAND_GROUPS
+from mana_cli import commands
 from mana_cli.config import Settings
 from tool_registry.errors import ManaError
 from tool_registry.logging import configure_logging
@@ -20,20 +20,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mana: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--data-dir", "--db", "--log-level"})
+
+
+def selected_group(argv: Sequence[str]) -> str | None:
+    """The sub-command group named in `argv` (skipping global options and their values)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif arg.startswith("-"):
+            continue
+        else:
+            return arg if arg in commands.COMMAND_GROUPS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
     parser.add_argument("--data-dir", help="data directory (default ./.mana, env MANA_DATA_DIR)")
     parser.add_argument("--db", help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env MANA_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for group in COMMAND_GROUPS:
-        group.register(sub)
+    commands.register(sub, selected_group(argv))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(

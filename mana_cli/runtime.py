@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from mana_cli.config import Settings
+from missions.schema import MISSIONS_MIGRATIONS
+from missions.service import BACKEND as MISSIONS_BACKEND
+from missions.service import MissionsService
+from missions.settings import MissionSettings
+from missions.tools import TOOLS as MISSIONS_TOOLS
+from personas.schema import PERSONAS_MIGRATIONS
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
 from policy.settings import PolicySettings
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import Backends
+from tool_registry.errors import ValidationFailed
 from tool_registry.modules import build_registry
 from tool_registry.pipeline import Pipeline
 from tool_registry.registry import Registry
 from tool_registry.space_types import SpaceTypeCatalog
+from tool_registry.spec import ToolSpec
 from tool_registry.store import Accounts, Database, Migration, open_database
 
 # Schema components of other packages (policy, missions, personas) are appended here.
 EXTRA_MIGRATIONS: tuple[Migration, ...] = ()
+EXTRA_MIGRATIONS += PERSONAS_MIGRATIONS
+EXTRA_MIGRATIONS += MISSIONS_MIGRATIONS
 
 
 @dataclass
@@ -47,14 +59,52 @@ def build_backends(settings: Settings) -> Backends:
     return Backends()
 
 
+def load_extra_tools(environ: Mapping[str, str]) -> list[ToolSpec[Any, Any]]:
+    """Plugin tools named by `MANA_EXTRA_TOOLS`: comma-separated `module:attribute`, each an
+    iterable of `ToolSpec`s (e.g. a test module that registers a tool which blocks on a file)."""
+    specs: list[ToolSpec[Any, Any]] = []
+    for ref in (r.strip() for r in environ.get("MANA_EXTRA_TOOLS", "").split(",")):
+        if not ref:
+            continue
+        module_name, _, attr = ref.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), attr or "TOOLS")
+        except (ImportError, AttributeError) as exc:
+            raise ValidationFailed(f"MANA_EXTRA_TOOLS: cannot load {ref!r}: {exc}") from None
+        items = list(found)
+        if not all(isinstance(item, ToolSpec) for item in items):
+            raise ValidationFailed(f"MANA_EXTRA_TOOLS: {ref!r} is not a list of ToolSpec")
+        specs.extend(items)
+    return specs
+
+
+def build_runtime_registry(environ: Mapping[str, str] | None = None) -> Registry:
+    """The one registry builder of every `mana` command: the bundled modules, the missions
+    tools and the plugin tools of `MANA_EXTRA_TOOLS` in `environ` (none when None)."""
+    return build_registry(extra=[*MISSIONS_TOOLS, *load_extra_tools(environ or {})])
+
+
+def configure_missions(
+    settings: Settings, backends: Backends, db: Database, accounts: Accounts, clock: Clock
+) -> None:
+    """The `missions` backend of the `missions.*` and `proposals.list` tools."""
+    backends.set(
+        MISSIONS_BACKEND,
+        MissionsService(
+            db, accounts, clock=clock, settings=MissionSettings.from_env(settings.environ)
+        ),
+    )
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     clock = clock or SystemClock()
+    registry = build_runtime_registry(settings.environ)
     db = await open_database(settings.db_path, EXTRA_MIGRATIONS)
-    registry = build_registry()
     backends = build_backends(settings)
     accounts = Accounts(db, clock)
     try:
+        configure_missions(settings, backends, db, accounts, clock)
         gate = build_gate(settings, db, registry, clock)
     except BaseException:
         await db.close()

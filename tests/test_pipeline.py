@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 
-from tool_registry.context import Backends, ToolContext
+from tool_registry.context import Backends, Invoker, ToolContext
 from tool_registry.gate import Decision, GateRequest
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.modules import build_registry
@@ -314,3 +314,15 @@ async def test_a_failing_gate_denies_instead_of_crashing(tmp_path: Path) -> None
     assert out.status == "denied" and out.reason == "policy-error"
     assert "unreachable" not in str(out.public())
     assert [r["outcome"] for r in rows] == ["denied"]
+
+
+@pytest.mark.parametrize("invoker", ["mcp", "mission-runner", "persona-runner", "user"])
+async def test_admin_tools_do_not_exist_for_clients_and_agents(
+    kit: ToolKit, invoker: Invoker
+) -> None:
+    user = await kit.user()
+    out = await kit.call_as(
+        user, None, "users.setTier", {"email": user.email, "tier": "pro"}, invoker=invoker
+    )
+    assert out.status == "invalid-input" and out.error is not None
+    assert out.error.reason == "unknown-tool"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from mana_cli.runtime import build_runtime_registry
 from tool_registry.catalog import REGENERATE_COMMAND, TOOLS_CATALOG, render_tools_catalog
 from tool_registry.context import ToolContext
 from tool_registry.errors import ValidationFailed
@@ -109,14 +110,14 @@ def test_every_tool_has_model_facing_text() -> None:
 
 
 def test_exported_schemas_are_valid_json_schema() -> None:
-    for entry in build_registry().export()["tools"]:
+    for entry in build_runtime_registry().export()["tools"]:
         for key in ("inputSchema", "outputSchema"):
             Draft202012Validator.check_schema(entry[key])
             assert entry[key]["type"] == "object", (entry["name"], key)
 
 
 def test_checked_in_catalog_matches_the_registry() -> None:
-    expected = render_tools_catalog(build_registry())
+    expected = render_tools_catalog(build_runtime_registry())
     current = TOOLS_CATALOG.read_text(encoding="utf-8") if TOOLS_CATALOG.exists() else ""
     assert current == expected, (
         f"{TOOLS_CATALOG.name} is out of date with the registry; regenerate it with "

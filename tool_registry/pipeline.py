@@ -87,6 +87,9 @@ class Outcome(BaseModel):
         return body
 
 
+# Only an operator at the CLI can even reach an admin-scope tool (where the gate still denies it).
+ADMIN_INVOKERS = frozenset({"cli"})
+
 Observer = Callable[[Outcome, AnySpec | None], None]
 
 
@@ -192,7 +195,8 @@ class Pipeline:
         )
         with bound:
             try:
-                if spec is None:
+                if spec is None or (not spec.exposable and call.invoker not in ADMIN_INVOKERS):
+                    # Admin tools do not exist for MCP clients and agents: same answer as unknown.
                     raise _Rejection("invalid-input", "unknown-tool", f"unknown tool {tool_name!r}")
                 parsed = self._parse(spec, raw_args)
                 access = await self._access(call)

@@ -1,45 +1,105 @@
 """`mana run`: the main job on the embedded default. Initialises `./.mana/`, seeds the demo on
-first run, and shows what the demo user sees per space (tools and reference images)."""
+first run, prints the MCP endpoint, a freshly issued demo token and ready commands for trying it
+with an MCP client, then serves Streamable HTTP until stopped (Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+from datetime import timedelta
 from typing import Any
 
+from mana_cli.commands.serve import endpoint_url, serve_http
 from mana_cli.config import Settings
-from mana_cli.demo import DEMO_EMAIL, seed_demo
-from mana_cli.runtime import Runtime, open_runtime
+from mana_cli.demo import BRAND_SLUG, DEMO_EMAIL, DEMO_PASSWORD, seed_demo
+from mana_cli.runtime import Runtime
 from tool_registry.context import CallContext
+
+DEMO_TOKEN_TTL = timedelta(hours=8)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="initialise, seed the demo on first run, and start")
+    p = sub.add_parser(
+        "run", help="initialise, seed the demo on first run, and serve MCP over HTTP"
+    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1, env MANA_HOST)")
+    p.add_argument("--port", type=int, help="port (default 3069, env MANA_PORT)")
     p.set_defaults(handler=run)
 
 
 async def show_demo(rt: Runtime) -> None:
+    """What the demo user sees per space: tool count and usable reference images."""
     user = await rt.accounts.require_user(DEMO_EMAIL)
     for access in await rt.accounts.spaces_of(user.id):
         space = access.space
         tools = rt.pipeline.visible_tools(space.type)
-        print(f"\n== {space.name} [{space.type}, slug {space.slug}] ==")
-        print(f"{len(tools)} tools: {', '.join(t.name for t in tools)}")
         outcome = await rt.pipeline.invoke(
             "me.listReferenceImages",
             {},
             CallContext(user_id=user.id, space=space.id, invoker="cli"),
         )
         images = (outcome.result or {}).get("images", [])
-        print(f"reference images usable for AI here: {len(images)}")
-        for image in images:
-            print(f"  - {image['id']}: {image['kind']}, {image['label']}")
+        print(
+            f"  space {space.slug} ({space.type}): {len(tools)} tools, "
+            f"{len(images)} reference image(s) usable for AI"
+        )
+
+
+def ready_text(settings: Settings, token: str) -> str:
+    url = endpoint_url(settings)
+    inspector = "npx -y @modelcontextprotocol/inspector --cli"
+    auth = '--header "Authorization: Bearer $MANA_TOKEN"'
+    return "\n".join(
+        [
+            "",
+            f"MCP endpoint   {url}",
+            f"Demo user      {DEMO_EMAIL} (password {DEMO_PASSWORD!r})",
+            f"Demo token     valid {int(DEMO_TOKEN_TTL.total_seconds() // 3600)} h "
+            f"(new one: mana token issue --as {DEMO_EMAIL})",
+            "",
+            "Try it with the MCP Inspector CLI (Node 20+), in another terminal:",
+            f"  export MANA_TOKEN={shlex.quote(token)}",
+            f"  {inspector} {url} --transport http {auth} --method tools/list",
+            f"  {inspector} {url} --transport http {auth} --header 'X-Mana-Space: {BRAND_SLUG}' "
+            "--method tools/call --tool-name me.listReferenceImages",
+            "",
+            "Or from Python (mcp 2.x, same venv):",
+            "  import httpx2, os; from mcp import Client",
+            "  from mcp.client.streamable_http import streamable_http_client",
+            '  http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + '
+            f'os.environ["MANA_TOKEN"], "X-Mana-Space": "{BRAND_SLUG}"}})',
+            f'  async with Client(streamable_http_client("{url}", http_client=http)) as c:',
+            '      print(await c.call_tool("me.listReferenceImages", {}))',
+            "",
+            "Serving; stop with Ctrl-C.",
+        ]
+    )
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_runtime(settings) as rt:
+    settings = settings.with_flags(host=args.host, port=args.port)
+    token: list[str] = []
+
+    async def prepare(rt: Runtime) -> None:
+        from mana_auth import KeyStore, TokenIssuer
+        from mana_auth.tokens import LOCAL_ISSUER
+
         if await rt.accounts.user_by_email(DEMO_EMAIL) is None:
             print((await seed_demo(rt)).summary())
         print(f"database: {settings.db_path}")
         await show_demo(rt)
-    return 0
+        if settings.jwks_url:
+            token.append("<a token from your Mana auth server>")
+            return
+        user = await rt.accounts.require_user(DEMO_EMAIL)
+        issuer = TokenIssuer(
+            KeyStore(settings.data_dir),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer or LOCAL_ISSUER,
+        )
+        token.append(issuer.issue(user.id, email=user.email, ttl=DEMO_TOKEN_TTL).token)
+
+    def ready() -> None:
+        print(ready_text(settings, token[0] if token else "<token>"), flush=True)
+
+    return await serve_http(settings, before=prepare, on_ready=ready)

@@ -10,8 +10,8 @@ from typing import Any
 
 from mana_cli.commands.common import print_table
 from mana_cli.config import Settings
+from mana_cli.runtime import build_runtime_registry
 from tool_registry.catalog import TOOLS_CATALOG, render_tools_catalog
-from tool_registry.modules import build_registry
 from tool_registry.space_types import SpaceTypeCatalog
 from tool_registry.store.accounts import SPACE_TYPES
 
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 async def list_tools(args: argparse.Namespace, settings: Settings) -> int:
-    registry = build_registry()
+    registry = build_runtime_registry(settings.environ)
     specs = registry.all()
     if args.space_type:
         catalog = SpaceTypeCatalog.load()
@@ -53,7 +53,8 @@ async def list_tools(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def export(args: argparse.Namespace, settings: Settings) -> int:
-    text = render_tools_catalog(build_registry())
+    # The checked-in catalog is the public surface: no MANA_EXTRA_TOOLS plugins.
+    text = render_tools_catalog(build_runtime_registry())
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:

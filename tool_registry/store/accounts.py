@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class Accounts:
         if tier not in TIERS:
             raise ValidationFailed(f"tier must be one of {', '.join(TIERS)}")
         display = (name or email.split("@", 1)[0]).strip()
-        pw_hash = hash_password(password) if password is not None else None
+        pw_hash = await asyncio.to_thread(hash_password, password) if password is not None else None
         now = iso(self.clock.now())
         user_id = new_id("usr")
 
@@ -178,7 +179,7 @@ class Accounts:
         return await self.db.read(work)
 
     async def set_password(self, user_id: str, password: str) -> None:
-        pw_hash = hash_password(password)
+        pw_hash = await asyncio.to_thread(hash_password, password)
         now = iso(self.clock.now())
         await self.db.write(
             lambda c: c.execute(
@@ -194,10 +195,11 @@ class Accounts:
                 "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)
             ).fetchone()
         )
-        if row is None or not row["password_hash"]:
-            verify_password(password, None)  # same cost either way
-            return None
-        return _user(row) if verify_password(password, row["password_hash"]) else None
+        stored = row["password_hash"] if row is not None else None
+        # scrypt is deliberately slow (~80 ms): keep it off the event loop. A missing user costs
+        # the same as a wrong password, so timing reveals nothing.
+        matches = await asyncio.to_thread(verify_password, password, stored or None)
+        return _user(row) if row is not None and matches else None
 
     async def set_tier(self, user_id: str, tier: str) -> User:
         if tier not in TIERS:

@@ -1,0 +1,128 @@
+"""`mana serve --stdio --as EMAIL [--space ID|SLUG]` and `mana serve --http [--host] [--port]`:
+the MCP server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from mana_cli.config import Settings
+from mana_cli.runtime import Runtime, open_runtime
+from tool_registry.errors import NotAMemberError, ValidationFailed
+
+log = structlog.get_logger("mana.serve")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the MCP server (stdio for a local client, Streamable HTTP for many users)",
+        description=(
+            "stdio: one user, identity from --as/--space or MANA_USER/MANA_SPACE; only protocol "
+            "on stdout, logs on stderr. HTTP: endpoint /mcp, every request needs "
+            "'Authorization: Bearer <JWT>' (see `mana token issue`); 'X-Mana-Space' selects the "
+            "space per request."
+        ),
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--stdio", action="store_true", help="serve one client over stdin/stdout")
+    mode.add_argument("--http", action="store_true", help="serve Streamable HTTP on /mcp")
+    p.add_argument("--as", dest="as_email", metavar="EMAIL", help="stdio: act as this user")
+    p.add_argument("--space", metavar="ID|SLUG", help="stdio: space (default: personal)")
+    p.add_argument("--host", help="HTTP: bind address (default 127.0.0.1, env MANA_HOST)")
+    p.add_argument("--port", type=int, help="HTTP: port (default 3069, env MANA_PORT)")
+    p.set_defaults(handler=serve)
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.stdio:
+        if args.host is not None or args.port is not None:
+            raise ValidationFailed("--host/--port apply to --http only")
+        settings = settings.with_flags(user=args.as_email, space=args.space)
+        return await serve_stdio(settings)
+    if args.as_email is not None or args.space is not None:
+        raise ValidationFailed(
+            "--as/--space apply to --stdio only; over HTTP the token names the user and the "
+            "X-Mana-Space header the space"
+        )
+    settings = settings.with_flags(host=args.host, port=args.port)
+    return await serve_http(settings)
+
+
+async def serve_stdio(settings: Settings) -> int:
+    from mcp_server import serve_stdio as run_stdio
+    from mcp_server import stdio_adapter
+
+    if not settings.user:
+        raise ValidationFailed("give --as EMAIL (or set MANA_USER) to say who the client acts as")
+    async with open_runtime(settings) as rt:
+        user = await rt.accounts.require_user(settings.user)
+        access = await rt.accounts.access(user.id, settings.space)
+        if access is None:
+            raise ValidationFailed(f"no space with id or slug {settings.space!r}")
+        if access.role is None:
+            raise NotAMemberError(f"{user.email} is not a member of space {settings.space!r}")
+        log.info(
+            "serving MCP over stdio", user=user.email, space=access.space.slug, role=access.role
+        )
+        await run_stdio(stdio_adapter(rt.pipeline, user_id=user.id, space=access.space.id))
+    return 0
+
+
+def build_app(rt: Runtime) -> Any:
+    """The HTTP app for this runtime (local signing keys, or a remote JWKS when configured)."""
+    from mana_http import AuthSetup, HttpConfig, build_http_app
+
+    s = rt.settings
+    if s.jwks_url:
+        auth = AuthSetup.remote_jwks(s.jwks_url, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    else:
+        auth = AuthSetup.local(s.data_dir, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    config = HttpConfig(
+        host=s.host,
+        port=s.port,
+        allowed_origins=s.allowed_origins,
+        session_idle_seconds=float(s.session_idle_seconds),
+        sessions_per_user=s.sessions_per_user,
+        shutdown_grace_seconds=float(s.shutdown_grace_seconds),
+    )
+    return build_http_app(rt.pipeline, auth, config)
+
+
+def endpoint_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}/mcp"
+
+
+async def serve_http(
+    settings: Settings,
+    *,
+    before: Callable[[Runtime], Any] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    from mana_http import serve_http as run_http
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "binding to a non-loopback address: every request still needs a valid token, but "
+            "put TLS (a reverse proxy) in front and set MANA_ALLOWED_ORIGINS for browsers",
+            host=settings.host,
+        )
+    async with open_runtime(settings) as rt:
+        if before is not None:
+            await before(rt)
+        app = build_app(rt)
+
+        def ready() -> None:
+            if on_ready is not None:
+                on_ready()
+            else:
+                print(f"Mana MCP server listening on {endpoint_url(settings)}", flush=True)
+            sys.stdout.flush()
+
+        return await run_http(app, on_ready=ready)

@@ -1,0 +1,318 @@
+"""The ASGI guard in front of the MCP endpoint, and the Origin/Host check for every route.
+
+For every request to `/mcp`, in both protocol eras, before the `mcp` session manager sees it:
+
+1. bearer token verified (signature against the JWKS, `exp`, audience) → 401 + `WWW-Authenticate`;
+2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
+   query → 403 when the caller is not a member (or there is no such space);
+3. `Mcp-Session-Id` (2025-11-25 sessions): unknown or expired → 404, opened by another user → 403;
+   a new session counts against the user's cap (oldest idle session evicted, else 429);
+4. the resolved `Caller` is put into the ASGI scope, where `mcp_server.RequestScopeCaller`
+   reads it in the tool handlers — so the space of every call is the space of *its* request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mana_auth.errors import AuthError
+from mana_auth.tokens import TokenVerifier
+from mana_http.metrics import Metrics
+from mana_http.responses import rpc_error, send_json, www_authenticate
+from mana_http.sessions import SessionEntry, SessionRegistry
+from mcp_server import CALLER_SCOPE_KEY, Caller
+from tool_registry.store.accounts import Accounts
+
+_WANTED = frozenset({b"authorization", b"x-mana-space", b"mcp-session-id", b"mcp-protocol-version"})
+_SESSION_HEADER = b"mcp-session-id"
+_HANDSHAKE_VERSIONS = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
+_MAX_SPACE_REF = 128
+
+
+class DrainState:
+    """Set when the server starts shutting down: new MCP requests get 503."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+SessionCloser = Callable[[list[str]], Awaitable[None]]
+
+
+class McpGuard:
+    def __init__(
+        self,
+        manager: StreamableHTTPSessionManager,
+        *,
+        verifier: TokenVerifier,
+        accounts: Accounts,
+        sessions: SessionRegistry,
+        metrics: Metrics,
+        drain: DrainState,
+        close_sessions: SessionCloser,
+    ) -> None:
+        self.manager = manager
+        self.verifier = verifier
+        self.accounts = accounts
+        self.sessions = sessions
+        self.metrics = metrics
+        self.drain = drain
+        self.close_sessions = close_sessions
+
+    async def _reject(
+        self,
+        send: Send,
+        status: int,
+        reason: str,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.metrics.auth_failure(reason)
+        await send_json(send, status, rpc_error(message, reason), headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # pragma: no cover - lifespan is handled by the app
+            return
+        if self.drain.draining:
+            await send_json(
+                send,
+                503,
+                rpc_error("server is shutting down", "shutting-down"),
+                [(b"connection", b"close"), (b"retry-after", b"1")],
+            )
+            return
+        found: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _WANTED:
+                found[name] = value
+
+        # 1. who
+        auth = found.get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            await self._reject(
+                send,
+                401,
+                "missing-token",
+                "missing bearer token: send Authorization: Bearer <JWT>",
+                [(b"www-authenticate", www_authenticate())],
+            )
+            return
+        try:
+            principal = await self.verifier.verify(token.strip().decode("latin-1"))
+        except AuthError as exc:
+            headers = [(b"www-authenticate", www_authenticate("invalid_token", exc.message))]
+            if exc.status == 503:
+                headers = [(b"retry-after", b"5")]
+            await self._reject(send, exc.status, exc.reason, exc.message, headers)
+            return
+        user_id = principal.user_id
+
+        # 2. where
+        raw_space = found.get(b"x-mana-space", b"").strip()
+        space_ref = raw_space.decode("utf-8", "replace") if raw_space else None
+        if space_ref is not None and len(space_ref) > _MAX_SPACE_REF:
+            await self._reject(send, 400, "bad-space-header", "X-Mana-Space is too long")
+            return
+        access = await self.accounts.access(user_id, space_ref)
+        if access is None:
+            if space_ref is None:
+                await self._reject(
+                    send,
+                    401,
+                    "unknown-user",
+                    "the token's user does not exist on this server",
+                    [(b"www-authenticate", www_authenticate("invalid_token", "unknown user"))],
+                )
+            else:
+                await self._reject(
+                    send, 403, "not-a-member", f"not a member of space {space_ref!r}"
+                )
+            return
+        if access.role is None:
+            await self._reject(send, 403, "not-a-member", f"not a member of space {space_ref!r}")
+            return
+
+        # 3. which session
+        method = scope["method"]
+        raw_sid = found.get(_SESSION_HEADER)
+        if raw_sid is not None:
+            session_id = raw_sid.decode("latin-1")
+            entry = self.sessions.get(session_id)
+            if entry is None:
+                await self._reject(send, 404, "unknown-session", "Session not found")
+                return
+            if entry.user_id != user_id:
+                await self._reject(
+                    send, 403, "session-owner-mismatch", "this session belongs to another user"
+                )
+                return
+            scope[CALLER_SCOPE_KEY] = Caller(user_id, access, session_id, entry.watch)
+            await self._in_session(entry, method, scope, receive, send)
+            return
+
+        scope[CALLER_SCOPE_KEY] = Caller(user_id, access, None, None)
+        version = found.get(b"mcp-protocol-version")
+        opens_session = method == "POST" and (version is None or version in _HANDSHAKE_VERSIONS)
+        if not opens_session:
+            await self.manager.handle_request(scope, receive, send)
+            return
+        admitted, evicted = self.sessions.reserve(user_id)
+        if evicted:
+            await self.close_sessions(evicted)
+        if not admitted:
+            await self._reject(
+                send,
+                429,
+                "too-many-sessions",
+                "too many open sessions for this user; close one (HTTP DELETE) and retry",
+                [(b"retry-after", b"5")],
+            )
+            return
+        await self._open_session(user_id, scope, receive, send)
+
+    async def _in_session(
+        self, entry: SessionEntry, method: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        stream = method == "GET"
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.sessions.begin(entry, stream=stream)
+        try:
+            await self.manager.handle_request(scope, receive, watch)
+        finally:
+            self.sessions.end(entry, stream=stream)
+            if status == 404 or (method == "DELETE" and status < 300):
+                # ended by the client, or already gone in the SDK (idle timeout): forget it
+                self.sessions.remove(entry.session_id)
+            elif self.drain.draining and entry.busy == 0 and self.sessions.get(entry.session_id):
+                # shutting down: its last call finished, end it so its GET stream closes
+                await self.close_sessions([entry.session_id])
+
+    async def _open_session(self, user_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        entry: SessionEntry | None = None
+
+        async def capture(message: Message) -> None:
+            nonlocal entry
+            if message["type"] == "http.response.start" and int(message["status"]) < 400:
+                for name, value in message.get("headers", ()):
+                    if name == _SESSION_HEADER:
+                        entry = self.sessions.add(value.decode("latin-1"), user_id)
+                        self.sessions.release(user_id)
+                        self.sessions.begin(entry, stream=False)
+                        break
+            await send(message)
+
+        try:
+            await self.manager.handle_request(scope, receive, capture)
+        finally:
+            if entry is None:
+                self.sessions.release(user_id)
+            else:
+                self.sessions.end(entry, stream=False)
+
+
+# -- Origin / Host -----------------------------------------------------------------------------
+
+
+def _pattern(allowed: str) -> re.Pattern[str]:
+    """`http://localhost:*` matches any port; anything else matches exactly."""
+    if allowed.endswith(":*"):
+        return re.compile(re.escape(allowed[:-2]) + r"(:\d{1,5})?")
+    return re.compile(re.escape(allowed))
+
+
+class OriginGuard:
+    """Browsers send `Origin`; a request with an Origin not on the allowlist is refused (403).
+    Requests without Origin (non-browser clients) pass. When bound to loopback the `Host` header
+    must name a loopback host too (DNS-rebinding defence) → 421 otherwise. Allowed browser
+    origins get minimal CORS headers (and OPTIONS preflights an answer)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_origins: tuple[str, ...],
+        loopback_only_hosts: bool,
+        metrics: Metrics,
+    ) -> None:
+        self.app = app
+        self.origins = [_pattern(o) for o in allowed_origins]
+        self.loopback_only_hosts = loopback_only_hosts
+        self.metrics = metrics
+        self._host = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?")
+
+    def origin_allowed(self, origin: str) -> bool:
+        return any(p.fullmatch(origin) for p in self.origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin: bytes | None = None
+        host: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"host":
+                host = value
+        if self.loopback_only_hosts and (
+            host is None or not self._host.fullmatch(host.decode("latin-1"))
+        ):
+            self.metrics.auth_failure("host-not-allowed")
+            await send_json(send, 421, rpc_error("Invalid Host header", "host-not-allowed"))
+            return
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        text = origin.decode("latin-1")
+        if not self.origin_allowed(text):
+            self.metrics.auth_failure("origin-not-allowed")
+            await send_json(send, 403, rpc_error(f"origin {text!r} is not allowed", "origin"))
+            return
+        cors = [
+            (b"access-control-allow-origin", origin),
+            (b"vary", b"Origin"),
+            (b"access-control-expose-headers", b"Mcp-Session-Id, WWW-Authenticate"),
+        ]
+        if scope["method"] == "OPTIONS":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        *cors,
+                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                        (
+                            b"access-control-allow-headers",
+                            b"Authorization, Content-Type, Accept, X-Mana-Space, "
+                            b"Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID",
+                        ),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *cors]}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+
+__all__: list[Any] = ["DrainState", "McpGuard", "OriginGuard"]

@@ -1,0 +1,45 @@
+"""Small raw-ASGI responses for the guard (no Starlette objects on the hot path)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Send
+
+JSON = b"application/json"
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    raw = [(b"content-type", JSON), (b"content-length", str(len(payload)).encode())]
+    raw.extend(headers or ())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def rpc_error(message: str, reason: str, code: int = -32600) -> dict[str, Any]:
+    """A JSON-RPC error body (no id), the shape MCP clients expect from the endpoint."""
+    return {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": code, "message": message, "data": {"reason": reason}},
+    }
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', "'")
+
+
+def www_authenticate(error: str | None = None, description: str | None = None) -> bytes:
+    parts = ['Bearer realm="mana"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{_quoted(description)}"')
+    return ", ".join(parts).encode()

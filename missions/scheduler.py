@@ -1,0 +1,583 @@
+"""Scheduling transactions: claim due missions, recover interrupted iterations, finish an
+iteration and compute the next run. Each runs inside one `BEGIN IMMEDIATE` transaction, so
+concurrent daemons (threads or processes) on one database see each other's claims.
+
+Claim (per tick, as many as this daemon has free slots):
+
+1. recover: a `running` iteration whose lease expired, was released, was taken over, or whose
+   holder process is gone is marked `failed` (error `Interrupted`, phase kept) and its lease
+   released; the mission keeps its due time, so it runs again at once (the re-run uses the same
+   run key, so writes the first run made are replayed, not repeated). From the second
+   consecutive interruption on, the retry is backed off like any failure;
+2. select due missions (`state = 'active' AND next_run_at <= now`, the partial index
+   `missions_due`) in due order, in batches, skipping those with a live lease;
+3. per mission, check its agent: paused, archived, budget 0, or out of its rolling-24 h token
+   budget -> the window is skipped (reason recorded in `mission_skips`, next run = the next
+   cadence time); at its concurrency limit -> skipped for now (recorded) and left due;
+4. otherwise take the lease and insert the iteration (`running`, phase `starting`) in the same
+   transaction: the agent's running count is exact across daemons.
+
+Finish: the iteration's record and the mission's next run (success: next cadence time after
+now, so a missed window runs once; failure: exponential backoff within the window; shutdown:
+due again at once) and the lease release are one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from missions.cadence import next_run
+from missions.leases import holder_is_dead
+from missions.models import Agent, Mission, PlanStep
+from missions.settings import MissionSettings
+from missions.store import (
+    BUDGET_WINDOW,
+    MISSION_SELECT,
+    plan_json,
+    running_count_sql,
+    tokens_used_sql,
+)
+from tool_registry.clock import Clock, iso
+from tool_registry.errors import ConflictError, NotFoundError
+from tool_registry.ids import new_id
+from tool_registry.store.accounts import Space, space_from_row
+from tool_registry.store.database import Database
+
+log = structlog.get_logger("mana.missions.scheduler")
+
+CLAIM_BATCH = 200
+INTERRUPTED = "Interrupted"
+SHUTDOWN = "DaemonShutdown"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A mission this process may run now: the lease is ours and the iteration row exists."""
+
+    mission: Mission
+    agent: Agent
+    space: Space
+    iteration_id: str
+    run_key: str
+    trigger: str
+    window_at: str | None
+    attempt: int
+    tokens_used: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    mission_id: str
+    reason: str
+    detail: str | None = None
+
+
+@dataclass
+class ClaimReport:
+    claimed: list[Claim] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    more_due: bool = False
+
+
+@dataclass(frozen=True)
+class IterationEnd:
+    """How an iteration ended, as the runner reports it to `finish`."""
+
+    status: str
+    phase: str
+    round: int
+    plan: tuple[PlanStep, ...]
+    summary: str | None
+    stop_reason: str | None
+    usage: tuple[int, int, int]
+    transcript: str | None
+    error_name: str | None = None
+    error_message: str | None = None
+    error_phase: str | None = None
+    retry_now: bool = False  # interrupted by a shutdown: due again at once, no backoff
+
+
+@dataclass
+class _AgentSlot:
+    agent: Agent
+    running: int
+    used: int | None
+
+
+def _lease_free(row: sqlite3.Row, now: str) -> bool:
+    owner = row["lease_owner"]
+    if owner is None:
+        return True
+    return bool(row["lease_expires_at"] <= now) or holder_is_dead(owner)
+
+
+class Scheduler:
+    """Claims and finishes iterations for one lease owner (a daemon or a CLI run)."""
+
+    def __init__(
+        self, db: Database, clock: Clock, settings: MissionSettings, *, owner: str
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.owner = owner
+
+    # -- selection -----------------------------------------------------------------------------
+
+    async def due(self, *, limit: int = 100, now: datetime | None = None) -> list[tuple[str, str]]:
+        """(mission id, next run) of due active missions, earliest first: the tick's indexed
+        selection, without claiming anything."""
+        stamp = iso(now or self.clock.now())
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT id, next_run_at FROM missions WHERE state = 'active' "
+                "AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
+                (stamp, limit),
+            ).fetchall()
+        )
+        return [(r["id"], r["next_run_at"]) for r in rows]
+
+    # -- claim ---------------------------------------------------------------------------------
+
+    async def claim_due(
+        self,
+        limit: int,
+        *,
+        own: frozenset[str] = frozenset(),
+        as_of: datetime | None = None,
+    ) -> ClaimReport:
+        """Recover interrupted iterations, then claim up to `limit` missions due at `as_of`
+        (default now). `own` is the set of iteration ids this process is running right now
+        (never recovered)."""
+        now = self.clock.now()
+        due_at = min(as_of, now) if as_of is not None else now
+        return await self.db.write(lambda conn: self._claim_due(conn, now, due_at, limit, own))
+
+    def _claim_due(
+        self,
+        conn: sqlite3.Connection,
+        now: datetime,
+        due_at: datetime,
+        limit: int,
+        own: frozenset[str],
+    ) -> ClaimReport:
+        report = ClaimReport(recovered=self._recover(conn, now, own))
+        stamp = iso(now)
+        due_stamp = iso(due_at)
+        slots: dict[str, _AgentSlot] = {}
+        last_at, last_rowid = "", 0
+        while True:
+            rows = conn.execute(
+                "SELECT rowid AS rid, m.* FROM missions m WHERE state = 'active' "
+                "AND next_run_at <= ? AND (next_run_at, rowid) > (?, ?) "
+                "ORDER BY next_run_at, rowid LIMIT ?",
+                (due_stamp, last_at, last_rowid, CLAIM_BATCH),
+            ).fetchall()
+            for row in rows:
+                last_at, last_rowid = row["next_run_at"], row["rid"]
+                if len(report.claimed) >= limit:
+                    report.more_due = True
+                    return report
+                if not _lease_free(row, stamp):
+                    continue
+                slot = self._slot(conn, slots, row["agent_id"], now)
+                if slot is None:
+                    continue
+                reason = self._skip_reason(slot)
+                if reason is not None:
+                    self._record_skip(conn, row, reason, now)
+                    report.skipped.append(Skipped(row["id"], *reason))
+                    continue
+                report.claimed.append(self._take(conn, row, slot, now, trigger="schedule"))
+                slot.running += 1
+            if len(rows) < CLAIM_BATCH:
+                return report
+
+    def _slot(
+        self, conn: sqlite3.Connection, slots: dict[str, _AgentSlot], agent_id: str, now: datetime
+    ) -> _AgentSlot | None:
+        slot = slots.get(agent_id)
+        if slot is None:
+            row = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
+            if row is None:
+                return None
+            agent = Agent.from_row(row)
+            used = None
+            if agent.max_tokens_per_day:
+                used = tokens_used_sql(conn, agent_id, iso(now - BUDGET_WINDOW))
+            slot = _AgentSlot(agent, running_count_sql(conn, agent_id), used)
+            slots[agent_id] = slot
+        return slot
+
+    @staticmethod
+    def _skip_reason(slot: _AgentSlot) -> tuple[str, str | None] | None:
+        agent = slot.agent
+        if agent.state == "archived":
+            return ("agent-archived", f"agent {agent.name} is archived")
+        if agent.state == "paused":
+            return ("agent-paused", f"agent {agent.name} is paused")
+        if agent.max_tokens_per_day == 0:
+            return ("agent-paused", f"agent {agent.name} has a token budget of 0")
+        budget = agent.max_tokens_per_day
+        if budget is not None and slot.used is not None and slot.used >= budget:
+            return ("out-of-budget", f"{slot.used} of {budget} tokens used in the last 24 h")
+        if slot.running >= agent.max_concurrent:
+            return (
+                "agent-busy",
+                f"agent {agent.name} runs {slot.running} of {agent.max_concurrent} missions",
+            )
+        return None
+
+    def _record_skip(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        reason: tuple[str, str | None],
+        now: datetime,
+    ) -> None:
+        code, detail = reason
+        stamp = iso(now)
+        window = row["window_at"] or row["next_run_at"]
+        conn.execute(
+            "INSERT INTO mission_skips (mission_id, window_at, reason, detail, first_at, "
+            "last_at, count) VALUES (?,?,?,?,?,?,1) ON CONFLICT (mission_id, window_at, reason) "
+            "DO UPDATE SET count = count + 1, last_at = excluded.last_at, "
+            "detail = excluded.detail",
+            (row["id"], window, code, detail, stamp, stamp),
+        )
+        if code == "agent-busy":
+            # The run only waits for a free slot: the mission stays due.
+            conn.execute(
+                "UPDATE missions SET skip_reason = ?, skipped_at = ? WHERE id = ?",
+                (code, stamp, row["id"]),
+            )
+            return
+        # The agent cannot run this window at all: skip to the next cadence time.
+        mission = Mission.from_row(row)
+        upcoming = next_run(mission.cadence, mission.window or mission.next_run, now)
+        text = iso(upcoming) if upcoming else None
+        conn.execute(
+            "UPDATE missions SET next_run_at = ?, window_at = ?, skip_reason = ?, "
+            "skipped_at = ?, updated_at = ? WHERE id = ?",
+            (text, text, code, stamp, stamp, row["id"]),
+        )
+
+    def _take(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        slot: _AgentSlot,
+        now: datetime,
+        *,
+        trigger: str,
+    ) -> Claim:
+        stamp = iso(now)
+        expires = iso(now + self.settings.lease)
+        mission_id = row["id"]
+        iteration_id = new_id("itr")
+        if trigger == "schedule":
+            window = row["window_at"] or row["next_run_at"]
+            run_key = f"{mission_id}@{window}"
+            attempt = (
+                conn.execute(
+                    "SELECT COUNT(*) AS n FROM iterations WHERE mission_id = ? AND window_at = ?",
+                    (mission_id, window),
+                ).fetchone()["n"]
+                + 1
+            )
+        else:
+            window = None
+            run_key = f"{mission_id}@run-now:{iteration_id}"
+            attempt = 1
+        cur = conn.execute(
+            "UPDATE missions SET lease_owner = ?, lease_expires_at = ? WHERE id = ? "
+            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at <= ? "
+            "OR lease_owner = ?)",
+            (self.owner, expires, mission_id, self.owner, stamp, row["lease_owner"]),
+        )
+        if cur.rowcount != 1:  # pragma: no cover - we hold the write lock and checked the lease
+            raise ConflictError(f"mission {mission_id} is already claimed")
+        conn.execute(
+            "INSERT INTO iterations (id, mission_id, space_id, agent_id, trigger, window_at, "
+            "run_key, attempt, runner, status, phase, started_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,'running','starting',?)",
+            (
+                iteration_id,
+                mission_id,
+                row["space_id"],
+                row["agent_id"],
+                trigger,
+                window,
+                run_key,
+                attempt,
+                self.owner,
+                stamp,
+            ),
+        )
+        mission_row = conn.execute(MISSION_SELECT + "WHERE m.id = ?", (mission_id,)).fetchone()
+        space_row = conn.execute("SELECT * FROM spaces WHERE id = ?", (row["space_id"],)).fetchone()
+        return Claim(
+            mission=Mission.from_row(mission_row),
+            agent=slot.agent,
+            space=space_from_row(space_row),
+            iteration_id=iteration_id,
+            run_key=run_key,
+            trigger=trigger,
+            window_at=window,
+            attempt=attempt,
+            tokens_used=slot.used
+            if slot.used is not None
+            else tokens_used_sql(conn, row["agent_id"], iso(now - BUDGET_WINDOW)),
+            owner=self.owner,
+        )
+
+    async def claim_now(self, space_id: str, mission_id: str) -> Claim:
+        """Claim one mission for an immediate run (`run-now`), whatever its schedule. Refuses
+        when it is running elsewhere or its agent cannot run (with the reason)."""
+        now = self.clock.now()
+
+        def work(conn: sqlite3.Connection) -> Claim:
+            self._recover(conn, now, frozenset(), mission_id=mission_id)
+            row = conn.execute(
+                "SELECT rowid AS rid, m.* FROM missions m WHERE id = ? AND space_id = ?",
+                (mission_id, space_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no mission {mission_id!r} in this space")
+            if row["state"] == "archived":
+                raise ConflictError("the mission is archived")
+            if not _lease_free(row, iso(now)):
+                raise ConflictError(
+                    "the mission is running right now; wait for it or `mana missions cancel` it"
+                )
+            slot = self._slot(conn, {}, row["agent_id"], now)
+            if slot is None:
+                raise NotFoundError("the mission's agent no longer exists")
+            reason = self._skip_reason(slot)
+            if reason is not None:
+                raise ConflictError(f"cannot run now ({reason[0]}): {reason[1]}")
+            return self._take(conn, row, slot, now, trigger="manual")
+
+        return await self.db.write(work)
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def recover(self, *, own: frozenset[str] = frozenset()) -> list[str]:
+        now = self.clock.now()
+        return await self.db.write(lambda conn: self._recover(conn, now, own))
+
+    def _recover(
+        self,
+        conn: sqlite3.Connection,
+        now: datetime,
+        own: frozenset[str],
+        *,
+        mission_id: str | None = None,
+    ) -> list[str]:
+        stamp = iso(now)
+        sql = (
+            "SELECT i.id, i.mission_id, i.runner, i.phase, i.trigger, m.lease_owner, "
+            "m.lease_expires_at FROM iterations i JOIN missions m ON m.id = i.mission_id "
+            "WHERE i.status = 'running'"
+        )
+        params: tuple[Any, ...] = ()
+        if mission_id is not None:
+            sql += " AND i.mission_id = ?"
+            params = (mission_id,)
+        recovered = []
+        for row in conn.execute(sql, params).fetchall():
+            if row["id"] in own:
+                continue
+            runner, holder = row["runner"], row["lease_owner"]
+            interrupted = (
+                runner == self.owner  # ours, but not running in this process any more
+                or holder is None
+                or holder != runner
+                or row["lease_expires_at"] <= stamp
+                or holder_is_dead(runner)
+            )
+            if not interrupted:
+                continue
+            conn.execute(
+                "UPDATE iterations SET status = 'failed', error_name = ?, error_message = ?, "
+                "error_phase = phase, finished_at = ? WHERE id = ? AND status = 'running'",
+                (
+                    INTERRUPTED,
+                    f"the process running this iteration ({runner}) stopped before it finished",
+                    stamp,
+                    row["id"],
+                ),
+            )
+            if row["trigger"] == "schedule":
+                self._after_failure(
+                    conn, row["mission_id"], now, f"{INTERRUPTED} in {row['phase']}"
+                )
+            if holder == runner:
+                conn.execute(
+                    "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE id = ? AND lease_owner = ?",
+                    (row["mission_id"], runner),
+                )
+            recovered.append(row["id"])
+            log.warning(
+                "recovered interrupted iteration",
+                iteration=row["id"],
+                mission=row["mission_id"],
+                runner=runner,
+                phase=row["phase"],
+            )
+        return recovered
+
+    def _after_failure(
+        self, conn: sqlite3.Connection, mission_id: str, now: datetime, error: str
+    ) -> None:
+        """Count a failure; from the second one in a row (an interruption) or the first one (a
+        failed run, see `finish`) the next attempt waits for the backoff."""
+        row = conn.execute("SELECT * FROM missions WHERE id = ?", (mission_id,)).fetchone()
+        failures = row["failures"] + 1
+        stamp = iso(now)
+        if failures == 1:
+            # A first interruption re-runs at once (same window, same run key).
+            conn.execute(
+                "UPDATE missions SET failures = 1, last_error = ?, updated_at = ? WHERE id = ?",
+                (error, stamp, mission_id),
+            )
+            return
+        self._backoff(conn, row, failures, now, error)
+
+    def _backoff(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        failures: int,
+        now: datetime,
+        error: str,
+    ) -> None:
+        mission = Mission.from_row(row)
+        retry_at = now + self.settings.backoff_after(failures)
+        window = mission.window or mission.next_run or now
+        upcoming = next_run(mission.cadence, window, now)
+        if upcoming is None or retry_at < upcoming:
+            next_at, window_at = retry_at, mission.window_at
+        else:
+            next_at, window_at = upcoming, iso(upcoming)
+        conn.execute(
+            "UPDATE missions SET failures = ?, backoff_until = ?, last_error = ?, "
+            "next_run_at = ?, window_at = ?, updated_at = ? WHERE id = ?",
+            (failures, iso(retry_at), error, iso(next_at), window_at, iso(now), mission.id),
+        )
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def renew(self) -> set[str]:
+        """Extend every lease this owner holds; returns the ids of its running iterations that
+        someone asked to cancel."""
+        now = self.clock.now()
+        expires = iso(now + self.settings.lease)
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            conn.execute(
+                "UPDATE missions SET lease_expires_at = ? WHERE lease_owner = ?",
+                (expires, self.owner),
+            )
+            rows = conn.execute(
+                "SELECT id FROM iterations WHERE status = 'running' AND runner = ? "
+                "AND cancel_requested = 1",
+                (self.owner,),
+            ).fetchall()
+            return {r["id"] for r in rows}
+
+        return await self.db.write(work)
+
+    async def release_all(self) -> int:
+        """Shutdown: fail what this owner still runs (it will be re-run at once) and release
+        every lease it holds."""
+        now = self.clock.now()
+        stamp = iso(now)
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "UPDATE iterations SET status = 'failed', error_name = ?, error_message = ?, "
+                "error_phase = phase, finished_at = ? WHERE runner = ? AND status = 'running'",
+                (SHUTDOWN, "the daemon shut down before the iteration finished", stamp, self.owner),
+            )
+            cur = conn.execute(
+                "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE lease_owner = ?",
+                (self.owner,),
+            )
+            return cur.rowcount
+
+        return await self.db.write(work)
+
+    # -- finish --------------------------------------------------------------------------------
+
+    async def finish(self, claim: Claim, end: IterationEnd) -> bool:
+        """Record the iteration's end, schedule the mission's next run and release the lease,
+        in one transaction. False when the iteration was taken from us meanwhile (recovered as
+        interrupted by another process); then nothing is changed."""
+        now = self.clock.now()
+        stamp = iso(now)
+        error = f"{end.error_name}: {end.error_message}" if end.error_name else None
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE iterations SET status = ?, phase = ?, round = ?, plan = ?, summary = ?, "
+                "stop_reason = ?, input_tokens = ?, output_tokens = ?, total_tokens = ?, "
+                "transcript = ?, error_name = ?, error_message = ?, error_phase = ?, "
+                "finished_at = ? WHERE id = ? AND status = 'running'",
+                (
+                    end.status,
+                    end.phase,
+                    end.round,
+                    plan_json(end.plan),
+                    end.summary,
+                    end.stop_reason,
+                    *end.usage,
+                    end.transcript,
+                    end.error_name,
+                    end.error_message,
+                    end.error_phase,
+                    stamp,
+                    claim.iteration_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            row = conn.execute(
+                "SELECT * FROM missions WHERE id = ?", (claim.mission.id,)
+            ).fetchone()
+            if row is None:
+                return True
+            if row["lease_owner"] == self.owner:
+                conn.execute(
+                    "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL, "
+                    "last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
+                    (stamp, end.status, stamp, claim.mission.id),
+                )
+            if claim.trigger != "schedule" or row["lease_owner"] != self.owner:
+                return True
+            if end.retry_now:
+                return True
+            if end.status == "failed":
+                self._backoff(conn, row, row["failures"] + 1, now, error or "failed")
+                return True
+            mission = Mission.from_row(row)
+            window = mission.window or mission.next_run or now
+            upcoming = next_run(mission.cadence, window, now)
+            text = iso(upcoming) if upcoming else None
+            conn.execute(
+                "UPDATE missions SET failures = 0, backoff_until = NULL, last_error = NULL, "
+                "skip_reason = NULL, next_run_at = ?, window_at = ? WHERE id = ?",
+                (text, text, claim.mission.id),
+            )
+            return True
+
+        return await self.db.write(work)

@@ -1,0 +1,272 @@
+"""Helpers for the MCP tests: a seeded data directory, real server processes on 127.0.0.1 with
+ephemeral ports, tokens, and `mcp` clients over stdio and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import httpx
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.session import MessageHandlerFnT
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mana_auth import KeyStore, TokenIssuer
+from mana_cli.config import Settings
+from mana_cli.demo import BRAND_SLUG, DEMO_EMAIL, seed_demo
+from mana_cli.runtime import open_runtime
+from policy.allowlist import DestructiveAllowlist
+from tool_registry.registry import Registry
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parents[2]
+Mode = Literal["auto", "legacy"]
+MODES: tuple[Mode, ...] = ("auto", "legacy")
+BOB_EMAIL = "bob@mana.test"
+BOB_PASSWORD = "bob-password-123"
+# Server environment for the tests: a generous rate limit (the tests call some tools often).
+TEST_ENV = {"MANA_RATE_LIMIT": "1000", "MANA_LOG_LEVEL": "WARNING"}
+
+# demo reference images: opted in and alive, per space
+PERSONAL_IMAGES = {"ref_demo_face", "ref_demo_full"}
+BRAND_IMAGES = {"ref_demo_brand_half"}
+
+
+@dataclass(frozen=True)
+class World:
+    data_dir: Path
+    demo_id: str
+    personal_id: str
+    brand_id: str
+    family_id: str  # demo is a member
+    bob_id: str
+    bob_space_id: str  # bob's team space; demo is not a member
+
+    def token(self, user_id: str, *, email: str | None = None, ttl: int = 900) -> str:
+        issuer = TokenIssuer(KeyStore(self.data_dir))
+        return issuer.issue(user_id, email=email, ttl=timedelta(seconds=ttl)).token
+
+
+def settings_for(data_dir: Path) -> Settings:
+    return Settings.load({"data_dir": str(data_dir)}, environ={})
+
+
+async def _seed(data_dir: Path) -> World:
+    async with open_runtime(settings_for(data_dir)) as rt:
+        report = await seed_demo(rt)
+        demo = report.user
+        bob = await rt.accounts.create_user(BOB_EMAIL, name="Bob", password=BOB_PASSWORD)
+        family = await rt.accounts.create_space(bob.id, type_="family", name="Bob's family")
+        await rt.accounts.add_member(family.id, demo.id, "member")
+        team = await rt.accounts.create_space(bob.id, type_="team", name="Bob's team")
+        allowlist = DestructiveAllowlist(rt.db, rt.registry, accounts=rt.accounts)
+        await allowlist.allow(demo.id, None, ["notes.delete"], acknowledge=True)
+        return World(
+            data_dir=data_dir,
+            demo_id=demo.id,
+            personal_id=report.personal.id,
+            brand_id=report.brand.id,
+            family_id=family.id,
+            bob_id=bob.id,
+            bob_space_id=team.id,
+        )
+
+
+async def server_registry(data_dir: Path) -> Registry:
+    """The registry exactly as the server process builds it (bundled modules plus the tools the
+    composition root adds)."""
+    async with open_runtime(settings_for(data_dir)) as rt:
+        return rt.registry
+
+
+def seed_world(data_dir: Path) -> World:
+    """Demo dataset plus Bob (a family space demo belongs to, a team space demo does not)."""
+    return asyncio.run(seed_world_async(data_dir))
+
+
+async def seed_world_async(data_dir: Path) -> World:
+    world = await _seed(data_dir)
+    KeyStore(data_dir).ensure()
+    return world
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mana_argv(data_dir: Path, *args: str) -> list[str]:
+    return [PY, "-m", "mana_cli", "--data-dir", str(data_dir), *args]
+
+
+def mana_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANA_")}
+    env.update(TEST_ENV)
+    env.update(extra or {})
+    return env
+
+
+class ServerProcess:
+    """`python -m mana_cli --data-dir D serve --http --port P` on 127.0.0.1."""
+
+    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mcp_url = f"{self.url}/mcp"
+        self.stderr_path = data_dir / f"server-{self.port}.err"
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            mana_argv(data_dir, "serve", "--http", "--port", str(self.port)),
+            cwd=REPO,
+            env=mana_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early: {self.stderr()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout} s: {self.stderr()}")
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.terminate()
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout=5)
+        self._stderr.close()
+        return code
+
+
+def headers(token: str | None, space: str | None = None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if token is not None:
+        out["Authorization"] = f"Bearer {token}"
+    if space is not None:
+        out["X-Mana-Space"] = space
+    return out
+
+
+JSON_ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+@asynccontextmanager
+async def http_client(
+    url: str,
+    token: str | None,
+    space: str | None = None,
+    *,
+    mode: Mode = "auto",
+    message_handler: MessageHandlerFnT | None = None,
+) -> AsyncIterator[tuple[Client, httpx2.AsyncClient]]:
+    """An `mcp.Client` over Streamable HTTP plus its httpx2 client (whose headers a test may
+    change between calls)."""
+    async with (
+        httpx2.AsyncClient(headers=headers(token, space), timeout=30.0) as http,
+        Client(
+            streamable_http_client(url, http_client=http),
+            mode=mode,
+            read_timeout_seconds=30,
+            message_handler=message_handler,
+        ) as client,
+    ):
+        yield client, http
+
+
+def _append(path: Path) -> TextIO:
+    return open(path, "a")
+
+
+@asynccontextmanager
+async def stdio_client_for(
+    data_dir: Path,
+    *args: str,
+    mode: Mode = "auto",
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Client]:
+    params = StdioServerParameters(
+        command=PY,
+        args=mana_argv(data_dir, "serve", "--stdio", *args)[1:],
+        env=mana_env(env),
+        cwd=str(REPO),
+    )
+    with _append(data_dir / "stdio.err") as errlog:
+        async with Client(
+            stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=30
+        ) as client:
+            yield client
+
+
+async def raw_post(
+    url: str, body: Mapping[str, Any], hdrs: Mapping[str, str] | None = None
+) -> httpx.Response:
+    """One raw JSON-RPC POST (no MCP client) to see HTTP statuses and headers."""
+    base = dict(JSON_ACCEPT)
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        return await http.post(url, json=body, headers={**base, **(hdrs or {})})
+
+
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+MODERN_HEADERS = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+
+
+def modern_tools_list() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+        },
+    }
+
+
+__all__ = [
+    "BRAND_IMAGES",
+    "BRAND_SLUG",
+    "DEMO_EMAIL",
+    "MODES",
+    "PERSONAL_IMAGES",
+    "ServerProcess",
+    "World",
+    "http_client",
+    "raw_post",
+    "seed_world",
+    "stdio_client_for",
+]

@@ -1,0 +1,112 @@
+"""SIGTERM: the HTTP server stops accepting, finishes the calls in flight and exits 0; no write
+that was answered as done is lost, none that was refused happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mana_cli.runtime import open_runtime
+from tool_registry.context import CallContext
+
+from .support import (
+    DEMO_EMAIL,
+    JSON_ACCEPT,
+    ServerProcess,
+    headers,
+    http_client,
+    seed_world_async,
+    settings_for,
+)
+
+
+def modern_call(
+    request_id: int, tool: str, args: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": args,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    hdrs = {
+        **JSON_ACCEPT,
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": tool,
+    }
+    return body, hdrs
+
+
+async def _count_habits(data_dir: Path, prefix: str) -> int:
+    async with open_runtime(settings_for(data_dir)) as rt:
+        user = await rt.accounts.require_user(DEMO_EMAIL)
+        out = await rt.pipeline.invoke(
+            "habits.list", {}, CallContext(user_id=user.id, invoker="cli")
+        )
+        assert out.result is not None
+        return sum(1 for h in out.result["habits"] if h["name"].startswith(prefix))
+
+
+async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    world = await seed_world_async(tmp_path)
+    server = ServerProcess(world.data_dir, env={"MANA_SHUTDOWN_GRACE_SECONDS": "20"})
+    try:
+        server.wait_ready()
+        token = world.token(world.demo_id, email=DEMO_EMAIL)
+
+        async def write(i: int) -> str:
+            body, hdrs = modern_call(i, "habits.create", {"name": f"sigterm-{i}"})
+            # one connection per request: no keep-alive race at shutdown
+            async with httpx.AsyncClient(timeout=30.0) as http:
+                try:
+                    resp = await http.post(
+                        server.mcp_url, json=body, headers={**hdrs, **headers(token)}
+                    )
+                except httpx.ConnectError:
+                    return "refused"  # listening socket closed
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    return "dropped"  # accepted by the kernel, never served
+            if resp.status_code == 503:
+                return "refused"  # draining
+            if resp.status_code == 200 and resp.json()["result"]["isError"] is False:
+                return "ok"
+            return f"unexpected {resp.status_code}: {resp.text[:300]}"
+
+        outcomes: list[str] = []
+        counter = iter(range(10_000))
+        stop_after = 20
+
+        async def worker() -> None:
+            while True:
+                outcome = await write(next(counter))
+                outcomes.append(outcome)
+                if outcomes.count("ok") == stop_after:
+                    server.terminate()  # the other workers have calls in flight right now
+                if outcome != "ok":
+                    return
+
+        # A 2025-11-25 session keeps a GET stream open; it must not hold up the shutdown.
+        with contextlib.suppress(Exception):  # the client's goodbye DELETE finds no server
+            async with http_client(server.mcp_url, token, mode="legacy") as (legacy, _):
+                await legacy.list_tools()
+                await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(8))), 60)
+        code = await asyncio.to_thread(server.proc.wait, 40)
+        assert code == 0, server.stderr()
+        assert set(outcomes) <= {"ok", "refused", "dropped"}, outcomes
+        answered_ok = outcomes.count("ok")
+        assert answered_ok >= stop_after
+        assert await _count_habits(world.data_dir, "sigterm-") == answered_ok
+    finally:
+        server.stop()

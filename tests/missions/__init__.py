@@ -1,0 +1,1 @@
+"""Tests of the missions package: cadence, policy, proposals, runner, daemon, CLI, processes."""

@@ -1,0 +1,285 @@
+"""A missions world for tests: a real SQLite file, the real pipeline and policy gate, a fixed
+clock, the missions backend, and helpers to make users, agents, missions, runners and daemons
+driven by scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent_loop.scripted import ScriptedClient, ScriptedTurn
+from missions.cadence import MANUAL, Cadence, IntervalCadence
+from missions.daemon import Daemon
+from missions.leases import new_owner
+from missions.llm import LLMSetup
+from missions.metrics import MissionMetrics
+from missions.models import Agent, Iteration, Mission
+from missions.runner import MissionRunner
+from missions.scheduler import Scheduler
+from missions.schema import MISSIONS_MIGRATIONS
+from missions.service import BACKEND, MissionsService
+from missions.settings import DaemonSettings, MissionSettings
+from missions.store import MissionStore
+from missions.tools import TOOLS as MISSION_TOOLS
+from policy.agent_policy import AgentToolPolicy
+from policy.allowlist import DestructiveAllowlist
+from policy.gate import PolicyGate
+from policy.settings import MAX_RATE_LIMIT, PolicySettings
+from tool_registry.clock import FixedClock, iso
+from tool_registry.context import Backends, ToolContext
+from tool_registry.models import ToolInput, ToolOutput
+from tool_registry.modules import build_registry
+from tool_registry.pipeline import Pipeline
+from tool_registry.registry import AnySpec
+from tool_registry.spec import ToolSpec
+from tool_registry.store import Database, Space, User, open_database
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # a Friday
+HOURLY = IntervalCadence(kind="interval", every_minutes=60)
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+def turn(
+    text: str | None, *calls: dict[str, Any], usage: tuple[int, int] = (100, 10)
+) -> ScriptedTurn:
+    return ScriptedTurn.model_validate(
+        {
+            "text": text,
+            "tool_calls": list(calls),
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+        }
+    )
+
+
+def scripted(
+    turns: Sequence[ScriptedTurn], clients: list[ScriptedClient] | None = None
+) -> LLMSetup:
+    """Every iteration gets a fresh client replaying `turns`; `clients` collects them."""
+
+    def factory(_m: Mission, _a: Agent) -> ScriptedClient:
+        client = ScriptedClient(list(turns))
+        if clients is not None:
+            clients.append(client)
+        return client
+
+    return LLMSetup(factory=factory, label="scripted")
+
+
+# -- a blocking tool for in-process tests ---------------------------------------------------------
+
+
+class BlockInput(ToolInput):
+    label: str = "block"
+
+
+class BlockOutput(ToolOutput):
+    label: str
+
+
+@dataclass
+class Blocker:
+    """`block.wait` (read): signals `entered`, then waits for `release`."""
+
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def spec(self) -> AnySpec:
+        async def handler(inp: BlockInput, ctx: ToolContext) -> BlockOutput:
+            self.entered.set()
+            await self.release.wait()
+            return BlockOutput(label=inp.label)
+
+        return ToolSpec(
+            name="block.wait",
+            title="Block",
+            description="Test only: waits until the test releases it.",
+            module="block",
+            scope="user-space",
+            policy_hint="read",
+            input=BlockInput,
+            output=BlockOutput,
+            handler=handler,
+        )
+
+
+# -- the world --------------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    path: Path
+    db: Database
+    clock: FixedClock
+    pipeline: Pipeline
+    service: MissionsService
+    allowlist: DestructiveAllowlist
+    settings: MissionSettings
+    metrics: MissionMetrics = field(default_factory=MissionMetrics)
+    _n: int = 0
+
+    @property
+    def store(self) -> MissionStore:
+        return self.service.store
+
+    async def user(self, email: str | None = None) -> User:
+        self._n += 1
+        return await self.pipeline.accounts.create_user(email or f"user{self._n}@missions.test")
+
+    async def personal(self, user: User) -> Space:
+        return await self.pipeline.accounts.personal_space(user.id)
+
+    async def agent(
+        self,
+        owner: User,
+        space: Space,
+        name: str = "scout",
+        *,
+        policy: AgentToolPolicy | None = None,
+        **kw: Any,
+    ) -> Agent:
+        return await self.service.create_agent(
+            user_id=owner.id, space_id=space.id, name=name, tool_policy=policy, **kw
+        )
+
+    async def mission(
+        self,
+        owner: User,
+        space: Space,
+        agent: Agent,
+        *,
+        title: str = "Tidy up",
+        cadence: Cadence = MANUAL,
+        objective: str = "Keep my todos tidy",
+        concept: str = "",
+    ) -> Mission:
+        return await self.service.create_mission(
+            user_id=owner.id,
+            space_id=space.id,
+            agent=agent.id,
+            title=title,
+            objective=objective,
+            concept=concept,
+            cadence=cadence,
+        )
+
+    def scheduler(self, owner: str | None = None, *, db: Database | None = None) -> Scheduler:
+        return Scheduler(db or self.db, self.clock, self.settings, owner=owner or new_owner())
+
+    def runner(
+        self,
+        llm: LLMSetup,
+        *,
+        owner: str | None = None,
+        settings: MissionSettings | None = None,
+    ) -> MissionRunner:
+        settings = settings or self.settings
+        return MissionRunner(
+            self.pipeline,
+            self.store,
+            Scheduler(self.db, self.clock, settings, owner=owner or new_owner()),
+            llm,
+            settings=settings,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+
+    def daemon(
+        self,
+        llm: LLMSetup,
+        *,
+        concurrency: int = 4,
+        owner: str | None = None,
+        port: int | None = None,
+        drain: timedelta = timedelta(seconds=30),
+    ) -> Daemon:
+        return Daemon(
+            self.runner(llm, owner=owner),
+            DaemonSettings(concurrency=concurrency, port=port, drain_timeout=drain),
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+
+    async def make_due(self, mission_id: str, at: datetime | None = None) -> None:
+        stamp = iso(at or self.clock.now())
+        await self.db.write(
+            lambda c: c.execute(
+                "UPDATE missions SET next_run_at = ?, window_at = ? WHERE id = ?",
+                (stamp, stamp, mission_id),
+            )
+        )
+
+    async def iterations(self, mission: Mission) -> list[Iteration]:
+        """Oldest first."""
+        found = await self.store.list_iterations(mission.space_id, mission.id, limit=1000)
+        return list(reversed(found))
+
+    async def count(self, sql: str, *params: Any) -> int:
+        row = await self.db.read(lambda c: c.execute(sql, params).fetchone())
+        return int(row[0])
+
+    async def records(self, collection: str, space: Space) -> list[dict[str, Any]]:
+        import json
+
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT data FROM records WHERE collection = ? AND space_id = ? "
+                "AND deleted_at IS NULL",
+                (collection, space.id),
+            ).fetchall()
+        )
+        return [json.loads(r["data"]) for r in rows]
+
+
+def build_pipeline(
+    db: Database,
+    clock: FixedClock,
+    *,
+    extra_tools: Sequence[AnySpec] = (),
+    rate_limit: int = MAX_RATE_LIMIT,
+) -> tuple[Pipeline, MissionsService, DestructiveAllowlist]:
+    from tool_registry.store import Accounts
+
+    registry = build_registry(extra=[*MISSION_TOOLS, *extra_tools])
+    accounts = Accounts(db, clock)
+    allowlist = DestructiveAllowlist(db, registry, accounts=accounts, clock=clock)
+    gate = PolicyGate(PolicySettings(rate_limit=rate_limit), allowlist, registry=registry)
+    service = MissionsService(db, accounts, clock=clock)
+    pipeline = Pipeline(
+        registry,
+        db,
+        accounts=accounts,
+        gate=gate,
+        backends=Backends({BACKEND: service}),
+        clock=clock,
+    )
+    return pipeline, service, allowlist
+
+
+@asynccontextmanager
+async def open_world(
+    path: Path,
+    *,
+    clock: FixedClock | None = None,
+    extra_tools: Sequence[AnySpec] = (),
+    settings: MissionSettings | None = None,
+    rate_limit: int = MAX_RATE_LIMIT,
+) -> AsyncIterator[World]:
+    clock = clock or FixedClock(T0)
+    db = await open_database(path, MISSIONS_MIGRATIONS)
+    pipeline, service, allowlist = build_pipeline(
+        db, clock, extra_tools=extra_tools, rate_limit=rate_limit
+    )
+    world = World(path, db, clock, pipeline, service, allowlist, settings or MissionSettings())
+    try:
+        yield world
+    finally:
+        await pipeline.aclose()
+        await db.close()

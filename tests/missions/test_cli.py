@@ -1,0 +1,164 @@
+"""`mana agents|missions|proposals|daemon` as a user runs them (in-process, real SQLite)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mana_cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_SCRIPT = ROOT / "examples" / "mission-demo.json"
+AS = ("--as", "demo@mana.test")
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    db = tmp_path / "cli.db"
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--db", str(db), *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert run("seed", "demo")[0] == 0
+    run.db = db  # type: ignore[attr-defined]
+    return run
+
+
+def test_agents_commands(mana: Run) -> None:
+    code, out, err = mana(
+        "agents", "create", *AS, "--name", "scout", "--role", "Tidies up",
+        "--max-tokens-per-day", "50000", "--auto", "todo.create", "--deny", "notes",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "created agent scout" in out and "todo.create auto" in out and "notes deny" in out
+    code, out, _ = mana("agents", "list", *AS)
+    assert code == 0 and "scout" in out and "0/50000" in out
+    code, out, _ = mana("agents", "show", "scout", *AS)
+    assert code == 0 and "runs without asking" in out
+    shown = json.loads(mana("agents", "show", "scout", *AS, "--json")[1])
+    assert "todo.create" in shown["tools"]["auto"] and "notes.create" in shown["tools"]["deny"]
+    assert not any(
+        t.startswith(("missions.", "proposals.")) for m in shown["tools"].values() for t in m
+    )
+    assert mana("agents", "pause", "scout", *AS)[1].strip() == "agent scout is now paused"
+    assert mana("agents", "resume", "scout", *AS)[1].strip() == "agent scout is now active"
+    assert mana("agents", "archive", "scout", *AS)[0] == 0
+    code, _, err = mana("agents", "resume", "scout", *AS)
+    assert code == 1 and "archived" in err
+
+    code, _, err = mana("agents", "create", *AS, "--name", "x", "--auto", "todo.fly")
+    assert code == 1 and "unknown tool 'todo.fly'" in err
+    code, _, err = mana("agents", "create", *AS, "--name", "x", "--policy-json", "[1]")
+    assert code == 1 and "JSON object" in err
+    code, _, err = mana("agents", "create", *AS, "--name", "x", "--max-tokens-per-day", "lots")
+    assert code == 1 and "number or none" in err
+
+
+def test_missions_run_now_and_proposals(mana: Run) -> None:
+    assert mana("agents", "create", *AS, "--name", "scout", "--auto", "todo.create")[0] == 0
+    code, out, err = mana(
+        "missions", "create", *AS, "--agent", "scout", "--title", "Weekly review",
+        "--objective", "Review my week", "--cadence", "weekly:mon:09:00", "--tz", "Europe/Berlin",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    mission = json.loads(out)
+    assert mission["cadenceText"] == "weekly mon 09:00 Europe/Berlin" and mission["nextRunAt"]
+    listed = mana("missions", "list", *AS)[1]
+    assert mission["id"] in listed and "Weekly review" in listed
+
+    code, out, err = mana(
+        "missions", "run-now", mission["id"], *AS, "--llm", f"scripted:{DEMO_SCRIPT}"
+    )
+    assert code == 0, err
+    assert "awaiting-review" in out and "todo.create: executed" in out
+    assert "notes.create: proposed" in out and "mana proposals approve" in out
+
+    [proposal] = json.loads(mana("proposals", "list", *AS, "--json")[1])
+    assert proposal["tool"] == "notes.create" and proposal["status"] == "pending"
+    code, out, err = mana("proposals", "approve", proposal["id"], *AS)
+    assert code == 0, err
+    assert "approved and executed" in out
+    code, _, err = mana("proposals", "approve", proposal["id"], *AS)
+    assert code == 1 and "already executed" in err
+
+    assert (
+        mana("missions", "run-now", mission["id"], *AS, "--llm", f"scripted:{DEMO_SCRIPT}")[0] == 0
+    )
+    [second] = json.loads(mana("proposals", "list", *AS, "--json")[1])
+    code, out, _ = mana("proposals", "reject", second["id"], *AS, "--note", "not this week")
+    assert code == 0 and "rejected" in out
+    assert json.loads(mana("proposals", "list", *AS, "--status", "all", "--json")[1])[0][
+        "status"
+    ] in (
+        "rejected",
+        "executed",
+    )
+
+    shown = json.loads(mana("missions", "show", mission["id"], *AS, "--json")[1])
+    assert [i["status"] for i in shown["iterations"]] == ["completed", "completed"]
+    assert shown["mission"]["lastStatus"] == "completed"
+    text = mana("missions", "show", mission["id"], *AS)[1]
+    assert "recent iterations (2)" in text
+
+    assert "paused mission" in mana("missions", "pause", mission["id"], *AS)[1]
+    assert "next run" in mana("missions", "resume", mission["id"], *AS)[1]
+    code, out, _ = mana("missions", "cancel", mission["id"], *AS)
+    assert code == 1 and "no running iteration" in out
+
+    assert mana("agents", "pause", "scout", *AS)[0] == 0
+    code, _, err = mana(
+        "missions", "run-now", mission["id"], *AS, "--llm", f"scripted:{DEMO_SCRIPT}"
+    )
+    assert code == 1 and "agent-paused" in err
+
+
+def test_daemon_once_runs_what_is_due(mana: Run) -> None:
+    assert mana("agents", "create", *AS, "--name", "scout")[0] == 0
+    code, out, _ = mana(
+        "missions", "create", *AS, "--title", "Hourly", "--objective", "Check",
+        "--cadence", "interval:60", "--json",
+    )  # fmt: skip
+    mission = json.loads(out)
+    code, out, err = mana("daemon", "--once", "--llm", f"scripted:{DEMO_SCRIPT}")
+    assert code == 0, err
+    assert out.startswith("ran 0 iteration(s)")
+
+    conn = sqlite3.connect(mana.db)  # type: ignore[attr-defined]
+    conn.execute(
+        "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
+        "window_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
+        (mission["id"],),
+    )
+    conn.commit()
+    conn.close()
+    code, out, err = mana("daemon", "--once", "--json", "--llm", f"scripted:{DEMO_SCRIPT}")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["claimed"] == 1 and summary["statuses"] == {"awaiting-review": 1}
+    shown = json.loads(mana("missions", "show", mission["id"], *AS, "--json")[1])
+    assert shown["mission"]["nextRunAt"] > "2001"
+    assert shown["iterations"][0]["trigger"] == "schedule"
+
+
+def test_members_and_strangers(mana: Run) -> None:
+    assert mana("users", "create", "--email", "bob@x.test", "--password", "long-enough")[0] == 0
+    code, _, err = mana("agents", "list", "--as", "bob@x.test", "--space", "demo-studio")
+    assert code == 1 and "not a member" in err
+    assert (
+        mana("spaces", "add-member", *AS, "--space", "demo-studio", "--email", "bob@x.test")[0] == 0
+    )
+    code, _, err = mana(
+        "agents", "create", "--as", "bob@x.test", "--space", "demo-studio", "--name", "b"
+    )
+    assert code == 1 and "owner or an admin" in err
+    code, _, err = mana("daemon", "--once", "--llm", "nonsense")
+    assert code == 1 and "unknown --llm" in err

@@ -1,0 +1,276 @@
+"""Real daemon processes (`python -m mana_cli daemon`) on one database file: two daemons share
+200 due missions; a daemon killed with SIGKILL inside a tool is recovered without duplicate
+writes; SIGTERM drains a running iteration before exiting.
+
+Waiting in these tests is for conditions (a file written by the tool, a process exit) with a
+generous failure deadline, never for a duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mana_cli.config import Settings
+from mana_cli.runtime import open_runtime
+from missions.cadence import IntervalCadence
+from missions.service import BACKEND, MissionsService
+from policy.agent_policy import AgentToolPolicy
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 90.0  # failure guard only
+HOURLY = IntervalCadence(kind="interval", every_minutes=60)
+WRITES_AUTO = AgentToolPolicy(
+    tools={"notes.create": "auto"},
+    by_hint={"read": "auto", "write": "propose", "destructive": "deny"},
+)
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANA_")}
+    env.update(
+        {
+            "MANA_RATE_LIMIT": "100000",
+            "MANA_LOG_LEVEL": "WARNING",
+            "MANA_KILLTEST_DIR": str(tmp_path),
+            "MANA_EXTRA_TOOLS": "tests.missions.plugin_tools:TOOLS",
+            **extra,
+        }
+    )
+    return env
+
+
+def daemon_cmd(db: Path, script: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mana_cli",
+        "--db",
+        str(db),
+        "daemon",
+        "--llm",
+        f"scripted:{script}",
+        *args,
+    ]
+
+
+def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps(turns), encoding="utf-8")
+    return path
+
+
+async def seed(
+    db: Path, env: dict[str, str], *, users: int, missions_per_user: int, policy: AgentToolPolicy
+) -> list[str]:
+    """Users, one agent each, due hourly missions; returns the mission ids."""
+    ids = []
+    async with open_runtime(Settings.load({"db": str(db)}, environ=env)) as rt:
+        service = rt.backends.get(BACKEND, MissionsService)
+        for u in range(users):
+            user = await rt.accounts.create_user(f"p{u}@procs.test")
+            space = await rt.accounts.personal_space(user.id)
+            agent = await service.create_agent(
+                user_id=user.id,
+                space_id=space.id,
+                name="runner",
+                tool_policy=policy,
+                max_concurrent=missions_per_user,
+            )
+            for i in range(missions_per_user):
+                m = await service.create_mission(
+                    user_id=user.id,
+                    space_id=space.id,
+                    agent=agent.id,
+                    title=f"m{i}",
+                    objective="Do the thing",
+                    cadence=HOURLY,
+                )
+                ids.append(m.id)
+        # Due now: the daemons' clocks are the real one.
+        await rt.db.write(
+            lambda c: c.execute(
+                "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
+                "window_at = '2000-01-01T00:00:00.000000Z'"
+            )
+        )
+    return ids
+
+
+def query(db: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"daemon exited early ({proc.returncode}): {out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{path.name} never appeared")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_two_daemon_processes_run_each_due_mission_exactly_once(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    db = tmp_path / "two.db"
+    env = env_for(tmp_path)
+    ids = asyncio.run(seed(db, env, users=20, missions_per_user=10, policy=WRITES_AUTO))
+    script = write_script(
+        tmp_path / "s.json",
+        [
+            {"text": "Look.", "tool_calls": [{"name": "notes.search", "arguments": {}}]},
+            {"text": "Done.", "tool_calls": []},
+        ],
+    )
+    for _ in range(2):
+        procs.append(
+            subprocess.Popen(
+                daemon_cmd(db, script, "--once", "--json", "--concurrency", "4"),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    summaries = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err
+        summaries.append(json.loads(out))
+
+    assert sum(s["claimed"] for s in summaries) == 200
+    rows = query(
+        db,
+        "SELECT mission_id, COUNT(*) AS n, MIN(status) AS lo, MAX(status) AS hi "
+        "FROM iterations GROUP BY mission_id",
+    )
+    assert sorted(r["mission_id"] for r in rows) == sorted(ids)
+    assert {(r["n"], r["lo"], r["hi"]) for r in rows} == {(1, "completed", "completed")}
+    assert not query(db, "SELECT id FROM missions WHERE lease_owner IS NOT NULL")
+
+
+KILL_SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "First, the note.",
+        "tool_calls": [{"name": "notes.create", "arguments": {"title": "Written once"}}],
+    },
+    {"text": "Now wait.", "tool_calls": [{"name": "killtest.wait", "arguments": {}}]},
+    {"text": "All done.", "tool_calls": []},
+]
+
+
+def test_sigkill_mid_iteration_then_restart_reruns_without_duplicate_writes(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    db = tmp_path / "kill.db"
+    env = env_for(tmp_path)
+    [mission_id] = asyncio.run(seed(db, env, users=1, missions_per_user=1, policy=WRITES_AUTO))
+    script = write_script(tmp_path / "kill.json", KILL_SCRIPT)
+    first = subprocess.Popen(
+        daemon_cmd(db, script, "--no-http", "--tick", "1s"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(first)
+    wait_for(tmp_path / "entered", first)
+
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=DEADLINE)
+
+    [running] = query(db, "SELECT * FROM iterations WHERE mission_id = ?", mission_id)
+    assert (running["status"], running["phase"], running["round"]) == ("running", "tools", 2)
+    notes = "SELECT COUNT(*) AS n FROM records WHERE collection = 'notes' AND data LIKE ?"
+    assert query(db, notes, "%Written once%")[0]["n"] == 1
+
+    (tmp_path / "release").write_text("go", encoding="utf-8")
+    second = subprocess.run(
+        daemon_cmd(db, script, "--once", "--json"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["recovered"] == 1 and summary["statuses"] == {"completed": 1}
+
+    interrupted, rerun = query(
+        db, "SELECT * FROM iterations WHERE mission_id = ? ORDER BY started_at", mission_id
+    )
+    assert interrupted["status"] == "failed" and interrupted["error_name"] == "Interrupted"
+    assert interrupted["phase"] == "tools" and interrupted["error_phase"] == "tools"
+    assert rerun["status"] == "completed" and rerun["run_key"] == interrupted["run_key"]
+    steps = json.loads(rerun["plan"])
+    assert [(s["tool"], s["status"], s.get("replayed", False)) for s in steps] == [
+        ("notes.create", "executed", True),
+        ("killtest.wait", "executed", False),
+    ]
+    assert query(db, notes, "%Written once%")[0]["n"] == 1  # no duplicate write
+    keys = query(db, "SELECT COUNT(*) AS n FROM idempotency_keys WHERE tool = 'notes.create'")
+    assert keys[0]["n"] == 1
+    assert not query(db, "SELECT id FROM missions WHERE lease_owner IS NOT NULL")
+
+
+def test_sigterm_lets_the_running_iteration_finish_then_releases(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    db = tmp_path / "term.db"
+    env = env_for(tmp_path)
+    [mission_id] = asyncio.run(seed(db, env, users=1, missions_per_user=1, policy=WRITES_AUTO))
+    script = write_script(tmp_path / "term.json", KILL_SCRIPT)
+    proc = subprocess.Popen(
+        daemon_cmd(db, script, "--port", "0", "--tick", "1s", "--drain-timeout", "60s"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    wait_for(tmp_path / "entered", proc)
+
+    proc.send_signal(signal.SIGTERM)
+    (tmp_path / "release").write_text("go", encoding="utf-8")
+    out, err = proc.communicate(timeout=DEADLINE)
+
+    assert proc.returncode == 0, err
+    assert "health: http://127.0.0.1:" in out
+    [it] = query(db, "SELECT * FROM iterations WHERE mission_id = ?", mission_id)
+    assert it["status"] == "completed" and it["summary"] == "All done."
+    [m] = query(db, "SELECT * FROM missions WHERE id = ?", mission_id)
+    assert m["lease_owner"] is None and m["next_run_at"] > "2000-01-01T01"
