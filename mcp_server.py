@@ -449,9 +449,6 @@ class McpAdapter:
         try:
             if caller.watch is not None and caller.space_type is not None:
                 await self._notify_if_changed(caller.watch, ctx, caller.space_type)
-            spec = self.pipeline.registry.get(name)
-            if spec is not None and not spec.exposable:
-                return self._hidden_tool(name, request_id, caller)
             outcome = await self.pipeline.invoke(
                 name,
                 params.arguments or {},
@@ -471,20 +468,6 @@ class McpAdapter:
                 "handler-error",
                 request_id,
             )
-
-    def _hidden_tool(self, name: str, request_id: str, caller: Caller) -> types.CallToolResult:
-        """Admin-scope tools are never exposed: answer exactly like an unknown tool."""
-        outcome = Outcome(
-            tool=name,
-            status="invalid-input",
-            request_id=request_id,
-            reason="unknown-tool",
-            error=OutcomeError(reason="unknown-tool", message=f"unknown tool {name!r}"),
-            space_id=caller.access.space.id if caller.access is not None else None,
-        )
-        for observer in self.pipeline.observers:
-            observer(outcome, None)
-        return outcome_result(outcome)
 
     # -- list_changed ------------------------------------------------------------------------
 
