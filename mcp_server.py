@@ -459,6 +459,7 @@ class McpAdapter:
                     request_id=request_id,
                     session_id=caller.session_id,
                 ),
+                resolved=caller.access,  # the HTTP guard resolved this request's space already
             )
             return outcome_result(outcome)
         except Exception:

@@ -46,6 +46,7 @@ from benchmarks.mcp_bench_support import (
     seed_users,
     token_for,
 )
+from tool_registry.logging import configure_logging
 
 PROTOCOL = "2025-11-25"
 WRITES = ("habits.create", "habits.log", "notes.create", "todo.create", "mood.log")
@@ -400,6 +401,7 @@ async def _run(ns: argparse.Namespace, data_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging("WARNING", json=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sessions", type=int, default=50, help="concurrent sessions (50)")
     p.add_argument("--calls", type=int, default=100, help="calls per session (100)")

@@ -55,6 +55,7 @@ from benchmarks.mcp_bench_support import (
     server_env,
     token_for,
 )
+from tool_registry.logging import configure_logging
 
 EMAIL = "bench@mana.test"
 EMPTY_EMAIL = "bench-empty@mana.test"
@@ -300,6 +301,7 @@ async def _server_side_ms(url: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging("WARNING", json=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-n", "--calls", type=int, default=300, help="measured calls per sample")
     p.add_argument("--warmup", type=int, default=30, help="warm-up calls per sample")

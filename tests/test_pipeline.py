@@ -326,3 +326,14 @@ async def test_admin_tools_do_not_exist_for_clients_and_agents(
     )
     assert out.status == "invalid-input" and out.error is not None
     assert out.error.reason == "unknown-tool"
+
+
+async def test_a_pre_resolved_space_is_used_but_membership_still_enforced(kit: ToolKit) -> None:
+    alice, bob = await kit.user(), await kit.user()
+    own = await kit.accounts.access(alice.id, None)
+    foreign = await kit.accounts.access(alice.id, (await kit.personal(bob)).id)
+    assert own is not None and foreign is not None
+    ok = await kit.pipeline.invoke("spaces.list", {}, _call(alice.id), resolved=own)
+    denied = await kit.pipeline.invoke("spaces.list", {}, _call(alice.id), resolved=foreign)
+    assert ok.ok and ok.space_id == own.space.id
+    assert denied.error is not None and denied.error.reason == "not-a-member"

@@ -184,7 +184,17 @@ class Pipeline:
 
     # -- invocation --------------------------------------------------------------------------
 
-    async def invoke(self, tool_name: str, raw_args: Any, call: CallContext) -> Outcome:
+    async def invoke(
+        self,
+        tool_name: str,
+        raw_args: Any,
+        call: CallContext,
+        *,
+        resolved: SpaceAccess | None = None,
+    ) -> Outcome:
+        """Run one call through every step. `resolved` lets a consumer that already resolved
+        this call's space for this very request (via `resolve`, e.g. the HTTP auth guard) skip
+        the second lookup; a resolution without membership is still refused here."""
         started = time.perf_counter()
         spec = self.registry.get(tool_name)
         space: Space | None = None
@@ -199,7 +209,7 @@ class Pipeline:
                     # Admin tools do not exist for MCP clients and agents: same answer as unknown.
                     raise _Rejection("invalid-input", "unknown-tool", f"unknown tool {tool_name!r}")
                 parsed = self._parse(spec, raw_args)
-                access = await self._access(call)
+                access = await self._access(call, resolved)
                 space = access.space
                 self._check_available(spec, space)
                 decision = await self._check_gate(spec, call, access, parsed)
@@ -254,7 +264,11 @@ class Pipeline:
             ) from None
         return parsed
 
-    async def _access(self, call: CallContext) -> SpaceAccess:
+    async def _access(self, call: CallContext, resolved: SpaceAccess | None) -> SpaceAccess:
+        if resolved is not None:
+            if resolved.role is None:
+                raise _Rejection("denied", "not-a-member", "not a member of this space")
+            return resolved
         try:
             return await self.resolve(call)
         except ManaError as exc:
