@@ -40,7 +40,7 @@ from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from tool_registry.context import CallContext
+from tool_registry.context import CallContext, Invoker
 from tool_registry.ids import new_request_id
 from tool_registry.pipeline import Outcome, OutcomeError, Pipeline
 from tool_registry.registry import AnySpec
@@ -97,6 +97,12 @@ class Caller:
     @property
     def space(self) -> str | None:
         return self.access.space.id if self.access is not None else self.space_ref
+
+    @property
+    def invoker(self) -> Invoker:
+        """Persona users drive MCP through the persona runner: record their calls as such."""
+        persona = self.access is not None and self.access.user_kind == "persona"
+        return "persona-runner" if persona else "mcp"
 
     @property
     def space_type(self) -> str | None:
@@ -455,7 +461,7 @@ class McpAdapter:
                 CallContext(
                     user_id=caller.user_id,
                     space=caller.space,
-                    invoker="mcp",
+                    invoker=caller.invoker,
                     request_id=request_id,
                     session_id=caller.session_id,
                 ),

@@ -186,6 +186,13 @@ async def test_personas_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
             assert maya is not None
             maya_actions = await store.tick_actions("2026-11-23", maya.user_id)
             assert [a.result for a in maya_actions].count("error") == 1  # the bad habitId
+            # the server's audit trail attributes persona traffic to the persona runner
+            invokers = await db.read(
+                lambda conn: conn.execute(
+                    "SELECT DISTINCT invoker FROM audit_log WHERE user_id = ?", (maya.user_id,)
+                ).fetchall()
+            )
+            assert [r[0] for r in invokers] == ["persona-runner"]
 
             # the data landed in the right spaces, as seen through the MCP server
             async with as_persona(connector, "jonas.weber@mana.test", "weber-family") as c:

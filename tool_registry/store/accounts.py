@@ -49,10 +49,12 @@ class Space:
 
 @dataclass(frozen=True)
 class SpaceAccess:
-    """A space as seen by one user: `role` is None when the user is not a member."""
+    """A space as seen by one user: `role` is None when the user is not a member;
+    `user_kind` (human, persona, system) is filled in by `Accounts.access`."""
 
     space: Space
     role: str | None
+    user_kind: str | None = None
 
 
 def slugify(text: str) -> str:
@@ -286,19 +288,23 @@ class Accounts:
         """The space (by id or slug; None = personal) with the user's role, in one query."""
         if space_ref is None:
             sql = (
-                "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
+                "SELECT s.*, m.role, u.kind AS user_kind FROM spaces s "
+                "JOIN memberships m ON m.space_id = s.id JOIN users u ON u.id = m.user_id "
                 "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
                 "ORDER BY s.created_at LIMIT 1"
             )
             params: tuple[str, ...] = (user_id,)
         else:
             sql = (
-                "SELECT s.*, m.role FROM spaces s LEFT JOIN memberships m "
-                "ON m.space_id = s.id AND m.user_id = ? WHERE s.id = ? OR s.slug = ? LIMIT 1"
+                "SELECT s.*, m.role, (SELECT kind FROM users WHERE id = ?) AS user_kind "
+                "FROM spaces s LEFT JOIN memberships m ON m.space_id = s.id AND m.user_id = ? "
+                "WHERE s.id = ? OR s.slug = ? LIMIT 1"
             )
-            params = (user_id, space_ref, space_ref)
+            params = (user_id, user_id, space_ref, space_ref)
         row = await self.db.read(lambda c: c.execute(sql, params).fetchone())
-        return SpaceAccess(space_from_row(row), row["role"]) if row else None
+        if row is None:
+            return None
+        return SpaceAccess(space_from_row(row), row["role"], row["user_kind"])
 
     async def spaces_of(self, user_id: str) -> list[SpaceAccess]:
         rows = await self.db.read(
