@@ -213,3 +213,23 @@ async def test_two_databases_on_one_file_serialise_writes(tmp_path: Path) -> Non
     await a.close()
     await b.close()
     assert count == 20
+
+
+async def test_a_failing_single_write_rolls_back_and_the_writer_stays_usable(
+    tmp_path: Path,
+) -> None:
+    db = await open_database(tmp_path / "m.db")
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO users (id, email, name, kind, created_at, updated_at) "
+            "VALUES ('u1', 'x@x.test', 'x', 'human', 't', 't')"
+        )
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await db.write(half_then_fail)
+    await Accounts(db).create_user("after@x.test")
+    emails = await db.read(lambda c: [r[0] for r in c.execute("SELECT email FROM users")])
+    await db.close()
+    assert emails == ["after@x.test"]

@@ -116,9 +116,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread."""
-        if self._write_lock is None:
-            self._write_lock = asyncio.Lock()
-        async with self._write_lock:
+        async with self._lock():
             await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield Transaction(self)
@@ -129,9 +127,15 @@ class Database:
                 await self._on_writer(lambda conn: conn.execute("COMMIT"))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in its own short write transaction."""
-        async with self.transaction() as tx:
-            return await tx.run(fn)
+        """Run `fn` in its own short write transaction: BEGIN, work and COMMIT in one hop to the
+        writer thread (a third of the hand-offs of `transaction()`)."""
+        async with self._lock():
+            return await self._on_writer(lambda conn: _run_in_transaction(conn, fn))
+
+    def _lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
 
     def _check_open(self) -> None:
         if self._closed:
@@ -154,6 +158,17 @@ class Database:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+
+
+def _run_in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        _rollback(conn)
+        raise
+    conn.execute("COMMIT")
+    return result
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
