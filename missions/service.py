@@ -151,12 +151,9 @@ class MissionsService:
         objective: str,
         concept: str = "",
         cadence: Cadence = MANUAL,
-        in_transaction: bool = False,
     ) -> Mission:
         """`agent` is an agent's id or name in the space; None picks the space's only active
-        agent (and fails, listing them, when there is not exactly one). `in_transaction`: the
-        caller (a write tool's handler) holds the database's write transaction; the mission is
-        written inside it."""
+        agent (and fails, listing them, when there is not exactly one)."""
         await self._role(user_id, space_id)
         if agent is None:
             active = [a for a in await self.store.list_agents(space_id) if a.state == "active"]
@@ -177,7 +174,6 @@ class MissionsService:
             objective=objective,
             concept=concept,
             cadence=cadence,
-            in_transaction=in_transaction,
         )
 
     async def get_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
@@ -199,13 +195,9 @@ class MissionsService:
             skips=await self.store.skips(space_id, mission.id, limit=10),
         )
 
-    async def pause_mission(
-        self, *, user_id: str, space_id: str, mission_id: str, in_transaction: bool = False
-    ) -> Mission:
+    async def pause_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
         await self._controllable(user_id, space_id, mission_id)
-        return await self.store.set_mission_state(
-            space_id, mission_id, "paused", in_transaction=in_transaction
-        )
+        return await self.store.set_mission_state(space_id, mission_id, "paused")
 
     async def resume_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
         await self._controllable(user_id, space_id, mission_id)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from missions.cadence import Cadence, cadence_to_json, next_run
 from missions.models import (
@@ -29,9 +29,7 @@ from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
 from tool_registry.ids import new_id
-from tool_registry.store.database import Database, Transaction
-
-T = TypeVar("T")
+from tool_registry.store.database import Database
 
 MAX_NAME = 80
 MAX_TEXT = 20_000
@@ -127,24 +125,6 @@ class MissionStore:
 
     def now(self) -> datetime:
         return self.clock.now()
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, in_transaction: bool) -> T:
-        """Run `fn` in its own write transaction, or, with `in_transaction`, inside the one the
-        caller already holds on this database's writer: the pipeline runs a write tool's handler
-        inside its transaction (so the tool's change commits with its audit and idempotency
-        rows); opening a second one there would wait for the first forever."""
-        if not in_transaction:
-            return await self.db.write(fn)
-
-        def inside(conn: sqlite3.Connection) -> T:
-            if not conn.in_transaction:
-                raise RuntimeError(
-                    "in_transaction=True but no transaction is open on this database's writer; "
-                    "the missions backend must share the pipeline's Database"
-                )
-            return fn(conn)
-
-        return await Transaction(self.db).run(inside)
 
     # -- agents --------------------------------------------------------------------------------
 
@@ -267,7 +247,6 @@ class MissionStore:
         objective: str,
         concept: str = "",
         cadence: Cadence,
-        in_transaction: bool = False,
     ) -> Mission:
         title = _text(title, "title", limit=200, required=True)
         objective = _text(objective, "objective", required=True)
@@ -310,7 +289,7 @@ class MissionStore:
                 conn.execute(MISSION_SELECT + "WHERE m.id = ?", (mission_id,)).fetchone()
             )
 
-        return await self._write(work, in_transaction=in_transaction)
+        return await self.db.write(work)
 
     async def list_missions(
         self,
@@ -366,9 +345,7 @@ class MissionStore:
         )
         return Agent.from_row(row) if row else None
 
-    async def set_mission_state(
-        self, space_id: str, mission_id: str, state: str, *, in_transaction: bool = False
-    ) -> Mission:
+    async def set_mission_state(self, space_id: str, mission_id: str, state: str) -> Mission:
         """Pause, resume (back to `active`, next run computed from now: no backlog), finish or
         archive a mission."""
         if state not in MISSION_STATES:
@@ -402,7 +379,7 @@ class MissionStore:
                 conn.execute(MISSION_SELECT + "WHERE m.id = ?", (mission_id,)).fetchone()
             )
 
-        return await self._write(work, in_transaction=in_transaction)
+        return await self.db.write(work)
 
     async def request_cancel(self, space_id: str, mission_id: str) -> list[str]:
         """Flag the mission's running iterations; the runner stops them between rounds."""

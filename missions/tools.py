@@ -275,7 +275,6 @@ async def create_mission(inp: CreateInput, ctx: ToolContext) -> MissionSummary:
         objective=inp.objective,
         concept=inp.concept,
         cadence=inp.cadence,
-        in_transaction=True,  # write tools run inside the pipeline's transaction
     )
     return MissionSummary.of(mission)
 
@@ -308,7 +307,7 @@ class PauseInput(ToolInput):
 
 async def pause_mission(inp: PauseInput, ctx: ToolContext) -> MissionSummary:
     mission = await _service(ctx).pause_mission(
-        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id, in_transaction=True
+        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
     )
     return MissionSummary.of(mission)
 

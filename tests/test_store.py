@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -233,3 +234,30 @@ async def test_a_failing_single_write_rolls_back_and_the_writer_stays_usable(
     emails = await db.read(lambda c: [r[0] for r in c.execute("SELECT email FROM users")])
     await db.close()
     assert emails == ["after@x.test"]
+
+
+async def test_a_write_inside_a_held_transaction_joins_it(tmp_path: Path) -> None:
+    """A backend calling `db.write` from inside a write tool's transaction must not deadlock on
+    the writer lock its own task holds; its work commits or rolls back with the transaction."""
+    db = await open_database(tmp_path / "m.db")
+
+    def add(email: str) -> Callable[[sqlite3.Connection], None]:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO users (id, email, name, kind, created_at, updated_at) "
+                "VALUES (?, ?, 'x', 'human', 't', 't')",
+                (email, email),
+            )
+
+        return work
+
+    async with db.transaction():
+        await asyncio.wait_for(db.write(add("kept@x.test")), timeout=5)
+    with pytest.raises(RuntimeError):  # noqa: PT012 - the failure must happen inside the tx
+        async with db.transaction():
+            await asyncio.wait_for(db.write(add("rolled-back@x.test")), timeout=5)
+            raise RuntimeError("tool failed after its backend wrote")
+    await db.write(add("after@x.test"))  # the lock was released: a plain write still works
+    emails = await db.read(lambda c: [r[0] for r in c.execute("SELECT email FROM users")])
+    await db.close()
+    assert sorted(emails) == ["after@x.test", "kept@x.test"]

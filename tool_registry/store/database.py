@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -55,9 +56,16 @@ class Transaction:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.open = True
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db._on_writer(fn)
+
+
+# The transaction the current task holds, if any: `Database.write` called inside it (e.g. by a
+# backend that a write tool's handler uses) joins it instead of waiting for the writer lock the
+# same task already holds, and its work commits or rolls back with the tool's own.
+_ACTIVE: ContextVar[Transaction | None] = ContextVar("mana_active_transaction", default=None)
 
 
 class Database:
@@ -118,17 +126,26 @@ class Database:
         """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread."""
         async with self._lock():
             await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+            tx = Transaction(self)
+            token = _ACTIVE.set(tx)
             try:
-                yield Transaction(self)
+                yield tx
             except BaseException:
                 await asyncio.shield(self._on_writer(_rollback))
                 raise
             else:
                 await self._on_writer(lambda conn: conn.execute("COMMIT"))
+            finally:
+                tx.open = False
+                _ACTIVE.reset(token)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in its own short write transaction: BEGIN, work and COMMIT in one hop to the
-        writer thread (a third of the hand-offs of `transaction()`)."""
+        writer thread (a third of the hand-offs of `transaction()`). Inside a `transaction()` of
+        this database held by the current task, `fn` joins that transaction instead."""
+        active = _ACTIVE.get()
+        if active is not None and active.open and active._db is self:
+            return await active.run(fn)
         async with self._lock():
             return await self._on_writer(lambda conn: _run_in_transaction(conn, fn))
 
