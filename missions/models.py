@@ -29,7 +29,6 @@ SKIP_REASONS: tuple[str, ...] = get_args(SkipReason)
 
 # Module names never offered to an agent inside a mission (or a persona tick): an agent that
 # could create missions or decide proposals could replicate itself or approve its own calls.
-AGENT_EXCLUDED_MODULES: frozenset[str] = frozenset({"missions", "proposals"})
 
 
 def _time(value: str | None) -> datetime | None:

@@ -49,12 +49,12 @@ from agent_loop.tools import CallOutcome, ProposalRequest, ProposeHook, Registry
 from missions.cadence import CronCadence, DailyCadence, WeeklyCadence, zone
 from missions.llm import LLMSetup
 from missions.metrics import MissionMetrics
-from missions.models import AGENT_EXCLUDED_MODULES, Agent, Iteration, Mission, PlanStep
+from missions.models import Agent, Iteration, Mission, PlanStep
 from missions.proposals import fingerprint, stage_proposal
 from missions.scheduler import SHUTDOWN, Claim, IterationEnd, Scheduler
 from missions.settings import MissionSettings
 from missions.store import MissionStore, dump_json
-from policy.agent_policy import AgentToolPolicy
+from policy.agent_policy import AGENT_EXCLUDED_MODULES, AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import CallContext
 from tool_registry.errors import ManaError

@@ -20,6 +20,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policy.agent_policy import AGENT_EXCLUDED_MODULES
 from tool_registry.errors import ValidationFailed
 from tool_registry.registry import Registry
 from tool_registry.space_types import CATALOG_DIR
@@ -47,7 +48,8 @@ WEIGHT_TOLERANCE = 0.01
 
 # Modules a persona tick must never be offered: agents' missions and the approval queue are not
 # something a simulated user should drive (they would run or approve work on someone's behalf).
-FORBIDDEN_MODULES: frozenset[str] = frozenset({"missions", "proposals"})
+# Personas follow the agents' rule: never the missions or proposals modules.
+FORBIDDEN_MODULES: frozenset[str] = AGENT_EXCLUDED_MODULES
 
 
 class CatalogError(ValidationFailed):

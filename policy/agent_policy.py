@@ -14,6 +14,10 @@ from typing import Any, Literal, get_args
 from tool_registry.spec import ToolSpec
 
 Mode = Literal["auto", "propose", "deny"]
+
+# No self-replicating agents: models running inside missions or persona ticks are never offered
+# (and never dispatched) tools of these modules. One rule, used by both runners.
+AGENT_EXCLUDED_MODULES: frozenset[str] = frozenset({"missions", "proposals"})
 MODES: tuple[str, ...] = get_args(Mode)
 HINTS: tuple[str, ...] = ("read", "write", "destructive")
 

@@ -21,8 +21,8 @@ from mana_cli.commands.common import add_identity, print_json, print_table
 from mana_cli.commands.missions_cmd import service_of, user_and_space
 from mana_cli.config import Settings
 from mana_cli.runtime import Runtime, open_runtime
-from missions.models import AGENT_EXCLUDED_MODULES, Agent
-from policy.agent_policy import AgentToolPolicy, Mode
+from missions.models import Agent
+from policy.agent_policy import AGENT_EXCLUDED_MODULES, AgentToolPolicy, Mode
 from tool_registry.errors import ValidationFailed
 from tool_registry.registry import Registry
 

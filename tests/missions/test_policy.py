@@ -8,10 +8,9 @@ import pytest
 
 from agent_loop.llm import ToolCall
 from agent_loop.scripted import ScriptedClient
-from missions.models import AGENT_EXCLUDED_MODULES
 from missions.proposals import ProposalService, fingerprint
 from missions.runner import MissionTools
-from policy.agent_policy import AgentToolPolicy
+from policy.agent_policy import AGENT_EXCLUDED_MODULES, AgentToolPolicy
 from tests.missions.helpers import World, call, scripted, turn
 from tool_registry.context import CallContext
 from tool_registry.errors import ConflictError, PermissionDeniedError

@@ -324,8 +324,8 @@ def test_rating_notes_never_exceed_limits() -> None:
 
 
 def test_forbidden_modules_match_the_missions_rule() -> None:
-    from missions.models import AGENT_EXCLUDED_MODULES
     from personas.catalog import FORBIDDEN_MODULES
+    from policy.agent_policy import AGENT_EXCLUDED_MODULES
 
     assert FORBIDDEN_MODULES == AGENT_EXCLUDED_MODULES
 
