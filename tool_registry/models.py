@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tool_registry.errors import ToolError
 from tool_registry.store.records import Record
 
 
@@ -84,3 +85,13 @@ IsoDateTime = Annotated[
     AfterValidator(_aware),
     Field(description="Date and time, ISO 8601 with offset, e.g. 2026-11-21T09:30:00+01:00."),
 ]
+
+
+def check_day_range(first: date | None, last: date | None) -> None:
+    """Refuse a reversed `from`/`to` day range with a `invalid-range` tool error."""
+    if first is not None and last is not None and first > last:
+        raise ToolError(
+            f"'from' ({first.isoformat()}) is after 'to' ({last.isoformat()}); "
+            "swap them or widen the range",
+            reason="invalid-range",
+        )

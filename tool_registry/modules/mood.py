@@ -8,8 +8,7 @@ from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
-from tool_registry.errors import ToolError
-from tool_registry.models import IsoDate, IsoDateTime, ToolInput, ToolOutput
+from tool_registry.models import IsoDate, IsoDateTime, ToolInput, ToolOutput, check_day_range
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
@@ -87,12 +86,7 @@ def _day_start(day: date) -> str:
 
 
 async def list_mood(inp: ListMoodInput, ctx: ToolContext) -> MoodEntries:
-    if inp.from_ is not None and inp.to is not None and inp.from_ > inp.to:
-        raise ToolError(
-            f"'from' ({inp.from_.isoformat()}) is after 'to' ({inp.to.isoformat()}); "
-            "swap them or widen the range",
-            reason="invalid-range",
-        )
+    check_day_range(inp.from_, inp.to)
     filters: list[Filter] = []
     if inp.from_ is not None:
         filters.append(Filter("at", "ge", _day_start(inp.from_)))
