@@ -74,11 +74,14 @@ def _server_version() -> str:
 @dataclass
 class ToolSetWatch:
     """Per handshake-era connection: the tool names it last saw (None: it has not looked yet),
-    the space type they were computed for, and its session for pushing notifications."""
+    the space type they were computed for, and its session for pushing notifications.
+    `listening` says whether a server-initiated message can reach the client right now: always
+    over stdio; over HTTP only while its GET stream is open (the transport sets it)."""
 
     seen: frozenset[str] | None = None
     space_type: str | None = None
     session: ServerSession | None = field(default=None, repr=False)
+    listening: bool = True
 
 
 @dataclass(frozen=True)
@@ -498,13 +501,15 @@ class McpAdapter:
 
     async def push_tools_changed(self, watches: Iterable[ToolSetWatch]) -> int:
         """After a server-side change (e.g. a backend configured): tell every connection whose
-        visible tool set changed, on its standalone stream. Returns how many were notified."""
+        visible tool set changed, on its standalone stream. A connection that cannot hear
+        server-initiated messages now (no GET stream open) keeps its old view, so its next call
+        carries the notification on that call's own response. Returns how many were notified."""
         sent = 0
         for watch in list(watches):
             if watch.session is None or watch.space_type is None or watch.seen is None:
                 continue
             now = self.catalog.names(watch.space_type)
-            if now == watch.seen:
+            if now == watch.seen or not watch.listening:
                 continue
             watch.seen = now
             try:

@@ -187,12 +187,18 @@ class McpGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if stream and status == 200:
+                    # The SDK registers the stream's writer in a task started right after this
+                    # one and before any other task runs, so pushes from now on can reach it.
+                    entry.watch.listening = True
             await send(message)
 
         self.sessions.begin(entry, stream=stream)
         try:
             await self.manager.handle_request(scope, receive, watch)
         finally:
+            if stream and status == 200:
+                entry.watch.listening = False
             self.sessions.end(entry, stream=stream)
             if status == 404 or (method == "DELETE" and status < 300):
                 # ended by the client, or already gone in the SDK (idle timeout): forget it

@@ -31,7 +31,7 @@ class SessionEntry:
     last_active: float
     inflight: int = 0  # requests of this session being served, GET streams included
     busy: int = 0  # POST/DELETE requests being served
-    watch: ToolSetWatch = field(default_factory=ToolSetWatch)
+    watch: ToolSetWatch = field(default_factory=lambda: ToolSetWatch(listening=False))
 
 
 class SessionRegistry:

@@ -194,8 +194,43 @@ async def test_backend_configured_sends_list_changed(
     async with mana_mcp.client(ann, mode="legacy", message_handler=on_message) as client:
         before = {t.name for t in (await client.list_tools()).tools}
         assert "me.generateWithReference" not in before
+        # The client opens its GET stream in the background; a push before that cannot reach
+        # it (that case is covered below), so wait until the server sees the stream.
+        (entry,) = mana_mcp.app.sessions.of_user(ann.id)
+        for _ in range(400):
+            if entry.watch.listening:
+                break
+            await asyncio.sleep(0.025)
+        assert entry.watch.listening
         mana_kit.pipeline.backends.set("image-generator", _FakeGenerator())
         assert await mana_mcp.app.backends_changed() == 1
         await asyncio.wait_for(changed.wait(), 10)
         after = {t.name for t in (await client.list_tools()).tools}
         assert "me.generateWithReference" in after
+
+
+async def test_list_changed_without_a_get_stream_rides_the_next_call(
+    mana_kit: ToolKit, mana_mcp: McpTestServer
+) -> None:
+    ann = await mana_kit.user()
+    session_id = await _open_raw_session(mana_mcp, ann)
+    assert await _tools_list(mana_mcp, ann, session_id) == 200
+    (entry,) = mana_mcp.app.sessions.of_user(ann.id)
+    assert not entry.watch.listening  # this client never opened a GET stream
+    mana_kit.pipeline.backends.set("image-generator", _FakeGenerator())
+    assert await mana_mcp.app.backends_changed() == 0  # nobody to push to now...
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "habits.list", "arguments": {}},
+    }
+    hdrs = {**ACCEPT, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+    async with mana_mcp.http(ann) as http:
+        first = (await http.post("/mcp", json=call, headers=hdrs)).text
+        second = (await http.post("/mcp", json={**call, "id": 4}, headers=hdrs)).text
+    # ...so the next call's response carries it, ahead of the result, and only once.
+    assert "notifications/tools/list_changed" in first
+    assert first.index("notifications/tools/list_changed") < first.index('"id":3')
+    assert "notifications/tools/list_changed" not in second
+    assert '"id":4' in second
