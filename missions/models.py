@@ -26,6 +26,9 @@ MISSION_STATES: tuple[str, ...] = get_args(MissionState)
 ITERATION_STATUSES: tuple[str, ...] = get_args(IterationStatus)
 PROPOSAL_STATUSES: tuple[str, ...] = get_args(ProposalStatus)
 SKIP_REASONS: tuple[str, ...] = get_args(SkipReason)
+# A mission in one of these states is finished with: never due, no next run (see
+# `MissionStore.set_mission_state`); `done` can be resumed, `archived` is final.
+RETIRED_MISSION_STATES: tuple[str, ...] = ("done", "archived")
 
 # Module names never offered to an agent inside a mission (or a persona tick): an agent that
 # could create missions or decide proposals could replicate itself or approve its own calls.

@@ -19,7 +19,8 @@ Claim (per tick, as many as this daemon has free slots):
 
 Finish: the iteration's record and the mission's next run (success: next cadence time after
 now, so a missed window runs once; failure: exponential backoff within the window; shutdown:
-due again at once) and the lease release are one transaction.
+due again at once; none when the mission was completed or archived while it ran) and the lease
+release are one transaction.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import structlog
 
 from missions.cadence import next_run
 from missions.leases import holder_is_dead
-from missions.models import Agent, Mission, PlanStep
+from missions.models import RETIRED_MISSION_STATES, Agent, Mission, PlanStep
 from missions.settings import MissionSettings
 from missions.store import (
     BUDGET_WINDOW,
@@ -443,11 +444,12 @@ class Scheduler:
         row = conn.execute("SELECT * FROM missions WHERE id = ?", (mission_id,)).fetchone()
         failures = row["failures"] + 1
         stamp = iso(now)
-        if failures == 1:
-            # A first interruption re-runs at once (same window, same run key).
+        if failures == 1 or row["state"] in RETIRED_MISSION_STATES:
+            # A first interruption re-runs at once (same window, same run key); a mission
+            # completed or archived meanwhile keeps no next run (nothing to back off).
             conn.execute(
-                "UPDATE missions SET failures = 1, last_error = ?, updated_at = ? WHERE id = ?",
-                (error, stamp, mission_id),
+                "UPDATE missions SET failures = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                (failures, error, stamp, mission_id),
             )
             return
         self._backoff(conn, row, failures, now, error)
@@ -563,6 +565,10 @@ class Scheduler:
                     (stamp, end.status, stamp, claim.mission.id),
                 )
             if claim.trigger != "schedule" or row["lease_owner"] != self.owner:
+                return True
+            if row["state"] in RETIRED_MISSION_STATES:
+                # Completed or archived while this iteration ran: it finished, and nothing new
+                # is scheduled (the next run stays cleared).
                 return True
             if end.retry_now:
                 return True

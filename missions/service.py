@@ -7,7 +7,8 @@ Who may do what (the caller must be a member of the space in every case):
 - list and show agents, missions, iterations, skips and proposals: any member;
 - create a mission: any member (it runs as that member, so its agent can never do more than
   the member could);
-- pause, resume or cancel a mission, or run it now: its owner, or the space's owner or admin;
+- pause, resume, complete, archive or cancel a mission, or run it now: its owner, or the
+  space's owner or admin;
 - create, pause, resume or archive an agent: the space's owner or admin.
 
 Deciding proposals is deliberately not here (see `missions.proposals.ProposalService`): this
@@ -136,10 +137,19 @@ class MissionsService:
     # -- missions ------------------------------------------------------------------------------
 
     async def list_missions(
-        self, *, user_id: str, space_id: str, state: str | None = None, limit: int = 100
+        self,
+        *,
+        user_id: str,
+        space_id: str,
+        state: str | None = None,
+        include_archived: bool = True,
+        limit: int = 100,
     ) -> list[Mission]:
+        """`include_archived=False` hides archived missions unless `state` names a state."""
         await self._role(user_id, space_id)
-        return await self.store.list_missions(space_id, state=state, limit=limit)
+        return await self.store.list_missions(
+            space_id, state=state, include_archived=include_archived, limit=limit
+        )
 
     async def create_mission(
         self,
@@ -200,8 +210,24 @@ class MissionsService:
         return await self.store.set_mission_state(space_id, mission_id, "paused")
 
     async def resume_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
+        """Back to `active` from `paused` or `done`, with a fresh next run from the cadence
+        (computed from now); an archived mission is refused (`ConflictError`: archiving is
+        final). See `MissionStore.set_mission_state` for all the state rules."""
         await self._controllable(user_id, space_id, mission_id)
         return await self.store.set_mission_state(space_id, mission_id, "active")
+
+    async def complete_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
+        """Mark the mission `done`: never due again and its next run cleared, until resumed. A
+        running iteration is not cancelled: it finishes and schedules nothing."""
+        await self._controllable(user_id, space_id, mission_id)
+        return await self.store.set_mission_state(space_id, mission_id, "done")
+
+    async def archive_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
+        """Retire the mission for good (`archived`, final: it cannot be resumed): never due, next
+        run cleared, hidden from `mana missions list` unless asked for. A running iteration is
+        not cancelled: it finishes and schedules nothing."""
+        await self._controllable(user_id, space_id, mission_id)
+        return await self.store.set_mission_state(space_id, mission_id, "archived")
 
     async def cancel_mission(self, *, user_id: str, space_id: str, mission_id: str) -> list[str]:
         """Ask the mission's running iterations to stop between rounds; their ids."""

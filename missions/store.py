@@ -18,6 +18,7 @@ from missions.models import (
     AGENT_STATES,
     MISSION_STATES,
     PROPOSAL_STATUSES,
+    RETIRED_MISSION_STATES,
     Agent,
     Iteration,
     Mission,
@@ -297,14 +298,19 @@ class MissionStore:
         *,
         state: str | None = None,
         agent_id: str | None = None,
+        include_archived: bool = True,
         limit: int = 100,
     ) -> list[Mission]:
+        """The space's missions, newest first. `include_archived=False` leaves archived ones out
+        unless `state` asks for them explicitly."""
         if state is not None and state not in MISSION_STATES:
             raise ValidationFailed(f"mission state must be one of {', '.join(MISSION_STATES)}")
         clauses, params = ["m.space_id = ?"], [space_id]
         if state is not None:
             clauses.append("m.state = ?")
             params.append(state)
+        elif not include_archived:
+            clauses.append("m.state != 'archived'")
         if agent_id is not None:
             clauses.append("m.agent_id = ?")
             params.append(agent_id)
@@ -346,8 +352,21 @@ class MissionStore:
         return Agent.from_row(row) if row else None
 
     async def set_mission_state(self, space_id: str, mission_id: str, state: str) -> Mission:
-        """Pause, resume (back to `active`, next run computed from now: no backlog), finish or
-        archive a mission."""
+        """Pause, resume, complete or archive a mission. The rules (all in this one place):
+
+        - `paused`: no longer due (only `active` missions are: the partial index
+          `missions_due`); the next run time is kept for display, resume recomputes it.
+        - `active` (resume, from `paused` or `done`): the next run is computed afresh from the
+          mission's cadence and now (no backlog of missed windows; none for `manual`), and the
+          failure count and backoff are reset.
+        - `done` (complete) and `archived` (archive): never due, and the next run and due window
+          are cleared. `done` can be resumed; `archived` is final: any change away from it is
+          refused (`ConflictError`), archiving it again is a no-op.
+        - An iteration running when the mission is completed or archived is neither cancelled
+          nor killed: it finishes, and its finish does not schedule a next run
+          (`Scheduler.finish`); `mana missions cancel` stops it early if wanted.
+        - Setting the state a mission already has is a no-op (beyond `updated_at`).
+        """
         if state not in MISSION_STATES:
             raise ValidationFailed(f"mission state must be one of {', '.join(MISSION_STATES)}")
         now_dt = self.now()
@@ -361,8 +380,18 @@ class MissionStore:
                 raise NotFoundError(f"no mission {mission_id!r} in this space")
             mission = Mission.from_row(row)
             if mission.state == "archived" and state != "archived":
-                raise ConflictError(f"mission {mission.title!r} is archived")
-            if state == "active" and mission.state != "active":
+                verb = {"active": "resumed", "paused": "paused", "done": "completed"}[state]
+                raise ConflictError(
+                    f"mission {mission.title!r} is archived; archiving is final, so it cannot "
+                    f"be {verb} (create a new mission instead)"
+                )
+            if state in RETIRED_MISSION_STATES:
+                conn.execute(
+                    "UPDATE missions SET state = ?, next_run_at = NULL, window_at = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (state, now, mission_id),
+                )
+            elif state == "active" and mission.state != "active":
                 upcoming = next_run(mission.cadence, None, now_dt)
                 text = iso(upcoming) if upcoming else None
                 conn.execute(

@@ -1,4 +1,4 @@
-"""`mana missions create|list|show|run-now|pause|resume|cancel`.
+"""`mana missions create|list|show|run-now|pause|resume|complete|archive|cancel`.
 
     mana missions create --as demo@mana.test --agent scout --title "Weekly review" \\
         --objective "Summarise my open todos" --cadence weekly:mon:09:00 --tz Europe/Berlin
@@ -7,7 +7,10 @@
 
 `run-now` claims the mission's lease (so a daemon does not run it at the same time), runs one
 iteration in this process and prints it. `cancel` flags the running iteration; the runner stops
-it between rounds (status `cancelled`).
+it between rounds (status `cancelled`). `complete` marks a mission done (`resume` reactivates it
+with a fresh next run); `archive` retires it for good (final; `list` hides archived missions
+unless `--all`). Neither stops a running iteration: it finishes and schedules nothing
+(`MissionStore.set_mission_state` holds the rules).
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ def register(sub: Any) -> None:
     ls = s.add_parser("list", help="list the space's missions")
     add_identity(ls)
     ls.add_argument("--state", choices=MISSION_STATES)
+    ls.add_argument("--all", action="store_true", help="include archived missions")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=list_missions)
 
@@ -164,6 +168,8 @@ def register(sub: Any) -> None:
     for name, helptext, handler in (
         ("pause", "stop running the mission on its cadence", pause),
         ("resume", "run the mission on its cadence again (next run computed from now)", resume),
+        ("complete", "mark the mission done: it no longer runs (resume reactivates it)", complete),
+        ("archive", "retire the mission for good: it no longer runs (final)", archive),
         ("cancel", "stop the mission's running iteration between rounds", cancel),
     ):
         x = s.add_parser(name, help=helptext)
@@ -200,7 +206,10 @@ async def list_missions(args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as rt:
         user, access = await user_and_space(rt, args)
         missions = await service_of(rt).list_missions(
-            user_id=user.id, space_id=access.space.id, state=args.state
+            user_id=user.id,
+            space_id=access.space.id,
+            state=args.state,
+            include_archived=args.all,
         )
     if args.json:
         print_json([m.to_json() for m in missions])
@@ -318,6 +327,32 @@ async def resume(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"resumed mission {mission.id}; next run {mission.next_run_at or '(manual)'}")
     return 0
+
+
+async def complete(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as rt:
+        user, access = await user_and_space(rt, args)
+        mission = await service_of(rt).complete_mission(
+            user_id=user.id, space_id=access.space.id, mission_id=args.mission
+        )
+    print(f"completed mission {mission.id} “{mission.title}”{still_running(mission)}")
+    return 0
+
+
+async def archive(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as rt:
+        user, access = await user_and_space(rt, args)
+        mission = await service_of(rt).archive_mission(
+            user_id=user.id, space_id=access.space.id, mission_id=args.mission
+        )
+    print(f"archived mission {mission.id} “{mission.title}”{still_running(mission)}")
+    return 0
+
+
+def still_running(mission: Mission) -> str:
+    if mission.lease_owner is None:
+        return ""
+    return "; its running iteration finishes, nothing new is scheduled"
 
 
 async def cancel(args: argparse.Namespace, settings: Settings) -> int:

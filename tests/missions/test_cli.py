@@ -162,3 +162,97 @@ def test_members_and_strangers(mana: Run) -> None:
     assert code == 1 and "owner or an admin" in err
     code, _, err = mana("daemon", "--once", "--llm", "nonsense")
     assert code == 1 and "unknown --llm" in err
+
+
+def test_missions_complete_archive_resume_and_list(mana: Run) -> None:
+    assert mana("agents", "create", *AS, "--name", "scout")[0] == 0
+    ids = {}
+    for title in ("Finished", "Ongoing"):
+        code, out, err = mana(
+            "missions", "create", *AS, "--title", title, "--objective", "Check",
+            "--cadence", "interval:60", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        ids[title] = json.loads(out)["id"]
+    finished = ids["Finished"]
+
+    code, out, err = mana("missions", "complete", finished, *AS)
+    assert (code, out, err) == (0, f"completed mission {finished} “Finished”\n", "")
+    shown = json.loads(mana("missions", "show", finished, *AS, "--json")[1])["mission"]
+    assert shown["state"] == "done" and shown["nextRunAt"] is None
+
+    # Nothing done or archived is claimed, even when its row looks due.
+    conn = sqlite3.connect(mana.db)  # type: ignore[attr-defined]
+    conn.execute(
+        "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
+        "window_at = '2000-01-01T00:00:00.000000Z'"
+    )
+    conn.commit()
+    conn.close()
+    code, out, err = mana("daemon", "--once", "--json", "--llm", f"scripted:{DEMO_SCRIPT}")
+    assert code == 0, err
+    assert json.loads(out)["claimed"] == 1
+    done = json.loads(mana("missions", "show", finished, *AS, "--json")[1])
+    assert done["iterations"] == [] and done["mission"]["state"] == "done"
+
+    code, out, err = mana("missions", "resume", finished, *AS)
+    assert code == 0, err
+    assert out.startswith(f"resumed mission {finished}; next run 20") and "(manual)" not in out
+    assert (
+        json.loads(mana("missions", "show", finished, *AS, "--json")[1])["mission"]["state"]
+        == "active"
+    )
+
+    code, out, err = mana("missions", "archive", finished, *AS)
+    assert (code, out, err) == (0, f"archived mission {finished} “Finished”\n", "")
+    code, out, err = mana("missions", "resume", finished, *AS)
+    assert code == 1 and out == ""
+    assert err == (
+        "mana: error: mission 'Finished' is archived; archiving is final, so it cannot be "
+        "resumed (create a new mission instead)\n"
+    )
+    code, _, err = mana("missions", "complete", finished, *AS)
+    assert code == 1 and "cannot be completed" in err and err.count("\n") == 1
+
+    listed = mana("missions", "list", *AS)[1]
+    assert ids["Ongoing"] in listed and finished not in listed
+    assert finished in mana("missions", "list", *AS, "--all")[1]
+    only = json.loads(mana("missions", "list", *AS, "--state", "archived", "--json")[1])
+    assert [m["id"] for m in only] == [finished]
+
+    for action in ("complete", "archive"):
+        code, out, err = mana("missions", action, "msn_nope", *AS)
+        assert (code, out) == (1, "")
+        assert err == "mana: error: no mission 'msn_nope' in this space\n"
+
+
+def test_only_the_owner_or_a_manager_completes_or_archives(mana: Run) -> None:
+    studio = ("--space", "demo-studio")
+    bob = ("--as", "bob@x.test", *studio)
+    assert mana("users", "create", "--email", "bob@x.test", "--password", "long-enough")[0] == 0
+    assert mana("spaces", "add-member", *AS, *studio, "--email", "bob@x.test")[0] == 0
+    assert mana("agents", "create", *AS, *studio, "--name", "helper")[0] == 0
+    created = mana(
+        "missions", "create", *AS, *studio, "--agent", "helper", "--title", "Demo's",
+        "--objective", "Check", "--json",
+    )  # fmt: skip
+    theirs = json.loads(created[1])["id"]
+    created = mana(
+        "missions", "create", *bob, "--agent", "helper", "--title", "Bob's",
+        "--objective", "Check", "--json",
+    )  # fmt: skip
+    his = json.loads(created[1])["id"]
+
+    for action in ("complete", "archive"):
+        code, out, err = mana("missions", action, theirs, *bob)
+        assert (code, out) == (1, "")
+        assert err == (
+            "mana: error: only the mission's owner or the space's owner or an admin may change it\n"
+        )
+    state = json.loads(mana("missions", "show", theirs, *AS, *studio, "--json")[1])
+    assert state["mission"]["state"] == "active"
+
+    assert mana("missions", "complete", his, *bob)[0] == 0  # his own mission
+    assert mana("missions", "archive", his, *AS, *studio)[0] == 0  # the space's owner
+    listed = json.loads(mana("missions", "list", *AS, *studio, "--all", "--json")[1])
+    assert {m["id"]: m["state"] for m in listed} == {theirs: "active", his: "archived"}
