@@ -73,6 +73,41 @@ async def test_create_complete_roundtrip(clocked: tuple[ToolKit, FixedClock]) ->
     assert again["updatedAt"] == done["updatedAt"]
 
 
+async def test_reopen_roundtrip(clocked: tuple[ToolKit, FixedClock]) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    todo = await kit.call_ok(
+        alice, None, "todo.create", {"title": "Renew passport", "dueDate": "2030-06-01"}
+    )
+    clock.advance(hours=1)
+    done = await kit.call_ok(alice, None, "todo.complete", {"id": todo["id"]})
+    assert done["done"] is True
+
+    clock.advance(hours=1)
+    reopened = await kit.call_ok(alice, None, "todo.reopen", {"id": todo["id"]})
+    assert reopened["done"] is False
+    assert reopened["completedAt"] is None
+    assert reopened["updatedAt"] == "2030-05-01T14:00:00.000000Z"
+    assert {k: v for k, v in reopened.items() if k != "updatedAt"} == {
+        k: v for k, v in todo.items() if k != "updatedAt"
+    }
+    assert await _titles(kit, alice) == ["Renew passport"]
+    assert await _titles(kit, alice, {"status": "done"}) == []
+
+    # Reopening an open todo is a no-op that returns it unchanged.
+    clock.advance(hours=1)
+    again = await kit.call_ok(alice, None, "todo.reopen", {"id": todo["id"]})
+    assert again == reopened
+    fresh = await kit.call_ok(alice, None, "todo.create", {"title": "Never done"})
+    assert await kit.call_ok(alice, None, "todo.reopen", {"id": fresh["id"]}) == fresh
+
+    # And it can be completed again, with a new completion time.
+    clock.advance(hours=1)
+    redone = await kit.call_ok(alice, None, "todo.complete", {"id": todo["id"]})
+    assert redone["done"] is True
+    assert redone["completedAt"] == "2030-05-01T16:00:00.000000Z"
+
+
 async def test_list_orders_by_due_date_then_creation(clocked: tuple[ToolKit, FixedClock]) -> None:
     kit, clock = clocked
     alice = await kit.user()
@@ -140,12 +175,17 @@ async def test_validation_errors_name_the_field(mana_kit: ToolKit) -> None:
     assert await _invalid_fields(mana_kit, alice, "todo.list", {"status": "closed"}) == ["status"]
     assert await _invalid_fields(mana_kit, alice, "todo.list", {"limit": 201}) == ["limit"]
     assert await _invalid_fields(mana_kit, alice, "todo.complete", {"id": "no spaces"}) == ["id"]
+    assert await _invalid_fields(mana_kit, alice, "todo.reopen", {}) == ["id"]
+    assert await _invalid_fields(mana_kit, alice, "todo.reopen", {"id": "x", "done": False}) == [
+        "done"
+    ]
 
 
 async def test_unknown_id_is_not_found(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     for tool, args in [
         ("todo.complete", {"id": "tod_missing"}),
+        ("todo.reopen", {"id": "tod_missing"}),
         ("todo.update", {"id": "tod_missing", "title": "x"}),
         ("todo.delete", {"id": "tod_missing"}),
     ]:
@@ -153,6 +193,7 @@ async def test_unknown_id_is_not_found(mana_kit: ToolKit) -> None:
         assert outcome.status == "error", outcome.public()
         assert outcome.error is not None
         assert outcome.error.reason == "not-found"
+        assert "'tod_missing'" in outcome.error.message
 
 
 async def test_deleted_todo_vanishes(mana_kit: ToolKit) -> None:
@@ -164,9 +205,27 @@ async def test_deleted_todo_vanishes(mana_kit: ToolKit) -> None:
     assert deleted["deletedAt"]
     listed = await mana_kit.call_ok(alice, None, "todo.list", {"status": "all"})
     assert [t["id"] for t in listed["todos"]] == [keep["id"]]
-    outcome = await mana_kit.call_as(alice, None, "todo.complete", {"id": drop["id"]})
+    for tool in ("todo.complete", "todo.reopen"):
+        outcome = await mana_kit.call_as(alice, None, tool, {"id": drop["id"]})
+        assert outcome.error is not None
+        assert outcome.error.reason == "not-found"
+
+
+async def test_a_non_member_cannot_reopen_another_spaces_todo(mana_kit: ToolKit) -> None:
+    alice, mallory = await mana_kit.user(), await mana_kit.user()
+    todo = await mana_kit.call_ok(alice, None, "todo.create", {"title": "Alice's task"})
+    done = await mana_kit.call_ok(alice, None, "todo.complete", {"id": todo["id"]})
+    home = await mana_kit.personal(alice)
+    outcome = await mana_kit.call_as(mallory, home, "todo.reopen", {"id": todo["id"]})
+    assert outcome.status == "denied", outcome.public()
+    assert outcome.error is not None
+    assert outcome.error.reason == "not-a-member"
+    outcome = await mana_kit.call_as(mallory, None, "todo.reopen", {"id": todo["id"]})
+    assert outcome.status == "error", outcome.public()
     assert outcome.error is not None
     assert outcome.error.reason == "not-found"
+    listed = await mana_kit.call_ok(alice, None, "todo.list", {"status": "done"})
+    assert listed["todos"] == [done]
 
 
 async def test_list_is_space_isolated(mana_kit: ToolKit) -> None:
@@ -176,7 +235,11 @@ async def test_list_is_space_isolated(mana_kit: ToolKit) -> None:
 async def test_todo_not_allowed_in_family_space(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     family = await mana_kit.space(alice, "family")
-    for tool, args in [("todo.create", {"title": "Groceries"}), ("todo.list", {})]:
+    for tool, args in [
+        ("todo.create", {"title": "Groceries"}),
+        ("todo.list", {}),
+        ("todo.reopen", {"id": "tod_any"}),
+    ]:
         outcome = await mana_kit.call_as(alice, family, tool, args)
         assert outcome.status == "denied", outcome.public()
         assert outcome.error is not None

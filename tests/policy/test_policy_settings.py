@@ -60,6 +60,8 @@ def test_with_registry_suggests_non_destructive_alternatives() -> None:
     settings = PolicySettings().with_registry(build_registry())
     assert settings.alternatives["habits.delete"][0] == "habits.archive"
     assert "todo.complete" in settings.alternatives["todo.delete"]
+    assert settings.alternatives["journal.delete"] == ("journal.update",)
+    assert settings.alternatives["mood.delete"] == ("mood.update",)
 
 
 def test_settings_are_immutable() -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tool_registry.context import ToolContext
-from tool_registry.models import IsoDate, ToolInput, ToolOutput, check_day_range
+from tool_registry.models import (
+    Deleted,
+    IsoDate,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    check_day_range,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
@@ -16,6 +23,7 @@ MODULE = "journal"
 ENTRIES = "journal_entries"
 
 MoodTag = Literal["great", "good", "okay", "low", "bad"]
+Text = Annotated[str, Field(min_length=1, max_length=20_000, description="The entry, as written.")]
 
 
 class JournalEntry(ToolOutput):
@@ -35,7 +43,7 @@ class JournalEntry(ToolOutput):
 
 
 class AddEntryInput(ToolInput):
-    text: str = Field(min_length=1, max_length=20_000, description="The entry, as written.")
+    text: Text
     mood_tag: MoodTag | None = Field(
         default=None, description="Optional overall mood: great, good, okay, low or bad."
     )
@@ -101,7 +109,8 @@ LIST = ToolSpec(
     description=(
         "Read journal entries of the active space, newest day first, optionally between two "
         "dates (from and to, both inclusive, YYYY-MM-DD). Use it to recall what the user wrote "
-        "about a period. Returns the entries with their text, date and mood tag."
+        "about a period, or to find an entry's id for journal.update or journal.delete. Returns "
+        "the entries with their id, text, date and mood tag."
     ),
     module=MODULE,
     scope="user-space",
@@ -111,4 +120,69 @@ LIST = ToolSpec(
     handler=list_entries,
 )
 
-TOOLS = (ADD, LIST)
+
+# -- journal.update ----------------------------------------------------------------------------
+
+
+class UpdateEntryInput(ToolInput):
+    id: RecordId
+    text: Text | None = Field(default=None, description="New text; replaces the whole entry.")
+    mood_tag: MoodTag | None = Field(
+        default=None, description="New overall mood: great, good, okay, low or bad."
+    )
+    date: IsoDate | None = Field(default=None, description="New day the entry is about.")
+
+
+async def update_entry(inp: UpdateEntryInput, ctx: ToolContext) -> JournalEntry:
+    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
+    await ctx.store.require(ENTRIES, inp.id, label="journal entry")
+    return JournalEntry.of(await ctx.store.update(ENTRIES, inp.id, changes))
+
+
+UPDATE = ToolSpec(
+    name="journal.update",
+    title="Update journal entry",
+    description=(
+        "Change a journal entry's text, mood tag or date (YYYY-MM-DD). Only the fields you pass "
+        "change; omitted or null fields keep their value, and a new text replaces the whole "
+        "entry. Find the id with journal.list. Returns the updated entry."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=UpdateEntryInput,
+    output=JournalEntry,
+    handler=update_entry,
+)
+
+
+# -- journal.delete ----------------------------------------------------------------------------
+
+
+class EntryIdInput(ToolInput):
+    id: RecordId
+
+
+async def delete_entry(inp: EntryIdInput, ctx: ToolContext) -> Deleted:
+    return Deleted.of(await ctx.store.soft_delete(ENTRIES, inp.id))
+
+
+DELETE = ToolSpec(
+    name="journal.delete",
+    title="Delete journal entry",
+    description=(
+        "Delete a journal entry (soft delete: it no longer shows up in journal.list). "
+        "Destructive: only available where the space owner allowed it; to correct an entry "
+        "use journal.update."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="destructive",
+    idempotent=True,
+    input=EntryIdInput,
+    output=Deleted,
+    handler=delete_entry,
+)
+
+TOOLS = (ADD, LIST, UPDATE, DELETE)

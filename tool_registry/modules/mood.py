@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
 from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
-from tool_registry.models import IsoDate, IsoDateTime, ToolInput, ToolOutput, check_day_range
+from tool_registry.models import (
+    Deleted,
+    IsoDate,
+    IsoDateTime,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    check_day_range,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
 MODULE = "mood"
 ENTRIES = "mood_entries"
+
+Score = Annotated[int, Field(ge=1, le=5, description="1 = very bad, 3 = okay, 5 = very good.")]
+Note = Annotated[str, Field(max_length=500, description="What is behind it.")]
 
 
 class MoodEntry(ToolOutput):
@@ -33,7 +45,7 @@ class MoodEntry(ToolOutput):
 
 
 class LogMoodInput(ToolInput):
-    score: int = Field(ge=1, le=5, description="1 = very bad, 3 = okay, 5 = very good.")
+    score: Score
     note: str | None = Field(default=None, max_length=500, description="What is behind it.")
     at: IsoDateTime | None = Field(
         default=None, description="When the user felt this, ISO 8601 with offset; default now."
@@ -106,7 +118,8 @@ LIST = ToolSpec(
     description=(
         "Mood entries of the active space, newest first, optionally between two days (from and "
         "to, inclusive, UTC), plus the average score of the returned entries (null if none). "
-        "Use it to answer 'how have I been feeling lately?'."
+        "Use it to answer 'how have I been feeling lately?', or to find an entry's id for "
+        "mood.update or mood.delete."
     ),
     module=MODULE,
     scope="user-space",
@@ -116,4 +129,66 @@ LIST = ToolSpec(
     handler=list_mood,
 )
 
-TOOLS = (LOG, LIST)
+
+# -- mood.update -------------------------------------------------------------------------------
+
+
+class UpdateMoodInput(ToolInput):
+    id: RecordId
+    score: Score | None = None
+    note: Note | None = Field(default=None, description="New note; replaces the old one.")
+
+
+async def update_mood(inp: UpdateMoodInput, ctx: ToolContext) -> MoodEntry:
+    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
+    await ctx.store.require(ENTRIES, inp.id, label="mood entry")
+    return MoodEntry.of(await ctx.store.update(ENTRIES, inp.id, changes))
+
+
+UPDATE = ToolSpec(
+    name="mood.update",
+    title="Update mood entry",
+    description=(
+        "Correct a logged mood entry: its score (1 very bad to 5 very good) or its note. Only "
+        "the fields you pass change; omitted or null fields keep their value. Find the id with "
+        "mood.list. Returns the updated entry."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=UpdateMoodInput,
+    output=MoodEntry,
+    handler=update_mood,
+)
+
+
+# -- mood.delete -------------------------------------------------------------------------------
+
+
+class MoodIdInput(ToolInput):
+    id: RecordId
+
+
+async def delete_mood(inp: MoodIdInput, ctx: ToolContext) -> Deleted:
+    return Deleted.of(await ctx.store.soft_delete(ENTRIES, inp.id))
+
+
+DELETE = ToolSpec(
+    name="mood.delete",
+    title="Delete mood entry",
+    description=(
+        "Delete a mood entry (soft delete: it no longer shows up in mood.list or its average). "
+        "Destructive: only available where the space owner allowed it; to correct a score or "
+        "note use mood.update."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="destructive",
+    idempotent=True,
+    input=MoodIdInput,
+    output=Deleted,
+    handler=delete_mood,
+)
+
+TOOLS = (LOG, LIST, UPDATE, DELETE)

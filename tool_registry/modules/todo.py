@@ -113,7 +113,7 @@ LIST = ToolSpec(
         "List todos in the active space: open ones by default, or done/all. Todos with a due "
         "date come first, earliest due first, then todos without a due date, oldest first. "
         "Use dueBefore to answer 'what is due by ...?'. Use this to find a todo's id before "
-        "completing, updating or deleting it."
+        "completing, reopening, updating or deleting it."
     ),
     module=MODULE,
     scope="user-space",
@@ -153,6 +153,35 @@ COMPLETE = ToolSpec(
     input=TodoIdInput,
     output=Todo,
     handler=complete_todo,
+)
+
+
+# -- todo.reopen -------------------------------------------------------------------------------
+
+
+async def reopen_todo(inp: TodoIdInput, ctx: ToolContext) -> Todo:
+    rec = await ctx.store.require(TODOS, inp.id, label="todo")
+    if not rec.data.get("done"):
+        return Todo.of(rec)
+    changes = {"done": False, "completedAt": None}
+    return Todo.of(await ctx.store.update(TODOS, inp.id, changes))
+
+
+REOPEN = ToolSpec(
+    name="todo.reopen",
+    title="Reopen todo",
+    description=(
+        "Mark a done todo as open again (clears completedAt), e.g. when it was completed by "
+        "mistake or needs doing again. Reopening a todo that is already open changes nothing "
+        "and returns it as is. Needs the todo's id from todo.list (status done or all)."
+    ),
+    module=MODULE,
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    input=TodoIdInput,
+    output=Todo,
+    handler=reopen_todo,
 )
 
 
@@ -214,4 +243,4 @@ DELETE = ToolSpec(
     handler=delete_todo,
 )
 
-TOOLS = (CREATE, LIST, COMPLETE, UPDATE, DELETE)
+TOOLS = (CREATE, LIST, COMPLETE, REOPEN, UPDATE, DELETE)
