@@ -4,7 +4,7 @@ Built on the `mcp` package's low-level `Server`: its handlers run per request, s
 is computed per call from the registry, the caller's space type and the configured backends.
 Every `tools/call` becomes exactly one `Pipeline.invoke(..., CallContext(invoker="mcp"))`; this
 module adds no check of its own except refusing tools that are never exposed (admin scope), which
-it reports exactly like an unknown tool.
+it reports exactly like an unknown tool, and validating the idempotency key below.
 
 Who is calling comes from a `CallerSource`:
 
@@ -12,6 +12,12 @@ Who is calling comes from a `CallerSource`:
   every request and leaves a `Caller` in the request scope (`CALLER_SCOPE_KEY`);
   `RequestScopeCaller` reads it.
 - stdio and in-process: `FixedCaller` (one user, one space ref, resolved on every request).
+
+A `tools/call` may carry an idempotency key in its request `_meta` under `mana/idempotencyKey`
+(a string of 1-200 printable characters; anything else is an `invalid-input` tool error): a retried
+write with the same key returns the first call's stored result (its result `_meta` says
+`"mana/replayed": true`) instead of running again; read-only tools ignore the key. Keys belong to the authenticated user; reusing one for another tool,
+other arguments or another space is refused with reason `idempotency-key-reused`.
 
 Results carry `structuredContent` (the tool's output model) plus the same JSON as a text block.
 Failures are `isError` results with a clear text; handler crashes give a short message with the
@@ -26,7 +32,7 @@ set visible to it changes (its space switched to another type, a backend was con
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
@@ -42,7 +48,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from tool_registry.context import CallContext, Invoker
 from tool_registry.ids import new_request_id
-from tool_registry.pipeline import Outcome, OutcomeError, Pipeline
+from tool_registry.pipeline import FieldError, Outcome, OutcomeError, Pipeline
 from tool_registry.registry import AnySpec
 from tool_registry.store.accounts import Accounts, SpaceAccess
 
@@ -53,6 +59,9 @@ CALLER_SCOPE_KEY = "mana.caller"
 META_REQUEST_ID = "mana/requestId"
 META_SPACE_ID = "mana/spaceId"
 META_ERROR = "mana/error"
+META_REPLAYED = "mana/replayed"
+META_IDEMPOTENCY_KEY = "mana/idempotencyKey"
+MAX_IDEMPOTENCY_KEY_CHARS = 200
 INSTRUCTIONS = (
     "Mana holds the user's personal data (habits, todos, notes, journal, mood, calendar, "
     "contacts, reference photos). Every call acts in one space: over HTTP the X-Mana-Space "
@@ -356,6 +365,8 @@ def outcome_result(outcome: Outcome) -> types.CallToolResult:
     meta: dict[str, Any] = {META_REQUEST_ID: outcome.request_id}
     if outcome.space_id:
         meta[META_SPACE_ID] = outcome.space_id
+    if outcome.replayed:
+        meta[META_REPLAYED] = True
     if outcome.ok and outcome.result is not None:
         content: list[types.ContentBlock] = [_text_block(orjson.dumps(outcome.result).decode())]
         if outcome.reminder:
@@ -373,6 +384,61 @@ def outcome_result(outcome: Outcome) -> types.CallToolResult:
         meta[META_ERROR]["reminder"] = outcome.reminder
     return types.CallToolResult.model_construct(
         content=[_text_block(error_text(outcome))], is_error=True, meta=meta
+    )
+
+
+class InvalidIdempotencyKey(ValueError):
+    """The request's `_meta["mana/idempotencyKey"]` is not a usable key; the text says why."""
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def idempotency_key_of(meta: Mapping[str, Any] | None) -> str | None:
+    """The idempotency key a `tools/call` carries in its `_meta`, None when it carries none.
+    Raises `InvalidIdempotencyKey` unless the value is a string of 1-200 printable characters
+    (an explicit null counts as a wrong value: a client that sends the key means to use one)."""
+    if not isinstance(meta, Mapping) or META_IDEMPOTENCY_KEY not in meta:
+        return None
+    value = meta[META_IDEMPOTENCY_KEY]
+    if not isinstance(value, str):
+        raise InvalidIdempotencyKey(f"must be a string, got {_json_type(value)}")
+    if not value:
+        raise InvalidIdempotencyKey("must not be empty")
+    if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidIdempotencyKey(
+            f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(value)}"
+        )
+    if not value.isprintable():
+        raise InvalidIdempotencyKey(
+            "must contain printable characters only (no control characters or line breaks)"
+        )
+    return value
+
+
+def _invalid_meta(tool: str, request_id: str, field_name: str, problem: str) -> Outcome:
+    """A boundary check failed: the same invalid-input shape the pipeline gives bad arguments."""
+    return Outcome(
+        tool=tool,
+        status="invalid-input",
+        request_id=request_id,
+        reason="invalid-input",
+        error=OutcomeError(
+            reason="invalid-input",
+            message=f"{field_name} {problem}",
+            fields=[FieldError(field=field_name, message=problem)],
+        ),
     )
 
 
@@ -456,6 +522,11 @@ class McpAdapter:
                 f"{name} failed unexpectedly (request id {request_id})", "error", request_id
             )
         try:
+            key = idempotency_key_of(params.meta)
+        except InvalidIdempotencyKey as exc:
+            field_name = f"_meta.{META_IDEMPOTENCY_KEY}"
+            return outcome_result(_invalid_meta(name, request_id, field_name, str(exc)))
+        try:
             if caller.watch is not None and caller.space_type is not None:
                 await self._notify_if_changed(caller.watch, ctx, caller.space_type)
             outcome = await self.pipeline.invoke(
@@ -466,6 +537,7 @@ class McpAdapter:
                     space=caller.space,
                     invoker=caller.invoker,
                     request_id=request_id,
+                    idempotency_key=key,
                     session_id=caller.session_id,
                 ),
                 resolved=caller.access,  # the HTTP guard resolved this request's space already
@@ -548,11 +620,13 @@ __all__ = [
     "CallerError",
     "CallerSource",
     "FixedCaller",
+    "InvalidIdempotencyKey",
     "McpAdapter",
     "RequestScopeCaller",
     "ToolCatalog",
     "ToolSetWatch",
     "error_text",
+    "idempotency_key_of",
     "outcome_result",
     "serve_stdio",
     "stdio_adapter",

@@ -7,7 +7,9 @@ The loop never touches the registry directly. It takes a `ToolSource`:
   the agent policy; the dispatcher re-checks both, so a name the model was not shown never runs.
   Missions pass an `AgentToolPolicy`, an `on_propose` hook and an idempotency prefix.
 - `McpTools`: any MCP server through an open `mcp` client (`tools/list`, `tools/call`);
-  read-only means the tool's `readOnlyHint`.
+  read-only means the tool's `readOnlyHint`. Like `RegistryTools` it takes an idempotency
+  prefix (or a subclass overrides `idempotency_key`); the key travels in the request `_meta` as
+  `mana/idempotencyKey`, which our server honours and other servers ignore.
 - `FunctionTools`: plain async functions (benchmarks, tests, offline demos).
 - `RestrictedTools`: a view of another source limited to some names (sub-agents); the limit is
   enforced on calls, not only on what is listed.
@@ -22,7 +24,7 @@ import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import mcp_types
 import structlog
@@ -357,6 +359,8 @@ class McpClientLike(Protocol):
         name: str,
         arguments: dict[str, Any] | None = None,
         read_timeout_seconds: float | None = None,
+        *,
+        meta: mcp_types.RequestParamsMeta | None = None,
     ) -> mcp_types.CallToolResult: ...
 
 
@@ -375,7 +379,13 @@ def mcp_hint(annotations: mcp_types.ToolAnnotations | None) -> Hint:
 class McpTools:
     """Tools of an MCP server through an open client session. The server does its own policy
     and scoping; the loop adds parallel reads and taint handling on top. Proposals are not
-    supported (a persona run has no approver), so tainted writes are refused."""
+    supported (a persona run has no approver), so tainted writes are refused.
+
+    `idempotency_prefix`: when set, every call carries the key `{prefix}:{call id}` in its
+    request `_meta` (`mana/idempotencyKey`), so a re-run replays a write the server already did
+    instead of repeating it. A subclass may override `idempotency_key` to derive keys otherwise
+    (e.g. from the call's content when the model's call ids are not stable across re-runs).
+    """
 
     def __init__(
         self,
@@ -383,15 +393,20 @@ class McpTools:
         *,
         only: Collection[str] | None = None,
         read_timeout_seconds: float | None = 60.0,
+        idempotency_prefix: str | None = None,
     ) -> None:
         self.client = client
         self.only = None if only is None else frozenset(only)
         self.read_timeout_seconds = read_timeout_seconds
+        self.idempotency_prefix = idempotency_prefix
         self._offered: dict[str, ToolInfo] | None = None
 
     @property
     def can_propose(self) -> bool:
         return False
+
+    def idempotency_key(self, call: ToolCall) -> str | None:
+        return f"{self.idempotency_prefix}:{call.id}" if self.idempotency_prefix else None
 
     async def list_tools(self) -> Sequence[ToolInfo]:
         return list((await self._tools()).values())
@@ -423,10 +438,20 @@ class McpTools:
             return CallOutcome.failure(
                 "invalid-input", "unknown-tool", f"unknown tool {call.name!r}"
             )
+        key = self.idempotency_key(call)
         try:
-            result = await self.client.call_tool(
-                call.name, dict(call.arguments), read_timeout_seconds=self.read_timeout_seconds
-            )
+            if key is None:
+                result = await self.client.call_tool(
+                    call.name, dict(call.arguments), read_timeout_seconds=self.read_timeout_seconds
+                )
+            else:
+                result = await self.client.call_tool(
+                    call.name,
+                    dict(call.arguments),
+                    read_timeout_seconds=self.read_timeout_seconds,
+                    # an open map on the wire; mypy does not know TypedDict `extra_items` yet
+                    meta=cast(mcp_types.RequestParamsMeta, {MANA_META_IDEMPOTENCY_KEY: key}),
+                )
         except MCPError as exc:
             status: CallStatus = (
                 "invalid-input" if exc.code == mcp_types.INVALID_PARAMS else "error"
@@ -440,6 +465,8 @@ class McpTools:
 
 MANA_META_ERROR = "mana/error"
 MANA_META_REQUEST_ID = "mana/requestId"
+MANA_META_REPLAYED = "mana/replayed"
+MANA_META_IDEMPOTENCY_KEY = "mana/idempotencyKey"
 REMINDER_PREFIX = "Reminder: "
 
 
@@ -464,6 +491,7 @@ def from_mcp(result: mcp_types.CallToolResult) -> CallOutcome:
             reminder=reminders[0] if reminders else None,
             flagged=bool(reminders),
             request_id=request_id,
+            replayed=meta.get(MANA_META_REPLAYED) is True,
         )
     status: CallStatus = "error"
     reason, message, reminder = "tool-error", content, None

@@ -10,7 +10,9 @@ One tick of one persona:
    `Authorization: Bearer` and `X-Mana-Space` on every request;
 3. main turn: `run_loop` with `McpTools` (3-8 tool calls asked for, at most 15 rounds); every
    tool call becomes a `persona_actions` row as it finishes, with a deterministic id (tick, persona,
-   call index in the model's order), so a re-run of the tick rewrites the same rows;
+   call index in the model's order), so a re-run of the tick rewrites the same rows; every call
+   also carries a deterministic idempotency key (`TickTools`), so a re-run of the tick replays
+   the writes the server already did instead of repeating them;
 4. rating turn: the same conversation, one more model turn asking for JSON ratings (1-5) of each
    module used; unparsable ratings give one `failed-rating` row;
 5. the tick row gets its status and the persona's `last_active_at` is set (only for a completed
@@ -29,7 +31,8 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -134,6 +137,45 @@ class PersonaTools:
         return CallOutcome.failure(
             "denied", "approval-required", "a persona session cannot stage proposals"
         )
+
+
+def call_fingerprint(persona_email: str, name: str, arguments: Mapping[str, Any]) -> str:
+    """sha256 of the persona, the tool name and the canonical JSON of the arguments (32 hex)."""
+    parts = (persona_email.lower(), name, input_hash(dict(arguments)))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class TickTools(McpTools):
+    """`McpTools` for one persona tick: every call carries the idempotency key
+    `persona:{tick}:{fingerprint}:{n}`, where the fingerprint is `call_fingerprint` and `n` counts
+    identical calls within the tick. The key comes from the call's content, not the model's call
+    id (a real model's ids are random), so a re-run of the tick that makes the same calls gets
+    the first run's stored results for its writes instead of writing again, while two identical
+    writes within one tick stay two writes. The server scopes keys to the persona's user."""
+
+    def __init__(
+        self,
+        client: McpClientLike,
+        *,
+        tick: str,
+        persona_email: str,
+        read_timeout_seconds: float | None = 60.0,
+    ) -> None:
+        super().__init__(
+            client, read_timeout_seconds=read_timeout_seconds, idempotency_prefix=f"persona:{tick}"
+        )
+        self.persona_email = persona_email
+        self._keys: dict[str, str] = {}
+        self._seen: Counter[str] = Counter()
+
+    def idempotency_key(self, call: ToolCall) -> str | None:
+        key = self._keys.get(call.id)
+        if key is None:
+            digest = call_fingerprint(self.persona_email, call.name, call.arguments)
+            self._seen[digest] += 1
+            key = f"{self.idempotency_prefix}:{digest}:{self._seen[digest]}"
+            self._keys[call.id] = key
+        return key
 
 
 class NoCallTools:
@@ -692,7 +734,8 @@ class PersonaRunner:
         password = self.secret.password(plan.persona.email)
         token = await self.connector.login(plan.persona.email, password)
         async with self.connector.session(token, plan.space.id) as client:
-            tools = PersonaTools(McpTools(client), plan.modules)
+            tick_tools = TickTools(client, tick=plan.tick_id, persona_email=plan.persona.email)
+            tools = PersonaTools(tick_tools, plan.modules)
             options = LoopOptions(
                 max_rounds=self.config.max_rounds,
                 model=self.config.model,
@@ -745,7 +788,9 @@ __all__ = [
     "TickFailed",
     "TickPlan",
     "TickResult",
+    "TickTools",
     "auth_url",
+    "call_fingerprint",
     "choose_focus",
     "day_prompt",
     "describe_failure",

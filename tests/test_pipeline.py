@@ -257,8 +257,36 @@ async def test_idempotency_key_reused_for_other_arguments_is_refused(kit: ToolKi
     user = await kit.user()
     await kit.call_ok(user, None, "habits.create", {"name": "A"}, idempotency_key="k-2")
     out = await kit.call_as(user, None, "habits.create", {"name": "B"}, idempotency_key="k-2")
-    assert out.error is not None and out.error.reason == "conflict"
+    assert out.status == "error" and out.error is not None
+    assert out.error.reason == "idempotency-key-reused"
+    assert "'k-2'" in out.error.message and "other arguments" in out.error.message
+    other = await kit.call_as(user, None, "notes.create", {"title": "A"}, idempotency_key="k-2")
+    assert other.error is not None and other.error.reason == "idempotency-key-reused"
+    assert "habits.create" in other.error.message
     assert await _count(kit, "SELECT count(*) FROM records WHERE collection = 'habits'") == 1
+    assert await _count(kit, "SELECT count(*) FROM records WHERE collection = 'notes'") == 0
+
+
+async def test_idempotency_key_reused_in_another_space_is_refused(kit: ToolKit) -> None:
+    """The same user, key, tool and arguments in another space must not answer with the first
+    space's stored outcome (nothing would have been written where the caller asked)."""
+    user = await kit.user()
+    family = await kit.space(user, "family")
+    first = await kit.call_ok(user, None, "notes.create", {"title": "N"}, idempotency_key="k-s")
+    out = await kit.call_as(user, family, "notes.create", {"title": "N"}, idempotency_key="k-s")
+    assert out.error is not None and out.error.reason == "idempotency-key-reused"
+    assert "another space" in out.error.message
+    assert await kit.record_space(first["id"]) == (await kit.personal(user)).id
+    assert await _count(kit, "SELECT count(*) FROM records WHERE collection = 'notes'") == 1
+
+
+async def test_idempotency_keys_belong_to_their_user(kit: ToolKit) -> None:
+    ann, bob = await kit.user(), await kit.user()
+    a = await kit.call_as(ann, None, "notes.create", {"title": "same"}, idempotency_key="k-u")
+    b = await kit.call_as(bob, None, "notes.create", {"title": "same"}, idempotency_key="k-u")
+    assert a.ok and b.ok and not b.replayed
+    assert a.result is not None and b.result is not None and a.result["id"] != b.result["id"]
+    assert await kit.record_space(b.result["id"]) == (await kit.personal(bob)).id
 
 
 async def test_failed_call_does_not_consume_its_idempotency_key(kit: ToolKit) -> None:

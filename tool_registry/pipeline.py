@@ -87,6 +87,8 @@ class Outcome(BaseModel):
         return body
 
 
+IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+
 # Only an operator at the CLI can even reach an admin-scope tool (where the gate still denies it).
 ADMIN_INVOKERS = frozenset({"cli"})
 
@@ -402,7 +404,7 @@ class Pipeline:
         try:
             async with self.db.transaction() as tx:
                 if call.idempotency_key:
-                    replay = await self._replay(tx, spec, call, hashed, started)
+                    replay = await self._replay(tx, spec, call, access, hashed, started)
                     if replay is not None:
                         await tx.run(
                             lambda c: insert_rows(c, [self._audit_row(replay, call, hashed)])
@@ -450,19 +452,41 @@ class Pipeline:
             raise _Rejection("error", exc.reason, exc.message) from None
 
     async def _replay(
-        self, tx: Transaction, spec: AnySpec, call: CallContext, hashed: str, started: float
+        self,
+        tx: Transaction,
+        spec: AnySpec,
+        call: CallContext,
+        access: SpaceAccess,
+        hashed: str,
+        started: float,
     ) -> Outcome | None:
+        """The stored outcome of this key, if the caller already used it. Keys belong to the
+        calling user; reusing one for another tool, other arguments or another space is refused
+        (`idempotency-key-reused`) instead of answering with an unrelated stored outcome."""
         key = call.idempotency_key
         row = await tx.run(
             lambda c: c.execute(
-                "SELECT tool, input_hash, outcome FROM idempotency_keys WHERE user_id = ? AND key = ?",
+                "SELECT tool, space_id, input_hash, outcome FROM idempotency_keys "
+                "WHERE user_id = ? AND key = ?",
                 (call.user_id, key),
             ).fetchone()
         )
         if row is None:
             return None
-        if row["tool"] != spec.name or row["input_hash"] != hashed:
-            raise ConflictError(f"idempotency key {key!r} was already used for a different call")
+        if row["tool"] != spec.name:
+            what = f"a call of {row['tool']}"
+        elif row["space_id"] != access.space.id:
+            what = f"a call of {spec.name} in another space"
+        elif row["input_hash"] != hashed:
+            what = f"a call of {spec.name} with other arguments"
+        else:
+            what = None
+        if what is not None:
+            raise ConflictError(
+                f"idempotency key {key!r} was already used for {what}; use a new key for a "
+                "new call",
+                reason=IDEMPOTENCY_KEY_REUSED,
+            )
         stored = Outcome.model_validate_json(row["outcome"])
         return stored.model_copy(
             update={

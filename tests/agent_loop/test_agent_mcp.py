@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from agent_loop.llm import ToolCall
 from agent_loop.loop import LoopOptions, LoopResult, run_loop
 from agent_loop.scripted import ScriptedClient
 from agent_loop.testing import Probe, context, probe_kit, registry_mcp_server, strip_volatile
@@ -158,3 +159,28 @@ async def test_parallel_reads_over_our_http_server(tmp_path: Path) -> None:
     assert [c.outcome.status for c in result.calls] == ["ok"] * 3, [
         c.outcome.content for c in result.calls
     ]
+
+
+async def test_idempotency_prefix_makes_an_mcp_rerun_replay_writes(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    """`McpTools(idempotency_prefix=...)` sends `{prefix}:{call id}` as the request's
+    `_meta["mana/idempotencyKey"]`: a re-run replays the write on the server."""
+    testing = pytest.importorskip("mana_http.testing", reason="the MCP HTTP server is not here")
+    user = await mana_kit.user()
+    script = [turn(None, ("todo.create", {"title": "Once"})), turn("ok")]
+    results = []
+    async with testing.McpTestServer(mana_kit.pipeline, tmp_path / "keys") as server:
+        for _ in range(2):
+            async with server.client(user) as session:
+                tools = McpTools(session, idempotency_prefix="run_7")
+                assert tools.idempotency_key(ToolCall("c1", "todo.create", {})) == "run_7:c1"
+                results.append(await run_loop(ScriptedClient(script), tools, SYSTEM, "x"))
+        async with server.client(user) as session:  # no prefix: no key, a second write
+            plain = await run_loop(ScriptedClient(script), McpTools(session), SYSTEM, "x")
+    assert [r.calls[0].outcome.status for r in results] == ["ok", "ok"]
+    assert [r.calls[0].outcome.replayed for r in results] == [False, True]
+    assert results[1].calls[0].outcome.data == results[0].calls[0].outcome.data
+    assert plain.calls[0].outcome.ok and not plain.calls[0].outcome.replayed
+    todos = await mana_kit.call_ok(user, None, "todo.list", {"status": "all"})
+    assert [t["title"] for t in todos["todos"]] == ["Once", "Once"]

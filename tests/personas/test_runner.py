@@ -24,6 +24,7 @@ from personas.runner import (
     NoCallTools,
     PersonaRunner,
     PersonaTools,
+    TickTools,
     parse_ratings,
     plan_tick,
 )
@@ -167,6 +168,37 @@ async def test_rerunning_a_tick_rewrites_the_same_rows(world: World) -> None:
     assert [r[0] for r in second["persona_actions"]] == [r[0] for r in first["persona_actions"]]
     assert len(second["persona_feedback"]) == len(first["persona_feedback"]) == 2
     assert len(second["persona_ticks"]) == 1
+    # the server did not repeat the writes: its records and idempotency keys are unchanged (two
+    # todos and a note), and the re-run's calls all succeeded (replayed)
+    assert second["records"] == first["records"]
+    assert len(first["records"]) == 3
+    assert second["idempotency_keys"] == first["idempotency_keys"]
+    assert len(first["idempotency_keys"]) == 3
+    actions = await world.store.tick_actions("2026-11-23", jonas.user_id)
+    assert [a.result for a in actions] == ["ok"] * 4
+
+
+async def test_tick_tools_keys_are_deterministic_per_tick_and_content() -> None:
+    def keys(tick: str, email: str, calls: list[ToolCall]) -> list[str | None]:
+        tools = TickTools(None, tick=tick, persona_email=email)  # type: ignore[arg-type]
+        return [tools.idempotency_key(c) for c in calls]
+
+    calls = [
+        ToolCall("a", "todo.create", {"title": "x", "priority": "low"}),
+        ToolCall("b", "todo.create", {"priority": "low", "title": "x"}),  # the same call again
+        ToolCall("c", "notes.create", {"title": "x"}),
+    ]
+    first = keys("2026-11-23", "jonas.weber@mana.test", calls)
+    assert all(k is not None and k.startswith("persona:2026-11-23:") for k in first)
+    assert first[0] is not None and first[0].endswith(":1")
+    assert first[1] is not None and first[1].endswith(":2")
+    assert first[0].rsplit(":", 1)[0] == first[1].rsplit(":", 1)[0]
+    assert len(set(first)) == 3 and all(len(k or "") <= 200 for k in first)
+    # fresh call ids (a real model's), the same content: the same keys
+    renamed = [ToolCall(f"toolu_{i}", c.name, c.arguments) for i, c in enumerate(calls)]
+    assert keys("2026-11-23", "Jonas.Weber@mana.test", renamed) == first
+    assert not set(keys("2026-11-24", "jonas.weber@mana.test", calls)) & set(first)
+    assert not set(keys("2026-11-23", "maya.chen@mana.test", calls)) & set(first)
 
 
 async def test_unparsable_ratings_give_one_failed_rating_row(world: World) -> None:
