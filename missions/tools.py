@@ -1,6 +1,7 @@
 """MCP-facing tools of the `missions` and `proposals` modules, so a Claude Desktop user can set
-up and review missions by talking: `missions.list`, `missions.create` (write), `missions.pause`
-(write), `missions.iterations` and `proposals.list`.
+up and review missions by talking: `missions.list`, `missions.create`, `missions.pause`,
+`missions.resume`, `missions.complete` (writes), `missions.iterations` and `proposals.list`.
+Archiving a mission is final, so it stays a CLI act (`mana missions archive`).
 
 Handlers reach the data only through the `missions` backend (`MissionsService`, configured in
 the composition root), passing the call's space explicitly. There is deliberately no tool to
@@ -195,7 +196,9 @@ class ProposalSummary(ToolOutput):
 
 
 class ListInput(ToolInput):
-    state: MissionState | None = Field(default=None, description="Only missions in this state.")
+    state: MissionState | None = Field(
+        default=None, description="Only missions in this state (archived ones only this way)."
+    )
     limit: int = Field(default=50, ge=1, le=200, description="At most this many missions.")
 
 
@@ -207,7 +210,11 @@ class MissionList(ToolOutput):
 async def list_missions(inp: ListInput, ctx: ToolContext) -> MissionList:
     service = _service(ctx)
     missions = await service.list_missions(
-        user_id=ctx.user_id, space_id=ctx.space.id, state=inp.state, limit=inp.limit
+        user_id=ctx.user_id,
+        space_id=ctx.space.id,
+        state=inp.state,
+        include_archived=False,
+        limit=inp.limit,
     )
     agents = await service.list_agents(user_id=ctx.user_id, space_id=ctx.space.id)
     return MissionList(
@@ -222,7 +229,8 @@ LIST = ToolSpec(
     description=(
         "List the missions in the active space (newest first) with their agent, cadence, state, "
         "next and last run, plus the space's agents (use an agent's name or id with "
-        "missions.create). Optional state filter."
+        "missions.create). Archived missions are left out unless asked for with "
+        "state=archived."
     ),
     module="missions",
     scope="user-space",
@@ -298,15 +306,29 @@ CREATE = ToolSpec(
 )
 
 
-# -- missions.pause -----------------------------------------------------------------------------
+# -- missions.pause / resume / complete ----------------------------------------------------------
 
 
-class PauseInput(ToolInput):
+class MissionRef(ToolInput):
     mission_id: EntityId = Field(description="Id of the mission (see missions.list).")
 
 
-async def pause_mission(inp: PauseInput, ctx: ToolContext) -> MissionSummary:
+async def pause_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
     mission = await _service(ctx).pause_mission(
+        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
+    )
+    return MissionSummary.of(mission)
+
+
+async def resume_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
+    mission = await _service(ctx).resume_mission(
+        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
+    )
+    return MissionSummary.of(mission)
+
+
+async def complete_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
+    mission = await _service(ctx).complete_mission(
         user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
     )
     return MissionSummary.of(mission)
@@ -318,16 +340,53 @@ PAUSE = ToolSpec(
     description=(
         "Pause a mission of the active space so it no longer runs on its cadence (a run in "
         "progress finishes). Only the mission's owner or the space's owner or an admin may "
-        "pause it. Resuming is done from the Mana CLI."
+        "pause it. missions.resume starts it again."
     ),
     module="missions",
     scope="user-space",
     policy_hint="write",
     idempotent=True,
     requires=(BACKEND,),
-    input=PauseInput,
+    input=MissionRef,
     output=MissionSummary,
     handler=pause_mission,
+)
+
+RESUME = ToolSpec(
+    name="missions.resume",
+    title="Resume a mission",
+    description=(
+        "Start a paused or completed mission of the active space again; its next run is "
+        "computed from its cadence starting now (missed runs are not made up). An archived "
+        "mission cannot be resumed. Only the mission's owner or the space's owner or an admin "
+        "may resume it."
+    ),
+    module="missions",
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    requires=(BACKEND,),
+    input=MissionRef,
+    output=MissionSummary,
+    handler=resume_mission,
+)
+
+COMPLETE = ToolSpec(
+    name="missions.complete",
+    title="Mark a mission done",
+    description=(
+        "Mark a mission of the active space as done when its objective is reached: it no "
+        "longer runs (a run in progress finishes) until missions.resume. Only the mission's "
+        "owner or the space's owner or an admin may complete it."
+    ),
+    module="missions",
+    scope="user-space",
+    policy_hint="write",
+    idempotent=True,
+    requires=(BACKEND,),
+    input=MissionRef,
+    output=MissionSummary,
+    handler=complete_mission,
 )
 
 
@@ -421,4 +480,12 @@ PROPOSALS_LIST = ToolSpec(
     handler=list_proposals,
 )
 
-TOOLS: tuple[ToolSpec[Any, Any], ...] = (LIST, CREATE, PAUSE, ITERATIONS, PROPOSALS_LIST)
+TOOLS: tuple[ToolSpec[Any, Any], ...] = (
+    LIST,
+    CREATE,
+    PAUSE,
+    RESUME,
+    COMPLETE,
+    ITERATIONS,
+    PROPOSALS_LIST,
+)

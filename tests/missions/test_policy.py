@@ -261,11 +261,14 @@ async def test_mission_tools_are_for_people_and_deciding_is_not_a_tool(world: Wo
         "missions.list",
         "missions.create",
         "missions.pause",
+        "missions.resume",
+        "missions.complete",
         "missions.iterations",
         "proposals.list",
-    }
+    }  # no approve/reject, and no archive: final acts stay with a person at the CLI
     hints = {s.name: s.policy_hint for s in registry.all() if s.name in names}
     assert hints["missions.create"] == hints["missions.pause"] == "write"
+    assert hints["missions.resume"] == hints["missions.complete"] == "write"
     assert hints["missions.iterations"] == hints["proposals.list"] == "read"
     for space_type in ("personal", "brand", "team"):
         visible = {s.name for s in world.pipeline.visible_tools(space_type)}

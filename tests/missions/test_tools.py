@@ -137,6 +137,40 @@ async def test_spaces_are_isolated_and_only_owners_or_managers_pause(world: Worl
     assert blocked.error is not None and blocked.error.reason == "module-not-allowed"
 
 
+async def test_complete_resume_and_archived_missions_by_talking(world: World) -> None:
+    owner = await world.user()
+    member = await world.user()
+    team = await world.pipeline.accounts.create_space(owner.id, type_="team", name="Team")
+    await world.pipeline.accounts.add_member(team.id, member.id, "member")
+    await world.agent(owner, team)
+    daily = {"kind": "daily", "hour": 9, "minute": 0, "timezone": "UTC"}
+    created = await ok(
+        world, owner, team, "missions.create", {"title": "T", "objective": "o", "cadence": daily}
+    )
+    assert created["nextRunAt"] is not None
+
+    denied = await mcp(world, member, team, "missions.complete", {"missionId": created["id"]})
+    assert denied.error is not None and denied.error.reason == "permission-denied"
+    done = await ok(world, owner, team, "missions.complete", {"missionId": created["id"]})
+    assert done["state"] == "done" and done["nextRunAt"] is None
+    assert (await ok(world, owner, team, "missions.complete", {"missionId": created["id"]}))[
+        "state"
+    ] == "done"  # completing twice is a no-op
+    resumed = await ok(world, owner, team, "missions.resume", {"missionId": created["id"]})
+    assert resumed["state"] == "active" and resumed["nextRunAt"] == created["nextRunAt"]
+
+    other = await ok(world, owner, team, "missions.create", {"title": "Old", "objective": "o"})
+    await world.service.archive_mission(user_id=owner.id, space_id=team.id, mission_id=other["id"])
+    listed = await ok(world, owner, team, "missions.list", {})
+    assert [m["id"] for m in listed["missions"]] == [created["id"]]  # archived ones are left out
+    archived = await ok(world, owner, team, "missions.list", {"state": "archived"})
+    assert [m["id"] for m in archived["missions"]] == [other["id"]]
+    refused = await mcp(world, owner, team, "missions.resume", {"missionId": other["id"]})
+    assert refused.error is not None and "archiving is final" in refused.error.message
+    gone = await mcp(world, owner, team, "missions.complete", {"missionId": "msn_nope"})
+    assert gone.error is not None and gone.error.reason == "not-found"
+
+
 async def test_create_is_atomic_with_the_pipelines_idempotency(world: World) -> None:
     owner = await world.user()
     space = await world.personal(owner)
