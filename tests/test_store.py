@@ -135,6 +135,35 @@ async def test_field_level_last_writer_wins(tmp_path: Path) -> None:
     assert after.data["body"] == "b1"  # but the body, last set at T0, did change
 
 
+async def test_an_explicit_null_is_a_stamped_field_write(tmp_path: Path) -> None:
+    """What update tools' `clear` relies on: None is written (not skipped) and stamped, so a
+    stale write cannot bring the value back, while a newer one can set it again."""
+    db = await open_database(tmp_path / "m.db")
+    accounts = Accounts(db)
+    user = await accounts.create_user("null@x.test")
+    access = await accounts.access(user.id, None)
+    assert access is not None
+    async with db.transaction() as tx:
+        store = ScopedStore(tx, user_id=user.id, access=access, clock=FixedClock(T0), writable=True)
+        rec = await store.insert("todos", {"title": "t", "dueDate": "2030-01-01"})
+        cleared = await store.update(
+            "todos", rec.id, {"dueDate": None}, at=T0 + timedelta(minutes=10)
+        )
+        stale = await store.update(
+            "todos", rec.id, {"dueDate": "2030-02-02"}, at=T0 + timedelta(minutes=5)
+        )
+        again = await store.update("todos", rec.id, {"dueDate": None}, at=T0 + timedelta(hours=1))
+        newer = await store.update(
+            "todos", rec.id, {"dueDate": "2030-03-03"}, at=T0 + timedelta(hours=2)
+        )
+    await db.close()
+    assert "dueDate" in cleared.data and cleared.data["dueDate"] is None
+    assert cleared.updated_at == "2026-11-21T12:10:00.000000Z"
+    assert stale.data["dueDate"] is None and stale.updated_at == cleared.updated_at
+    assert again.updated_at == cleared.updated_at  # clearing a null changes nothing
+    assert newer.data["dueDate"] == "2030-03-03"
+
+
 async def test_soft_delete_hides_but_keeps_the_row(tmp_path: Path) -> None:
     db = await open_database(tmp_path / "m.db")
     accounts = Accounts(db)

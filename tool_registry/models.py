@@ -1,14 +1,19 @@
 """Base classes for tool input and output models: camelCase on the wire, unknown fields rejected
-on input (so a typo is reported instead of silently ignored)."""
+on input (so a typo is reported instead of silently ignored).
+
+Update tools share one convention (`UpdateInput`): an omitted or null field is left unchanged,
+and an optional field is removed only by naming it in `clear`.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tool_registry.errors import ToolError
 from tool_registry.store.records import Record
@@ -24,6 +29,121 @@ class ToolInput(BaseModel):
         validate_by_name=False,
         str_strip_whitespace=True,
     )
+
+
+ClearName = TypeVar("ClearName", bound=str)
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"lists {', '.join(repeated)} more than once; name each field once")
+    return names
+
+
+Clear = Annotated[
+    Annotated[
+        list[ClearName], AfterValidator(_distinct), Field(json_schema_extra={"uniqueItems": True})
+    ]
+    | None,
+    Field(description="Optional fields to remove (reset to null)."),
+]
+"""The `clear` field of an update tool: `clear: Clear[Literal["dueDate", "notes"]] = None`.
+
+The Literal lists the record's optional fields by wire name; required fields never belong in it.
+"""
+
+CLEAR_DESCRIPTION = (
+    "Optional fields to remove (reset to null), e.g. [{example}]. Omitted or null fields are "
+    "left unchanged, so listing a field here is the only way to remove its value. A field "
+    "cannot be given a value and be cleared in the same call."
+)
+
+
+def _literal_names(annotation: Any) -> tuple[str, ...]:
+    """The string values of every `Literal` nested in a type annotation, in order."""
+    if get_origin(annotation) is Literal:
+        return tuple(str(v) for v in get_args(annotation))
+    return tuple(name for arg in get_args(annotation) for name in _literal_names(arg))
+
+
+def _clear_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """Finish the `clear` property: an `enum` of the names even when there is only one (pydantic
+    writes `const`, which some model APIs ignore) and a description with a tool's own example."""
+    names: tuple[str, ...] = getattr(model, "clearable", ())
+    prop = schema.get("properties", {}).get("clear")
+    if not names or not isinstance(prop, dict):
+        return
+    prop["description"] = CLEAR_DESCRIPTION.format(example=f'"{names[0]}"')
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") == "array":
+            branch["items"] = {"enum": list(names), "type": "string"}
+
+
+class UpdateInput(ToolInput):
+    """Base of update tools: fields left out or null keep their stored value, and the fields a
+    subclass declares in `clear: Clear[Literal[...]] = None` can be reset to null by name.
+
+    `changes()` is the store's change set: the fields given a value plus `None` for each
+    cleared one, so clearing is a normal field-level last-writer-wins write. Naming a field in
+    `clear` that is also given a value is an invalid-input error on `clear`.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_clear_schema)
+
+    clearable: ClassVar[tuple[str, ...]] = ()
+    """Wire names the tool may clear (derived from the `clear` field's Literal)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("clear")
+        if field is None:
+            cls.clearable = ()
+            return
+        names = _literal_names(field.annotation)
+        wire = {f.alias or n for n, f in cls.model_fields.items() if n not in ("id", "clear")}
+        unknown = [n for n in names if n not in wire]
+        if not names or unknown:
+            raise TypeError(
+                f"{cls.__name__}.clear must list fields of the model by wire name; "
+                f"not fields: {unknown or 'none given'}"
+            )
+        cls.clearable = names
+
+    @model_validator(mode="after")
+    def _set_or_clear(self) -> UpdateInput:
+        cleared: list[str] = getattr(self, "clear", None) or []
+        given = self._given()
+        conflicts = [name for name in cleared if name in given]
+        if conflicts:
+            # A ValidationError raised here keeps its own `loc` (pydantic merges its line
+            # errors), so the pipeline reports the field as `clear`, not `(arguments)`.
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "set-and-cleared",
+                            "'{field}' is given a value and listed in clear; pass a value to "
+                            "change it or list it in clear to remove it, not both",
+                            {"field": name},
+                        ),
+                        loc=("clear",),
+                        input=cleared,
+                    )
+                    for name in conflicts
+                ],
+            )
+        return self
+
+    def _given(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude={"id", "clear"}, exclude_none=True)
+
+    def changes(self) -> dict[str, Any]:
+        """Fields given a value, plus `None` for every field named in `clear` (by wire name)."""
+        cleared: list[str] = getattr(self, "clear", None) or []
+        return {**self._given(), **dict.fromkeys(cleared)}
 
 
 class ToolOutput(BaseModel):

@@ -178,6 +178,83 @@ async def test_update_rechecks_order_against_stored_times(mana_kit: ToolKit) -> 
     assert renamed["end"] == "2030-06-03T10:15:00.000000Z"
 
 
+async def test_clear_removes_location_and_notes(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    event = await mana_kit.call_ok(
+        alice,
+        None,
+        "calendar.create",
+        _event(
+            "Review",
+            "2030-06-04T09:00:00Z",
+            "2030-06-04T10:00:00Z",
+            location="Room 2",
+            notes="Bring slides",
+        ),
+    )
+    window = {"from": "2030-06-04T00:00:00Z", "to": "2030-06-05T00:00:00Z"}
+    online = await mana_kit.call_ok(
+        alice, None, "calendar.update", {"id": event["id"], "clear": ["location"]}
+    )
+    assert online["location"] is None
+    assert online["notes"] == "Bring slides"
+    assert (online["start"], online["end"]) == (event["start"], event["end"])
+    listed = await mana_kit.call_ok(alice, None, "calendar.list", window)
+    assert listed["events"] == [online]
+
+    moved = await mana_kit.call_ok(
+        alice,
+        None,
+        "calendar.update",
+        {"id": event["id"], "start": "2030-06-04T09:30:00Z", "clear": ["notes", "location"]},
+    )
+    assert (moved["location"], moved["notes"]) == (None, None)
+    assert moved["start"] == "2030-06-04T09:30:00.000000Z"
+    listed = await mana_kit.call_ok(alice, None, "calendar.list", window)
+    assert listed["events"] == [moved]
+    # Clearing fields that are already empty is a no-op success.
+    again = await mana_kit.call_ok(
+        alice, None, "calendar.update", {"id": event["id"], "clear": ["notes"]}
+    )
+    assert again == moved
+
+
+async def test_null_fields_and_null_clear_keep_event_details(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    event = await mana_kit.call_ok(
+        alice,
+        None,
+        "calendar.create",
+        _event("Lunch", "2030-06-05T12:00:00Z", "2030-06-05T13:00:00Z", location="Cafe"),
+    )
+    nulls = {"title": None, "start": None, "end": None, "location": None, "notes": None}
+    same = await mana_kit.call_ok(
+        alice, None, "calendar.update", {"id": event["id"], **nulls, "clear": None}
+    )
+    assert same == event
+
+
+async def test_clear_conflicts_and_required_names_are_invalid(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    event = await mana_kit.call_ok(
+        alice,
+        None,
+        "calendar.create",
+        _event("Gig", "2030-06-06T20:00:00Z", "2030-06-06T23:00:00Z", location="Hall"),
+    )
+    conflict = {"id": event["id"], "location": "Club", "clear": ["location"]}
+    outcome = await mana_kit.call_as(alice, None, "calendar.update", conflict)
+    assert outcome.status == "invalid-input" and outcome.error is not None, outcome.public()
+    assert [f.field for f in outcome.error.fields] == ["clear"]
+    assert "'location'" in outcome.error.message
+    for name in ("title", "start", "end", "place"):
+        assert await _invalid_fields(
+            mana_kit, alice, "calendar.update", {"id": event["id"], "clear": [name]}
+        ) == ["clear.0"], name
+    listed = await mana_kit.call_ok(alice, None, "calendar.list", {"from": "2030-06-06T00:00:00Z"})
+    assert listed["events"] == [event]
+
+
 async def test_validation_errors_name_the_field(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     ok = _event("t", "2030-06-01T09:00:00Z", "2030-06-01T10:00:00Z")

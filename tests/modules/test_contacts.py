@@ -121,6 +121,85 @@ async def test_update_changes_only_given_fields(mana_kit: ToolKit) -> None:
     assert renamed["birthday"] == "1990-02-03"
 
 
+async def test_clear_removes_contact_details(clocked: tuple[ToolKit, FixedClock]) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    full = {
+        "name": "Linus",
+        "email": "linus@example.org",
+        "phone": "+1 555 0100",
+        "notes": "met at the kernel summit",
+        "birthday": "1969-12-28",
+    }
+    contact = await kit.call_ok(alice, None, "contacts.create", full)
+    clock.advance(minutes=1)
+    no_phone = await kit.call_ok(
+        alice, None, "contacts.update", {"id": contact["id"], "clear": ["phone"]}
+    )
+    assert no_phone["phone"] is None
+    assert no_phone["email"] == "linus@example.org"
+    assert no_phone["updatedAt"] > contact["updatedAt"]
+    found = await kit.call_ok(alice, None, "contacts.search", {"query": "Linus"})
+    assert found["contacts"] == [no_phone]
+
+    clock.advance(minutes=1)
+    bare = await kit.call_ok(
+        alice,
+        None,
+        "contacts.update",
+        {"id": contact["id"], "clear": ["email", "notes", "birthday"]},
+    )
+    assert {k: bare[k] for k in ("name", "email", "phone", "notes", "birthday")} == {
+        "name": "Linus",
+        "email": None,
+        "phone": None,
+        "notes": None,
+        "birthday": None,
+    }
+    # Cleared text is no longer searchable; the contact is listed with nulls.
+    assert await _search_names(kit, alice, {"query": "kernel"}) == []
+    assert await _search_names(kit, alice, {"query": "linus@"}) == []
+    listed = await kit.call_ok(alice, None, "contacts.search", {})
+    assert listed["contacts"] == [bare]
+    # Clearing what is already empty succeeds and rewrites nothing.
+    clock.advance(minutes=1)
+    again = await kit.call_ok(
+        alice, None, "contacts.update", {"id": contact["id"], "clear": ["phone", "email"]}
+    )
+    assert again == bare
+
+
+async def test_null_fields_and_null_clear_keep_contact_details(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    contact = await mana_kit.call_ok(
+        alice,
+        None,
+        "contacts.create",
+        {"name": "Ken", "email": "ken@example.org", "phone": "555 0101", "birthday": "1943-02-04"},
+    )
+    nulls = {"email": None, "phone": None, "notes": None, "birthday": None, "clear": None}
+    same = await mana_kit.call_ok(alice, None, "contacts.update", {"id": contact["id"], **nulls})
+    assert same == contact
+
+
+async def test_clear_conflicts_and_required_names_are_invalid(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    contact = await mana_kit.call_ok(
+        alice, None, "contacts.create", {"name": "Barbara", "email": "b@example.org"}
+    )
+    update = "contacts.update"
+    conflict = {"id": contact["id"], "email": "new@example.org", "clear": ["email", "phone"]}
+    outcome = await mana_kit.call_as(alice, None, update, conflict)
+    assert outcome.status == "invalid-input" and outcome.error is not None, outcome.public()
+    assert [f.field for f in outcome.error.fields] == ["clear"]
+    assert "'email'" in outcome.error.message and "'phone'" not in outcome.error.message
+    for name in ("name", "id", "createdAt", "address"):
+        assert await _invalid_fields(
+            mana_kit, alice, update, {"id": contact["id"], "clear": [name]}
+        ) == ["clear.0"], name
+    assert await _search_names(mana_kit, alice, {"query": "b@example"}) == ["Barbara"]
+
+
 async def test_validation_errors_name_the_field(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     create = "contacts.create"

@@ -143,6 +143,29 @@ async def test_update_changes_only_given_fields(clocked: tuple[ToolKit, FixedClo
     assert same == moved
 
 
+async def test_clear_removes_the_mood_tag(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    entry = await mana_kit.call_ok(
+        alice, None, "journal.add", {"text": "Long walk.", "moodTag": "great", "date": "2030-04-28"}
+    )
+    untagged = await mana_kit.call_ok(
+        alice, None, "journal.update", {"id": entry["id"], "clear": ["moodTag"]}
+    )
+    assert untagged["moodTag"] is None
+    assert (untagged["text"], untagged["date"]) == ("Long walk.", "2030-04-28")
+    listed = await mana_kit.call_ok(alice, None, "journal.list", {})
+    assert listed["entries"] == [untagged]
+    kept = await mana_kit.call_ok(
+        alice, None, "journal.update", {"id": entry["id"], "moodTag": None, "clear": None}
+    )
+    assert kept == untagged
+    conflict = {"id": entry["id"], "moodTag": "good", "clear": ["moodTag"]}
+    assert await _invalid_fields(mana_kit, alice, "journal.update", conflict) == ["clear"]
+    for name in ("text", "date", "mood_tag"):
+        args = {"id": entry["id"], "clear": [name]}
+        assert await _invalid_fields(mana_kit, alice, "journal.update", args) == ["clear.0"], name
+
+
 async def test_delete_is_soft_idempotent_and_hides_the_entry(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     keep = await mana_kit.call_ok(alice, None, "journal.add", {"text": "keep"})

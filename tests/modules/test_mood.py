@@ -148,6 +148,26 @@ async def test_update_changes_only_given_fields(clocked: tuple[ToolKit, FixedClo
     assert listed["average"] == 3.0
 
 
+async def test_clear_removes_the_note(clocked: tuple[ToolKit, FixedClock]) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    entry = await kit.call_ok(
+        alice, None, "mood.log", {"score": 2, "note": "Tired", "at": "2030-05-01T08:00:00Z"}
+    )
+    clock.advance(minutes=10)
+    plain = await kit.call_ok(alice, None, "mood.update", {"id": entry["id"], "clear": ["note"]})
+    assert plain["note"] is None
+    assert plain["score"] == 2
+    assert plain["updatedAt"] == "2030-05-01T12:10:00.000000Z"
+    listed = await kit.call_ok(alice, None, "mood.list", {})
+    assert listed["entries"] == [plain]
+    conflict = {"id": entry["id"], "note": "x", "clear": ["note"]}
+    assert await _invalid_fields(kit, alice, "mood.update", conflict) == ["clear"]
+    for name in ("score", "at"):
+        args = {"id": entry["id"], "clear": [name]}
+        assert await _invalid_fields(kit, alice, "mood.update", args) == ["clear.0"], name
+
+
 async def test_delete_is_soft_idempotent_and_drops_it_from_the_average(mana_kit: ToolKit) -> None:
     alice = await mana_kit.user()
     keep = await mana_kit.call_ok(alice, None, "mood.log", {"score": 4})

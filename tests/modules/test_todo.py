@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,129 @@ async def test_update_changes_only_given_fields(mana_kit: ToolKit) -> None:
     )
     assert renamed["title"] == "Book trains"
     assert renamed["dueDate"] == "2030-07-01"
+
+
+async def test_update_with_null_fields_and_null_clear_changes_nothing(
+    clocked: tuple[ToolKit, FixedClock],
+) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    todo = await kit.call_ok(
+        alice, None, "todo.create", {"title": "Pay rent", "dueDate": "2030-06-01", "notes": "IBAN"}
+    )
+    clock.advance(hours=1)
+    no_change: list[dict[str, Any]] = [
+        {"dueDate": None, "notes": None, "title": None, "priority": None},
+        {"clear": None},
+        {"clear": []},
+        {},
+    ]
+    for args in no_change:
+        same = await kit.call_ok(alice, None, "todo.update", {"id": todo["id"], **args})
+        assert same == todo, args
+
+
+async def test_clear_removes_due_date_and_notes(clocked: tuple[ToolKit, FixedClock]) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    todo = await kit.call_ok(
+        alice,
+        None,
+        "todo.create",
+        {"title": "Renew passport", "dueDate": "2030-06-01", "notes": "Bring photos"},
+    )
+    later = await kit.call_ok(alice, None, "todo.create", {"title": "Later"})
+    assert await _titles(kit, alice) == ["Renew passport", "Later"]
+
+    clock.advance(hours=1)
+    undated = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "clear": ["dueDate"]}
+    )
+    assert undated["dueDate"] is None
+    assert undated["notes"] == "Bring photos"
+    assert undated["updatedAt"] == "2030-05-01T13:00:00.000000Z"
+    # The list shows it without a due date: now among the undated todos, oldest first ...
+    listed = await kit.call_ok(alice, None, "todo.list")
+    assert [(t["title"], t["dueDate"]) for t in listed["todos"]] == [
+        ("Renew passport", None),
+        ("Later", None),
+    ]
+    # ... and no longer due before anything.
+    assert await _titles(kit, alice, {"dueBefore": "2031-01-01"}) == []
+
+    # Clearing one field while setting another in the same call.
+    clock.advance(hours=1)
+    plain = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "title": "Passport", "clear": ["notes"]}
+    )
+    assert (plain["title"], plain["notes"], plain["dueDate"]) == ("Passport", None, None)
+    listed = await kit.call_ok(alice, None, "todo.list")
+    assert listed["todos"][0] == plain
+
+    # Clearing what is already empty is a no-op success: nothing is rewritten.
+    clock.advance(hours=1)
+    again = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "clear": ["dueDate", "notes"]}
+    )
+    assert again == plain
+    # A cleared due date can be set again.
+    redated = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "dueDate": "2030-07-01"}
+    )
+    assert redated["dueDate"] == "2030-07-01"
+    assert await _titles(kit, alice) == ["Passport", "Later"]
+    assert later["dueDate"] is None
+
+
+async def test_clear_is_stamped_so_a_stale_update_cannot_bring_the_value_back(
+    clocked: tuple[ToolKit, FixedClock],
+) -> None:
+    kit, clock = clocked
+    alice = await kit.user()
+    todo = await kit.call_ok(alice, None, "todo.create", {"title": "Gym", "dueDate": "2030-06-01"})
+    clock.advance(hours=2)
+    cleared = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "clear": ["dueDate"]}
+    )
+    # A write stamped earlier than the clear (a late, stale update) loses on that field ...
+    clock.set(START + timedelta(hours=1))
+    stale = await kit.call_ok(
+        alice, None, "todo.update", {"id": todo["id"], "dueDate": "2030-09-09", "notes": "n"}
+    )
+    assert stale["dueDate"] is None
+    # ... while a field last written before it (notes, at creation) still takes it.
+    assert stale["notes"] == "n"
+    assert cleared["dueDate"] is None
+
+
+async def test_set_and_clear_of_one_field_is_invalid(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    todo = await mana_kit.call_ok(
+        alice, None, "todo.create", {"title": "Call bank", "dueDate": "2030-06-01"}
+    )
+    args = {"id": todo["id"], "dueDate": "2030-06-02", "clear": ["dueDate"]}
+    outcome = await mana_kit.call_as(alice, None, "todo.update", args)
+    assert outcome.status == "invalid-input", outcome.public()
+    assert outcome.error is not None
+    assert [f.field for f in outcome.error.fields] == ["clear"]
+    assert "'dueDate' is given a value and listed in clear" in outcome.error.message
+    listed = await mana_kit.call_ok(alice, None, "todo.list")
+    assert listed["todos"] == [todo]
+
+
+async def test_clear_names_only_optional_fields(mana_kit: ToolKit) -> None:
+    alice = await mana_kit.user()
+    update = "todo.update"
+    for name in ("title", "priority", "done", "completedAt", "due_date", "id", "colour"):
+        assert await _invalid_fields(mana_kit, alice, update, {"id": "t1", "clear": [name]}) == [
+            "clear.0"
+        ], name
+    assert await _invalid_fields(
+        mana_kit, alice, update, {"id": "t1", "clear": ["notes", "notes"]}
+    ) == ["clear"]
+    assert await _invalid_fields(mana_kit, alice, update, {"id": "t1", "clear": "notes"}) == [
+        "clear"
+    ]
 
 
 async def test_validation_errors_name_the_field(mana_kit: ToolKit) -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
 from tool_registry.errors import ToolError
-from tool_registry.models import Deleted, IsoDateTime, RecordId, ToolInput, ToolOutput
+from tool_registry.models import (
+    Clear,
+    Deleted,
+    IsoDateTime,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    UpdateInput,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
@@ -145,18 +153,19 @@ LIST = ToolSpec(
 # -- calendar.update ---------------------------------------------------------------------------
 
 
-class UpdateEventInput(ToolInput):
+class UpdateEventInput(UpdateInput):
     id: RecordId
     title: Title | None = None
     start: IsoDateTime | None = Field(default=None, description="New start, with offset.")
     end: IsoDateTime | None = Field(default=None, description="New end, with offset.")
     location: Location | None = None
     notes: Notes | None = None
+    clear: Clear[Literal["location", "notes"]] = None
 
 
 async def update_event(inp: UpdateEventInput, ctx: ToolContext) -> Event:
     current = await ctx.store.require(EVENTS, inp.id, label="event")
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
+    changes = inp.changes()
     if inp.start is not None:
         changes["start"] = iso(inp.start)
     if inp.end is not None:
@@ -172,8 +181,10 @@ UPDATE = ToolSpec(
     title="Update calendar event",
     description=(
         "Change an event's title, start, end, location or notes. Only the fields you pass "
-        "change; moving only the start or only the end is checked against the stored other "
-        "end (the event may not end before it starts). Returns the updated event."
+        "change; omitted or null fields keep their value. To remove the location or the "
+        'notes, list them in clear, e.g. clear: ["location"]. Moving only the start or only '
+        "the end is checked against the stored other end (the event may not end before it "
+        "starts). Returns the updated event."
     ),
     module=MODULE,
     scope="user-space",

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tool_registry.context import ToolContext
-from tool_registry.models import Deleted, IsoDate, RecordId, ToolInput, ToolOutput
+from tool_registry.models import (
+    Clear,
+    Deleted,
+    IsoDate,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    UpdateInput,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Record
 
@@ -132,19 +140,19 @@ SEARCH = ToolSpec(
 # -- contacts.update ---------------------------------------------------------------------------
 
 
-class UpdateContactInput(ToolInput):
+class UpdateContactInput(UpdateInput):
     id: RecordId
     name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
     notes: Notes | None = None
     birthday: IsoDate | None = Field(default=None, description="Birthday, YYYY-MM-DD.")
+    clear: Clear[Literal["email", "phone", "notes", "birthday"]] = None
 
 
 async def update_contact(inp: UpdateContactInput, ctx: ToolContext) -> Contact:
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
     await ctx.store.require(CONTACTS, inp.id, label="contact")
-    return Contact.of(await ctx.store.update(CONTACTS, inp.id, changes))
+    return Contact.of(await ctx.store.update(CONTACTS, inp.id, inp.changes()))
 
 
 UPDATE = ToolSpec(
@@ -152,7 +160,8 @@ UPDATE = ToolSpec(
     title="Update contact",
     description=(
         "Change a contact's name, email, phone, notes or birthday. Only the fields you pass "
-        "change; omitted or null fields keep their value. Returns the updated contact."
+        "change; omitted or null fields keep their value. To remove an email, phone, notes or "
+        'birthday, list them in clear, e.g. clear: ["phone"]. Returns the updated contact.'
     ),
     module=MODULE,
     scope="user-space",

@@ -9,7 +9,16 @@ from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
-from tool_registry.models import Deleted, HexColor, IsoDateTime, RecordId, ToolInput, ToolOutput
+from tool_registry.models import (
+    Clear,
+    Deleted,
+    HexColor,
+    IsoDateTime,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    UpdateInput,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
@@ -115,19 +124,19 @@ LIST = ToolSpec(
 # -- habits.update -----------------------------------------------------------------------------
 
 
-class UpdateHabitInput(ToolInput):
+class UpdateHabitInput(UpdateInput):
     id: RecordId
     name: Name | None = None
     description: str | None = Field(default=None, max_length=500)
     frequency: Frequency | None = None
     target_per_period: int | None = Field(default=None, ge=1, le=50)
     color: HexColor | None = None
+    clear: Clear[Literal["description", "color"]] = None
 
 
 async def update_habit(inp: UpdateHabitInput, ctx: ToolContext) -> Habit:
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
     await ctx.store.require(HABITS, inp.id, label="habit")
-    return Habit.of(await ctx.store.update(HABITS, inp.id, changes))
+    return Habit.of(await ctx.store.update(HABITS, inp.id, inp.changes()))
 
 
 UPDATE = ToolSpec(
@@ -135,7 +144,8 @@ UPDATE = ToolSpec(
     title="Update habit",
     description=(
         "Change a habit's name, description, frequency, target or colour. Only the fields you "
-        "pass change. Returns the updated habit."
+        "pass change; omitted or null fields keep their value. To remove the description or "
+        'the colour, list them in clear, e.g. clear: ["color"]. Returns the updated habit.'
     ),
     module=MODULE,
     scope="user-space",

@@ -9,11 +9,13 @@ from pydantic import Field
 
 from tool_registry.context import ToolContext
 from tool_registry.models import (
+    Clear,
     Deleted,
     IsoDate,
     RecordId,
     ToolInput,
     ToolOutput,
+    UpdateInput,
     check_day_range,
 )
 from tool_registry.spec import ToolSpec
@@ -124,19 +126,19 @@ LIST = ToolSpec(
 # -- journal.update ----------------------------------------------------------------------------
 
 
-class UpdateEntryInput(ToolInput):
+class UpdateEntryInput(UpdateInput):
     id: RecordId
     text: Text | None = Field(default=None, description="New text; replaces the whole entry.")
     mood_tag: MoodTag | None = Field(
         default=None, description="New overall mood: great, good, okay, low or bad."
     )
     date: IsoDate | None = Field(default=None, description="New day the entry is about.")
+    clear: Clear[Literal["moodTag"]] = None
 
 
 async def update_entry(inp: UpdateEntryInput, ctx: ToolContext) -> JournalEntry:
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
     await ctx.store.require(ENTRIES, inp.id, label="journal entry")
-    return JournalEntry.of(await ctx.store.update(ENTRIES, inp.id, changes))
+    return JournalEntry.of(await ctx.store.update(ENTRIES, inp.id, inp.changes()))
 
 
 UPDATE = ToolSpec(
@@ -145,7 +147,8 @@ UPDATE = ToolSpec(
     description=(
         "Change a journal entry's text, mood tag or date (YYYY-MM-DD). Only the fields you pass "
         "change; omitted or null fields keep their value, and a new text replaces the whole "
-        "entry. Find the id with journal.list. Returns the updated entry."
+        'entry. To remove the mood tag, pass clear: ["moodTag"]. Find the id with '
+        "journal.list. Returns the updated entry."
     ),
     module=MODULE,
     scope="user-space",

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
 from tool_registry.models import (
+    Clear,
     Deleted,
     IsoDate,
     IsoDateTime,
     RecordId,
     ToolInput,
     ToolOutput,
+    UpdateInput,
     check_day_range,
 )
 from tool_registry.spec import ToolSpec
@@ -133,16 +135,16 @@ LIST = ToolSpec(
 # -- mood.update -------------------------------------------------------------------------------
 
 
-class UpdateMoodInput(ToolInput):
+class UpdateMoodInput(UpdateInput):
     id: RecordId
     score: Score | None = None
     note: Note | None = Field(default=None, description="New note; replaces the old one.")
+    clear: Clear[Literal["note"]] = None
 
 
 async def update_mood(inp: UpdateMoodInput, ctx: ToolContext) -> MoodEntry:
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
     await ctx.store.require(ENTRIES, inp.id, label="mood entry")
-    return MoodEntry.of(await ctx.store.update(ENTRIES, inp.id, changes))
+    return MoodEntry.of(await ctx.store.update(ENTRIES, inp.id, inp.changes()))
 
 
 UPDATE = ToolSpec(
@@ -150,8 +152,8 @@ UPDATE = ToolSpec(
     title="Update mood entry",
     description=(
         "Correct a logged mood entry: its score (1 very bad to 5 very good) or its note. Only "
-        "the fields you pass change; omitted or null fields keep their value. Find the id with "
-        "mood.list. Returns the updated entry."
+        "the fields you pass change; omitted or null fields keep their value. To remove the "
+        'note, pass clear: ["note"]. Find the id with mood.list. Returns the updated entry.'
     ),
     module=MODULE,
     scope="user-space",

@@ -8,7 +8,15 @@ from pydantic import Field
 
 from tool_registry.clock import iso
 from tool_registry.context import ToolContext
-from tool_registry.models import Deleted, IsoDate, RecordId, ToolInput, ToolOutput
+from tool_registry.models import (
+    Clear,
+    Deleted,
+    IsoDate,
+    RecordId,
+    ToolInput,
+    ToolOutput,
+    UpdateInput,
+)
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
 
@@ -188,18 +196,18 @@ REOPEN = ToolSpec(
 # -- todo.update -------------------------------------------------------------------------------
 
 
-class UpdateTodoInput(ToolInput):
+class UpdateTodoInput(UpdateInput):
     id: RecordId
     title: Title | None = None
     notes: Notes | None = None
     due_date: IsoDate | None = Field(default=None, description="New due date, YYYY-MM-DD.")
     priority: Priority | None = None
+    clear: Clear[Literal["dueDate", "notes"]] = None
 
 
 async def update_todo(inp: UpdateTodoInput, ctx: ToolContext) -> Todo:
-    changes = inp.model_dump(by_alias=True, exclude={"id"}, exclude_none=True)
     await ctx.store.require(TODOS, inp.id, label="todo")
-    return Todo.of(await ctx.store.update(TODOS, inp.id, changes))
+    return Todo.of(await ctx.store.update(TODOS, inp.id, inp.changes()))
 
 
 UPDATE = ToolSpec(
@@ -207,7 +215,8 @@ UPDATE = ToolSpec(
     title="Update todo",
     description=(
         "Change a todo's title, notes, due date or priority. Only the fields you pass change; "
-        "omitted or null fields keep their value. To mark it done use todo.complete. Returns "
+        "omitted or null fields keep their value. To remove the due date or the notes, list "
+        'them in clear, e.g. clear: ["dueDate"]. To mark it done use todo.complete. Returns '
         "the updated todo."
     ),
     module=MODULE,

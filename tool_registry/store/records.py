@@ -329,7 +329,9 @@ class ScopedStore:
         at: datetime | None = None,
     ) -> Record:
         """Field-level last-writer-wins: a field changes only if `at` is not older than its
-        last change. Fields set to None are stored as null (use the tool to decide semantics)."""
+        last change. Fields set to None are stored as null and stamped like any other change,
+        so an older write cannot bring a cleared value back (update tools' `clear` relies on
+        it; the tool decides what null means)."""
         self._require_writable()
         stamp = iso(at or self._clock.now())
         space_id = self.space_id
