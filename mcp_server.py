@@ -14,10 +14,11 @@ Who is calling comes from a `CallerSource`:
 - stdio and in-process: `FixedCaller` (one user, one space ref, resolved on every request).
 
 A `tools/call` may carry an idempotency key in its request `_meta` under `mana/idempotencyKey`
-(a string of 1-200 printable characters; anything else is an `invalid-input` tool error): a retried
-write with the same key returns the first call's stored result (its result `_meta` says
-`"mana/replayed": true`) instead of running again; read-only tools ignore the key. Keys belong to the authenticated user; reusing one for another tool,
-other arguments or another space is refused with reason `idempotency-key-reused`.
+(a string of 1-200 printable characters; anything else is an `invalid-input` tool error): a
+retried write with the same key returns the first call's stored result (its result `_meta` says
+`"mana/replayed": true`) instead of running again; read-only tools ignore the key. Keys belong
+to the authenticated user; reusing one for another tool, other arguments or another space is
+refused with reason `idempotency-key-reused`.
 
 Results carry `structuredContent` (the tool's output model) plus the same JSON as a text block.
 Failures are `isError` results with a clear text; handler crashes give a short message with the
