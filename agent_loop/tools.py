@@ -439,19 +439,15 @@ class McpTools:
                 "invalid-input", "unknown-tool", f"unknown tool {call.name!r}"
             )
         key = self.idempotency_key(call)
+        # an open map on the wire; mypy does not know TypedDict `extra_items` yet
+        meta = None if key is None else {MANA_META_IDEMPOTENCY_KEY: key}
         try:
-            if key is None:
-                result = await self.client.call_tool(
-                    call.name, dict(call.arguments), read_timeout_seconds=self.read_timeout_seconds
-                )
-            else:
-                result = await self.client.call_tool(
-                    call.name,
-                    dict(call.arguments),
-                    read_timeout_seconds=self.read_timeout_seconds,
-                    # an open map on the wire; mypy does not know TypedDict `extra_items` yet
-                    meta=cast(mcp_types.RequestParamsMeta, {MANA_META_IDEMPOTENCY_KEY: key}),
-                )
+            result = await self.client.call_tool(
+                call.name,
+                dict(call.arguments),
+                read_timeout_seconds=self.read_timeout_seconds,
+                meta=cast(mcp_types.RequestParamsMeta | None, meta),
+            )
         except MCPError as exc:
             status: CallStatus = (
                 "invalid-input" if exc.code == mcp_types.INVALID_PARAMS else "error"
