@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from missions.cadence import MANUAL, Cadence
-from missions.models import Agent, Iteration, Mission, Proposal, Skip
+from missions.models import Agent, Iteration, Mission, MissionState, Proposal, Skip
 from missions.settings import MissionSettings
 from missions.store import MissionStore
 from policy.agent_policy import AgentToolPolicy
@@ -205,29 +205,16 @@ class MissionsService:
             skips=await self.store.skips(space_id, mission.id, limit=10),
         )
 
-    async def pause_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
+    async def set_state(
+        self, *, user_id: str, space_id: str, mission_id: str, state: MissionState
+    ) -> Mission:
+        """Pause (`paused`), resume (`active`), complete (`done`) or archive (`archived`), by the
+        mission's owner or the space's owner or an admin. The state rules live in
+        `MissionStore.set_mission_state`: resuming computes a fresh next run from now; `done`
+        and `archived` clear the next run and let a running iteration finish without
+        scheduling another; `archived` is final (`ConflictError` on any change away from it)."""
         await self._controllable(user_id, space_id, mission_id)
-        return await self.store.set_mission_state(space_id, mission_id, "paused")
-
-    async def resume_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
-        """Back to `active` from `paused` or `done`, with a fresh next run from the cadence
-        (computed from now); an archived mission is refused (`ConflictError`: archiving is
-        final). See `MissionStore.set_mission_state` for all the state rules."""
-        await self._controllable(user_id, space_id, mission_id)
-        return await self.store.set_mission_state(space_id, mission_id, "active")
-
-    async def complete_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
-        """Mark the mission `done`: never due again and its next run cleared, until resumed. A
-        running iteration is not cancelled: it finishes and schedules nothing."""
-        await self._controllable(user_id, space_id, mission_id)
-        return await self.store.set_mission_state(space_id, mission_id, "done")
-
-    async def archive_mission(self, *, user_id: str, space_id: str, mission_id: str) -> Mission:
-        """Retire the mission for good (`archived`, final: it cannot be resumed): never due, next
-        run cleared, hidden from `mana missions list` unless asked for. A running iteration is
-        not cancelled: it finishes and schedules nothing."""
-        await self._controllable(user_id, space_id, mission_id)
-        return await self.store.set_mission_state(space_id, mission_id, "archived")
+        return await self.store.set_mission_state(space_id, mission_id, state)
 
     async def cancel_mission(self, *, user_id: str, space_id: str, mission_id: str) -> list[str]:
         """Ask the mission's running iterations to stop between rounds; their ids."""

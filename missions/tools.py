@@ -15,18 +15,18 @@ These specs are registered by the composition root (`build_registry(extra=TOOLS)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from missions.cadence import MANUAL, Cadence, cadence_to_json, describe
-from missions.models import Agent, Iteration, Mission, Proposal
+from missions.models import Agent, Iteration, Mission, MissionState, Proposal
 from missions.service import BACKEND, MissionsService
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
 
-MissionState = Literal["active", "paused", "done", "archived"]
 ProposalFilter = Literal["pending", "approved", "rejected", "executed", "failed", "expired", "all"]
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -313,25 +313,18 @@ class MissionRef(ToolInput):
     mission_id: EntityId = Field(description="Id of the mission (see missions.list).")
 
 
-async def pause_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
-    mission = await _service(ctx).pause_mission(
-        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
-    )
-    return MissionSummary.of(mission)
+def _set_state(
+    state: MissionState,
+) -> Callable[[MissionRef, ToolContext], Awaitable[MissionSummary]]:
+    """The handler of a tool that moves a mission to `state` (rules: `MissionsService.set_state`)."""
 
+    async def handler(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
+        mission = await _service(ctx).set_state(
+            user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id, state=state
+        )
+        return MissionSummary.of(mission)
 
-async def resume_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
-    mission = await _service(ctx).resume_mission(
-        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
-    )
-    return MissionSummary.of(mission)
-
-
-async def complete_mission(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
-    mission = await _service(ctx).complete_mission(
-        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id
-    )
-    return MissionSummary.of(mission)
+    return handler
 
 
 PAUSE = ToolSpec(
@@ -349,7 +342,7 @@ PAUSE = ToolSpec(
     requires=(BACKEND,),
     input=MissionRef,
     output=MissionSummary,
-    handler=pause_mission,
+    handler=_set_state("paused"),
 )
 
 RESUME = ToolSpec(
@@ -368,7 +361,7 @@ RESUME = ToolSpec(
     requires=(BACKEND,),
     input=MissionRef,
     output=MissionSummary,
-    handler=resume_mission,
+    handler=_set_state("active"),
 )
 
 COMPLETE = ToolSpec(
@@ -386,7 +379,7 @@ COMPLETE = ToolSpec(
     requires=(BACKEND,),
     input=MissionRef,
     output=MissionSummary,
-    handler=complete_mission,
+    handler=_set_state("done"),
 )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mana_cli.commands.common import acting_user, add_identity, print_json, print_table
@@ -26,7 +27,7 @@ from missions.cadence import CADENCE_HELP, describe, parse_cadence
 from missions.leases import new_owner
 from missions.llm import LLM_HELP, LLMSetup, llm_setup
 from missions.metrics import MissionMetrics
-from missions.models import MISSION_STATES, Iteration, Mission, Proposal
+from missions.models import MISSION_STATES, Iteration, Mission, MissionState, Proposal
 from missions.runner import MissionRunner
 from missions.scheduler import Scheduler
 from missions.service import BACKEND, MissionsService
@@ -309,50 +310,36 @@ async def run_now(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if iteration.status in ("completed", "awaiting-review") else 1
 
 
-async def pause(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_runtime(settings) as rt:
-        user, access = await user_and_space(rt, args)
-        mission = await service_of(rt).pause_mission(
-            user_id=user.id, space_id=access.space.id, mission_id=args.mission
-        )
-    print(f"paused mission {mission.id} “{mission.title}”")
-    return 0
+def set_state(
+    state: MissionState, report: Callable[[Mission], str]
+) -> Callable[[argparse.Namespace, Settings], Awaitable[int]]:
+    """A command that moves the mission to `state` (rules: `MissionsService.set_state`) and
+    prints `report(mission)`."""
 
+    async def command(args: argparse.Namespace, settings: Settings) -> int:
+        async with open_runtime(settings) as rt:
+            user, access = await user_and_space(rt, args)
+            mission = await service_of(rt).set_state(
+                user_id=user.id, space_id=access.space.id, mission_id=args.mission, state=state
+            )
+        print(report(mission))
+        return 0
 
-async def resume(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_runtime(settings) as rt:
-        user, access = await user_and_space(rt, args)
-        mission = await service_of(rt).resume_mission(
-            user_id=user.id, space_id=access.space.id, mission_id=args.mission
-        )
-    print(f"resumed mission {mission.id}; next run {mission.next_run_at or '(manual)'}")
-    return 0
-
-
-async def complete(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_runtime(settings) as rt:
-        user, access = await user_and_space(rt, args)
-        mission = await service_of(rt).complete_mission(
-            user_id=user.id, space_id=access.space.id, mission_id=args.mission
-        )
-    print(f"completed mission {mission.id} “{mission.title}”{still_running(mission)}")
-    return 0
-
-
-async def archive(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_runtime(settings) as rt:
-        user, access = await user_and_space(rt, args)
-        mission = await service_of(rt).archive_mission(
-            user_id=user.id, space_id=access.space.id, mission_id=args.mission
-        )
-    print(f"archived mission {mission.id} “{mission.title}”{still_running(mission)}")
-    return 0
+    return command
 
 
 def still_running(mission: Mission) -> str:
     if mission.lease_owner is None:
         return ""
     return "; its running iteration finishes, nothing new is scheduled"
+
+
+pause = set_state("paused", lambda m: f"paused mission {m.id} “{m.title}”")
+resume = set_state(
+    "active", lambda m: f"resumed mission {m.id}; next run {m.next_run_at or '(manual)'}"
+)
+complete = set_state("done", lambda m: f"completed mission {m.id} “{m.title}”{still_running(m)}")
+archive = set_state("archived", lambda m: f"archived mission {m.id} “{m.title}”{still_running(m)}")
 
 
 async def cancel(args: argparse.Namespace, settings: Settings) -> int:

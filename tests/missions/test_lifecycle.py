@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from missions.cadence import MANUAL
+from missions.models import MissionState
 from missions.scheduler import IterationEnd
 from tests.missions.helpers import HOURLY, Blocker, World, call, open_world, scripted, turn
 from tool_registry.clock import iso
@@ -19,8 +20,10 @@ RETIRE = ("complete", "archive")
 
 
 async def _retire(world: World, how: str, user_id: str, space_id: str, mission_id: str) -> None:
-    method = world.service.complete_mission if how == "complete" else world.service.archive_mission
-    await method(user_id=user_id, space_id=space_id, mission_id=mission_id)
+    state: MissionState = "done" if how == "complete" else "archived"
+    await world.service.set_state(
+        user_id=user_id, space_id=space_id, mission_id=mission_id, state=state
+    )
 
 
 async def test_done_and_archived_missions_are_never_due(world: World) -> None:
@@ -31,11 +34,11 @@ async def test_done_and_archived_missions_are_never_due(world: World) -> None:
     done = await world.mission(owner, space, agent, title="done", cadence=HOURLY)
     archived = await world.mission(owner, space, agent, title="archived", cadence=HOURLY)
 
-    completed = await world.service.complete_mission(
-        user_id=owner.id, space_id=space.id, mission_id=done.id
+    completed = await world.service.set_state(
+        state="done", user_id=owner.id, space_id=space.id, mission_id=done.id
     )
-    retired = await world.service.archive_mission(
-        user_id=owner.id, space_id=space.id, mission_id=archived.id
+    retired = await world.service.set_state(
+        state="archived", user_id=owner.id, space_id=space.id, mission_id=archived.id
     )
     assert (completed.state, completed.next_run_at, completed.window_at) == ("done", None, None)
     assert (retired.state, retired.next_run_at, retired.window_at) == ("archived", None, None)
@@ -150,15 +153,15 @@ async def test_resume_reactivates_a_done_mission_but_not_an_archived_one(world: 
     archived = await world.mission(owner, space, agent, title="gone", cadence=HOURLY)
     ids = {"user_id": owner.id, "space_id": space.id}
 
-    await world.service.complete_mission(**ids, mission_id=hourly.id)
-    await world.service.complete_mission(**ids, mission_id=manual.id)
-    await world.service.archive_mission(**ids, mission_id=archived.id)
+    await world.service.set_state(state="done", **ids, mission_id=hourly.id)
+    await world.service.set_state(state="done", **ids, mission_id=manual.id)
+    await world.service.set_state(state="archived", **ids, mission_id=archived.id)
     world.clock.advance(hours=5, minutes=17)
-    resumed = await world.service.resume_mission(**ids, mission_id=hourly.id)
+    resumed = await world.service.set_state(state="active", **ids, mission_id=hourly.id)
     assert resumed.state == "active"
     assert resumed.next_run_at == iso(world.clock.now() + timedelta(hours=1))
     assert resumed.window_at == resumed.next_run_at
-    again = await world.service.resume_mission(**ids, mission_id=manual.id)
+    again = await world.service.set_state(state="active", **ids, mission_id=manual.id)
     assert again.state == "active" and again.next_run_at is None
     world.clock.advance(hours=1)
     assert [m for m, _ in await world.scheduler().due()] == [hourly.id]
@@ -166,16 +169,18 @@ async def test_resume_reactivates_a_done_mission_but_not_an_archived_one(world: 
     with pytest.raises(
         ConflictError, match="archived; archiving is final, so it cannot be resumed"
     ):
-        await world.service.resume_mission(**ids, mission_id=archived.id)
+        await world.service.set_state(state="active", **ids, mission_id=archived.id)
     with pytest.raises(ConflictError, match="cannot be completed"):
-        await world.service.complete_mission(**ids, mission_id=archived.id)
+        await world.service.set_state(state="done", **ids, mission_id=archived.id)
     with pytest.raises(ConflictError, match="cannot be paused"):
-        await world.service.pause_mission(**ids, mission_id=archived.id)
+        await world.service.set_state(state="paused", **ids, mission_id=archived.id)
     # Archiving again is a no-op; the mission stays archived with no next run.
-    still = await world.service.archive_mission(**ids, mission_id=archived.id)
+    still = await world.service.set_state(state="archived", **ids, mission_id=archived.id)
     assert still.state == "archived" and still.next_run_at is None
     # A done mission can be archived too.
-    done_then_archived = await world.service.archive_mission(**ids, mission_id=hourly.id)
+    done_then_archived = await world.service.set_state(
+        state="archived", **ids, mission_id=hourly.id
+    )
     assert done_then_archived.state == "archived" and done_then_archived.next_run_at is None
 
 
@@ -217,8 +222,8 @@ async def test_list_hides_archived_missions_unless_asked(world: World) -> None:
     done = await world.mission(owner, space, agent, title="done")
     gone = await world.mission(owner, space, agent, title="gone")
     ids = {"user_id": owner.id, "space_id": space.id}
-    await world.service.complete_mission(**ids, mission_id=done.id)
-    await world.service.archive_mission(**ids, mission_id=gone.id)
+    await world.service.set_state(state="done", **ids, mission_id=done.id)
+    await world.service.set_state(state="archived", **ids, mission_id=gone.id)
 
     async def titles(state: str | None = None, *, include_archived: bool = True) -> set[str]:
         found = await world.service.list_missions(

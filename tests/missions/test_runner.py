@@ -206,8 +206,11 @@ async def test_paused_and_archived_agents_and_missions_are_skipped(world: World)
     )
     for m in missions.values():
         await world.make_due(m.id)
-    await world.service.pause_mission(
-        user_id=owner.id, space_id=space.id, mission_id=missions["paused-mission"].id
+    await world.service.set_state(
+        state="paused",
+        user_id=owner.id,
+        space_id=space.id,
+        mission_id=missions["paused-mission"].id,
     )
 
     summary = await world.daemon(scripted([turn("hi")])).run_once()
@@ -226,8 +229,11 @@ async def test_paused_and_archived_agents_and_missions_are_skipped(world: World)
     }
 
     # Resuming a mission schedules it from now (no backlog).
-    resumed = await world.service.resume_mission(
-        user_id=owner.id, space_id=space.id, mission_id=missions["paused-mission"].id
+    resumed = await world.service.set_state(
+        state="active",
+        user_id=owner.id,
+        space_id=space.id,
+        mission_id=missions["paused-mission"].id,
     )
     assert resumed.next_run_at == iso(world.clock.now() + timedelta(hours=1))
 

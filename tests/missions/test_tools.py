@@ -160,7 +160,9 @@ async def test_complete_resume_and_archived_missions_by_talking(world: World) ->
     assert resumed["state"] == "active" and resumed["nextRunAt"] == created["nextRunAt"]
 
     other = await ok(world, owner, team, "missions.create", {"title": "Old", "objective": "o"})
-    await world.service.archive_mission(user_id=owner.id, space_id=team.id, mission_id=other["id"])
+    await world.service.set_state(
+        state="archived", user_id=owner.id, space_id=team.id, mission_id=other["id"]
+    )
     listed = await ok(world, owner, team, "missions.list", {})
     assert [m["id"] for m in listed["missions"]] == [created["id"]]  # archived ones are left out
     archived = await ok(world, owner, team, "missions.list", {"state": "archived"})
