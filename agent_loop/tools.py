@@ -20,6 +20,7 @@ model sees, the structured data, and the status/reason/reminder the loop needs.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -211,6 +212,28 @@ def cannot_propose(request: ProposalRequest) -> CallOutcome:
 
 def hint_of(spec: AnySpec) -> Hint:
     return spec.policy_hint
+
+
+class ContentKeys:
+    """Idempotency keys from what a call does, not from the model's call id (a real model's ids
+    are random on every run): `{prefix}:{digest(call)}:{n}`, where `n` counts calls with the
+    same digest so far. A re-run making the same calls gets the same keys (its writes replay),
+    while two identical writes within one run stay two writes. A call id keeps its key."""
+
+    def __init__(self, prefix: str, digest: Callable[[ToolCall], str]) -> None:
+        self.prefix = prefix
+        self.digest = digest
+        self._keys: dict[str, str] = {}
+        self._seen: collections.Counter[str] = collections.Counter()
+
+    def key(self, call: ToolCall) -> str:
+        key = self._keys.get(call.id)
+        if key is None:
+            digest = self.digest(call)
+            self._seen[digest] += 1
+            key = f"{self.prefix}:{digest}:{self._seen[digest]}"
+            self._keys[call.id] = key
+        return key
 
 
 class RegistryTools:

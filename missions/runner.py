@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,7 +44,14 @@ from agent_loop.state import (
     ModelResponded,
     RoundStarted,
 )
-from agent_loop.tools import CallOutcome, ProposalRequest, ProposeHook, RegistryTools, not_offered
+from agent_loop.tools import (
+    CallOutcome,
+    ContentKeys,
+    ProposalRequest,
+    ProposeHook,
+    RegistryTools,
+    not_offered,
+)
 from missions.cadence import CronCadence, DailyCadence, WeeklyCadence, zone
 from missions.llm import LLMSetup
 from missions.metrics import MissionMetrics
@@ -94,8 +100,7 @@ class MissionTools(RegistryTools):
             idempotency_prefix=run_key,
             only=only,
         )
-        self._keys: dict[str, str] = {}
-        self._seen: collections.Counter[str] = collections.Counter()
+        self._keys = ContentKeys(run_key, lambda c: fingerprint(c.name, dict(c.arguments))[:32])
 
     def _excluded(self, name: str) -> bool:
         spec = self.pipeline.registry.get(name)
@@ -103,13 +108,7 @@ class MissionTools(RegistryTools):
         return module in self.excluded
 
     def idempotency_key(self, call: ToolCall) -> str | None:
-        key = self._keys.get(call.id)
-        if key is None:
-            digest = fingerprint(call.name, dict(call.arguments))[:32]
-            self._seen[digest] += 1
-            key = f"{self.idempotency_prefix}:{digest}:{self._seen[digest]}"
-            self._keys[call.id] = key
-        return key
+        return self._keys.key(call)
 
     async def call(self, call: ToolCall) -> CallOutcome:
         if self._excluded(call.name):

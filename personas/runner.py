@@ -31,7 +31,6 @@ import hashlib
 import json
 import random
 import re
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +55,7 @@ from agent_loop import (
     ToolSource,
     run_loop,
 )
-from agent_loop.tools import McpClientLike
+from agent_loop.tools import ContentKeys, McpClientLike
 from personas.catalog import FORBIDDEN_MODULES
 from personas.passwords import PersonaSecret
 from personas.schedule import Due, is_due, next_tick
@@ -165,17 +164,12 @@ class TickTools(McpTools):
             client, read_timeout_seconds=read_timeout_seconds, idempotency_prefix=f"persona:{tick}"
         )
         self.persona_email = persona_email
-        self._keys: dict[str, str] = {}
-        self._seen: Counter[str] = Counter()
+        self._keys = ContentKeys(
+            f"persona:{tick}", lambda c: call_fingerprint(persona_email, c.name, c.arguments)
+        )
 
     def idempotency_key(self, call: ToolCall) -> str | None:
-        key = self._keys.get(call.id)
-        if key is None:
-            digest = call_fingerprint(self.persona_email, call.name, call.arguments)
-            self._seen[digest] += 1
-            key = f"{self.idempotency_prefix}:{digest}:{self._seen[digest]}"
-            self._keys[call.id] = key
-        return key
+        return self._keys.key(call)
 
 
 class NoCallTools:
