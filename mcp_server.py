@@ -47,7 +47,12 @@ from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from tool_registry.context import CallContext, Invoker
+from tool_registry.context import (
+    CallContext,
+    InvalidIdempotencyKey,
+    Invoker,
+    idempotency_key_problem,
+)
 from tool_registry.ids import new_request_id
 from tool_registry.pipeline import FieldError, Outcome, OutcomeError, Pipeline
 from tool_registry.registry import AnySpec
@@ -62,7 +67,6 @@ META_SPACE_ID = "mana/spaceId"
 META_ERROR = "mana/error"
 META_REPLAYED = "mana/replayed"
 META_IDEMPOTENCY_KEY = "mana/idempotencyKey"
-MAX_IDEMPOTENCY_KEY_CHARS = 200
 INSTRUCTIONS = (
     "Mana holds the user's personal data (habits, todos, notes, journal, mood, calendar, "
     "contacts, reference photos). Every call acts in one space: over HTTP the X-Mana-Space "
@@ -388,10 +392,6 @@ def outcome_result(outcome: Outcome) -> types.CallToolResult:
     )
 
 
-class InvalidIdempotencyKey(ValueError):
-    """The request's `_meta["mana/idempotencyKey"]` is not a usable key; the text says why."""
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -415,16 +415,9 @@ def idempotency_key_of(meta: Mapping[str, Any] | None) -> str | None:
     value = meta[META_IDEMPOTENCY_KEY]
     if not isinstance(value, str):
         raise InvalidIdempotencyKey(f"must be a string, got {_json_type(value)}")
-    if not value:
-        raise InvalidIdempotencyKey("must not be empty")
-    if len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidIdempotencyKey(
-            f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(value)}"
-        )
-    if not value.isprintable():
-        raise InvalidIdempotencyKey(
-            "must contain printable characters only (no control characters or line breaks)"
-        )
+    problem = idempotency_key_problem(value)
+    if problem is not None:
+        raise InvalidIdempotencyKey(problem)
     return value
 
 

@@ -253,6 +253,24 @@ async def test_idempotency_key_replays_without_rewriting(kit: ToolKit) -> None:
     assert await _count(kit, "SELECT count(*) FROM records WHERE collection = 'habits'") == 1
 
 
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [("", "must not be empty"), ("k" * 201, "at most 200"), ("a\nb", "printable")],
+)
+async def test_a_malformed_idempotency_key_is_refused_for_every_invoker(
+    kit: ToolKit, key: str, problem: str
+) -> None:
+    user = await kit.user()
+    for invoker in ("cli", "mission-runner"):
+        out = await kit.call_as(
+            user, None, "habits.create", {"name": "x"}, invoker=invoker, idempotency_key=key
+        )
+        assert out.status == "invalid-input" and out.error is not None
+        assert out.error.fields[0].field == "idempotencyKey"
+        assert problem in out.error.message
+    assert await _count(kit, "SELECT count(*) FROM records WHERE collection = 'habits'") == 0
+
+
 async def test_idempotency_key_reused_for_other_arguments_is_refused(kit: ToolKit) -> None:
     user = await kit.user()
     await kit.call_ok(user, None, "habits.create", {"name": "A"}, idempotency_key="k-2")

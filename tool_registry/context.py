@@ -17,6 +17,25 @@ INVOKERS: tuple[str, ...] = get_args(Invoker)
 
 B = TypeVar("B")
 
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+class InvalidIdempotencyKey(ValueError):
+    """An idempotency key that cannot be used; the text says why (no subject, e.g. "must not be
+    empty"), so each consumer can name the field as its callers know it."""
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """What is wrong with `key` (None: nothing). A key is 1-200 printable characters: it is
+    stored, compared and logged, so control characters and unbounded lengths are refused."""
+    if not key:
+        return "must not be empty"
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        return f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(key)}"
+    if not key.isprintable():
+        return "must contain printable characters only (no control characters or line breaks)"
+    return None
+
 
 @dataclass(frozen=True)
 class CallContext:

@@ -18,7 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tool_registry.clock import Clock, SystemClock, iso
-from tool_registry.context import Backends, CallContext, ToolContext
+from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError, NotAMemberError
 from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
 from tool_registry.registry import AnySpec, Registry
@@ -210,6 +210,7 @@ class Pipeline:
                 if spec is None or (not spec.exposable and call.invoker not in ADMIN_INVOKERS):
                     # Admin tools do not exist for MCP clients and agents: same answer as unknown.
                     raise _Rejection("invalid-input", "unknown-tool", f"unknown tool {tool_name!r}")
+                self._check_key(spec, call)
                 parsed = self._parse(spec, raw_args)
                 access = await self._access(call, resolved)
                 space = access.space
@@ -244,6 +245,17 @@ class Pipeline:
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
             self._notify(outcome, spec)
             return outcome
+
+    def _check_key(self, spec: AnySpec, call: CallContext) -> None:
+        key = call.idempotency_key
+        problem = None if key is None else idempotency_key_problem(key)
+        if problem is not None:
+            raise _Rejection(
+                "invalid-input",
+                "invalid-input",
+                f"invalid idempotency key for {spec.name}: {problem}",
+                fields=[FieldError(field="idempotencyKey", message=problem)],
+            )
 
     def _parse(self, spec: AnySpec, raw_args: Any) -> BaseModel:
         args = {} if raw_args is None else raw_args
@@ -375,10 +387,26 @@ class Pipeline:
             clock=self.clock,
             writable=False,
         )
+        outcome = await self._handle(spec, parsed, call, access, store, decision, started)
+        self.audit.enqueue(self._audit_row(outcome, call, hashed))
+        return outcome
+
+    async def _handle(
+        self,
+        spec: AnySpec,
+        parsed: BaseModel,
+        call: CallContext,
+        access: SpaceAccess,
+        store: ScopedStore,
+        decision: Decision,
+        started: float,
+    ) -> Outcome:
+        """Run the handler on `store` (read-only or inside the write's transaction) and build the
+        `ok` outcome; reads and writes differ only in the store and in how the audit row lands."""
         result = await self._run_handler(
             spec, parsed, self._tool_context(spec, call, access, store)
         )
-        outcome = self._finish(
+        return self._finish(
             spec.name,
             call,
             access.space,
@@ -388,8 +416,6 @@ class Pipeline:
             result=result,
             decision=decision,
         )
-        self.audit.enqueue(self._audit_row(outcome, call, hashed))
-        return outcome
 
     async def _run_write(
         self,
@@ -413,19 +439,7 @@ class Pipeline:
                 store = ScopedStore(
                     tx, user_id=call.user_id, access=access, clock=self.clock, writable=True
                 )
-                result = await self._run_handler(
-                    spec, parsed, self._tool_context(spec, call, access, store)
-                )
-                outcome = self._finish(
-                    spec.name,
-                    call,
-                    access.space,
-                    status="ok",
-                    reason=decision.reason,
-                    started=started,
-                    result=result,
-                    decision=decision,
-                )
+                outcome = await self._handle(spec, parsed, call, access, store, decision, started)
                 row = self._audit_row(outcome, call, hashed)
                 key = call.idempotency_key
 
