@@ -35,7 +35,6 @@ from tool_registry.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from tool_registry.ids import new_id
 from tool_registry.pipeline import Outcome, Pipeline
 from tool_registry.store.accounts import Accounts
 
@@ -76,7 +75,7 @@ async def stage_proposal(
     stamp = iso(now)
     expires = iso(now + settings.proposal_expiry)
     args_text = canonical_arguments(arguments)
-    proposal_id = new_id("prp")
+    proposal_id = store.clock.new_id("prp")
     print_ = fingerprint(tool, arguments)
 
     def work(conn: sqlite3.Connection) -> Staged:

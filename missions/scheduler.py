@@ -45,7 +45,6 @@ from missions.store import (
 )
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ConflictError, NotFoundError
-from tool_registry.ids import new_id
 from tool_registry.store.accounts import Space, space_from_row
 from tool_registry.store.database import Database
 
@@ -139,7 +138,7 @@ class Scheduler:
         rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT id, next_run_at FROM missions WHERE state = 'active' "
-                "AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
+                "AND next_run_at <= ? ORDER BY next_run_at, rowid LIMIT ?",
                 (stamp, limit),
             ).fetchall()
         )
@@ -282,7 +281,7 @@ class Scheduler:
         stamp = iso(now)
         expires = iso(now + self.settings.lease)
         mission_id = row["id"]
-        iteration_id = new_id("itr")
+        iteration_id = self.clock.new_id("itr")
         if trigger == "schedule":
             window = row["window_at"] or row["next_run_at"]
             run_key = f"{mission_id}@{window}"

@@ -29,7 +29,6 @@ from missions.models import (
 from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
-from tool_registry.ids import new_id
 from tool_registry.store.database import Database
 
 MAX_NAME = 80
@@ -149,7 +148,7 @@ class MissionStore:
             raise ValidationFailed("max concurrent missions must be at least 1")
         policy = tool_policy or AgentToolPolicy.sensible_default()
         now = iso(self.now())
-        agent_id = new_id("agt")
+        agent_id = self.clock.new_id("agt")
 
         def work(conn: sqlite3.Connection) -> Agent:
             if conn.execute(
@@ -256,7 +255,7 @@ class MissionStore:
         now = iso(now_dt)
         first = next_run(cadence, None, now_dt)
         first_text = iso(first) if first else None
-        mission_id = new_id("msn")
+        mission_id = self.clock.new_id("msn")
 
         def work(conn: sqlite3.Connection) -> Mission:
             agent = conn.execute(

@@ -10,7 +10,6 @@ from typing import Literal, get_args
 
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
-from tool_registry.ids import new_id
 from tool_registry.store.database import Database
 from tool_registry.store.passwords import hash_password, verify_password
 
@@ -78,14 +77,20 @@ def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
 
 
 def _insert_space(
-    conn: sqlite3.Connection, *, owner_id: str, type_: str, name: str, slug: str | None, now: str
+    conn: sqlite3.Connection,
+    *,
+    space_id: str,
+    owner_id: str,
+    type_: str,
+    name: str,
+    slug: str | None,
+    now: str,
 ) -> Space:
     if slug is not None:
         if conn.execute("SELECT 1 FROM spaces WHERE slug = ?", (slug,)).fetchone():
             raise ConflictError(f"a space with slug {slug!r} already exists")
     else:
         slug = _unique_slug(conn, slugify(name))
-    space_id = new_id("spc")
     conn.execute(
         "INSERT INTO spaces (id, slug, name, type, created_by, created_at) VALUES (?,?,?,?,?,?)",
         (space_id, slug, name, type_, owner_id, now),
@@ -126,7 +131,8 @@ class Accounts:
         display = (name or email.split("@", 1)[0]).strip()
         pw_hash = await asyncio.to_thread(hash_password, password) if password is not None else None
         now = iso(self.clock.now())
-        user_id = new_id("usr")
+        user_id = self.clock.new_id("usr")
+        space_id = self.clock.new_id("spc")
 
         def work(conn: sqlite3.Connection) -> User:
             if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
@@ -138,6 +144,7 @@ class Accounts:
             )
             _insert_space(
                 conn,
+                space_id=space_id,
                 owner_id=user_id,
                 type_="personal",
                 name=f"{display} (personal)",
@@ -230,9 +237,16 @@ class Accounts:
         if not name.strip():
             raise ValidationFailed("space name must not be empty")
         now = iso(self.clock.now())
+        space_id = self.clock.new_id("spc")
         return await self.db.write(
             lambda c: _insert_space(
-                c, owner_id=owner_id, type_=type_, name=name.strip(), slug=slug, now=now
+                c,
+                space_id=space_id,
+                owner_id=owner_id,
+                type_=type_,
+                name=name.strip(),
+                slug=slug,
+                now=now,
             )
         )
 
@@ -276,7 +290,7 @@ class Accounts:
             lambda c: c.execute(
                 "SELECT s.* FROM spaces s JOIN memberships m ON m.space_id = s.id "
                 "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
-                "ORDER BY s.created_at LIMIT 1",
+                "ORDER BY s.created_at, s.id LIMIT 1",
                 (user_id,),
             ).fetchone()
         )
@@ -291,7 +305,7 @@ class Accounts:
                 "SELECT s.*, m.role, u.kind AS user_kind FROM spaces s "
                 "JOIN memberships m ON m.space_id = s.id JOIN users u ON u.id = m.user_id "
                 "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
-                "ORDER BY s.created_at LIMIT 1"
+                "ORDER BY s.created_at, s.id LIMIT 1"
             )
             params: tuple[str, ...] = (user_id,)
         else:
@@ -310,7 +324,7 @@ class Accounts:
         rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
-                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at",
+                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at, s.id",
                 (user_id,),
             ).fetchall()
         )

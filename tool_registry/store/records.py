@@ -19,7 +19,6 @@ import orjson
 
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ManaError, NotAMemberError, ToolError, ValidationFailed
-from tool_registry.ids import new_id
 from tool_registry.store.accounts import Space, SpaceAccess, space_from_row
 
 T = TypeVar("T")
@@ -277,7 +276,7 @@ class ScopedStore:
         def work(conn: sqlite3.Connection) -> builtins.list[SpaceAccess]:
             rows = conn.execute(
                 "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
-                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at",
+                "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at, s.id",
                 (user_id,),
             ).fetchall()
             return [SpaceAccess(space_from_row(r), r["role"]) for r in rows]
@@ -303,7 +302,7 @@ class ScopedStore:
     ) -> Record:
         self._require_writable()
         now = iso(self._clock.now())
-        rid = record_id or new_id(collection[:3].lower())
+        rid = record_id or self._clock.new_id(collection[:3].lower())
         payload = _dump(data)
         field_ts = _dump({k: now for k in data})
         space_id, author = self.space_id, self.user_id
