@@ -53,7 +53,7 @@ async def seed_users(
 ) -> dict[str, str]:
     """Users (with a password) and `habits_per_user` habits each; returns email → user id."""
     ids: dict[str, str] = {}
-    async with open_runtime(settings_for(data_dir)) as rt:
+    async with open_runtime(settings_for(data_dir), create=True) as rt:
         for email in emails:
             user = await rt.accounts.user_by_email(email)
             if user is None:

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,35 +18,61 @@ ENVIRONMENTS = ("development", "test", "production")
 DEFAULT_ALLOWED_ORIGINS = "http://127.0.0.1:*,http://localhost:*,http://[::1]:*"
 _ORIGIN = re.compile(r"^https?://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}|\*))?$")
 _AUDIENCE = re.compile(r"^[\x21-\x7e]{1,200}$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _int(name: str, raw: str, *, low: int, high: int) -> int:
+@dataclass(frozen=True)
+class Raw:
+    """One setting's text and where it came from (`--flag`, `MANA_VAR` or the default), so a
+    bad value's error names what the user has to change."""
+
+    text: str
+    source: str
+    flag: bool = False
+
+    @property
+    def origin(self) -> str:
+        """How the user wrote it: `--port 99999` or `MANA_PORT='99999'`."""
+        if self.flag:
+            return f"{self.source} {shlex.quote(self.text)}"
+        return f"{self.source}={self.text!r}"
+
+    def invalid(self, problem: str) -> ValidationFailed:
+        return ValidationFailed(f"{self.origin} {problem}")
+
+    def integer(self, *, low: int, high: int) -> int:
+        try:
+            value = int(self.text)
+        except ValueError:
+            raise self.invalid(f"is not an integer ({low}-{high})") from None
+        if not low <= value <= high:
+            raise self.invalid(f"is out of range ({low}-{high})")
+        return value
+
+
+def validate_host(raw: Raw) -> str:
     try:
-        value = int(raw)
+        ipaddress.ip_address(raw.text)
     except ValueError:
-        raise ValidationFailed(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ValidationFailed(f"{name} must be between {low} and {high}, got {value}")
-    return value
+        if raw.text != "localhost":
+            raise raw.invalid("is not an IP address or localhost") from None
+    return raw.text
 
 
-def validate_host(raw: str) -> str:
-    try:
-        ipaddress.ip_address(raw)
-    except ValueError:
-        if raw != "localhost":
-            raise ValidationFailed(
-                f"MANA_HOST must be an IP address or localhost, got {raw!r}"
-            ) from None
-    return raw
+def log_level(raw: Raw) -> str:
+    """The stdlib level name for `raw` (any case)."""
+    level = raw.text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise raw.invalid(f"is not a log level ({', '.join(x.lower() for x in LOG_LEVELS)})")
+    return level
 
 
-def _origins(raw: str) -> tuple[str, ...]:
-    items = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+def _origins(raw: Raw) -> tuple[str, ...]:
+    items = tuple(o.strip().rstrip("/") for o in raw.text.split(",") if o.strip())
     bad = [o for o in items if not _ORIGIN.match(o)]
     if bad:
         raise ValidationFailed(
-            "MANA_ALLOWED_ORIGINS must be a comma-separated list of origins like "
+            f"{raw.source} must be a comma-separated list of origins like "
             f"http://localhost:6274 or https://app.example.com (port * = any); bad: {', '.join(bad)}"
         )
     return items
@@ -79,39 +106,41 @@ class Settings:
 
     @classmethod
     def load(
-        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        default_log_level: str = "INFO",
     ) -> Settings:
-        """Build settings; a bad value raises `ValidationFailed` naming the setting."""
+        """Build settings: a flag beats its `MANA_*` variable, which beats the default. A bad
+        value raises `ValidationFailed` naming the flag or variable it came from."""
         env = dict(os.environ if environ is None else environ)
         flags = {k: v for k, v in (flags or {}).items() if v is not None}
 
-        def pick(flag: str, var: str, default: str) -> str:
+        def get(flag: str, var: str, default: str) -> Raw:
             if flag in flags:
-                return str(flags[flag])
-            return env.get(var, default)
+                return Raw(str(flags[flag]), "--" + flag.replace("_", "-"), flag=True)
+            if var in env:
+                return Raw(env[var], var)
+            return Raw(default, f"{var} (default)")
+
+        def pick(flag: str, var: str, default: str) -> str:
+            return get(flag, var, default).text
 
         data_dir = Path(pick("data_dir", "MANA_DATA_DIR", ".mana")).expanduser()
         db_path = Path(pick("db", "MANA_DB", str(data_dir / "mana.db"))).expanduser()
-        host = validate_host(pick("host", "MANA_HOST", "127.0.0.1"))
-        port = _int("MANA_PORT", pick("port", "MANA_PORT", "3069"), low=1, high=65535)
-        mode = pick("env", "MANA_ENV", "development")
-        if mode not in ENVIRONMENTS:
-            raise ValidationFailed(
-                f"MANA_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}"
-            )
-        level = pick("log_level", "MANA_LOG_LEVEL", "INFO").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValidationFailed(
-                f"MANA_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}"
-            )
+        host = validate_host(get("host", "MANA_HOST", "127.0.0.1"))
+        port = get("port", "MANA_PORT", "3069").integer(low=1, high=65535)
+        mode = get("env", "MANA_ENV", "development")
+        if mode.text not in ENVIRONMENTS:
+            raise mode.invalid(f"is not an environment ({', '.join(ENVIRONMENTS)})")
+        level = log_level(get("log_level", "MANA_LOG_LEVEL", default_log_level))
         json_raw = env.get("MANA_LOG_JSON")
         log_json = None if json_raw is None else json_raw.lower() in ("1", "true", "yes")
-        audience = pick("jwt_audience", "MANA_JWT_AUDIENCE", "mana").strip()
+        audience_raw = get("jwt_audience", "MANA_JWT_AUDIENCE", "mana")
+        audience = audience_raw.text.strip()
         if not _AUDIENCE.match(audience):
-            raise ValidationFailed(
-                f"MANA_JWT_AUDIENCE must be 1-200 printable characters without spaces, "
-                f"got {audience!r}"
-            )
+            raise audience_raw.invalid("is not 1-200 printable characters without spaces")
         jwks_url = _optional(env.get("MANA_JWKS_URL"))
         if jwks_url is not None:
             from mana_auth.remote import check_jwks_url
@@ -125,33 +154,24 @@ class Settings:
             db_path=db_path,
             host=host,
             port=port,
-            env=mode,
+            env=mode.text,
             log_level=level,
             log_json=log_json,
             jwt_audience=audience,
             jwt_issuer=_optional(env.get("MANA_JWT_ISSUER")),
             jwks_url=jwks_url,
             allowed_origins=_origins(
-                pick("allowed_origins", "MANA_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS)
+                get("allowed_origins", "MANA_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS)
             ),
-            session_idle_seconds=_int(
-                "MANA_SESSION_IDLE_SECONDS",
-                pick("session_idle_seconds", "MANA_SESSION_IDLE_SECONDS", "1800"),
-                low=1,
-                high=7 * 86400,
+            session_idle_seconds=get(
+                "session_idle_seconds", "MANA_SESSION_IDLE_SECONDS", "1800"
+            ).integer(low=1, high=7 * 86400),
+            sessions_per_user=get("sessions_per_user", "MANA_SESSIONS_PER_USER", "16").integer(
+                low=1, high=10_000
             ),
-            sessions_per_user=_int(
-                "MANA_SESSIONS_PER_USER",
-                pick("sessions_per_user", "MANA_SESSIONS_PER_USER", "16"),
-                low=1,
-                high=10_000,
-            ),
-            shutdown_grace_seconds=_int(
-                "MANA_SHUTDOWN_GRACE_SECONDS",
-                pick("shutdown_grace_seconds", "MANA_SHUTDOWN_GRACE_SECONDS", "10"),
-                low=1,
-                high=600,
-            ),
+            shutdown_grace_seconds=get(
+                "shutdown_grace_seconds", "MANA_SHUTDOWN_GRACE_SECONDS", "10"
+            ).integer(low=1, high=600),
             user=_optional(pick("user", "MANA_USER", "")),
             space=_optional(pick("space", "MANA_SPACE", "")),
             environ=env,
@@ -168,9 +188,9 @@ class Settings:
         """These settings with command flags applied on top (flags beat the environment)."""
         changes: dict[str, object] = {}
         if host is not None:
-            changes["host"] = validate_host(host)
+            changes["host"] = validate_host(Raw(host, "--host", flag=True))
         if port is not None:
-            changes["port"] = _int("--port", str(port), low=1, high=65535)
+            changes["port"] = Raw(str(port), "--port", flag=True).integer(low=1, high=65535)
         if user is not None:
             changes["user"] = _optional(user)
         if space is not None:

@@ -7,10 +7,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import structlog
+
 from mana_cli import commands
 from mana_cli.config import Settings
 from tool_registry.errors import ManaError
-from tool_registry.logging import configure_logging
+from tool_registry.logging import configure_logging, stderr_is_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,27 +44,43 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
     parser.add_argument("--data-dir", help="data directory (default ./.mana, env MANA_DATA_DIR)")
     parser.add_argument("--db", help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env MANA_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level",
+        help="debug, info, warning or error (env MANA_LOG_LEVEL; default info for serve, run and "
+        "daemon, warning otherwise)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     commands.register(sub, selected_group(argv))
     return parser
 
 
+# Long-running commands whose stderr is an operator's log stream: they log start-up, ticks and
+# iterations at INFO unless told otherwise; one-shot commands only warn.
+SERVER_COMMANDS = frozenset({"serve", "run", "daemon"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    server = args.command in SERVER_COMMANDS
+    json_logs: bool | None = None
     try:
         settings = Settings.load(
-            {"data_dir": args.data_dir, "db": args.db, "log_level": args.log_level}
+            {"data_dir": args.data_dir, "db": args.db, "log_level": args.log_level},
+            default_log_level="INFO" if server else "WARNING",
         )
-        configure_logging(
-            settings.log_level if args.log_level else "WARNING", json=settings.log_json
-        )
+        json_logs = settings.log_json
+        configure_logging(settings.log_level, json=json_logs)
         code: int = asyncio.run(args.handler(args, settings))
     except ManaError as exc:
-        print(f"mana: error: {exc.message}", file=sys.stderr)
+        if server and stderr_is_json(json_logs):
+            # A server's stderr is a log stream: its fatal error is a log line like the rest.
+            configure_logging("ERROR", json=True)
+            structlog.get_logger("mana").error(exc.message, reason=exc.reason)
+        else:
+            print(f"mana: error: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mana: interrupted", file=sys.stderr)

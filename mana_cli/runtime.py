@@ -20,7 +20,7 @@ from policy.gate import PolicyGate
 from policy.settings import PolicySettings
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import Backends
-from tool_registry.errors import ValidationFailed
+from tool_registry.errors import ManaError, ValidationFailed
 from tool_registry.modules import build_registry
 from tool_registry.pipeline import Pipeline
 from tool_registry.registry import Registry
@@ -96,10 +96,34 @@ def configure_missions(
     )
 
 
+class DatabaseMissing(ManaError):
+    """A command that works on existing data was pointed at a path with no database."""
+
+    reason = "database-missing"
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse to go on when `settings.db_path` does not exist, naming the path and the two ways
+    out, so a typo in `--data-dir` never leaves an empty database behind."""
+    if not settings.db_path.is_file():
+        raise DatabaseMissing(
+            f"no database at {settings.db_path}: run `mana init` to create one, or point "
+            "--data-dir (env MANA_DATA_DIR) or --db (env MANA_DB) at an existing one"
+        )
+
+
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, clock: Clock | None = None, create: bool = False
+) -> AsyncIterator[Runtime]:
+    """Open the database and wire one process. Only `create=True` (`mana init`, `mana run`,
+    test fixtures) may create the database and its directory; otherwise it must exist."""
     clock = clock or SystemClock()
     registry = build_runtime_registry(settings.environ)
+    if create:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        require_database(settings)
     db = await open_database(settings.db_path, EXTRA_MIGRATIONS)
     backends = build_backends(settings)
     accounts = Accounts(db, clock)

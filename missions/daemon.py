@@ -163,15 +163,17 @@ class Daemon:
             m.missions_skipped.labels(reason=skip.reason).inc()
         if report.recovered:
             m.recovered.inc(len(report.recovered))
-        if report.claimed or report.skipped or report.recovered or expired:
-            log.info(
-                "daemon tick",
-                claimed=len(report.claimed),
-                skipped=len(report.skipped),
-                recovered=len(report.recovered),
-                expired_proposals=len(expired),
-                running=self.running,
-            )
+        log.info(
+            "daemon tick",
+            tick=self.ticks,
+            claimed=len(report.claimed),
+            skipped=len(report.skipped),
+            skip_reasons=sorted({s.reason for s in report.skipped}),
+            recovered=len(report.recovered),
+            expired_proposals=len(expired),
+            running=self.running,
+            more_due=report.more_due,
+        )
         self._expired = len(expired)
         return report
 
@@ -183,13 +185,48 @@ class Daemon:
         self._running[claim.iteration_id] = (task, flag)
         self._results.append(task)
         self.metrics.running.set(len(self._running))
-        task.add_done_callback(functools.partial(self._done, claim.iteration_id))
+        log.info(
+            "iteration started",
+            iteration=claim.iteration_id,
+            mission=claim.mission.id,
+            mission_title=claim.mission.title,
+            agent=claim.agent.name,
+            trigger=claim.trigger,
+            attempt=claim.attempt,
+        )
+        task.add_done_callback(functools.partial(self._done, claim, time.perf_counter()))
 
-    def _done(self, iteration_id: str, task: asyncio.Task[Iteration]) -> None:
+    def _done(self, claim: Claim, started: float, task: asyncio.Task[Iteration]) -> None:
+        iteration_id = claim.iteration_id
         self._running.pop(iteration_id, None)
         self.metrics.running.set(len(self._running))
-        if not task.cancelled() and task.exception() is not None:
+        duration_s = round(time.perf_counter() - started, 3)
+        if task.cancelled():
+            log.info(
+                "iteration finished",
+                iteration=iteration_id,
+                mission=claim.mission.id,
+                agent=claim.agent.name,
+                outcome="cancelled",
+                duration_s=duration_s,
+            )
+        elif task.exception() is not None:
             log.error("iteration task failed", iteration=iteration_id, error=str(task.exception()))
+        else:
+            done = task.result()
+            log.info(
+                "iteration finished",
+                iteration=iteration_id,
+                mission=claim.mission.id,
+                agent=claim.agent.name,
+                outcome=done.status,
+                stop_reason=done.stop_reason,
+                error=done.error_name,
+                duration_s=duration_s,
+                input_tokens=done.input_tokens,
+                output_tokens=done.output_tokens,
+                total_tokens=done.total_tokens,
+            )
         _, wake = self._events()
         wake.set()
 
@@ -260,6 +297,13 @@ class Daemon:
         once `/health` is served (see `http_port`)."""
         _, wake = self._events()
         server = await self._start_http()
+        log.info(
+            "daemon started",
+            owner=self.owner,
+            tick_s=self.settings.tick.total_seconds(),
+            concurrency=self.settings.concurrency,
+            http_port=self.http_port,
+        )
         if on_ready is not None:
             on_ready()
         try:

@@ -24,7 +24,7 @@ async def _snapshot(db_path: Path) -> list[tuple[str, ...]]:
 async def test_seed_is_idempotent(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     settings = Settings.load({"db": str(db)}, environ={})
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, create=True) as rt:
         first = await seed_demo(rt)
     before = await _snapshot(db)
     async with open_runtime(settings) as rt:
@@ -36,7 +36,7 @@ async def test_seed_is_idempotent(tmp_path: Path) -> None:
 
 async def test_reference_images_filter_by_space_opt_in_and_deletion(tmp_path: Path) -> None:
     settings = Settings.load({"db": str(tmp_path / "demo.db")}, environ={})
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, create=True) as rt:
         await seed_demo(rt)
         user = await rt.accounts.require_user(DEMO_EMAIL)
         personal = await rt.accounts.personal_space(user.id)

@@ -15,8 +15,7 @@ def register(sub: Any) -> None:
 
 
 async def init(args: argparse.Namespace, settings: Settings) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_runtime(settings):
+    async with open_runtime(settings, create=True):
         pass
     print(f"initialised {settings.db_path}")
     return 0

@@ -102,4 +102,4 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     def ready() -> None:
         print(ready_text(settings, token[0] if token else "<token>"), flush=True)
 
-    return await serve_http(settings, before=prepare, on_ready=ready)
+    return await serve_http(settings, before=prepare, on_ready=ready, create=True)

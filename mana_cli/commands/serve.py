@@ -103,22 +103,30 @@ async def serve_http(
     *,
     before: Callable[[Runtime], Any] | None = None,
     on_ready: Callable[[], None] | None = None,
+    create: bool = False,
 ) -> int:
+    """Serve MCP over HTTP; `create` lets `mana run` create the database on first start."""
     from mana_http import serve_http as run_http
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "binding to a non-loopback address: every request still needs a valid token, but "
             "put TLS (a reverse proxy) in front and set MANA_ALLOWED_ORIGINS for browsers",
             host=settings.host,
         )
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, create=create) as rt:
         if before is not None:
             await before(rt)
         app = build_app(rt)
 
         def ready() -> None:
+            log.info(
+                "serving MCP over HTTP",
+                url=endpoint_url(settings),
+                database=str(settings.db_path),
+                env=settings.env,
+                tools=len(rt.registry),
+            )
             if on_ready is not None:
                 on_ready()
             else:

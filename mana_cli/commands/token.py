@@ -60,7 +60,6 @@ async def issue(args: argparse.Namespace, settings: Settings) -> int:
         password = read_password(args.password, confirm=False)
     if not password:
         raise ValidationFailed("give --password, --password-stdin, or run in a terminal")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyStore(settings.data_dir)
     if ttl > keys.max_token_ttl:
         raise ValidationFailed(f"--ttl must be at most {keys.max_token_ttl.days}d")

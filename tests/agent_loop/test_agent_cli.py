@@ -25,6 +25,7 @@ def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Mana:
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
+    assert run("init")[0] == 0
     return run
 
 

@@ -65,7 +65,7 @@ def settings_for(data_dir: Path) -> Settings:
 
 
 async def _seed(data_dir: Path) -> World:
-    async with open_runtime(settings_for(data_dir)) as rt:
+    async with open_runtime(settings_for(data_dir), create=True) as rt:
         report = await seed_demo(rt)
         demo = report.user
         bob = await rt.accounts.create_user(BOB_EMAIL, name="Bob", password=BOB_PASSWORD)

@@ -27,6 +27,7 @@ def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
+    assert run("init")[0] == 0
     assert run("seed", "demo")[0] == 0
     run.db = db  # type: ignore[attr-defined]
     return run

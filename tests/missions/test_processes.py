@@ -75,7 +75,7 @@ async def seed(
 ) -> list[str]:
     """Users, one agent each, due hourly missions; returns the mission ids."""
     ids = []
-    async with open_runtime(Settings.load({"db": str(db)}, environ=env)) as rt:
+    async with open_runtime(Settings.load({"db": str(db)}, environ=env), create=True) as rt:
         service = rt.backends.get(BACKEND, MissionsService)
         for u in range(users):
             user = await rt.accounts.create_user(f"p{u}@procs.test")

@@ -138,6 +138,7 @@ EXPECTED_RATINGS = {
 async def test_personas_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = tmp_path / "data"
     settings = Settings.load({"data_dir": str(data_dir)}, environ=environ(data_dir))
+    assert await cli(settings, "init") == 0
     assert await cli(settings, "personas", "seed") == 0
     assert "made 15 change(s)" in capsys.readouterr().out
 

@@ -119,6 +119,7 @@ def test_cli_seed_list_show_report_cleanup(
     for var in ("MANA_ENV", "PERSONA_SEED_SECRET", "MANA_DB", "MANA_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     db = tmp_path / "p.db"
+    assert _mana(db, "init") == 0
     assert _mana(db, "personas", "seed", "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would make 15 change(s)" in out and "create-space    weber-family" in out
@@ -158,6 +159,7 @@ def test_cli_production_refuses_the_development_secret(
     monkeypatch.setenv("MANA_ENV", "production")
     monkeypatch.delenv("PERSONA_SEED_SECRET", raising=False)
     db = tmp_path / "p.db"
+    assert _mana(db, "init") == 0
     assert _mana(db, "personas", "seed") == 1
     assert "with MANA_ENV=production the built-in development secret is refused" in (
         capsys.readouterr().err

@@ -18,6 +18,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     for var in ("MANA_POLICY_MODE", "MANA_RATE_LIMIT", "MANA_RATE_LIMITS", "MANA_DB"):
         monkeypatch.delenv(var, raising=False)
     path = str(tmp_path / "mana.db")
+    assert mana(path, "init") == 0
     assert mana(path, "users", "create", "--email", OWNER) == 0
     assert mana(path, "users", "create", "--email", MEMBER) == 0
     assert mana(path, "spaces", "create", "--as", OWNER, "--type", "team", "--name", "Crew",
