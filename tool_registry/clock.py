@@ -53,8 +53,11 @@ class FixedClock:
 
 
 def iso(ts: datetime) -> str:
-    """Canonical UTC text form: fixed width, so text order equals time order."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Canonical UTC text form, `2026-12-03T10:00:00.000000Z`: fixed width with a zero-padded
+    year (strftime's `%Y` drops the zeros of a year before 1000 on glibc), so text order equals
+    time order. Every stored time is written by this function."""
+    utc = ts.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:

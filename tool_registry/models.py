@@ -1,5 +1,11 @@
 """Base classes for tool input and output models: camelCase on the wire, unknown fields rejected
-on input (so a typo is reported instead of silently ignored).
+on input (so a typo is reported instead of silently ignored), and NUL characters refused in every
+text value of every input (`ToolInput`), because SQLite's text functions stop at a NUL and search
+would silently miss what follows it.
+
+Dates (`IsoDate`) and date-times (`IsoDateTime`) share one range, years 1900 through 2200, so a
+stored time always has the fixed-width form of `tool_registry.clock.iso` (text order is time
+order) and arithmetic on an input (a default window, a day range) cannot overflow.
 
 Update tools share one convention (`UpdateInput`): an omitted or null field is left unchanged,
 and an optional field is removed only by naming it in `clear`.
@@ -8,19 +14,45 @@ and an optional field is removed only by naming it in `clear`.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tool_registry.errors import ToolError
 from tool_registry.store.records import Record
 
+NUL = "\x00"
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a raw input value holds a NUL in any string, dict key included, at any depth."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
 
 class ToolInput(BaseModel):
-    """Inputs accept their camelCase wire names only: what the JSON Schema documents."""
+    """Inputs accept their camelCase wire names only: what the JSON Schema documents.
+
+    Text anywhere in an input (a field, a list item, a nested object's field or key) may not
+    contain NUL: such a call is refused as invalid input naming the field, never stored with the
+    NUL removed, so what is stored is exactly what was sent and search finds all of it.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -29,6 +61,13 @@ class ToolInput(BaseModel):
         validate_by_name=False,
         str_strip_whitespace=True,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_nul(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("contains a NUL character (\\u0000); remove it")
+        return value
 
 
 ClearName = TypeVar("ClearName", bound=str)
@@ -181,30 +220,49 @@ ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(max_length=20_000)]
 
 
-def _not_far_future(value: date) -> date:
-    if value.year > 2200 or value.year < 1900:
-        raise ValueError("date must be between 1900 and 2200")
+FIRST_YEAR = 1900
+LAST_YEAR = 2200
+EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+"""The first instant a date-time input may name."""
+AFTER_LAST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+"""The first instant after the range: date-time inputs are before it."""
+
+
+def _date_in_range(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"date must be between {FIRST_YEAR} and {LAST_YEAR}")
     return value
 
 
 IsoDate = Annotated[
-    date, AfterValidator(_not_far_future), Field(description="Calendar date, YYYY-MM-DD.")
+    date, AfterValidator(_date_in_range), Field(description="Calendar date, YYYY-MM-DD.")
 ]
 
 
-def _aware(value: datetime) -> datetime:
+def _aware_in_range(value: datetime) -> datetime:
+    """An aware date-time whose instant lies in the range, converted to UTC.
+
+    The local year is checked before the conversion: an offset is less than a day, so a value
+    whose local year is outside FIRST_YEAR-1..LAST_YEAR+1 is out of range, and converting one
+    near `datetime.min` or `datetime.max` would overflow.
+    """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             "needs a timezone offset, e.g. 2026-11-21T09:30:00+01:00 or 2026-11-21T08:30:00Z"
         )
-    return value
+    if not FIRST_YEAR - 1 <= value.year <= LAST_YEAR + 1 or not EARLIEST <= value < AFTER_LAST:
+        raise ValueError(
+            f"must be between {FIRST_YEAR}-01-01T00:00:00Z and {LAST_YEAR}-12-31T23:59:59Z"
+        )
+    return value.astimezone(UTC)
 
 
 IsoDateTime = Annotated[
     datetime,
-    AfterValidator(_aware),
+    AfterValidator(_aware_in_range),
     Field(description="Date and time, ISO 8601 with offset, e.g. 2026-11-21T09:30:00+01:00."),
 ]
+"""An aware date-time in the range (read as UTC); store it with `tool_registry.clock.iso`."""
 
 
 def check_day_range(first: date | None, last: date | None) -> None:

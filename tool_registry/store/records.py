@@ -12,7 +12,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
@@ -67,6 +67,8 @@ def _sql_value(value: Any) -> Any:
         return 1 if value else 0
     if isinstance(value, datetime):
         return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
     return value
 
 
