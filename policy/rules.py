@@ -17,25 +17,35 @@ Rate-limit window: an earlier call counts when its timestamp `t` satisfies `t > 
 A call exactly `window` seconds old no longer counts; the call is denied when the count is
 `>= limit`. Timestamps are POSIX seconds (floats), oldest first.
 
-Injection markers (deliberately narrow; matched case-insensitively on `str.casefold()` text,
-only in strings of at least 16 characters):
+Injection markers (deliberately narrow; only in strings of at least 16 characters). A marker is
+matched on the text's *normal form*, so look-alike spellings do not slip past: format characters
+(Unicode category Cf: zero-width spaces and joiners, soft hyphens, bidirectional controls) are
+removed, the text is casefolded and NFKC-normalised (fullwidth and other compatibility letters
+become plain ones), and every run of whitespace and underscores becomes one space
+(`ignore_previous\t\ninstructions` reads "ignore previous instructions").
 
 - `ignore-instructions`: "ignore previous instructions", "ignore all previous instructions",
-  "disregard previous instructions" and small variations ("prior", "above", "earlier",
-  "preceding"; an optional "all"/"any" and "the"/"your"; "instruction" singular);
+  "disregard previous instructions", "ignore previous messages" and small variations ("prior",
+  "above", "earlier", "preceding"; an optional "all"/"any" and "the"/"your"; "instruction"
+  singular; "messages" only plural, as "ignore my previous message" is everyday talk);
 - `system-tag`: "<system" or "</system" (e.g. `<system>`, `</system-reminder>`);
 - `template`: `{{ ... }}` template syntax (up to 200 characters between the braces);
-- `system-fence`: a fenced block opened with three backticks followed by "system";
-- `role-reassignment`: "you are now" followed within 60 characters by "assistant".
+- `system-fence`: a fenced block opened with three backticks followed by "system" on the same
+  line;
+- `role-reassignment`: "you are now" followed within 60 characters by "assistant" or the name
+  of a model family (Claude, GPT or ChatGPT, Gemini) not followed by a letter.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -53,26 +63,39 @@ POLICY_OFF = "policy-off"
 
 MIN_INSPECTED_LENGTH = 16
 
-# One compiled pattern per marker, applied to casefolded text, each starting with a literal so the
-# regular-expression engine can skip ahead quickly. A marker's pattern only runs when its keyword
-# occurs in the text, and text with none of the keywords is clean without running any of them.
+# One compiled pattern per marker, applied to the comparable form (see `comparable`), each
+# starting with a literal so the regular-expression engine can skip ahead quickly. A marker's
+# pattern only runs when one of its keywords (a word the pattern needs; "{" rather than "{{", as
+# one character is found much faster) occurs in the text, and text with none of the keywords is
+# clean without running any of them. `_SP` is the collapsed space: a run of
+# whitespace and underscores, matched in place rather than rewritten (rewriting every space of a
+# long text would cost more than all the patterns together).
+_SP = r"[\s_]+"
+# Word edges where `_` counts as a space: `\b` would see "instructions_now" as one word.
+_START, _END = r"(?<![^\W_])", r"(?![^\W_])"
 _IGNORE_TAIL = (
-    r"\s+(?:(?:all|any)\s+)?(?:(?:the|your)\s+)?(?:previous|prior|above|earlier|preceding)"
-    r"\s+instructions?\b"
+    rf"{_SP}(?:(?:all|any){_SP})?(?:(?:the|your){_SP})?(?:previous|prior|above|earlier|preceding)"
+    rf"{_SP}(?:instructions?|messages){_END}"
 )
-MARKER_PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
-    # (marker name, keyword the text must contain, pattern)
-    ("ignore-instructions", "instruction", re.compile("ignore" + _IGNORE_TAIL)),
-    ("ignore-instructions", "instruction", re.compile("disregard" + _IGNORE_TAIL)),
-    ("system-tag", "system", re.compile(r"<\s*/?\s*system")),
-    ("system-fence", "system", re.compile(r"```[ \t]*system")),
-    ("template", "{{", re.compile(r"\{\{[^{}]{0,200}\}\}")),
+MARKER_PATTERNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
+    # (marker name, keywords of which the text must contain one, pattern)
+    ("ignore-instructions", ("ignore",), re.compile("ignore" + _IGNORE_TAIL)),
+    ("ignore-instructions", ("disregard",), re.compile("disregard" + _IGNORE_TAIL)),
+    ("system-tag", ("system",), re.compile(r"<[\s_]*/?[\s_]*system")),
+    # The fence's info string is on the fence's line: "```\nsystemctl ..." is a code block.
+    ("system-fence", ("system",), re.compile(r"```[ \t_]*system")),
+    ("template", ("{",), re.compile(r"\{\{[^{}]{0,200}\}\}")),
     (
         "role-reassignment",
-        "assistant",
-        re.compile(r"you\s+are\s+now\b.{0,60}?assistant", re.DOTALL),
+        ("now",),
+        re.compile(
+            rf"you{_SP}are{_SP}now{_END}(?:{_SP}|[^\s_]){{0,60}}?"
+            rf"(?:assistant|{_START}(?:claude|gemini|(?:chat)?gpt)(?![^\W\d_]))"
+        ),
     ),
 )
+_KEYWORDS: tuple[str, ...] = tuple(dict.fromkeys(k for _, ks, _ in MARKER_PATTERNS for k in ks))
+_SPACE_RUN = re.compile(_SP)
 MARKERS: tuple[str, ...] = tuple(dict.fromkeys(name for name, _, _ in MARKER_PATTERNS))
 
 EMPTY: frozenset[str] = frozenset()
@@ -93,23 +116,56 @@ class PolicyContext:
     invoker: str = "cli"
 
 
+@cache
+def _format_characters() -> re.Pattern[str]:
+    """Every format character (Unicode category Cf) this Python knows, as ranges of one
+    character class; built on first use (a scan of all code points, ~60 ms once per process)
+    rather than at import, as ASCII text never needs it."""
+    ranges: list[list[int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp)) == "Cf":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    body = "".join(
+        re.escape(chr(lo)) + ("" if lo == hi else "-" + re.escape(chr(hi))) for lo, hi in ranges
+    )
+    return re.compile(f"[{body}]+")
+
+
+def _without_format_characters(text: str) -> str:
+    # Format characters are not printable; most text, once its usual whitespace is set aside,
+    # is, and skips the (slower) character-class pass.
+    if text.replace("\n", " ").replace("\t", " ").replace("\r", " ").isprintable():
+        return text
+    return _format_characters().sub("", text)
+
+
+def comparable(text: str) -> str:
+    """`text` with format characters (Cf: zero-width spaces and joiners, soft hyphens, ...)
+    removed, NFKC-normalised (fullwidth and styled letters become plain ones) and casefolded.
+    ASCII text has neither format nor compatibility characters and is only lower-cased."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", _without_format_characters(text)).casefold()
+
+
+def normal_form(text: str) -> str:
+    """The form injection markers are defined on: `comparable(text)` with every run of
+    whitespace and underscores collapsed to one space. (The patterns match runs in place on
+    the comparable form, which finds the same markers.)"""
+    return _SPACE_RUN.sub(" ", comparable(text))
+
+
 def marker_in_text(text: str) -> str | None:
     """The name of the first injection marker in `text`, or None. Ignores the length rule."""
-    folded = text.casefold()
-    has_instruction = "instruction" in folded
-    has_system = "system" in folded
-    has_template = "{" in folded and "{{" in folded
-    has_assistant = "assistant" in folded
-    if not (has_instruction or has_system or has_template or has_assistant):
+    folded = comparable(text)
+    present = [k for k in _KEYWORDS if k in folded]
+    if not present:
         return None
-    present = {
-        "instruction": has_instruction,
-        "system": has_system,
-        "{{": has_template,
-        "assistant": has_assistant,
-    }
-    for name, keyword, pattern in MARKER_PATTERNS:
-        if present[keyword] and pattern.search(folded) is not None:
+    for name, keywords, pattern in MARKER_PATTERNS:
+        if any(k in present for k in keywords) and pattern.search(folded) is not None:
             return name
     return None
 
