@@ -52,6 +52,7 @@ async def serve_http(app: ManaHttpApp, *, on_ready: Callable[[], None] | None = 
         host=cfg.host,
         port=cfg.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers propagate to the root: JSON like every other line
         access_log=False,
         loop="asyncio",
         http="h11",
