@@ -50,6 +50,9 @@ INSTANTS = st.one_of(
 )
 """Aware date-times over the whole `datetime` range, weighted towards the 1900/2200 edges."""
 
+FIXED: dict[Kind, str] = {"date-time": "2026-06-01T12:00:00Z", "date": "2026-06-01"}
+"""The value of a required date field that a probe leaves alone."""
+
 FIRST = datetime(1900, 1, 1, tzinfo=UTC)
 AFTER_LAST = datetime(2201, 1, 1, tzinfo=UTC)
 
@@ -172,36 +175,52 @@ def test_dates_and_times_over_the_whole_range() -> None:
         }
 
         async def probe(value: datetime) -> None:
-            day = value.date()
             for tool, fields in sorted(dated.items()):
-                base = BASES[tool]
-                args = dict(base.args)
-                if base.record is not None:
-                    args[base.id_field] = ids[base.record]
-                given: dict[str, datetime | date] = {}
-                for name, kind in fields.items():
-                    given[name] = value if kind == "date-time" else day
-                    args[name] = given[name].isoformat()
-                outcome = await kit.call_as(user, None, tool, args)
-                refused = {n for n, kind in fields.items() if not in_range(given[n], kind)}
-                if refused:
-                    assert outcome.status == "invalid-input", (tool, args, outcome.public())
-                    assert outcome.error is not None
-                    assert {f.field for f in outcome.error.fields} == refused, outcome.public()
-                    continue
-                assert outcome.ok, (tool, args, outcome.public())
-                assert outcome.result is not None
-                expected = {
-                    n: canonical(v) if isinstance(v, datetime) else v.isoformat()
-                    for n, v in given.items()
-                }
-                echoed = {n: outcome.result[n] for n in expected if n in outcome.result}
-                assert echoed == {n: expected[n] for n in echoed}, (tool, args)
-                spec = kit.registry.get(tool)
-                assert spec is not None
-                if not spec.read_only:
-                    stored = await _stored(kit, outcome.result["id"])
-                    assert {n: stored[n] for n in expected} == expected, (tool, args)
+                # All the tool's date fields at once (they agree, so every window is valid),
+                # then each alone, the others left out or, if required, at a fixed day.
+                variants = [list(fields)] + ([[n] for n in fields] if len(fields) > 1 else [])
+                for names in variants:
+                    await probe_call(tool, {n: fields[n] for n in names}, value, len(names) > 1)
+
+        async def probe_call(
+            tool: str, fields: dict[str, Kind], value: datetime, together: bool
+        ) -> None:
+            spec = kit.registry.get(tool)
+            assert spec is not None
+            base = BASES[tool]
+            args = dict(base.args)
+            if base.record is not None:
+                args[base.id_field] = ids[base.record]
+            for name in spec.input_schema().get("required", []):
+                kind = dated[tool].get(name)
+                if kind is not None and name not in fields:
+                    args[name] = FIXED[kind]
+            given: dict[str, datetime | date] = {}
+            for name, kind in fields.items():
+                given[name] = value if kind == "date-time" else value.date()
+                args[name] = given[name].isoformat()
+            outcome = await kit.call_as(user, None, tool, args)
+            refused = {n for n, kind in fields.items() if not in_range(given[n], kind)}
+            if refused:
+                assert outcome.status == "invalid-input", (tool, args, outcome.public())
+                assert outcome.error is not None
+                assert {f.field for f in outcome.error.fields} == refused, outcome.public()
+                return
+            if not together and outcome.error is not None:
+                # One end of a window alone may fall on the wrong side of the other one.
+                assert outcome.error.reason == "invalid-range", (tool, args, outcome.public())
+                return
+            assert outcome.ok, (tool, args, outcome.public())
+            assert outcome.result is not None
+            expected = {
+                n: canonical(v) if isinstance(v, datetime) else v.isoformat()
+                for n, v in given.items()
+            }
+            echoed = {n: outcome.result[n] for n in expected if n in outcome.result}
+            assert echoed == {n: expected[n] for n in echoed}, (tool, args)
+            if not spec.read_only:
+                stored = await _stored(kit, outcome.result["id"])
+                assert {n: stored[n] for n in expected} == expected, (tool, args)
 
         @settings(
             max_examples=150,
