@@ -14,6 +14,10 @@ does not exist on a spring-forward day runs at the equivalent instant (02:30 bec
 Europe/Berlin); a time that exists twice on a fall-back day runs once, at its first occurrence.
 Cron expressions with a fixed hour get the same treatment for the repeated hour; expressions
 with `*` in the hour field run in every elapsed hour.
+
+Every cadence is validated by computing its next run (`check_fires`, part of the `Cadence` type,
+so the MCP tools, the CLI and stored rows all go through it): a cron expression that names no
+real date (`0 0 30 2 *`, the 30th of February) is refused as invalid input, not stored.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
@@ -131,9 +135,28 @@ class CronCadence(_Cadence):
     timezone: TimeZoneName = "UTC"
 
 
+# Whether a cadence fires does not depend on when it is asked (a five-field cron expression's
+# calendar repeats), so validation computes the next run after one fixed instant.
+_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def check_fires(
+    cadence: ManualCadence | IntervalCadence | DailyCadence | WeeklyCadence | CronCadence,
+) -> ManualCadence | IntervalCadence | DailyCadence | WeeklyCadence | CronCadence:
+    """The validation every cadence passes: its next run can be computed (a manual cadence has
+    none by design). `ValueError` naming the cadence otherwise, which pydantic reports as
+    invalid input on the field that holds it."""
+    try:
+        next_run(cadence, None, _PROBE)
+    except ValidationFailed as exc:
+        raise ValueError(exc.message) from None
+    return cadence
+
+
 Cadence = Annotated[
     ManualCadence | IntervalCadence | DailyCadence | WeeklyCadence | CronCadence,
     Field(discriminator="kind"),
+    AfterValidator(check_fires),
 ]
 _ADAPTER: TypeAdapter[Cadence] = TypeAdapter(Cadence)
 
@@ -159,7 +182,8 @@ def _short_error(exc: ValueError) -> str:
         parts = []
         for err in errors(include_url=False):
             loc = ".".join(str(p) for p in err["loc"])
-            parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
         return "; ".join(parts)
     return str(exc)
 
@@ -223,22 +247,35 @@ def _next_wall_time(
 
 
 _WILDCARD_HOUR = re.compile(r"^\*(/\d+)?$")
+# Far longer than any gap between two runs of a five-field expression that fires at all (the
+# longest, the 29th of February, recurs within 8 years).
+_CRON_SEARCH_YEARS = 50
 
 
 def _next_cron(cadence: CronCadence, ref: datetime) -> datetime:
     tz = zone(cadence.timezone)
     hour_field = cadence.expression.split()[1]
     once_per_wall_time = not _WILDCARD_HOUR.match(hour_field)
-    it = croniter(cadence.expression, ref.astimezone(tz))
+    # croniter searches at most `_CRON_SEARCH_YEARS` ahead and raises when nothing matches; the
+    # loop skips at most a few repeated wall times, so both ends are bounded.
+    it = croniter(
+        cadence.expression, ref.astimezone(tz), max_years_between_matches=_CRON_SEARCH_YEARS
+    )
     for _ in range(1000):
-        candidate: datetime = it.get_next(datetime)
+        try:
+            candidate: datetime = it.get_next(datetime)
+        except CroniterBadDateError:
+            break
         instant = candidate.astimezone(UTC)
         if instant <= ref:
             continue
         if once_per_wall_time and _is_second_occurrence(candidate, tz):
             continue
         return instant
-    raise ValidationFailed(f"cron expression {cadence.expression!r} never fires")
+    raise ValidationFailed(
+        f"cron expression {cadence.expression!r} never fires: no date in the next "
+        f"{_CRON_SEARCH_YEARS} years matches it"
+    )
 
 
 def _is_second_occurrence(moment: datetime, tz: ZoneInfo) -> bool:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from mana_cli.main import main
 from missions.cadence import (
     MANUAL,
     CronCadence,
@@ -18,6 +20,8 @@ from missions.cadence import (
     next_run,
     parse_cadence,
 )
+from tests.missions.helpers import World
+from tool_registry.context import CallContext
 from tool_registry.errors import ValidationFailed
 
 
@@ -174,3 +178,72 @@ def test_bad_cadences_are_rejected_clearly(spec: str, tz: str | None, message: s
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         next_run(IntervalCadence(kind="interval", every_minutes=5), None, datetime(2026, 1, 1))
+
+
+# -- cadences that never fire ----------------------------------------------------------------------
+
+NEVER = ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "15 10 30-31 2 *"]
+
+
+@pytest.mark.parametrize("expression", NEVER)
+def test_a_cron_expression_that_never_fires_is_refused(expression: str) -> None:
+    with pytest.raises(ValidationFailed, match="never fires"):
+        parse_cadence(f"cron:{expression}", "Europe/Berlin")
+    with pytest.raises(ValidationFailed, match="never fires"):
+        cadence_from_json({"kind": "cron", "expression": expression})
+
+
+def test_rare_but_real_dates_are_accepted() -> None:
+    leap = parse_cadence("cron:0 6 29 2 *")
+    assert next_run(leap, None, utc(2026, 3, 1)) == utc(2028, 2, 29, 6, 0)
+    # Day of month OR day of week (cron's rule): the 30th of February never comes, but the
+    # Mondays of February do.
+    either = parse_cadence("cron:0 6 30 2 mon")
+    assert next_run(either, None, utc(2026, 3, 1)) == utc(2027, 2, 1, 6, 0)
+
+
+def test_next_run_of_a_never_firing_expression_is_bounded_and_clear() -> None:
+    # Built directly (skipping validation), as code could: the search ends with a clear error.
+    never = CronCadence.model_construct(kind="cron", expression="0 0 30 2 *", timezone="UTC")
+    with pytest.raises(ValidationFailed, match="never fires"):
+        next_run(never, None, utc(2026, 1, 1))
+
+
+def test_cli_refuses_a_never_firing_cron_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "cli.db")
+    assert main(["--db", db, "init"]) == 0
+    assert main(["--db", db, "seed", "demo"]) == 0
+    assert main(["--db", db, "agents", "create", "--as", "demo@mana.test", "--name", "x"]) == 0
+    capsys.readouterr()
+    code = main(
+        ["--db", db, "missions", "create", "--as", "demo@mana.test", "--agent", "x",
+         "--title", "t", "--objective", "o", "--cadence", "cron:0 0 30 2 *"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "mana: error: invalid cadence: cron expression '0 0 30 2 *' never fires: no date in "
+        "the next 50 years matches it"
+    ]
+
+
+async def test_mcp_refuses_a_never_firing_cron_as_invalid_input_on_the_field(
+    world: World,
+) -> None:
+    owner = await world.user()
+    space = await world.personal(owner)
+    await world.agent(owner, space, name="one")
+    args = {
+        "title": "t",
+        "objective": "o",
+        "cadence": {"kind": "cron", "expression": "0 0 30 2 *", "timezone": "Europe/Berlin"},
+    }
+    context = CallContext(user_id=owner.id, space=space.id, invoker="mcp")
+    outcome = await world.pipeline.invoke("missions.create", args, context)
+    assert outcome.status == "invalid-input" and outcome.error is not None
+    assert outcome.error.reason == "invalid-input"
+    assert [f.field for f in outcome.error.fields] == ["cadence"]
+    assert "never fires" in outcome.error.fields[0].message
+    assert await world.count("SELECT COUNT(*) FROM missions") == 0
