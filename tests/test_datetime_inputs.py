@@ -334,3 +334,17 @@ def test_stored_form_sorts_like_time(values: list[datetime]) -> None:
     texts = [iso(v) for v in values]
     assert texts == [canonical(v) for v in values]
     assert sorted(texts) == [iso(v) for v in sorted(values)]
+
+
+async def test_numbers_are_not_dates(mana_kit: ToolKit) -> None:
+    """A number in a date field is refused, not read as Unix seconds or milliseconds (by its
+    magnitude, 253402300799 would have been a day in 1978)."""
+    user = await mana_kit.user()
+    for tool, fields in sorted(dated_fields(mana_kit.registry).items()):
+        for name in fields:
+            for number in (0, 253402300799, -1.5):
+                outcome = await mana_kit.call_as(user, None, tool, {name: number})
+                assert outcome.status == "invalid-input", (tool, name, outcome.public())
+                assert outcome.error is not None
+                messages = {f.field: f.message for f in outcome.error.fields}
+                assert "ISO 8601" in messages.get(name, ""), (tool, name, messages)

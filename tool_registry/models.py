@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_ori
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -228,6 +229,18 @@ AFTER_LAST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
 """The first instant after the range: date-time inputs are before it."""
 
 
+def _iso_text(example: str) -> BeforeValidator:
+    """Dates travel as ISO 8601 text: a number is refused rather than read as Unix seconds or
+    milliseconds (pydantic picks by magnitude, so 253402300799 would be a day in 1978)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, int | float):
+            raise ValueError(f"must be ISO 8601 text like {example}, not a number")
+        return value
+
+    return BeforeValidator(check)
+
+
 def _date_in_range(value: date) -> date:
     if not FIRST_YEAR <= value.year <= LAST_YEAR:
         raise ValueError(f"date must be between {FIRST_YEAR} and {LAST_YEAR}")
@@ -235,7 +248,10 @@ def _date_in_range(value: date) -> date:
 
 
 IsoDate = Annotated[
-    date, AfterValidator(_date_in_range), Field(description="Calendar date, YYYY-MM-DD.")
+    date,
+    _iso_text("2026-11-21"),
+    AfterValidator(_date_in_range),
+    Field(description="Calendar date, YYYY-MM-DD."),
 ]
 
 
@@ -259,6 +275,7 @@ def _aware_in_range(value: datetime) -> datetime:
 
 IsoDateTime = Annotated[
     datetime,
+    _iso_text("2026-11-21T09:30:00+01:00"),
     AfterValidator(_aware_in_range),
     Field(description="Date and time, ISO 8601 with offset, e.g. 2026-11-21T09:30:00+01:00."),
 ]
