@@ -98,6 +98,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = tuple(DEFAULT_ALLOWED_ORIGINS.split(","))
     session_idle_seconds: int = 1800
     sessions_per_user: int = 16
+    session_protect_seconds: int = 600
     shutdown_grace_seconds: int = 10
     # MCP server (stdio): who and where
     user: str | None = None
@@ -169,6 +170,9 @@ class Settings:
             sessions_per_user=get("sessions_per_user", "MANA_SESSIONS_PER_USER", "16").integer(
                 low=1, high=10_000
             ),
+            session_protect_seconds=get(
+                "session_protect_seconds", "MANA_SESSION_PROTECT_SECONDS", "600"
+            ).integer(low=0, high=7 * 86400),
             shutdown_grace_seconds=get(
                 "shutdown_grace_seconds", "MANA_SHUTDOWN_GRACE_SECONDS", "10"
             ).integer(low=1, high=600),

@@ -41,7 +41,7 @@ from mana_auth.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
-from mana_http.guard import DrainState, McpGuard, OriginGuard
+from mana_http.guard import DrainState, McpGuard, OriginGuard, SingleHeaders
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.sessions import SessionRegistry
 from mcp_server import McpAdapter, RequestScopeCaller
@@ -62,6 +62,8 @@ class HttpConfig:
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
     session_idle_seconds: float = 1800.0
     sessions_per_user: int = 16
+    # the per-user cap never evicts a session used this recently (a new one gets 429 instead)
+    session_protect_seconds: float = 600.0
     max_sessions: int = 10_000
     shutdown_grace_seconds: float = 10.0
 
@@ -279,6 +281,7 @@ def build_http_app(
         idle_seconds=config.session_idle_seconds,
         per_user=config.sessions_per_user,
         max_total=config.max_sessions,
+        protect_seconds=config.session_protect_seconds,
     )
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
@@ -328,7 +331,8 @@ def build_http_app(
         middleware=[Middleware(OriginGuard, **origin_check)],
         lifespan=app.lifespan,
     )
-    app.asgi = _Dispatch(OriginGuard(guard, **origin_check), rest)
+    # outermost: no layer below may see a repeated identity/session header
+    app.asgi = SingleHeaders(_Dispatch(OriginGuard(guard, **origin_check), rest), metrics=metrics)
     return app
 
 

@@ -1,4 +1,9 @@
-"""The ASGI guard in front of the MCP endpoint, and the Origin/Host check for every route.
+"""The ASGI guard in front of the MCP endpoint, the Origin/Host check for every route, and the
+one-copy rule for the headers that decide who, where and which session.
+
+`SingleHeaders` is the outermost layer: a request that repeats one of `SINGLE_HEADERS` gets 400
+before anything reads a header, so every later reader (the guard reads the last copy, Starlette
+and the SDK the first) sees the same value, and the value checked here is the value used.
 
 For every request to `/mcp`, in both protocol eras, before the `mcp` session manager sees it:
 
@@ -6,7 +11,10 @@ For every request to `/mcp`, in both protocol eras, before the `mcp` session man
 2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
    query → 403 when the caller is not a member (or there is no such space);
 3. `Mcp-Session-Id` (2025-11-25 sessions): unknown or expired → 404, opened by another user → 403;
-   a new session counts against the user's cap (oldest idle session evicted, else 429);
+   a POST whose JSON-RPC id is already in flight in the session → 409 (the SDK routes answers by
+   id, so the two would cross); `DELETE` ends the caller's own session without a space check;
+   every request the SDK would open a session for is reserved against the user's cap (an old,
+   unused session evicted, else 429) and the session it opens is registered to the user;
 4. the resolved `Caller` is put into the ASGI scope, where `mcp_server.RequestScopeCaller`
    reads it in the tool handlers — so the space of every call is the space of *its* request.
 """
@@ -15,10 +23,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+import pydantic_core
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import RequestBodyLimitMiddleware
+from mcp.shared.dispatcher import coerce_request_id
+from mcp_types import JSONRPCRequest, RequestId, jsonrpc_message_adapter
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mana_auth.errors import AuthError
@@ -33,6 +47,70 @@ _WANTED = frozenset({b"authorization", b"x-mana-space", b"mcp-session-id", b"mcp
 _SESSION_HEADER = b"mcp-session-id"
 _HANDSHAKE_VERSIONS = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 _MAX_SPACE_REF = 128
+
+# Headers a request may carry at most once (lower-case wire name → name in messages).
+SINGLE_HEADERS: dict[bytes, str] = {
+    b"mcp-session-id": "Mcp-Session-Id",
+    b"mcp-protocol-version": "MCP-Protocol-Version",
+    b"authorization": "Authorization",
+    b"x-mana-space": "X-Mana-Space",
+    b"mcp-method": "Mcp-Method",
+    b"mcp-name": "Mcp-Name",
+}
+
+
+class SingleHeaders:
+    """Outermost ASGI layer: a request that repeats a header of `SINGLE_HEADERS` (names compared
+    case-insensitively; two identical copies count too) is refused with 400 naming it."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen: set[bytes] = set()
+            for raw_name, _ in scope["headers"]:
+                name = raw_name.lower()
+                if name not in SINGLE_HEADERS:
+                    continue
+                if name in seen:
+                    label = SINGLE_HEADERS[name]
+                    self.metrics.auth_failure("duplicate-header")
+                    body = rpc_error(
+                        f"the {label} header was sent more than once; send it exactly once",
+                        "duplicate-header",
+                        data={"header": label},
+                    )
+                    await send_json(send, 400, body)
+                    return
+                seen.add(name)
+        await self.app(scope, receive, send)
+
+
+def request_key(request_id: RequestId) -> str:
+    """The in-flight key of a JSON-RPC id, as coarse as the SDK's correlation: its transport
+    routes answers by `str(id)`, its dispatcher by `coerce_request_id(id)` ("7" and 7 are one)."""
+    return str(coerce_request_id(request_id))
+
+
+def jsonrpc_request_ids(body: bytes) -> list[RequestId]:
+    """The ids of the JSON-RPC requests in a POST body (one message or each element of a batch),
+    validated exactly as the SDK validates them; a body the SDK refuses yields no ids (it answers
+    that body itself)."""
+    try:
+        raw = pydantic_core.from_json(body)
+    except ValueError:
+        return []
+    ids: list[RequestId] = []
+    for item in raw if isinstance(raw, list) else [raw]:
+        try:
+            message = jsonrpc_message_adapter.validate_python(item, by_name=False)
+        except ValidationError:
+            continue
+        if isinstance(message, JSONRPCRequest):
+            ids.append(message.id)
+    return ids
 
 
 class DrainState:
@@ -72,9 +150,11 @@ class McpGuard:
         reason: str,
         message: str,
         headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        request_id: RequestId | None = None,
     ) -> None:
         self.metrics.auth_failure(reason)
-        await send_json(send, status, rpc_error(message, reason), headers)
+        await send_json(send, status, rpc_error(message, reason, request_id=request_id), headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - lifespan is handled by the app
@@ -113,6 +193,15 @@ class McpGuard:
             await self._reject(send, exc.status, exc.reason, exc.message, headers)
             return
         user_id = principal.user_id
+        method = scope["method"]
+        raw_sid = found.get(_SESSION_HEADER)
+        if method == "DELETE" and raw_sid is not None:
+            # ending one's own session involves no space: a space since left or a bad header
+            # must not keep a session open
+            entry = await self._own_session(raw_sid, user_id, send)
+            if entry is not None:
+                await self._in_session(entry, method, scope, receive, send)
+            return
 
         # 2. where
         raw_space = found.get(b"x-mana-space", b"").strip()
@@ -140,42 +229,48 @@ class McpGuard:
             return
 
         # 3. which session
-        method = scope["method"]
-        raw_sid = found.get(_SESSION_HEADER)
         if raw_sid is not None:
-            session_id = raw_sid.decode("latin-1")
-            entry = self.sessions.get(session_id)
-            if entry is None:
-                await self._reject(send, 404, "unknown-session", "Session not found")
-                return
-            if entry.user_id != user_id:
-                await self._reject(
-                    send, 403, "session-owner-mismatch", "this session belongs to another user"
-                )
-                return
-            scope[CALLER_SCOPE_KEY] = Caller(user_id, access, session_id, entry.watch)
-            await self._in_session(entry, method, scope, receive, send)
+            entry = await self._own_session(raw_sid, user_id, send)
+            if entry is not None:
+                scope[CALLER_SCOPE_KEY] = Caller(user_id, access, entry.session_id, entry.watch)
+                await self._in_session(entry, method, scope, receive, send)
             return
 
         scope[CALLER_SCOPE_KEY] = Caller(user_id, access, None, None)
         version = found.get(b"mcp-protocol-version")
-        opens_session = method == "POST" and (version is None or version in _HANDSHAKE_VERSIONS)
-        if not opens_session:
+        # The SDK's own rule: a request without a session id on the handshake-era path (no
+        # version header, or a handshake version) is admitted as a new session.
+        if version is not None and version not in _HANDSHAKE_VERSIONS:
             await self.manager.handle_request(scope, receive, send)
             return
-        admitted, evicted = self.sessions.reserve(user_id)
-        if evicted:
-            await self.close_sessions(evicted)
-        if not admitted:
+        admission = self.sessions.reserve(user_id)
+        if admission.evicted:
+            await self.close_sessions(admission.evicted)
+        if not admission.admitted:
+            retry = admission.retry_after
             await self._reject(
                 send,
-                429,
-                "too-many-sessions",
-                "too many open sessions for this user; close one (HTTP DELETE) and retry",
-                [(b"retry-after", b"5")],
+                admission.status,
+                admission.reason,
+                admission.message,
+                [(b"retry-after", str(retry).encode())] if retry is not None else None,
             )
             return
         await self._open_session(user_id, scope, receive, send)
+
+    async def _own_session(self, raw_sid: bytes, user_id: str, send: Send) -> SessionEntry | None:
+        """The registered session named by the header if it belongs to `user_id`; otherwise the
+        refusal (404 unknown, 403 another user's) is sent and None returned."""
+        entry = self.sessions.get(raw_sid.decode("latin-1"))
+        if entry is None:
+            await self._reject(send, 404, "unknown-session", "Session not found")
+            return None
+        if entry.user_id != user_id:
+            await self._reject(
+                send, 403, "session-owner-mismatch", "this session belongs to another user"
+            )
+            return None
+        return entry
 
     async def _in_session(
         self, entry: SessionEntry, method: str, scope: Scope, receive: Receive, send: Send
@@ -195,7 +290,14 @@ class McpGuard:
 
         self.sessions.begin(entry, stream=stream)
         try:
-            await self.manager.handle_request(scope, receive, watch)
+            if method == "POST":
+                # bounded exactly like the SDK bounds it, before the body is read
+                limited = RequestBodyLimitMiddleware(
+                    partial(self._claim_and_forward, entry), self.manager.max_request_body_size
+                )
+                await limited(scope, receive, watch)
+            else:
+                await self.manager.handle_request(scope, receive, watch)
         finally:
             if stream and status == 200:
                 entry.watch.listening = False
@@ -206,6 +308,41 @@ class McpGuard:
             elif self.drain.draining and entry.busy == 0 and self.sessions.get(entry.session_id):
                 # shutting down: its last call finished, end it so its GET stream closes
                 await self.close_sessions([entry.session_id])
+
+    async def _claim_and_forward(
+        self, entry: SessionEntry, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Refuse a POST that carries a JSON-RPC id already in flight in this session (409, the
+        first request keeps its answer); otherwise hold its ids until it is answered."""
+        first = await receive()  # the whole body: the limit middleware buffered it
+        ids: list[RequestId] = []
+        if first["type"] == "http.request" and not first.get("more_body", False):
+            ids = jsonrpc_request_ids(first.get("body", b""))
+        keys = [request_key(i) for i in ids]
+        taken = self.sessions.claim_requests(entry, keys)
+        if taken is not None:
+            await self._reject(
+                send,
+                409,
+                "request-id-in-flight",
+                f"request id {taken} is already in flight in this session; "
+                "use a new id for each request",
+                request_id=ids[keys.index(taken)],
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        try:
+            await self.manager.handle_request(scope, replay, send)
+        finally:
+            self.sessions.release_requests(entry, keys)
 
     async def _open_session(self, user_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         entry: SessionEntry | None = None
@@ -304,7 +441,8 @@ class OriginGuard:
                         (
                             b"access-control-allow-headers",
                             b"Authorization, Content-Type, Accept, X-Mana-Space, "
-                            b"Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID",
+                            b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, "
+                            b"Last-Event-ID",
                         ),
                         (b"access-control-max-age", b"600"),
                     ],
@@ -321,4 +459,12 @@ class OriginGuard:
         await self.app(scope, receive, with_cors)
 
 
-__all__: list[Any] = ["DrainState", "McpGuard", "OriginGuard"]
+__all__: list[Any] = [
+    "SINGLE_HEADERS",
+    "DrainState",
+    "McpGuard",
+    "OriginGuard",
+    "SingleHeaders",
+    "jsonrpc_request_ids",
+    "request_key",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import Send
@@ -23,12 +24,20 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-def rpc_error(message: str, reason: str, code: int = -32600) -> dict[str, Any]:
-    """A JSON-RPC error body (no id), the shape MCP clients expect from the endpoint."""
+def rpc_error(
+    message: str,
+    reason: str,
+    code: int = -32600,
+    *,
+    request_id: str | int | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-RPC error body, the shape MCP clients expect from the endpoint: `id` is the
+    refused request's id when it is known, else null; `data.reason` is the stable reason."""
     return {
         "jsonrpc": "2.0",
-        "id": None,
-        "error": {"code": code, "message": message, "data": {"reason": reason}},
+        "id": request_id,
+        "error": {"code": code, "message": message, "data": {"reason": reason, **(data or {})}},
     }
 
 

@@ -2,22 +2,26 @@
 
 The `mcp` session manager owns the sessions themselves; this registry records who owns each one
 and how it is used, so the guard can answer 403 (another user's session id), 404 (unknown or
-expired id), expire idle sessions and cap open sessions per user.
+expired id), expire idle sessions, cap open sessions per user and refuse a JSON-RPC id that is
+already in flight in the session.
 
 - A session is *idle* when no request of it is in flight (an open GET stream counts as in
   flight, as in the SDK) for `idle_seconds`; idle sessions are terminated by the sweeper.
 - Each user has at most `per_user` open sessions. Opening one more evicts that user's least
-  recently active session that has no POST in flight; if every one of them is busy the new
-  session is refused (429). Eviction rather than refusal, because clients such as the Inspector
-  CLI open a session per run and never close it.
+  recently active session that has nothing in flight and was not used in the last
+  `protect_seconds`; if every one of them is busy or recent the new session is refused (429,
+  with the time until one can be evicted). Eviction of old sessions, because clients such as the
+  Inspector CLI open a session per run and never close it; never of recent ones, because a
+  client that opens many sessions must not end another client's live session.
 - Memory is bounded: entries exist only for live sessions (at most `per_user` per user and
   `max_total` overall), and per-user indexes are dropped with their last session.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_server import ToolSetWatch
@@ -32,6 +36,22 @@ class SessionEntry:
     inflight: int = 0  # requests of this session being served, GET streams included
     busy: int = 0  # POST/DELETE requests being served
     watch: ToolSetWatch = field(default_factory=lambda: ToolSetWatch(listening=False))
+    # JSON-RPC ids of the requests in flight, keyed as the SDK correlates them (`request_key`)
+    request_ids: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to "may this user open one more session?". `evicted` ids are already forgotten
+    here and must be terminated by the caller, admitted or not. A refusal carries the HTTP status,
+    a stable reason, a message for the client and, when known, seconds until a retry can succeed."""
+
+    admitted: bool
+    evicted: list[str] = field(default_factory=list)
+    status: int = 200
+    reason: str = ""
+    message: str = ""
+    retry_after: int | None = None
 
 
 class SessionRegistry:
@@ -41,13 +61,17 @@ class SessionRegistry:
         idle_seconds: float,
         per_user: int,
         max_total: int,
+        protect_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if idle_seconds <= 0 or per_user <= 0 or max_total <= 0:
             raise ValueError("idle_seconds, per_user and max_total must be positive")
+        if protect_seconds < 0:
+            raise ValueError("protect_seconds must not be negative")
         self.idle_seconds = idle_seconds
         self.per_user = per_user
         self.max_total = max_total
+        self.protect_seconds = protect_seconds
         self._clock = clock
         self._entries: dict[str, SessionEntry] = {}
         self._by_user: dict[str, dict[str, None]] = {}
@@ -68,22 +92,29 @@ class SessionRegistry:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def reserve(self, user_id: str) -> tuple[bool, list[str]]:
-        """Make room for one more session of `user_id`. Returns (admitted, evicted session ids);
-        evicted ids are already forgotten here and must be terminated by the caller. An admitted
-        reservation must be followed by `add` or `release`."""
+    def reserve(self, user_id: str) -> Admission:
+        """Make room for one more session of `user_id`, evicting that user's oldest sessions that
+        are neither in use nor recent. An admitted reservation must be followed by `add` or
+        `release`."""
         evicted: list[str] = []
         held = self._pending.get(user_id, 0)
         while len(self._by_user.get(user_id, ())) + held >= self.per_user:
-            victim = self._least_recent_idle(user_id)
+            victim = self._evictable(user_id)
             if victim is None:
-                return False, evicted
+                return self._user_full(user_id, evicted)
             self.remove(victim.session_id)
             evicted.append(victim.session_id)
         if len(self._entries) + sum(self._pending.values()) >= self.max_total:
-            return False, evicted
+            return Admission(
+                False,
+                evicted,
+                503,
+                "server-sessions-full",
+                "the server has too many open sessions; retry later",
+                5,
+            )
         self._pending[user_id] = held + 1
-        return True, evicted
+        return Admission(True, evicted)
 
     def release(self, user_id: str) -> None:
         held = self._pending.get(user_id, 0) - 1
@@ -92,9 +123,31 @@ class SessionRegistry:
         else:
             self._pending.pop(user_id, None)
 
-    def _least_recent_idle(self, user_id: str) -> SessionEntry | None:
-        candidates = [e for e in self.of_user(user_id) if e.busy == 0]
+    def _evictable(self, user_id: str) -> SessionEntry | None:
+        """The least recently active session with nothing in flight (no call, no GET stream)
+        that was last used before the protection window."""
+        cutoff = self._clock() - self.protect_seconds
+        candidates = [
+            e for e in self.of_user(user_id) if e.inflight == 0 and e.last_active <= cutoff
+        ]
         return min(candidates, key=lambda e: e.last_active, default=None)
+
+    def _user_full(self, user_id: str, evicted: list[str]) -> Admission:
+        quiet = [e.last_active for e in self.of_user(user_id) if e.inflight == 0]
+        retry_after = None
+        if quiet:
+            wait = min(quiet) + self.protect_seconds - self._clock()
+            retry_after = max(1, math.ceil(wait))
+        return Admission(
+            False,
+            evicted,
+            429,
+            "too-many-sessions",
+            f"too many open sessions for this user ({self.per_user}), all in use or used in the "
+            f"last {self.protect_seconds:g} s; end one with HTTP DELETE /mcp (Mcp-Session-Id) "
+            "or retry later",
+            retry_after,
+        )
 
     def add(self, session_id: str, user_id: str) -> SessionEntry:
         now = self._clock()
@@ -126,6 +179,20 @@ class SessionRegistry:
         if not stream:
             entry.busy = max(0, entry.busy - 1)
         entry.last_active = self._clock()
+
+    def claim_requests(self, entry: SessionEntry, keys: Iterable[str]) -> str | None:
+        """Mark these request ids in flight in the session; if one already is (or repeats in
+        `keys`), nothing is marked and that key is returned."""
+        wanted: set[str] = set()
+        for key in keys:
+            if key in entry.request_ids or key in wanted:
+                return key
+            wanted.add(key)
+        entry.request_ids |= wanted
+        return None
+
+    def release_requests(self, entry: SessionEntry, keys: Iterable[str]) -> None:
+        entry.request_ids.difference_update(keys)
 
     def expired(self) -> list[str]:
         """Forget idle sessions; returns their ids (the caller terminates them)."""

@@ -88,6 +88,7 @@ def build_app(rt: Runtime) -> Any:
         allowed_origins=s.allowed_origins,
         session_idle_seconds=float(s.session_idle_seconds),
         sessions_per_user=s.sessions_per_user,
+        session_protect_seconds=float(s.session_protect_seconds),
         shutdown_grace_seconds=float(s.shutdown_grace_seconds),
     )
     return build_http_app(rt.pipeline, auth, config)

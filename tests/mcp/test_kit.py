@@ -149,7 +149,8 @@ async def test_idle_sessions_expire(tmp_path: Path) -> None:
 
 
 async def test_session_cap_evicts_oldest_and_memory_stays_bounded(tmp_path: Path) -> None:
-    config = HttpConfig(sessions_per_user=3)
+    # no protection window: every session that has nothing in flight may be evicted
+    config = HttpConfig(sessions_per_user=3, session_protect_seconds=0)
     async with (
         tool_kit(tmp_path / "mana.db") as kit,
         McpTestServer(kit.pipeline, tmp_path, config=config) as srv,
