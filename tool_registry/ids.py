@@ -10,6 +10,7 @@ ordering promise) is for ids nothing sorts by, such as request ids.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -70,3 +71,14 @@ class IdSource:
             else:
                 self._random += 1 + secrets.randbelow(1 << 16)
             return format_id(prefix, self._millis, self._random)
+
+
+# What `new_id` makes, with `-` accepted for `_` as people retype ids: a lower-case prefix, the
+# separator and 26 characters of the alphabet.
+_ID_SHAPE = re.compile(f"[a-z]{{2,8}}[-_][{_ALPHABET}]{{26}}")
+
+
+def looks_like_id(text: str) -> bool:
+    """True when `text` has the shape of an id (e.g. `spc_01jc…` or `spc-01jc…`): names that
+    people choose (space slugs) must not, so an id and a name are never confused."""
+    return _ID_SHAPE.fullmatch(text) is not None
