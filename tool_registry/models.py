@@ -37,13 +37,19 @@ NUL = "\x00"
 
 
 def _has_nul(value: Any) -> bool:
-    """Whether a raw input value holds a NUL in any string, dict key included, at any depth."""
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
+    """Whether a raw input value holds a NUL in any string, dict key included, at any depth
+    (walked with a stack, so a hostile nesting depth cannot exhaust the recursion limit)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
     return False
 
 
