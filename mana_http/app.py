@@ -4,7 +4,7 @@ Routes:
     /mcp                      MCP endpoint (both protocol eras), behind `McpGuard`
     POST /auth/token          email + password → short-lived JWT (local keys only)
     GET /.well-known/jwks.json  the public signing keys (local keys only)
-    GET /health               200 when the database answers, else 503
+    GET /health               200 when the database can take a write, else 503 with the reason
     GET /metrics              Prometheus text
 
 Built once per process (or per test) by `build_http_app`; nothing is created per request.
@@ -42,6 +42,7 @@ from mana_auth.tokens import (
     TokenVerifier,
 )
 from mana_http.guard import DrainState, McpGuard, OriginGuard, SingleHeaders
+from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.sessions import SessionRegistry
 from mcp_server import McpAdapter, RequestScopeCaller
@@ -53,6 +54,7 @@ DEFAULT_ALLOWED_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_LOGIN_BODY = 16 * 1024
 MCP_PATHS = frozenset({"/mcp", "/mcp/"})
+HEALTH_WRITE_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,11 +175,17 @@ class ManaHttpApp:
     # -- plain routes ------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
+        """200 only when the database can take a write now (a short `BEGIN IMMEDIATE` and
+        rollback, waiting at most `HEALTH_WRITE_WAIT_SECONDS` for the write lock); else 503
+        with the reason, e.g. another process holding the write lock."""
         try:
-            await self.pipeline.db.read(lambda c: c.execute("SELECT 1").fetchone())
-        except Exception as exc:
+            problem = await self.pipeline.db.probe_write(HEALTH_WRITE_WAIT_SECONDS)
+        except Exception as exc:  # e.g. the database is closed: that is the answer, not a crash
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
             return JSONResponse(
-                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+                {"status": "unavailable", "database": "cannot-write", "reason": problem},
+                status_code=503,
             )
         return JSONResponse({"status": "ok", "database": "ok"})
 
@@ -286,7 +294,7 @@ def build_http_app(
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
     adapter = McpAdapter(pipeline, RequestScopeCaller())
-    manager = StreamableHTTPSessionManager(
+    manager = BodyFirstSessionManager(
         app=adapter.server,
         json_response=False,
         stateless=False,

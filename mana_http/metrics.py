@@ -3,6 +3,9 @@ apps in one process — e.g. tests — never share or clash).
 
 - `mana_tool_calls_total{tool,outcome}` and `mana_tool_call_duration_seconds{tool}`: every
   pipeline outcome in this process (the app subscribes to `pipeline.observers`).
+- `mana_tool_errors_total{tool,reason}`: the `error` outcomes among them by reason
+  (`handler-error`: the handler crashed; `internal-error`: a pipeline step such as the write
+  transaction failed; `invalid-output`, `not-configured`, a tool's own error reasons).
 - `mana_policy_decisions_total{decision,reason,mode}`: from the gate's own counter when the gate
   exposes `metrics.snapshot()`; otherwise derived from pipeline outcomes (calls that reached the
   gate: allowed ones and policy denials).
@@ -77,6 +80,12 @@ class Metrics:
             ["tool", "outcome"],
             registry=self.registry,
         )
+        self.tool_errors = Counter(
+            "mana_tool_errors",
+            "Tool calls whose outcome is error, by tool and reason.",
+            ["tool", "reason"],
+            registry=self.registry,
+        )
         self.tool_latency = Histogram(
             "mana_tool_call_duration_seconds",
             "Pipeline latency of tool calls.",
@@ -107,6 +116,8 @@ class Metrics:
         self.tool_calls.labels(tool, outcome.status).inc()
         self.tool_latency.labels(tool).observe(outcome.latency_ms / 1000.0)
         reason = (outcome.error.reason if outcome.error else outcome.reason) or "allowed"
+        if outcome.status == "error":
+            self.tool_errors.labels(tool, reason).inc()
         if reason in PRE_GATE_REASONS:
             return
         if outcome.status == "denied":

@@ -88,6 +88,8 @@ class Outcome(BaseModel):
 
 
 IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+# Reason of an `error` outcome when a step of the pipeline itself failed (not the handler).
+INTERNAL_ERROR = "internal-error"
 
 # Only an operator at the CLI can even reach an admin-scope tool (where the gate still denies it).
 ADMIN_INVOKERS = frozenset({"cli"})
@@ -241,6 +243,25 @@ class Pipeline:
                     started=started,
                     error=OutcomeError(reason=rej.reason, message=rej.message, fields=rej.fields),
                     reminder=rej.reminder,
+                )
+                self.audit.enqueue(self._audit_row(outcome, call, hashed))
+            except Exception:
+                # A step of the pipeline itself failed (e.g. the database refused the write
+                # transaction): an `error` outcome like a handler crash, logged, audited and
+                # counted, with the request id for the report.
+                log.exception("tool call failed inside the pipeline")
+                message = (
+                    f"{tool_name} failed unexpectedly; quote request id {call.request_id} "
+                    "when reporting it"
+                )
+                outcome = self._finish(
+                    tool_name,
+                    call,
+                    space,
+                    status="error",
+                    reason=INTERNAL_ERROR,
+                    started=started,
+                    error=OutcomeError(reason=INTERNAL_ERROR, message=message),
                 )
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
             self._notify(outcome, spec)
@@ -566,7 +587,7 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Flush buffered audit rows. The database is closed by whoever opened it."""
-        await self.audit.flush()
+        await self.audit.aclose()
 
 
 def _denial_text(spec: AnySpec, decision: Decision) -> str:

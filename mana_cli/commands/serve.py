@@ -4,8 +4,12 @@ the MCP server."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -54,8 +58,11 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def serve_stdio(settings: Settings) -> int:
+    """Serve until the client closes stdin, or SIGTERM/SIGINT: either way the calls in flight
+    finish (bounded by the shutdown grace) and are answered, the audit log is flushed (the
+    runtime closes) and the exit code is 0, as over HTTP."""
+    from mcp_server import StdinLines, stdio_adapter
     from mcp_server import serve_stdio as run_stdio
-    from mcp_server import stdio_adapter
 
     if not settings.user:
         raise ValidationFailed("give --as EMAIL (or set MANA_USER) to say who the client acts as")
@@ -69,8 +76,37 @@ async def serve_stdio(settings: Settings) -> int:
         log.info(
             "serving MCP over stdio", user=user.email, space=access.space.slug, role=access.role
         )
-        await run_stdio(stdio_adapter(rt.pipeline, user_id=user.id, space=access.space.id))
+        stdin = StdinLines()
+        with _stop_on_signals(stdin.stop):
+            await run_stdio(
+                stdio_adapter(rt.pipeline, user_id=user.id, space=access.space.id),
+                grace_seconds=float(settings.shutdown_grace_seconds),
+                stdin=stdin,
+            )
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call `stop` (once each is enough) instead of killing the process,
+    while the block runs; only possible on the main thread."""
+    loop = asyncio.get_running_loop()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, stop: Callable[[], None]) -> None:
+    log.info("stopping: no new requests; finishing calls in flight", signal=sig.name)
+    stop()
 
 
 def build_app(rt: Runtime) -> Any:

@@ -3,11 +3,18 @@
 Reads run on a small pool of threads, each with its own connection (WAL lets them read while a
 write is in progress). Writes run on one dedicated writer thread inside `BEGIN IMMEDIATE`
 transactions, serialised in-process by an asyncio lock and across processes by SQLite itself.
+
+A write transaction is one unit that cancellation cannot split: once BEGIN was handed to the
+writer, the unit ends on the writer with COMMIT or ROLLBACK before the writer lock is released,
+whatever cancellation (anyio cancel scope or `Task.cancel()`) arrives meanwhile. A cancellation
+that arrives while BEGIN or the work runs rolls the unit back; one that arrives during COMMIT
+lets the commit finish. Either way the cancellation is re-raised once the unit has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,6 +24,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import anyio
 
 T = TypeVar("T")
 
@@ -76,6 +85,7 @@ class Database:
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="mana-db-read")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mana-db-write")
+        self._prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mana-db-probe")
         self._writer_conn: sqlite3.Connection | None = None
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -115,6 +125,27 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(self._writer_connection()))
 
+    async def _to_end(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
+        """Hand `fn` to the writer and wait until it has ended there, whatever cancellation
+        arrives meanwhile. Returns its finished future and the cancellation that arrived (None
+        if none); the caller re-raises that cancellation once its unit has ended."""
+        self._check_open()
+        done = asyncio.wrap_future(self._writer.submit(lambda: fn(self._writer_connection())))
+        cancelled: asyncio.CancelledError | None = None
+        # The shield keeps anyio cancel scopes (which re-deliver at every await while they are
+        # cancelled) out of this wait; a plain `Task.cancel()` still interrupts it, so that
+        # cancellation is kept for the caller and the wait goes on. `asyncio.wait` never
+        # cancels `done`, so the writer work always runs.
+        with anyio.CancelScope(shield=True):
+            while not done.done():
+                try:
+                    await asyncio.wait((done,))
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+        return done, cancelled
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run read-only work on a reader thread; the connection refuses writes."""
         self._check_open()
@@ -123,31 +154,114 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread."""
+        """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread,
+        as one unit that cancellation cannot split (see the module docstring): the writer lock
+        is released only after the writer has left the transaction."""
         async with self._lock():
-            await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+            begun, cancelled = await self._to_end(_begin)
+            if cancelled is not None:
+                if _failure(begun) is None:
+                    await self._end_unit(self._rollback_unit, cancelled)
+                raise cancelled
+            begun.result()  # BEGIN failed (e.g. another process held the lock too long)
             tx = Transaction(self)
             token = _ACTIVE.set(tx)
             try:
                 yield tx
             except BaseException:
-                await asyncio.shield(self._on_writer(_rollback))
+                await self._end_unit(self._rollback_unit, None)
                 raise
             else:
-                await self._on_writer(lambda conn: conn.execute("COMMIT"))
+                await self._end_unit(self._commit_unit, None)
             finally:
                 tx.open = False
                 _ACTIVE.reset(token)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _end_unit(
+        self,
+        end: Callable[[sqlite3.Connection], None],
+        cancelled: asyncio.CancelledError | None,
+    ) -> None:
+        """Run COMMIT or ROLLBACK to its end; then raise what failed or what was cancelled."""
+        ended, late = await self._to_end(end)
+        if _failure(ended) is not None:
+            ended.result()
+        if late is not None and cancelled is None:
+            raise late
+
+    async def write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        on_commit: Callable[[T], None] | None = None,
+    ) -> T:
         """Run `fn` in its own short write transaction: BEGIN, work and COMMIT in one hop to the
-        writer thread (a third of the hand-offs of `transaction()`). Inside a `transaction()` of
-        this database held by the current task, `fn` joins that transaction instead."""
+        writer thread (a third of the hand-offs of `transaction()`), a unit cancellation cannot
+        split. `on_commit(result)` runs on the event loop as soon as the unit committed, even
+        when a cancellation arrived meanwhile (which is re-raised right after it), so a caller
+        can tell a committed write from one that never happened.
+
+        Inside a `transaction()` of this database held by the current task, `fn` joins that
+        transaction instead (and commits or rolls back with it: `on_commit` is refused there)."""
         active = _ACTIVE.get()
         if active is not None and active.open and active._db is self:
+            if on_commit is not None:
+                raise ValueError("on_commit needs a write of its own, not a joined transaction")
             return await active.run(fn)
         async with self._lock():
-            return await self._on_writer(lambda conn: _run_in_transaction(conn, fn))
+            done, cancelled = await self._to_end(functools.partial(self._unit, fn))
+            if on_commit is not None and _failure(done) is None:
+                on_commit(done.result())
+            if cancelled is not None:
+                raise cancelled
+            return done.result()
+
+    # -- on the writer thread ------------------------------------------------------------
+
+    def _unit(self, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+        _begin(conn)
+        try:
+            result = fn(conn)
+        except BaseException:
+            self._rollback_unit(conn)
+            raise
+        self._commit_unit(conn)
+        return result
+
+    def _commit_unit(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback_unit(conn)
+            raise
+
+    def _rollback_unit(self, conn: sqlite3.Connection) -> None:
+        """Leave the transaction. A connection that cannot roll back is closed (which ends its
+        transaction) and replaced on next use, so the writer is never left inside one."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except BaseException:
+            if conn is self._writer_conn:
+                self._writer_conn = None
+            conn.close()
+            raise
+
+    async def writer_in_transaction(self) -> bool:
+        """Whether the writer connection is inside a transaction right now (outside a unit it
+        never should be); waits for the writer lock, so units in flight end first."""
+        async with self._lock():
+            return await self._on_writer(lambda conn: conn.in_transaction)
+
+    async def probe_write(self, wait_seconds: float) -> str | None:
+        """Prove that a write could start now: `BEGIN IMMEDIATE` and `ROLLBACK` on a connection
+        of its own that waits at most `wait_seconds` for the write lock. None when it could,
+        else why not. It sees the file as another process would, so a lock held by another
+        process (or by this process's writer for longer than `wait_seconds`) fails it."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._prober, _probe_write, self.path, wait_seconds)
 
     def _lock(self) -> asyncio.Lock:
         if self._write_lock is None:
@@ -171,26 +285,39 @@ class Database:
         await loop.run_in_executor(self._writer, close_writer)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._prober.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
 
 
-def _run_in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+def _begin(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
+
+
+def _failure(done: asyncio.Future[T]) -> BaseException | None:
+    if done.cancelled():
+        return asyncio.CancelledError()
+    return done.exception()
+
+
+def _probe_write(path: Path, timeout: float) -> str | None:
     try:
-        result = fn(conn)
-    except BaseException:
-        _rollback(conn)
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        return f"cannot open the database: {exc}"
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {max(0, int(timeout * 1000))}")
+        conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return f"a write could not start within {timeout:g} s: {exc}"
+    finally:
+        conn.close()
+    return None
 
 
 def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> list[str]:

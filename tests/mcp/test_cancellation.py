@@ -1,0 +1,496 @@
+"""A cancelled call never wedges the server.
+
+Hundreds of write calls are cancelled at random points (0-5 ms after their request was sent)
+against real server processes: over HTTP in the 2026-07-28 era (cancelling is closing the
+request) and the 2025-11-25 era (`notifications/cancelled` for the request id), with dropped
+TCP connections in both, and over stdio (`notifications/cancelled` on the pipe, and stdin closed
+while calls run). Afterwards a fresh session and a `mana call` from another process can still
+write, every stored write is audited exactly once, `/health` proves the write path, and no
+server logged a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h11
+import httpx
+import pytest
+
+from tool_registry.pipeline import input_hash
+
+from .support import (
+    DEMO_EMAIL,
+    JSON_ACCEPT,
+    REPO,
+    ServerProcess,
+    World,
+    headers,
+    mana_argv,
+    mana_env,
+    seed_world_async,
+)
+
+pytestmark = pytest.mark.slow
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+# Calls of one kind; all of them run a few at a time so cancellations also land while other
+# calls hold the writer.
+CALLS = 100
+DROPS = 30
+PARALLEL = 4
+MAX_DELAY = 0.005
+SERVER_ENV = {"MANA_RATE_LIMIT": "100000", "MANA_SHUTDOWN_GRACE_SECONDS": "20"}
+TRACEBACK_MARKERS = ("Traceback", "Task exception was never retrieved", "never awaited")
+
+
+@dataclass
+class Tally:
+    """What happened to the calls of one run (completed: the client read a success)."""
+
+    sent: int = 0
+    cancelled: int = 0
+    completed: int = 0
+    other: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Tally) -> None:
+        self.sent += other.sent
+        self.cancelled += other.cancelled
+        self.completed += other.completed
+        self.other.update(other.other)
+
+
+def write_args(prefix: str, i: int) -> tuple[str, dict[str, Any]]:
+    """A write tool and arguments unique to this call (so its audit row is found by hash)."""
+    if i % 2:
+        return "notes.create", {"title": f"{prefix}-{i}", "body": "cancellation test"}
+    return "habits.create", {"name": f"{prefix}-{i}"}
+
+
+def call_body(request_id: int, tool: str, args: dict[str, Any], *, modern: bool) -> bytes:
+    params: dict[str, Any] = {"name": tool, "arguments": args}
+    if modern:
+        params["_meta"] = ENVELOPE
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    ).encode()
+
+
+def cancel_body(request_id: int) -> bytes:
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "test cancels"},
+        }
+    ).encode()
+
+
+def result_of(payload: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC message in a JSON or SSE response body (the last `data:` line)."""
+    text = payload.decode()
+    lines = [ln[5:].strip() for ln in text.splitlines() if ln.startswith("data:")]
+    candidates = lines or [text]
+    for chunk in reversed(candidates):
+        if chunk.strip():
+            message: dict[str, Any] = json.loads(chunk)
+            return message
+    return None
+
+
+def classify(message: dict[str, Any] | None) -> str:
+    if message is None:
+        return "empty"
+    if "error" in message:
+        return "cancelled" if message["error"].get("code") == -32800 else "rpc-error"
+    return "completed" if message["result"].get("isError") is False else "tool-error"
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection driven by hand: the test decides exactly when a
+    request is on the wire and when the connection closes (FIN) or is reset (RST)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(our_role=h11.CLIENT)
+
+    @classmethod
+    async def open(cls, port: int) -> RawHttp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, hdrs: dict[str, str], body: bytes) -> None:
+        if self.conn.our_state is h11.DONE:
+            self.conn.start_next_cycle()
+        request = h11.Request(
+            method="POST",
+            target="/mcp",
+            headers=[
+                ("host", "127.0.0.1"),
+                ("content-length", str(len(body))),
+                *hdrs.items(),
+            ],
+        )
+        self.writer.write(self.conn.send(request) + self.conn.send(h11.Data(data=body)))
+        self.writer.write(self.conn.send(h11.EndOfMessage()))
+        await self.writer.drain()
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        status, hdrs, body = 0, {}, b""
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.reader.read(65536)
+                self.conn.receive_data(data)
+                if not data and self.conn.their_state is not h11.DONE:
+                    raise ConnectionError("server closed the connection")
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                hdrs = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return status, hdrs, body
+
+    def close(self, *, reset: bool = False) -> None:
+        if reset:
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
+
+
+class HttpRun:
+    """Calls against one HTTP server, as one user."""
+
+    def __init__(self, server: ServerProcess, token: str) -> None:
+        self.server = server
+        self.auth = headers(token)
+        self.ids = iter(range(1, 1_000_000))
+
+    def modern_headers(self, tool: str) -> dict[str, str]:
+        return {
+            **JSON_ACCEPT,
+            **self.auth,
+            "mcp-protocol-version": MODERN,
+            "mcp-method": "tools/call",
+            "mcp-name": tool,
+        }
+
+    async def modern(self, prefix: str, i: int, *, reset: bool) -> str:
+        """Send a call, wait 0-5 ms for its answer, else close (or reset) the connection."""
+        tool, args = write_args(prefix, i)
+        conn = await RawHttp.open(self.server.port)
+        try:
+            await conn.send(
+                self.modern_headers(tool), call_body(next(self.ids), tool, args, modern=True)
+            )
+            try:
+                _, _, body = await asyncio.wait_for(conn.response(), random.uniform(0, MAX_DELAY))
+            except TimeoutError:
+                return "cancelled"
+            return classify(result_of(body))
+        finally:
+            conn.close(reset=reset)
+
+    async def legacy_session(self) -> dict[str, str]:
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LEGACY,
+                "capabilities": {},
+                "clientInfo": {"name": "cancellation-test", "version": "1"},
+            },
+        }
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.post(
+                self.server.mcp_url, json=init, headers={**JSON_ACCEPT, **self.auth}
+            )
+            assert resp.status_code == 200, resp.text
+            session = {
+                **JSON_ACCEPT,
+                **self.auth,
+                "mcp-session-id": resp.headers["mcp-session-id"],
+                "mcp-protocol-version": LEGACY,
+            }
+            note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await http.post(self.server.mcp_url, json=note, headers=session)).is_success
+        return session
+
+    async def legacy(self, session: dict[str, str], prefix: str, i: int, *, drop: bool) -> str:
+        """Send a call; 0-5 ms later send `notifications/cancelled` for it (or drop the
+        connection that carries it). A cancelled call is answered with -32800 on this era."""
+        tool, args = write_args(prefix, i)
+        request_id = next(self.ids)
+        conn = await RawHttp.open(self.server.port)
+        try:
+            await conn.send(session, call_body(request_id, tool, args, modern=False))
+            await asyncio.sleep(random.uniform(0, MAX_DELAY))
+            if drop:
+                conn.close(reset=True)
+                return "cancelled"
+            other = await RawHttp.open(self.server.port)
+            try:
+                await other.send(session, cancel_body(request_id))
+                status, _, _ = await other.response()
+                assert status == 202, status
+            finally:
+                other.close()
+            _, _, body = await conn.response()
+            return classify(result_of(body))
+        finally:
+            conn.close()
+
+
+async def run_batched(count: int, one: Any) -> Tally:
+    tally = Tally()
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for i in queue:
+            outcome = await one(i)
+            tally.sent += 1
+            if outcome == "cancelled":
+                tally.cancelled += 1
+            elif outcome == "completed":
+                tally.completed += 1
+            else:
+                tally.other[outcome] += 1
+
+    await asyncio.gather(*(worker() for _ in range(PARALLEL)))
+    return tally
+
+
+class StdioServer:
+    """`mana serve --stdio` on raw pipes, 2026-07-28 era (every request carries its envelope)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
+        self.proc = proc
+        self.stderr = stderr
+        self.answers: dict[int, dict[str, Any]] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, world: World, name: str) -> StdioServer:
+        stderr = world.data_dir / f"{name}.err"
+        with stderr.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *mana_argv(world.data_dir, "serve", "--stdio", "--as", DEMO_EMAIL),
+                cwd=REPO,
+                env=mana_env(SERVER_ENV),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        return cls(proc, stderr)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            message = json.loads(line)
+            self.answers[message["id"]] = message
+
+    async def send(self, body: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(body + b"\n")
+        await self.proc.stdin.drain()
+
+    async def close_stdin_and_wait(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        code = await asyncio.wait_for(self.proc.wait(), 60)
+        await asyncio.wait_for(self._reader, 10)
+        return code
+
+
+def stdio_outcome(answer: dict[str, Any] | None) -> str:
+    return "cancelled" if answer is None else classify(answer)
+
+
+@dataclass
+class Stored:
+    """The writes of the test in the database and their audit rows."""
+
+    records: int
+    audited_ok: int
+    unaudited: list[str]
+    audited_twice: list[str]
+    audit_without_record: int
+
+
+def stored_writes(data_dir: Path, prefixes: tuple[str, ...]) -> Stored:
+    conn = sqlite3.connect(f"file:{data_dir / 'mana.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT collection, json_extract(data, '$.name'), json_extract(data, '$.title') "
+            "FROM records WHERE collection IN ('habits', 'notes')"
+        ).fetchall()
+        audits = Counter(
+            h
+            for (h,) in conn.execute(
+                "SELECT input_hash FROM audit_log WHERE outcome = 'ok' "
+                "AND tool IN ('habits.create', 'notes.create')"
+            )
+        )
+    finally:
+        conn.close()
+    hashes: dict[str, str] = {}
+    for collection, name, title in rows:
+        label = name if collection == "habits" else title
+        if not isinstance(label, str) or not label.startswith(prefixes):
+            continue
+        args = (
+            {"name": label}
+            if collection == "habits"
+            else {"title": label, "body": "cancellation test"}
+        )
+        hashes[input_hash(args)] = label
+    ours = {h for h in audits if h in hashes}
+    all_ours = {
+        input_hash(args)
+        for prefix in prefixes
+        for i in range(CALLS + DROPS)
+        for args in (write_args(prefix, i)[1],)
+    }
+    return Stored(
+        records=len(hashes),
+        audited_ok=sum(audits[h] for h in ours),
+        unaudited=[label for h, label in hashes.items() if audits[h] == 0],
+        audited_twice=[label for h, label in hashes.items() if audits[h] > 1],
+        audit_without_record=sum(1 for h in audits if h in all_ours and h not in hashes),
+    )
+
+
+def tracebacks(text: str) -> list[str]:
+    return [marker for marker in TRACEBACK_MARKERS if marker in text]
+
+
+async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
+    world = await seed_world_async(tmp_path)
+    server = ServerProcess(world.data_dir, env=SERVER_ENV)
+    figures: dict[str, Tally] = {}
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        run = HttpRun(server, world.token(world.demo_id, email=DEMO_EMAIL))
+
+        figures["http 2026-07-28 cancelled"] = await run_batched(
+            CALLS, lambda i: run.modern("m", i, reset=False)
+        )
+        figures["http 2026-07-28 dropped"] = await run_batched(
+            DROPS, lambda i: run.modern("md", i, reset=True)
+        )
+        session = await run.legacy_session()
+        figures["http 2025-11-25 cancelled"] = await run_batched(
+            CALLS, lambda i: run.legacy(session, "l", i, drop=False)
+        )
+        figures["http 2025-11-25 dropped"] = await run_batched(
+            DROPS, lambda i: run.legacy(session, "ld", i, drop=True)
+        )
+
+        # stdio: cancel over the pipe, then close stdin while calls are still running
+        stdio = await StdioServer.start(world, "stdio-cancel")
+        tally = Tally()
+        for i in range(CALLS):
+            tool, args = write_args("s", i)
+            await stdio.send(call_body(i, tool, args, modern=True))
+            await asyncio.sleep(random.uniform(0, MAX_DELAY))
+            await stdio.send(cancel_body(i))
+        in_flight = CALLS + DROPS
+        for i in range(CALLS, in_flight):
+            tool, args = write_args("s", i)
+            await stdio.send(call_body(i, tool, args, modern=True))
+        assert await stdio.close_stdin_and_wait() == 0, stdio.stderr.read_text()[-3000:]
+        for i in range(in_flight):
+            outcome = stdio_outcome(stdio.answers.get(i))
+            tally.sent += 1
+            tally.cancelled += outcome == "cancelled"
+            tally.completed += outcome == "completed"
+            if outcome not in ("cancelled", "completed"):
+                tally.other[outcome] += 1
+        # Closing stdin does not cancel: every call sent after the last cancel is answered.
+        assert all(
+            stdio_outcome(stdio.answers.get(i)) == "completed" for i in range(CALLS, in_flight)
+        ), {i: stdio.answers.get(i) for i in range(CALLS, in_flight)}
+        figures["stdio cancelled, then stdin closed"] = tally
+
+        total = Tally()
+        for t in figures.values():
+            total.add(t)
+        assert total.other == Counter(), figures  # nothing but completed or cancelled
+
+        # A fresh session writes ...
+        status, body = await fresh_modern_write(run, "after-http")
+        assert status == 200 and classify(result_of(body)) == "completed", body
+        # ... so does another process (not "database is locked") ...
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            mana_argv(
+                world.data_dir,
+                "call",
+                "habits.create",
+                "--as",
+                DEMO_EMAIL,
+                "--args",
+                json.dumps({"name": "after-cli"}),
+            ),
+            cwd=REPO,
+            env=mana_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        # ... and /health proves the write path.
+        async with httpx.AsyncClient(timeout=30) as http:
+            health = await http.get(f"{server.url}/health")
+        assert health.status_code == 200, health.text
+    finally:
+        code = await asyncio.to_thread(server.stop)
+    assert code == 0
+
+    stored = stored_writes(world.data_dir, ("m-", "md-", "l-", "ld-", "s-"))
+    print_figures(figures, total, stored)
+    assert stored.unaudited == [] and stored.audited_twice == []
+    assert stored.audit_without_record == 0
+    assert stored.records == stored.audited_ok
+    assert stored.records >= total.completed  # a call answered as done is stored
+    logs = server.stderr_path.read_text(errors="replace") + stdio.stderr.read_text()
+    assert tracebacks(logs) == [], logs[-4000:]
+
+
+async def fresh_modern_write(run: HttpRun, name: str) -> tuple[int, bytes]:
+    conn = await RawHttp.open(run.server.port)
+    try:
+        await conn.send(
+            run.modern_headers("habits.create"),
+            call_body(next(run.ids), "habits.create", {"name": name}, modern=True),
+        )
+        status, _, body = await asyncio.wait_for(conn.response(), 60)
+        return status, body
+    finally:
+        conn.close()
+
+
+def print_figures(figures: dict[str, Tally], total: Tally, stored: Stored) -> None:
+    for name, t in figures.items():
+        print(f"{name}: sent {t.sent}, cancelled {t.cancelled}, completed {t.completed}")
+    print(
+        f"total: sent {total.sent}, cancelled {total.cancelled}, completed {total.completed}; "
+        f"records stored {stored.records}, audit rows {stored.audited_ok}"
+    )
