@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
+from tool_registry.ids import looks_like_id
 from tool_registry.store.database import Database
 from tool_registry.store.passwords import hash_password, verify_password
 
@@ -56,9 +58,51 @@ class SpaceAccess:
     user_kind: str | None = None
 
 
+SLUG_MAX_LENGTH = 48
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
+SLUG_RULE = (
+    "1 to 48 lower-case letters, digits and hyphens, starting and ending with a letter or digit, "
+    "and not shaped like a space id"
+)
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why `slug` cannot name a space, or None: the one slug rule (`SLUG_PATTERN`, and never the
+    shape of an id, so "id or slug" is never ambiguous). Every way to create a space (CLI,
+    persona catalog, seeding, derivation from a name) goes through it."""
+    if SLUG_PATTERN.fullmatch(slug) is None:
+        return f"slug {slug!r} is not valid: use {SLUG_RULE}"
+    if looks_like_id(slug):
+        return f"slug {slug!r} is shaped like a space id; choose a name"
+    return None
+
+
+def check_slug(slug: str) -> str:
+    """`slug` when `slug_problem` has nothing against it; `ValidationFailed` otherwise."""
+    problem = slug_problem(slug)
+    if problem is not None:
+        raise ValidationFailed(problem)
+    return slug
+
+
 def slugify(text: str) -> str:
-    slug = _SLUG_STRIP.sub("-", text.lower()).strip("-")
-    return slug[:48] or "space"
+    """A valid slug derived from a name: accents dropped, other characters as hyphens, cut to
+    48 characters; "space" when nothing is left, prefixed when it would read as an id."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = _SLUG_STRIP.sub("-", ascii_text.lower()).strip("-")[:SLUG_MAX_LENGTH].rstrip("-")
+    if not slug:
+        return "space"
+    if looks_like_id(slug):
+        slug = f"space-{slug}"[:SLUG_MAX_LENGTH].rstrip("-")
+    return check_slug(slug)
+
+
+# The id of the space a reference (`:ref`) names: the space with that id, else the one with that
+# slug. Explicit rather than `id = ? OR slug = ?`, which leaves the choice to the query plan when
+# both match (a slug equal to an id cannot be created, but an older database may hold one).
+SPACE_BY_REF = (
+    "COALESCE((SELECT id FROM spaces WHERE id = :ref), (SELECT id FROM spaces WHERE slug = :ref))"
+)
 
 
 def _user(row: sqlite3.Row) -> User:
@@ -69,11 +113,21 @@ def space_from_row(row: sqlite3.Row) -> Space:
     return Space(row["id"], row["slug"], row["name"], row["type"], row["created_at"])
 
 
+def _slug_taken(conn: sqlite3.Connection, slug: str) -> bool:
+    # A slug is unique among slugs and never another space's id.
+    return (
+        conn.execute("SELECT 1 FROM spaces WHERE slug = ?1 OR id = ?1", (slug,)).fetchone()
+        is not None
+    )
+
+
 def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
+    """`base`, or `base` cut short enough to carry `-2`, `-3`, ... when it is taken."""
     slug, n = base, 2
-    while conn.execute("SELECT 1 FROM spaces WHERE slug = ?", (slug,)).fetchone():
-        slug, n = f"{base}-{n}", n + 1
-    return slug
+    while _slug_taken(conn, slug):
+        suffix = f"-{n}"
+        slug, n = base[: SLUG_MAX_LENGTH - len(suffix)].rstrip("-") + suffix, n + 1
+    return check_slug(slug)
 
 
 def _insert_space(
@@ -87,7 +141,7 @@ def _insert_space(
     now: str,
 ) -> Space:
     if slug is not None:
-        if conn.execute("SELECT 1 FROM spaces WHERE slug = ?", (slug,)).fetchone():
+        if _slug_taken(conn, check_slug(slug)):
             raise ConflictError(f"a space with slug {slug!r} already exists")
     else:
         slug = _unique_slug(conn, slugify(name))
@@ -271,10 +325,10 @@ class Accounts:
         await self.db.write(work)
 
     async def resolve_space(self, ref: str) -> Space | None:
-        """A space by id or slug."""
+        """A space by id or slug (id first, see `SPACE_BY_REF`)."""
         row = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM spaces WHERE id = ? OR slug = ?", (ref, ref)
+                f"SELECT * FROM spaces WHERE id = {SPACE_BY_REF}", {"ref": ref}
             ).fetchone()
         )
         return space_from_row(row) if row else None
@@ -304,17 +358,16 @@ class Accounts:
             sql = (
                 "SELECT s.*, m.role, u.kind AS user_kind FROM spaces s "
                 "JOIN memberships m ON m.space_id = s.id JOIN users u ON u.id = m.user_id "
-                "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
+                "WHERE m.user_id = :user AND s.type = 'personal' AND m.role = 'owner' "
                 "ORDER BY s.created_at, s.id LIMIT 1"
             )
-            params: tuple[str, ...] = (user_id,)
         else:
             sql = (
-                "SELECT s.*, m.role, (SELECT kind FROM users WHERE id = ?) AS user_kind "
-                "FROM spaces s LEFT JOIN memberships m ON m.space_id = s.id AND m.user_id = ? "
-                "WHERE s.id = ? OR s.slug = ? LIMIT 1"
+                "SELECT s.*, m.role, (SELECT kind FROM users WHERE id = :user) AS user_kind "
+                "FROM spaces s LEFT JOIN memberships m ON m.space_id = s.id AND m.user_id = :user "
+                f"WHERE s.id = {SPACE_BY_REF}"
             )
-            params = (user_id, user_id, space_ref, space_ref)
+        params = {"user": user_id, "ref": space_ref}
         row = await self.db.read(lambda c: c.execute(sql, params).fetchone())
         if row is None:
             return None
