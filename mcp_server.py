@@ -58,7 +58,9 @@ from tool_registry.context import (
     Invoker,
     idempotency_key_problem,
 )
+from tool_registry.errors import NotAMemberError
 from tool_registry.ids import new_request_id
+from tool_registry.membership import require_member
 from tool_registry.pipeline import FieldError, Outcome, OutcomeError, Pipeline
 from tool_registry.registry import AnySpec
 from tool_registry.store.accounts import Accounts, SpaceAccess
@@ -169,13 +171,10 @@ class FixedCaller:
         if not need_access and (watch is None or self._space_type is not None):
             # tools/call: the pipeline resolves the space and checks membership itself
             return Caller(self.user_id, None, None, watch, self.space, self._space_type)
-        access = await self.accounts.access(self.user_id, self.space)
-        if access is None:
-            if self.space is None:
-                raise CallerError("not-a-member", "the user has no personal space")
-            raise CallerError("space-not-found", f"no space with id or slug {self.space!r}")
-        if access.role is None:
-            raise CallerError("not-a-member", "not a member of this space")
+        try:
+            access = await require_member(self.accounts, self.user_id, self.space)
+        except NotAMemberError as refusal:
+            raise CallerError(refusal.reason, refusal.message) from None
         self._space_type = access.space.type
         return Caller(self.user_id, access, None, watch, self.space)
 

@@ -11,6 +11,7 @@ from typing import Any
 from mana_cli.runtime import Runtime
 from tool_registry.context import CallContext
 from tool_registry.errors import ManaError
+from tool_registry.membership import require_member
 from tool_registry.modules.me import REFERENCE_IMAGES
 from tool_registry.store import Space, User
 from tool_registry.store.records import ScopedStore
@@ -215,8 +216,7 @@ async def seed_demo(rt: Runtime) -> SeedReport:
         else:
             report.created.append(tool)
     for space_key, new in (("personal", personal), ("brand", brand)):
-        access = await rt.accounts.access(user.id, new.id)
-        assert access is not None
+        access = await require_member(rt.accounts, user.id, new.id)
         async with rt.db.transaction() as tx:
             store = ScopedStore(tx, user_id=user.id, access=access, clock=rt.clock, writable=True)
             for image_id, where, spec, deleted in REFERENCE_IMAGE_SEED:

@@ -41,6 +41,8 @@ from mana_http.metrics import Metrics
 from mana_http.responses import rpc_error, send_json, www_authenticate
 from mana_http.sessions import SessionEntry, SessionRegistry
 from mcp_server import CALLER_SCOPE_KEY, Caller
+from tool_registry.errors import NotAMemberError
+from tool_registry.membership import check_member
 from tool_registry.store.accounts import Accounts
 
 _WANTED = frozenset({b"authorization", b"x-mana-space", b"mcp-session-id", b"mcp-protocol-version"})
@@ -210,22 +212,19 @@ class McpGuard:
             await self._reject(send, 400, "bad-space-header", "X-Mana-Space is too long")
             return
         access = await self.accounts.access(user_id, space_ref)
-        if access is None:
-            if space_ref is None:
-                await self._reject(
-                    send,
-                    401,
-                    "unknown-user",
-                    "the token's user does not exist on this server",
-                    [(b"www-authenticate", www_authenticate("invalid_token", "unknown user"))],
-                )
-            else:
-                await self._reject(
-                    send, 403, "not-a-member", f"not a member of space {space_ref!r}"
-                )
+        if access is None and space_ref is None:
+            await self._reject(
+                send,
+                401,
+                "unknown-user",
+                "the token's user does not exist on this server",
+                [(b"www-authenticate", www_authenticate("invalid_token", "unknown user"))],
+            )
             return
-        if access.role is None:
-            await self._reject(send, 403, "not-a-member", f"not a member of space {space_ref!r}")
+        try:
+            access = check_member(access, space_ref)  # unknown and foreign spaces answer alike
+        except NotAMemberError as refusal:
+            await self._reject(send, 403, refusal.reason, refusal.message)
             return
 
         # 3. which session

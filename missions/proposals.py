@@ -31,10 +31,10 @@ from tool_registry.clock import iso
 from tool_registry.context import CallContext
 from tool_registry.errors import (
     ConflictError,
-    NotAMemberError,
     NotFoundError,
     PermissionDeniedError,
 )
+from tool_registry.membership import is_manager, require_member
 from tool_registry.pipeline import Outcome, Pipeline
 from tool_registry.store.accounts import Accounts
 
@@ -147,11 +147,7 @@ class ProposalService:
     async def find(self, user_id: str, proposal_id: str, space: str | None = None) -> Proposal:
         """The proposal, if it lives in a space the user belongs to (`space` narrows it)."""
         if space is not None:
-            access = await self.accounts.access(user_id, space)
-            if access is None:
-                raise NotFoundError(f"no space with id or slug {space!r}")
-            if access.role is None:
-                raise NotAMemberError()
+            access = await require_member(self.accounts, user_id, space)
             found = await self.store.find_proposal(access.space.id, proposal_id)
         else:
             found = await self.store.find_proposal_of_member(user_id, proposal_id)
@@ -160,11 +156,8 @@ class ProposalService:
         return found
 
     async def _check_can_decide(self, user_id: str, proposal: Proposal) -> None:
-        access = await self.accounts.access(user_id, proposal.space_id)
-        role = access.role if access else None
-        if role is None:
-            raise NotAMemberError()
-        if role in ("owner", "admin"):
+        access = await require_member(self.accounts, user_id, proposal.space_id)
+        if is_manager(access.role):
             return
         mission = await self.store.find_mission(proposal.space_id, proposal.mission_id)
         if mission is None or mission.owner_id != user_id:

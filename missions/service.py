@@ -27,15 +27,14 @@ from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.errors import (
     ConflictError,
-    NotAMemberError,
     NotFoundError,
     PermissionDeniedError,
 )
+from tool_registry.membership import check_manager, is_manager, require_member
 from tool_registry.store.accounts import Accounts, SpaceAccess
 from tool_registry.store.database import Database
 
 BACKEND = "missions"
-MANAGERS = ("owner", "admin")
 
 
 @dataclass(frozen=True)
@@ -65,26 +64,18 @@ class MissionsService:
 
     async def access(self, user_id: str, space: str | None) -> SpaceAccess:
         """The space (id, slug, or None for the personal space) with the user's role."""
-        found = await self.accounts.access(user_id, space)
-        if found is None:
-            if space is None:
-                raise NotAMemberError("the user has no personal space")
-            raise NotFoundError(f"no space with id or slug {space!r}")
-        if found.role is None:
-            raise NotAMemberError()
-        return found
+        return await require_member(self.accounts, user_id, space)
 
     async def _role(self, user_id: str, space_id: str) -> str:
         return (await self.access(user_id, space_id)).role or ""
 
     async def _require_manager(self, user_id: str, space_id: str, what: str) -> None:
-        if await self._role(user_id, space_id) not in MANAGERS:
-            raise PermissionDeniedError(f"only the space's owner or an admin may {what}")
+        check_manager(await self._role(user_id, space_id), what)
 
     async def _controllable(self, user_id: str, space_id: str, mission_id: str) -> Mission:
         role = await self._role(user_id, space_id)
         mission = await self.store.require_mission(space_id, mission_id)
-        if role not in MANAGERS and mission.owner_id != user_id:
+        if not is_manager(role) and mission.owner_id != user_id:
             raise PermissionDeniedError(
                 "only the mission's owner or the space's owner or an admin may change it"
             )

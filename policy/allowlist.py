@@ -20,17 +20,14 @@ from typing import Literal
 
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import (
-    NotAMemberError,
-    NotFoundError,
-    PermissionDeniedError,
     ValidationFailed,
 )
+from tool_registry.membership import check_manager, check_role, is_manager, require_member
 from tool_registry.registry import Registry
 from tool_registry.store.accounts import Accounts, Space
 from tool_registry.store.database import Database
 
 Action = Literal["allow", "revoke"]
-EDITOR_ROLES = frozenset({"owner", "admin"})
 
 ACKNOWLEDGE_TEXT = (
     "allowing a destructive tool lets agents and MCP clients acting in this space delete data "
@@ -66,7 +63,7 @@ class SpacePolicyView:
 
     @property
     def can_change(self) -> bool:
-        return self.role in EDITOR_ROLES
+        return is_manager(self.role)
 
 
 @dataclass(frozen=True)
@@ -188,19 +185,9 @@ class DestructiveAllowlist:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _space(self, actor_id: str, space_ref: str | None) -> tuple[Space, str | None]:
-        access = await self.accounts.access(actor_id, space_ref)
-        if access is None:
-            if space_ref is None:
-                raise NotFoundError("the user has no personal space")
-            raise NotFoundError(f"no space with id or slug {space_ref!r}")
-        return access.space, access.role
-
     async def _member_access(self, actor_id: str, space_ref: str | None) -> tuple[Space, str]:
-        space, role = await self._space(actor_id, space_ref)
-        if role is None:
-            raise NotAMemberError(f"not a member of space {space.slug}")
-        return space, role
+        access = await require_member(self.accounts, actor_id, space_ref)
+        return access.space, check_role(access.role, space_ref)
 
     def _check_names(self, names: list[str], current: frozenset[str], action: Action) -> None:
         if not names:
@@ -243,17 +230,11 @@ class DestructiveAllowlist:
             # Permission, validation and change in one write transaction: a role revoked in the
             # meantime cannot slip a change through.
             member = conn.execute(
-                "SELECT m.role, u.email FROM users u LEFT JOIN memberships m "
-                "ON m.user_id = u.id AND m.space_id = ? WHERE u.id = ?",
+                "SELECT role FROM memberships WHERE space_id = ? AND user_id = ?",
                 (space_id, actor_id),
             ).fetchone()
-            if member is None or member["role"] is None:
-                raise NotAMemberError(f"not a member of space {space.slug}")
-            if member["role"] not in EDITOR_ROLES:
-                raise PermissionDeniedError(
-                    f"{member['email']} is a {member['role']} of space {space.slug}; only its "
-                    "owner or an admin can change the destructive allowlist"
-                )
+            role = check_role(None if member is None else member["role"], space_ref)
+            check_manager(role, "change the destructive allowlist")
             current = frozenset(
                 r["tool"]
                 for r in conn.execute(

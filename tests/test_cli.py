@@ -35,7 +35,7 @@ def test_users_spaces_and_call(mana) -> None:  # type: ignore[no-untyped-def]
     code, _, err = mana(
         "spaces", "add-member", "--as", "bob@x.test", "--space", "home", "--email", "bob@x.test"
     )
-    assert code == 1 and "not an owner or admin" in err
+    assert code == 1 and "not a member of space 'home'" in err
     assert (
         mana(
             "spaces",

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
-from tool_registry.errors import ConflictError, ManaError, NotAMemberError
+from tool_registry.errors import ConflictError, ManaError
 from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
+from tool_registry.membership import member_problem, require_member
 from tool_registry.registry import AnySpec, Registry
 from tool_registry.space_types import SpaceTypeCatalog
 from tool_registry.store.accounts import Accounts, Space, SpaceAccess
@@ -176,15 +177,9 @@ class Pipeline:
         return [s for s in self.registry.exposable() if self.available(s, space_type)]
 
     async def resolve(self, call: CallContext) -> SpaceAccess:
-        """The call's space and the caller's role; raises for unknown space or non-member."""
-        access = await self.accounts.access(call.user_id, call.space)
-        if access is None:
-            if call.space is None:
-                raise NotAMemberError("the caller has no personal space")
-            raise ManaError(f"no space with id or slug {call.space!r}", reason="space-not-found")
-        if access.role is None:
-            raise NotAMemberError()
-        return access
+        """The call's space and the caller's role; raises `NotAMemberError` alike for an unknown
+        space and a space the caller is not in (`tool_registry.membership`)."""
+        return await require_member(self.accounts, call.user_id, call.space)
 
     # -- invocation --------------------------------------------------------------------------
 
@@ -301,8 +296,9 @@ class Pipeline:
 
     async def _access(self, call: CallContext, resolved: SpaceAccess | None) -> SpaceAccess:
         if resolved is not None:
-            if resolved.role is None:
-                raise _Rejection("denied", "not-a-member", "not a member of this space")
+            problem = member_problem(resolved, call.space)
+            if problem is not None:
+                raise _Rejection("denied", problem.reason, problem.message)
             return resolved
         try:
             return await self.resolve(call)

@@ -16,7 +16,8 @@ import structlog
 
 from mana_cli.config import Settings
 from mana_cli.runtime import Runtime, open_runtime
-from tool_registry.errors import NotAMemberError, ValidationFailed
+from tool_registry.errors import ValidationFailed
+from tool_registry.membership import require_member
 
 log = structlog.get_logger("mana.serve")
 
@@ -68,11 +69,7 @@ async def serve_stdio(settings: Settings) -> int:
         raise ValidationFailed("give --as EMAIL (or set MANA_USER) to say who the client acts as")
     async with open_runtime(settings) as rt:
         user = await rt.accounts.require_user(settings.user)
-        access = await rt.accounts.access(user.id, settings.space)
-        if access is None:
-            raise ValidationFailed(f"no space with id or slug {settings.space!r}")
-        if access.role is None:
-            raise NotAMemberError(f"{user.email} is not a member of space {settings.space!r}")
+        access = await require_member(rt.accounts, user.id, settings.space)
         log.info(
             "serving MCP over stdio", user=user.email, space=access.space.slug, role=access.role
         )

@@ -9,6 +9,7 @@ from mana_cli.commands.common import acting_user, add_identity, print_table
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
 from tool_registry.errors import PermissionDeniedError
+from tool_registry.membership import require_manager
 from tool_registry.store.accounts import ROLES, SPACE_TYPES
 
 
@@ -57,12 +58,8 @@ async def add_member(args: argparse.Namespace, settings: Settings) -> int:
         raise PermissionDeniedError("--space is required: personal spaces have one member")
     async with open_runtime(settings) as rt:
         actor = await acting_user(rt, args)
-        space = await rt.accounts.require_space(args.space)
-        access = await rt.accounts.access(actor.id, space.id)
-        if access is None or access.role not in ("owner", "admin"):
-            raise PermissionDeniedError(
-                f"{actor.email} is not an owner or admin of space {space.slug}"
-            )
+        access = await require_manager(rt.accounts, actor.id, args.space, "add members")
+        space = access.space
         if args.role == "owner" and access.role != "owner":
             raise PermissionDeniedError("only an owner can add another owner")
         member = await rt.accounts.require_user(args.email)

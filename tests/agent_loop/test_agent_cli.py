@@ -92,7 +92,7 @@ def test_wrong_space_and_missing_key_are_clear_errors(
 ) -> None:
     assert mana("seed", "demo")[0] == 0
     code, _, err = agent(mana, "--space", "nowhere")
-    assert code == 1 and "no space with id or slug 'nowhere'" in err
+    assert code == 1 and "not a member of space 'nowhere'" in err
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     code, _, err = mana("agent", "run", "--as", "demo@mana.test", "--prompt", "hi")
     assert code == 1 and "ANTHROPIC_API_KEY is not set" in err
