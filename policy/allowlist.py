@@ -222,7 +222,7 @@ class DestructiveAllowlist:
         names: list[str],
         acknowledge: bool,
     ) -> AllowlistChange:
-        space, _ = await self._space(actor_id, space_ref)
+        space, _ = await self._member_access(actor_id, space_ref)
         now = iso(self.clock.now())
         space_id = space.id
 
