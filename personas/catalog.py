@@ -24,6 +24,7 @@ from policy.agent_policy import AGENT_EXCLUDED_MODULES
 from tool_registry.errors import ValidationFailed
 from tool_registry.registry import Registry
 from tool_registry.space_types import CATALOG_DIR
+from tool_registry.store.accounts import slug_problem
 
 PERSONAS_CATALOG: Path = CATALOG_DIR / "personas.json"
 PERSONAS_SCHEMA: Path = CATALOG_DIR / "personas.schema.json"
@@ -242,6 +243,8 @@ def _describe_schema_error(raw: Any, err: jsonschema.ValidationError) -> str:
         known = schema.get("properties", {}) if isinstance(schema, dict) else {}
         extra = sorted(set(value) - set(known))
         return _line(who, field, f"unknown field(s) {', '.join(extra)}")
+    if validator == "pattern" and leaf == "slug" and isinstance(value, str):
+        return _line(who, field, slug_problem(value) or err.message)
     if validator == "pattern" and leaf == "email":
         return _line(who, field, f"{value!r} must be a lower-case address ending in {EMAIL_DOMAIN}")
     if validator == "enum":
@@ -327,6 +330,9 @@ def _semantic(
         if ("sharedSpaces", i) in broken or not isinstance(s, dict):
             continue
         key, who = (2, i), _label(raw, "sharedSpaces", i)
+        problem = slug_problem(s["slug"])  # the rule the schema's pattern cannot say all of
+        if problem is not None:
+            yield key, _line(who, ["slug"], problem)
         if s["slug"] in slugs:
             other = _label(raw, "sharedSpaces", slugs[s["slug"]])
             yield key, _line(who, ["slug"], f"duplicate slug (also used by {other})")
