@@ -10,7 +10,7 @@ from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
 from tool_registry.errors import PermissionDeniedError
 from tool_registry.membership import require_manager
-from tool_registry.store.accounts import ROLES, SPACE_TYPES
+from tool_registry.store.accounts import ROLES, SLUG_RULE, SPACE_TYPES
 
 
 def register(sub: Any) -> None:
@@ -20,7 +20,9 @@ def register(sub: Any) -> None:
     add_identity(c, space=False)
     c.add_argument("--type", required=True, choices=[t for t in SPACE_TYPES if t != "personal"])
     c.add_argument("--name", required=True)
-    c.add_argument("--slug", help="URL-safe short name (default: derived from the name)")
+    c.add_argument(
+        "--slug", help=f"short name in URLs and --space: {SLUG_RULE} (default: from the name)"
+    )
     c.set_defaults(handler=create)
     ls = s.add_parser("list", help="list the spaces of --as")
     add_identity(ls, space=False)
