@@ -153,8 +153,9 @@ def comparable(text: str) -> str:
 
 def normal_form(text: str) -> str:
     """The form injection markers are defined on: `comparable(text)` with every run of
-    whitespace and underscores collapsed to one space. (The patterns match runs in place on
-    the comparable form, which finds the same markers.)"""
+    whitespace and underscores collapsed to one space. The patterns match such runs in place on
+    the comparable form instead, which finds the same markers, except that a fence's "system"
+    must stay on the fence's line."""
     return _SPACE_RUN.sub(" ", comparable(text))
 
 
