@@ -6,6 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy.rules import (
     ADMIN_SCOPE,
@@ -293,6 +295,21 @@ def test_the_normal_form() -> None:
     assert normal_form("Ａ\u200b_b\t\n c\u00ad d") == "a b c d"
     assert normal_form("Ignore_THE\t previous") == "ignore the previous"
     assert normal_form("Straße ﬁle") == "strasse file"
+
+
+_PIECES = st.sampled_from(
+    ["ignore", "Disregard", "all", "the", "previous", "prior", "instructions", "messages",
+     "you", "are", "now", "Claude", "gpt", "assistant", "<", "/", "system", "{{", "}}", "x",
+     "ＧＰＴ", "ｙｏｕ", "é"]
+)  # fmt: skip
+_GAPS = st.sampled_from([" ", "  ", "_", "__", "\t", "\n", " _\t", "\u200b", "\u00ad ", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_PIECES, _GAPS), min_size=1, max_size=12))
+def test_matching_in_place_agrees_with_the_normal_form(parts: list[tuple[str, str]]) -> None:
+    text = "".join(piece + gap for piece, gap in parts)
+    assert marker_in_text(text) == marker_in_text(normal_form(text))
 
 
 CORPUS = Path(__file__).with_name("corpus_ordinary.txt")
