@@ -45,9 +45,47 @@ async def show_demo(rt: Runtime) -> None:
         )
 
 
+# The Inspector release the README and `mana run` name. Later releases and this one declare
+# Node >= 22.19, but this one's CLI works on Node 20 (npm only warns); an unpinned `npx` on
+# Node < 22.19 silently falls back to 0.15, which has no `--header`. scripts/inspector-smoke.sh
+# defaults to the same version.
+INSPECTOR_VERSION = "2.12.0"
+INSPECTOR = f"npx -y @modelcontextprotocol/inspector@{INSPECTOR_VERSION} --cli"
+
+
+def python_snippet(url: str) -> str:
+    """A complete script (mcp 2.x, the repository's venv) calling the server as the demo user
+    in the brand space with the token in `MANA_TOKEN`."""
+    return "\n".join(
+        [
+            "import asyncio",
+            "import os",
+            "",
+            "import httpx2",
+            "from mcp import Client",
+            "from mcp.client.streamable_http import streamable_http_client",
+            "",
+            "",
+            "async def main() -> None:",
+            '    token = os.environ["MANA_TOKEN"]',
+            f'    headers = {{"Authorization": f"Bearer {{token}}", "X-Mana-Space": "{BRAND_SLUG}"}}',
+            "    async with httpx2.AsyncClient(headers=headers) as http:",
+            f'        async with Client(streamable_http_client("{url}", http_client=http)) as c:',
+            '            result = await c.call_tool("me.listReferenceImages", {})',
+            "            print(result.structured_content)",
+            "",
+            "",
+            "asyncio.run(main())",
+        ]
+    )
+
+
+SNIPPET_START = "----- mana_try.py -----"
+SNIPPET_END = "-----------------------"
+
+
 def ready_text(settings: Settings, token: str) -> str:
     url = endpoint_url(settings)
-    inspector = "npx -y @modelcontextprotocol/inspector --cli"
     auth = '--header "Authorization: Bearer $MANA_TOKEN"'
     return "\n".join(
         [
@@ -57,21 +95,21 @@ def ready_text(settings: Settings, token: str) -> str:
             f"Demo token     valid {int(DEMO_TOKEN_TTL.total_seconds() // 3600)} h "
             f"(new one: mana token issue --as {DEMO_EMAIL})",
             "",
-            "Try it with the MCP Inspector CLI (Node 20+), in another terminal:",
+            f"Try it with the MCP Inspector CLI {INSPECTOR_VERSION} (Node 20 or later; pinned "
+            "because an unpinned npx on Node < 22.19 picks 0.15, which has no --header), "
+            "in another terminal:",
             f"  export MANA_TOKEN={shlex.quote(token)}",
-            f"  {inspector} {url} --transport http {auth} --method tools/list",
-            f"  {inspector} {url} --transport http {auth} --header 'X-Mana-Space: {BRAND_SLUG}' "
+            f"  {INSPECTOR} {url} --transport http {auth} --method tools/list",
+            f"  {INSPECTOR} {url} --transport http {auth} --header 'X-Mana-Space: {BRAND_SLUG}' "
             "--method tools/call --tool-name me.listReferenceImages",
             "",
-            "Or from Python (mcp 2.x, same venv):",
-            "  import httpx2, os; from mcp import Client",
-            "  from mcp.client.streamable_http import streamable_http_client",
-            '  http = httpx2.AsyncClient(headers={"Authorization": "Bearer " + '
-            f'os.environ["MANA_TOKEN"], "X-Mana-Space": "{BRAND_SLUG}"}})',
-            f'  async with Client(streamable_http_client("{url}", http_client=http)) as c:',
-            '      print(await c.call_tool("me.listReferenceImages", {}))',
+            "Or from Python (mcp 2.x): save this as mana_try.py and run "
+            "`.venv/bin/python mana_try.py` with MANA_TOKEN exported as above:",
+            SNIPPET_START,
+            python_snippet(url),
+            SNIPPET_END,
             "",
-            "Serving; stop with Ctrl-C.",
+            "Serving; stop with Ctrl-C. Another port: make run PORT=8080 (or MANA_PORT=8080).",
         ]
     )
 
