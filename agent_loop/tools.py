@@ -13,6 +13,10 @@ The loop never touches the registry directly. It takes a `ToolSource`:
 - `FunctionTools`: plain async functions (benchmarks, tests, offline demos).
 - `RestrictedTools`: a view of another source limited to some names (sub-agents); the limit is
   enforced on calls, not only on what is listed.
+- `OfferedTools`: a view of another source under the invoker rule of `policy.agent_policy`
+  (missions and persona ticks never get the missions and proposals modules); the one wrapper
+  both runners use, whatever the source (our pipeline, which enforces the rule too, or an MCP
+  server, which may not).
 
 Every call ends in a `CallOutcome` (never an exception for an expected failure): the text the
 model sees, the structured data, and the status/reason/reminder the loop needs.
@@ -33,7 +37,7 @@ from mcp.shared.exceptions import MCPError
 
 from agent_loop.llm import ToolCall, ToolDef
 from agent_loop.taint import TaintSource, refusal_text
-from policy.agent_policy import AgentToolPolicy
+from policy.agent_policy import AgentToolPolicy, not_offered_text
 from tool_registry.context import CallContext
 from tool_registry.ids import new_request_id
 from tool_registry.pipeline import Outcome, Pipeline
@@ -282,7 +286,7 @@ class RegistryTools:
             access = await self.pipeline.resolve(self.context)
             self._space_type = access.space.type
             offered: dict[str, ToolInfo] = {}
-            for spec in self.pipeline.visible_tools(access.space.type):
+            for spec in self.pipeline.visible_tools(access.space.type, self.context.invoker):
                 if self.only is not None and spec.name not in self.only:
                     continue
                 mode = "auto" if self.policy is None else self.policy.resolve(spec)
@@ -626,3 +630,34 @@ class RestrictedTools:
         if request.call.name not in self.allowed:
             return not_offered(request.call.name, f"it is not available to {self.label}")
         return await self.inner.propose(request)
+
+
+class OfferedTools:
+    """`inner` under the invoker rule (`policy.agent_policy.offered_to`): tools the invoker may
+    never use are not listed, and a call or proposal of one is refused (`not-offered`) without
+    reaching `inner`, whatever the model was shown."""
+
+    def __init__(self, inner: ToolSource, invoker: str) -> None:
+        self.inner = inner
+        self.invoker = invoker
+
+    @property
+    def can_propose(self) -> bool:
+        return self.inner.can_propose
+
+    async def list_tools(self) -> Sequence[ToolInfo]:
+        return [
+            t
+            for t in await self.inner.list_tools()
+            if not_offered_text(self.invoker, t.name) is None
+        ]
+
+    def _refusal(self, name: str) -> CallOutcome | None:
+        text = not_offered_text(self.invoker, name)
+        return None if text is None else CallOutcome.failure("denied", "not-offered", text)
+
+    async def call(self, call: ToolCall) -> CallOutcome:
+        return self._refusal(call.name) or await self.inner.call(call)
+
+    async def propose(self, request: ProposalRequest) -> CallOutcome:
+        return self._refusal(request.call.name) or await self.inner.propose(request)

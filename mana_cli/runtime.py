@@ -15,6 +15,7 @@ from missions.service import MissionsService
 from missions.settings import MissionSettings
 from missions.tools import TOOLS as MISSIONS_TOOLS
 from personas.schema import PERSONAS_MIGRATIONS
+from policy.agent_policy import InvokerToolRule
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
 from policy.settings import PolicySettings
@@ -141,6 +142,7 @@ async def open_runtime(
         gate=gate,
         backends=backends,
         clock=clock,
+        offer=InvokerToolRule(),
     )
     try:
         yield Runtime(settings, db, accounts, registry, pipeline, clock, backends, gate)

@@ -7,7 +7,9 @@
   applies: `deny` tools are not shown, `propose` calls become proposals and the model is told
   the call awaits approval, `auto` calls run (and meet the policy gate). The `missions` and
   `proposals` modules are never offered and never dispatched, whatever the policy says: an
-  agent must not create missions or decide proposals (no self-replicating agents).
+  agent must not create missions or decide proposals (no self-replicating agents). That is the
+  invoker rule of `policy.agent_policy`, shown to the model through `OfferedTools` and enforced
+  by the pipeline for invoker `mission-runner`.
 - Idempotency: every write carries the key `{run key}:{fingerprint}:{n}`, where the run key is
   `{mission id}@{due time}` (the scheduled window; a `run-now` gets its own), the fingerprint is
   sha256(tool, canonical arguments) and `n` counts identical calls within the run. A re-run of
@@ -26,7 +28,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,10 +49,10 @@ from agent_loop.state import (
 from agent_loop.tools import (
     CallOutcome,
     ContentKeys,
+    OfferedTools,
     ProposalRequest,
     ProposeHook,
     RegistryTools,
-    not_offered,
 )
 from missions.cadence import CronCadence, DailyCadence, WeeklyCadence, zone
 from missions.llm import LLMSetup
@@ -60,7 +62,7 @@ from missions.proposals import fingerprint, stage_proposal
 from missions.scheduler import SHUTDOWN, Claim, IterationEnd, Scheduler
 from missions.settings import MissionSettings
 from missions.store import MissionStore, dump_json
-from policy.agent_policy import AGENT_EXCLUDED_MODULES, AgentToolPolicy
+from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import CallContext
 from tool_registry.errors import ManaError
@@ -77,8 +79,9 @@ USER_CANCEL_REASON = "cancel-requested"
 
 
 class MissionTools(RegistryTools):
-    """`RegistryTools` for one iteration: excluded modules are neither listed nor dispatched
-    (nor proposed), and the idempotency key is content-derived (see the module doc)."""
+    """`RegistryTools` for one iteration, with content-derived idempotency keys (see the module
+    doc). The runner wraps it in `OfferedTools`; the pipeline refuses the missions modules to
+    invoker `mission-runner` even without the wrapper."""
 
     def __init__(
         self,
@@ -88,37 +91,14 @@ class MissionTools(RegistryTools):
         policy: AgentToolPolicy,
         run_key: str,
         on_propose: ProposeHook | None,
-        exclude_modules: Collection[str] = AGENT_EXCLUDED_MODULES,
     ) -> None:
-        self.excluded = frozenset(exclude_modules)
-        only = [s.name for s in pipeline.registry.all() if s.module not in self.excluded]
         super().__init__(
-            pipeline,
-            call,
-            policy=policy,
-            on_propose=on_propose,
-            idempotency_prefix=run_key,
-            only=only,
+            pipeline, call, policy=policy, on_propose=on_propose, idempotency_prefix=run_key
         )
         self._keys = ContentKeys(run_key, lambda c: fingerprint(c.name, dict(c.arguments))[:32])
 
-    def _excluded(self, name: str) -> bool:
-        spec = self.pipeline.registry.get(name)
-        module = spec.module if spec is not None else name.split(".", 1)[0]
-        return module in self.excluded
-
     def idempotency_key(self, call: ToolCall) -> str | None:
         return self._keys.key(call)
-
-    async def call(self, call: ToolCall) -> CallOutcome:
-        if self._excluded(call.name):
-            return not_offered(call.name, "agents running missions cannot use this module")
-        return await super().call(call)
-
-    async def propose(self, request: ProposalRequest) -> CallOutcome:
-        if self._excluded(request.call.name):
-            return not_offered(request.call.name, "agents running missions cannot use this module")
-        return await super().propose(request)
 
 
 # -- prompt -------------------------------------------------------------------------------------
@@ -404,12 +384,17 @@ class MissionRunner:
                 proposal.id, proposal.tool, proposal.status, proposal.expires_at, proposal.result
             )
 
-        tools = MissionTools(
-            self.pipeline,
-            CallContext(user_id=mission.owner_id, space=mission.space_id, invoker="mission-runner"),
-            policy=agent.tool_policy,
-            run_key=claim.run_key,
-            on_propose=on_propose,
+        tools = OfferedTools(
+            MissionTools(
+                self.pipeline,
+                CallContext(
+                    user_id=mission.owner_id, space=mission.space_id, invoker="mission-runner"
+                ),
+                policy=agent.tool_policy,
+                run_key=claim.run_key,
+                on_propose=on_propose,
+            ),
+            "mission-runner",
         )
         options = LoopOptions(
             max_rounds=self.settings.max_rounds,

@@ -18,7 +18,9 @@ One tick of one persona:
 5. the tick row gets its status and the persona's `last_active_at` is set (only for a completed
    tick: a failed or timed-out tick is recorded and retried on the next run).
 
-`missions` and `proposals` tools are never offered to a persona and refused if called anyway.
+`missions` and `proposals` tools are never offered to a persona and refused if called anyway:
+the invoker rule of `policy.agent_policy` (`persona-runner`), applied by `OfferedTools` here and
+by the server's pipeline to persona users.
 Personas run concurrently (a semaphore, default 2); one failing or exceeding its timeout
 (default 10 minutes) is recorded and the others go on.
 """
@@ -49,6 +51,7 @@ from agent_loop import (
     LoopResult,
     McpTools,
     ModelResponded,
+    OfferedTools,
     ProposalRequest,
     ToolCall,
     ToolInfo,
@@ -56,11 +59,11 @@ from agent_loop import (
     run_loop,
 )
 from agent_loop.tools import ContentKeys, McpClientLike
-from personas.catalog import FORBIDDEN_MODULES
 from personas.passwords import PersonaSecret
 from personas.schedule import Due, is_due, next_tick
 from personas.store import FAILED_RATING, PersonaRow, PersonaStore
 from personas.store import TickStatus as StoredStatus
+from policy.agent_policy import module_of, offered_to
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.errors import ManaError
 from tool_registry.pipeline import input_hash
@@ -84,25 +87,21 @@ class TickFailed(ManaError):
 # -- tools ----------------------------------------------------------------------------------------
 
 
-def module_of(tool: str) -> str:
-    return tool.split(".", 1)[0]
+PERSONA_INVOKER = "persona-runner"
 
 
-def never_offered(name: str) -> CallOutcome:
-    return CallOutcome.failure(
-        "denied",
-        "not-offered",
-        f"tool {name!r} cannot be called: {module_of(name)} tools are never available to personas",
-    )
+def persona_tools(inner: ToolSource, modules: Collection[str]) -> ToolSource:
+    """The tools of a persona tick: the invoker rule first (the missions and proposals modules
+    are refused whatever the server offers), then the tick's module mix."""
+    return OfferedTools(PersonaTools(inner, modules), PERSONA_INVOKER)
 
 
 class PersonaTools:
-    """The tools of a persona tick: those of `inner` whose module is in `modules`, minus the
-    `missions` and `proposals` modules, which are refused here whatever the server offers."""
+    """`inner` limited to the tools whose module is in `modules` (the tick's module mix)."""
 
     def __init__(self, inner: ToolSource, modules: Collection[str]) -> None:
         self.inner = inner
-        self.modules = frozenset(m for m in modules if m not in FORBIDDEN_MODULES)
+        self.modules = frozenset(modules)
         self._names: frozenset[str] | None = None
 
     @property
@@ -115,12 +114,9 @@ class PersonaTools:
         return tools
 
     def _allowed(self, name: str) -> bool:
-        module = module_of(name)
-        return module not in FORBIDDEN_MODULES and module in self.modules
+        return module_of(name) in self.modules
 
     async def call(self, call: ToolCall) -> CallOutcome:
-        if module_of(call.name) in FORBIDDEN_MODULES:
-            return never_offered(call.name)
         if self._names is None:
             await self.list_tools()
         if self._names is None or call.name not in self._names:
@@ -318,7 +314,7 @@ async def plan_tick(
 ) -> TickPlan:
     """Focus module and space for one tick; the same inputs always give the same plan."""
     rng = _rng(tick_id, persona.email)
-    mix = {m: w for m, w in persona.module_mix.items() if m not in FORBIDDEN_MODULES}
+    mix = {m: w for m, w in persona.module_mix.items() if offered_to(PERSONA_INVOKER, m)}
     focus = choose_focus(mix, rng)
     spaces = await accounts.spaces_of(persona.user_id)
     shared = sorted(
@@ -729,7 +725,7 @@ class PersonaRunner:
         token = await self.connector.login(plan.persona.email, password)
         async with self.connector.session(token, plan.space.id) as client:
             tick_tools = TickTools(client, tick=plan.tick_id, persona_email=plan.persona.email)
-            tools = PersonaTools(tick_tools, plan.modules)
+            tools = persona_tools(tick_tools, plan.modules)
             options = LoopOptions(
                 max_rounds=self.config.max_rounds,
                 model=self.config.model,
@@ -789,6 +785,7 @@ __all__ = [
     "day_prompt",
     "describe_failure",
     "parse_ratings",
+    "persona_tools",
     "plan_tick",
     "rating_prompt",
     "system_prompt",

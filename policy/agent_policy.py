@@ -3,7 +3,14 @@ gate), `propose` (stage a proposal for a human) or `deny` (never offered to the 
 Resolution order: exact tool name, then module, then the default.
 
 Admin-scope tools are never run by agents: they resolve to `deny` whatever the policy says, so
-they are not offered to the model even when the caller passes an unfiltered tool list."""
+they are not offered to the model even when the caller passes an unfiltered tool list.
+
+Above every agent's policy sits one rule keyed by invoker (`offered_to`): models that run on their
+own (`mission-runner`, `persona-runner`) are never offered, and never run, tools of the
+`missions` and `proposals` modules, so no agent can start, steer or review agents. People and the
+assistants they drive directly (`mcp` clients, `mana call` and `mana agent run` as `cli`, a human
+approving a proposal as `user`) keep them. The pipeline enforces it on every call
+(`InvokerToolRule`); `agent_loop.tools.OfferedTools` applies it to what a model is shown."""
 
 from __future__ import annotations
 
@@ -16,8 +23,13 @@ from tool_registry.spec import ToolSpec
 Mode = Literal["auto", "propose", "deny"]
 
 # No self-replicating agents: models running inside missions or persona ticks are never offered
-# (and never dispatched) tools of these modules. One rule, used by both runners.
+# (and never dispatched) tools of these modules (see `offered_to`).
 AGENT_EXCLUDED_MODULES: frozenset[str] = frozenset({"missions", "proposals"})
+# Invokers whose model acts with no person in the loop for each call, and who they are in a refusal.
+AGENT_INVOKERS: Mapping[str, str] = {
+    "mission-runner": "agents running missions",
+    "persona-runner": "personas",
+}
 MODES: tuple[str, ...] = get_args(Mode)
 HINTS: tuple[str, ...] = ("read", "write", "destructive")
 
@@ -94,3 +106,31 @@ class AgentToolPolicy:
             by_hint=dict(data.get("byHint", {})),
             default=data.get("default", "propose"),
         )
+
+
+def module_of(tool: str) -> str:
+    """The module of a tool name (`module.verb`)."""
+    return tool.split(".", 1)[0]
+
+
+def offered_to(invoker: str, module: str) -> bool:
+    """The invoker rule: may a caller of this kind be offered (and call) tools of `module`?"""
+    return not (invoker in AGENT_INVOKERS and module in AGENT_EXCLUDED_MODULES)
+
+
+def not_offered_text(invoker: str, tool: str) -> str | None:
+    """None when `invoker` may use `tool`; otherwise the refusal for the caller (and its model)."""
+    module = module_of(tool)
+    if offered_to(invoker, module):
+        return None
+    return (
+        f"tool {tool!r} cannot be called: {module} tools are never available to "
+        f"{AGENT_INVOKERS.get(invoker, invoker)}"
+    )
+
+
+class InvokerToolRule:
+    """The invoker rule as the pipeline's `ToolOffer` hook (built in the composition root)."""
+
+    def refusal(self, spec: ToolSpec[Any, Any], invoker: str) -> str | None:
+        return not_offered_text(invoker, spec.name)

@@ -1,8 +1,9 @@
 """The one invocation pipeline. The MCP server, the agent loop, proposal approval and the CLI all
 call `Pipeline.invoke`; a check that lives anywhere else is a bug.
 
-Steps: unknown tool → validate input → resolve space + membership → module allowed for the space
-type → required backend configured → gate → idempotency → handler → validate output → audit.
+Steps: unknown tool → offered to this invoker (`offer`) → validate input → resolve space +
+membership → module allowed for the space type → required backend configured → gate →
+idempotency → handler → validate output → audit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tool_registry.context import Backends, CallContext, ToolContext, idempotenc
 from tool_registry.errors import ConflictError, ManaError
 from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
 from tool_registry.membership import member_problem, require_member
+from tool_registry.offer import OfferEverything, ToolOffer
 from tool_registry.registry import AnySpec, Registry
 from tool_registry.space_types import SpaceTypeCatalog
 from tool_registry.store.accounts import Accounts, Space, SpaceAccess
@@ -151,6 +153,7 @@ class Pipeline:
         backends: Backends | None = None,
         clock: Clock | None = None,
         audit: AuditLog | None = None,
+        offer: ToolOffer | None = None,
     ) -> None:
         self.registry = registry
         self.db = db
@@ -160,6 +163,7 @@ class Pipeline:
         self.gate: Gate = gate or AllowAllGate()
         self.backends = backends or Backends()
         self.audit = audit or AuditLog(db)
+        self.offer: ToolOffer = offer or OfferEverything()
         self.observers: list[Observer] = []
 
     # -- visibility --------------------------------------------------------------------------
@@ -171,10 +175,16 @@ class Pipeline:
             and all(self.backends.configured(b) for b in spec.requires)
         )
 
-    def visible_tools(self, space_type: str) -> list[AnySpec]:
+    def visible_tools(self, space_type: str, invoker: str | None = None) -> list[AnySpec]:
         """Tools a client or agent may see in a space of this type (user-space scope, module
-        allowed for the type, required backends configured)."""
-        return [s for s in self.registry.exposable() if self.available(s, space_type)]
+        allowed for the type, required backends configured) and, given `invoker`, that the
+        offer hook lets that kind of caller use."""
+        return [
+            s
+            for s in self.registry.exposable()
+            if self.available(s, space_type)
+            and (invoker is None or self.offer.refusal(s, invoker) is None)
+        ]
 
     async def resolve(self, call: CallContext) -> SpaceAccess:
         """The call's space and the caller's role; raises `NotAMemberError` alike for an unknown
@@ -207,6 +217,9 @@ class Pipeline:
                 if spec is None or (not spec.exposable and call.invoker not in ADMIN_INVOKERS):
                     # Admin tools do not exist for MCP clients and agents: same answer as unknown.
                     raise _Rejection("invalid-input", "unknown-tool", f"unknown tool {tool_name!r}")
+                not_offered = self.offer.refusal(spec, call.invoker)
+                if not_offered is not None:
+                    raise _Rejection("denied", "not-offered", not_offered)
                 self._check_key(spec, call)
                 parsed = self._parse(spec, raw_args)
                 access = await self._access(call, resolved)

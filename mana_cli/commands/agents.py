@@ -22,7 +22,7 @@ from mana_cli.commands.missions_cmd import service_of, user_and_space
 from mana_cli.config import Settings
 from mana_cli.runtime import Runtime, open_runtime
 from missions.models import Agent
-from policy.agent_policy import AGENT_EXCLUDED_MODULES, AgentToolPolicy, Mode
+from policy.agent_policy import AgentToolPolicy, Mode
 from tool_registry.errors import ValidationFailed
 from tool_registry.registry import Registry
 
@@ -138,9 +138,7 @@ def describe_policy(policy: AgentToolPolicy) -> str:
 def tools_by_mode(rt: Runtime, agent: Agent, space_type: str) -> dict[str, list[str]]:
     """What a mission of this agent would see in a space of this type."""
     out: dict[str, list[str]] = {"auto": [], "propose": [], "deny": []}
-    for spec in rt.pipeline.visible_tools(space_type):
-        if spec.module in AGENT_EXCLUDED_MODULES:
-            continue
+    for spec in rt.pipeline.visible_tools(space_type, "mission-runner"):
         out[agent.tool_policy.resolve(spec)].append(spec.name)
     return out
 

@@ -26,7 +26,7 @@ from missions.service import BACKEND, MissionsService
 from missions.settings import DaemonSettings, MissionSettings
 from missions.store import MissionStore
 from missions.tools import TOOLS as MISSION_TOOLS
-from policy.agent_policy import AgentToolPolicy
+from policy.agent_policy import AgentToolPolicy, InvokerToolRule
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
 from policy.settings import MAX_RATE_LIMIT, PolicySettings
@@ -259,6 +259,7 @@ def build_pipeline(
         gate=gate,
         backends=Backends({BACKEND: service}),
         clock=clock,
+        offer=InvokerToolRule(),
     )
     return pipeline, service, allowlist
 

@@ -23,9 +23,9 @@ from personas.passwords import PersonaSecret
 from personas.runner import (
     NoCallTools,
     PersonaRunner,
-    PersonaTools,
     TickTools,
     parse_ratings,
+    persona_tools,
     plan_tick,
 )
 from personas.seed import Seeder
@@ -251,7 +251,7 @@ async def test_persona_tools_filter_and_refuse_forbidden_modules() -> None:
         FunctionTool(name, "x", echo)
         for name in ("missions.create", "proposals.list", "notes.create", "habits.list")
     )
-    tools = PersonaTools(inner, ["notes", "missions", "proposals"])
+    tools = persona_tools(inner, ["notes", "missions", "proposals"])
     assert [t.name for t in await tools.list_tools()] == ["notes.create"]
     for name in ("missions.create", "proposals.list"):
         outcome = await tools.call(ToolCall("c1", name, {}))

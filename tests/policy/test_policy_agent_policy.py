@@ -1,11 +1,21 @@
-"""`AgentToolPolicy`: resolution order, filtering the offered tools, classifying calls."""
+"""`AgentToolPolicy`: resolution order, filtering the offered tools, classifying calls; the
+invoker rule (`offered_to`), its one listing wrapper (`OfferedTools`) and its enforcement in the
+pipeline."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 
-from policy.agent_policy import AgentToolPolicy
+from agent_loop.llm import ToolCall
+from agent_loop.tools import CallOutcome, OfferedTools, ProposalRequest, RegistryTools, ToolInfo
+from mana_cli.config import Settings
+from mana_cli.runtime import open_runtime
+from policy.agent_policy import AgentToolPolicy, not_offered_text, offered_to
 from tests.policy.policy_helpers import ADMIN, DESTRUCTIVE, READ, WRITE, make_spec
+from tool_registry.context import CallContext, Invoker
 from tool_registry.modules import build_registry
 
 
@@ -100,3 +110,106 @@ def test_json_round_trip() -> None:
     }
     assert AgentToolPolicy.from_json(data) == policy
     assert AgentToolPolicy.from_json({}) == AgentToolPolicy()
+
+
+# -- the invoker rule: models running on their own never get the missions modules ---------------
+
+AGENT_RUNNERS: tuple[Invoker, ...] = ("mission-runner", "persona-runner")
+PEOPLE: tuple[Invoker, ...] = ("mcp", "cli", "user")
+MISSION_TOOL_NAMES = ("missions.create", "missions.list", "proposals.list")
+
+
+def test_offered_to_is_keyed_by_invoker() -> None:
+    for module in ("missions", "proposals"):
+        for invoker in AGENT_RUNNERS:
+            assert not offered_to(invoker, module)
+            text = not_offered_text(invoker, f"{module}.list")
+            assert text is not None and "never available to" in text
+        for invoker in PEOPLE:  # `mana agent run` is `cli`: a person drives it, call by call
+            assert offered_to(invoker, module)
+            assert not_offered_text(invoker, f"{module}.list") is None
+    for invoker in (*AGENT_RUNNERS, *PEOPLE):
+        assert offered_to(invoker, "notes")
+    assert "personas" in (not_offered_text("persona-runner", "missions.create") or "")
+    assert "agents running missions" in (not_offered_text("mission-runner", "missions.list") or "")
+
+
+class Recording:
+    """A tool source that records what reaches it."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.reached: list[str] = []
+
+    @property
+    def can_propose(self) -> bool:
+        return True
+
+    async def list_tools(self) -> Sequence[ToolInfo]:
+        return [ToolInfo(n, n, {"type": "object"}) for n in self.names]
+
+    async def call(self, call: ToolCall) -> CallOutcome:
+        self.reached.append(call.name)
+        return CallOutcome.success({"ok": True})
+
+    async def propose(self, request: ProposalRequest) -> CallOutcome:
+        self.reached.append(f"propose {request.call.name}")
+        return CallOutcome.success("staged")
+
+
+@pytest.mark.parametrize("invoker", AGENT_RUNNERS)
+async def test_offered_tools_hide_and_refuse_the_missions_modules(invoker: str) -> None:
+    inner = Recording([*MISSION_TOOL_NAMES, "notes.create"])
+    tools = OfferedTools(inner, invoker)
+    assert [t.name for t in await tools.list_tools()] == ["notes.create"]
+    assert tools.can_propose
+    for name in MISSION_TOOL_NAMES:
+        refused = await tools.call(ToolCall("c", name, {}))
+        assert refused.status == "denied" and refused.reason == "not-offered"
+        info = ToolInfo(name, name, {})
+        proposed = await tools.propose(
+            ProposalRequest(ToolCall("p", name, {}), info, "because", "policy", 1)
+        )
+        assert proposed.status == "denied" and proposed.reason == "not-offered"
+    assert inner.reached == []
+    assert (await tools.call(ToolCall("c", "notes.create", {}))).ok
+    assert inner.reached == ["notes.create"]
+
+
+@pytest.mark.parametrize("invoker", PEOPLE)
+async def test_offered_tools_pass_everything_for_people(invoker: str) -> None:
+    inner = Recording([*MISSION_TOOL_NAMES, "notes.create"])
+    tools = OfferedTools(inner, invoker)
+    assert [t.name for t in await tools.list_tools()] == [*MISSION_TOOL_NAMES, "notes.create"]
+    assert (await tools.call(ToolCall("c", "missions.list", {}))).ok
+
+
+async def test_the_pipeline_refuses_missions_tools_to_agents_and_lists_them_for_people(
+    tmp_path: Path,
+) -> None:
+    """The composition root wires the rule into the one pipeline: a direct call by an agent is
+    refused (and audited) whatever tool source it came through; people keep the tools, and
+    `mana agent run` (invoker `cli`) is offered them."""
+    settings = Settings.load({"db": str(tmp_path / "mana.db")}, environ={})
+    async with open_runtime(settings, create=True) as rt:
+        user = await rt.accounts.create_user("ann@x.test")
+        for invoker in AGENT_RUNNERS:
+            call = CallContext(user_id=user.id, invoker=invoker)
+            out = await rt.pipeline.invoke("missions.list", {}, call)
+            assert out.status == "denied" and out.error is not None
+            assert out.error.reason == "not-offered", out.public()
+            created = await rt.pipeline.invoke(
+                "missions.create", {"title": "Clone", "objective": "Replicate"}, call
+            )
+            assert created.status == "denied" and created.reason == "not-offered"
+            visible = {s.module for s in rt.pipeline.visible_tools("personal", invoker)}
+            assert visible.isdisjoint({"missions", "proposals"}) and "notes" in visible
+            listed = await RegistryTools(rt.pipeline, call).list_tools()
+            assert not [t for t in listed if t.name.split(".")[0] in ("missions", "proposals")]
+        for invoker in PEOPLE:
+            call = CallContext(user_id=user.id, invoker=invoker)
+            assert (await rt.pipeline.invoke("missions.list", {}, call)).ok
+        interactive = await RegistryTools(rt.pipeline, CallContext(user_id=user.id)).list_tools()
+        assert {"missions.list", "proposals.list"} <= {t.name for t in interactive}
+        rows = await rt.pipeline.audit.recent(tool="missions.create")
+        assert rows and all(r["reason"] == "not-offered" for r in rows)
