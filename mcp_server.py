@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -340,8 +341,13 @@ class ToolCatalog:
 # -- results -----------------------------------------------------------------------------------
 
 
+_PLAIN_FIRST_WORD = re.compile(r"[a-z]+(?![\w.\-])")
+
+
 def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] if text else text
+    """`text` with a capital first letter when it starts with a plain lower-case word; a tool
+    name (`habits.delete`), a field (`dueDate`) or an id at the start is kept exactly."""
+    return text[:1].upper() + text[1:] if _PLAIN_FIRST_WORD.match(text) else text
 
 
 def error_text(outcome: Outcome) -> str:
@@ -780,8 +786,9 @@ async def serve_stdio(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(streams.pump_in)
                 tg.start_soon(streams.pump_out)
+                tg.cancel_scope.cancel()
                 await adapter.server.run(
-                    streams.read, streams.write, adapter.server.create_initialization_options()
+                    read, write, adapter.server.create_initialization_options()
                 )
     finally:
         lines.restore()
