@@ -786,9 +786,8 @@ async def serve_stdio(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(streams.pump_in)
                 tg.start_soon(streams.pump_out)
-                tg.cancel_scope.cancel()
                 await adapter.server.run(
-                    read, write, adapter.server.create_initialization_options()
+                    streams.read, streams.write, adapter.server.create_initialization_options()
                 )
     finally:
         lines.restore()
