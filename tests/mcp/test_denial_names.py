@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -16,7 +17,9 @@ from tool_registry.testing import ToolKit
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_mcp_denial_text_keeps_the_exact_tool_name(tmp_path: Path, mode: str) -> None:
+async def test_mcp_denial_text_keeps_the_exact_tool_name(
+    tmp_path: Path, mode: Literal["auto", "legacy"]
+) -> None:
     settings = Settings.load({"data_dir": str(tmp_path / "data")}, environ={})
     async with open_runtime(settings, create=True) as rt:  # the real policy gate
         kit = ToolKit(rt.pipeline)
