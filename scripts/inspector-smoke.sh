@@ -9,6 +9,11 @@
 # stdio and for HTTP (127.0.0.1, ephemeral port, demo token in --header) runs tools/list and
 # tools/call me.listReferenceImages in the personal and the brand space and checks that only the
 # active space's opted-in images come back. Exits non-zero on any failure; always cleans up.
+#
+# The default version is the one the README and `mana run` print (INSPECTOR_VERSION in
+# mana_cli/commands/run.py; tests/test_readme_walkthrough.py keeps them equal): it declares
+# Node >= 22.19 but its CLI works on Node 20 (npm only warns EBADENGINE), whereas an unpinned
+# install on Node < 22.19 resolves to 0.15, which has no --header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
