@@ -325,8 +325,18 @@ class ToolCatalog:
             tool = self._tools[spec.name] = tool_of(spec)
         return tool
 
-    def tools(self, space_type: str) -> list[types.Tool]:
-        return self._entry(space_type)[0]
+    def tools(self, space_type: str, invoker: str | None = None) -> list[types.Tool]:
+        """The list for this space type; given `invoker`, without the tools the pipeline's offer
+        hook refuses to that kind of caller (persona users never see the missions modules)."""
+        tools = self._entry(space_type)[0]
+        if invoker is None:
+            return tools
+        registry, offered = self.pipeline.registry, self.pipeline.offered
+        return [
+            t
+            for t in tools
+            if (spec := registry.get(t.name)) is not None and offered(spec, invoker)
+        ]
 
     def names(self, space_type: str) -> frozenset[str]:
         return self._entry(space_type)[1]
@@ -509,7 +519,7 @@ class McpAdapter:
         space_type = caller.access.space.type
         if caller.watch is not None:
             self._remember(caller.watch, ctx, space_type)
-        return types.ListToolsResult(tools=self.catalog.tools(space_type))
+        return types.ListToolsResult(tools=self.catalog.tools(space_type, caller.invoker))
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams

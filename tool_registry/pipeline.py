@@ -175,6 +175,10 @@ class Pipeline:
             and all(self.backends.configured(b) for b in spec.requires)
         )
 
+    def offered(self, spec: AnySpec, invoker: str) -> bool:
+        """Whether the offer hook lets callers of kind `invoker` see and call `spec`."""
+        return self.offer.refusal(spec, invoker) is None
+
     def visible_tools(self, space_type: str, invoker: str | None = None) -> list[AnySpec]:
         """Tools a client or agent may see in a space of this type (user-space scope, module
         allowed for the type, required backends configured) and, given `invoker`, that the
@@ -182,8 +186,7 @@ class Pipeline:
         return [
             s
             for s in self.registry.exposable()
-            if self.available(s, space_type)
-            and (invoker is None or self.offer.refusal(s, invoker) is None)
+            if self.available(s, space_type) and (invoker is None or self.offered(s, invoker))
         ]
 
     async def resolve(self, call: CallContext) -> SpaceAccess:

@@ -12,11 +12,19 @@ import pytest
 from agent_loop.llm import ToolCall
 from agent_loop.tools import CallOutcome, OfferedTools, ProposalRequest, RegistryTools, ToolInfo
 from mana_cli.config import Settings
-from mana_cli.runtime import open_runtime
-from policy.agent_policy import AgentToolPolicy, not_offered_text, offered_to
+from mana_cli.runtime import (
+    EXTRA_MIGRATIONS,
+    build_runtime_registry,
+    configure_missions,
+    open_runtime,
+)
+from policy.agent_policy import AgentToolPolicy, InvokerToolRule, not_offered_text, offered_to
 from tests.policy.policy_helpers import ADMIN, DESTRUCTIVE, READ, WRITE, make_spec
-from tool_registry.context import CallContext, Invoker
+from tool_registry.clock import SystemClock
+from tool_registry.context import Backends, CallContext, Invoker
 from tool_registry.modules import build_registry
+from tool_registry.pipeline import Pipeline
+from tool_registry.store import Accounts, open_database
 
 
 def test_resolution_order_is_tool_then_module_then_hint_then_default() -> None:
@@ -213,3 +221,42 @@ async def test_the_pipeline_refuses_missions_tools_to_agents_and_lists_them_for_
         assert {"missions.list", "proposals.list"} <= {t.name for t in interactive}
         rows = await rt.pipeline.audit.recent(tool="missions.create")
         assert rows and all(r["reason"] == "not-offered" for r in rows)
+
+
+async def test_persona_users_over_mcp_are_not_listed_the_missions_tools(tmp_path: Path) -> None:
+    """Over MCP a persona user's calls are invoker `persona-runner`: its tools/list leaves the
+    missions modules out and a direct call is refused; a human user keeps them."""
+    from mana_http.testing import McpTestServer
+
+    db = await open_database(tmp_path / "m.db", EXTRA_MIGRATIONS)
+    accounts = Accounts(db)
+    backends = Backends()
+    configure_missions(Settings.load({}, environ={}), backends, db, accounts, SystemClock())
+    pipeline = Pipeline(
+        build_runtime_registry({}),
+        db,
+        accounts=accounts,
+        backends=backends,
+        offer=InvokerToolRule(),
+    )
+    persona = await accounts.create_user("pia@mana.test", kind="persona")
+    human = await accounts.create_user("hal@x.test")
+    try:
+        async with McpTestServer(pipeline, tmp_path / "keys") as server:
+            for mode in ("2026-07-28", "legacy"):
+                async with server.client(persona, mode=mode) as client:
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    refused = await client.call_tool("missions.list", {})
+                assert "notes.create" in names
+                assert not {n for n in names if n.split(".")[0] in ("missions", "proposals")}
+                assert refused.is_error
+                assert refused.structured_content is None or "never available to personas" in str(
+                    refused.content
+                )
+                async with server.client(human, mode=mode) as client:
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    allowed = await client.call_tool("missions.list", {})
+                assert {"missions.list", "proposals.list"} <= names and not allowed.is_error
+    finally:
+        await pipeline.aclose()
+        await db.close()
