@@ -44,6 +44,7 @@ log = structlog.get_logger("mana.missions.daemon")
 
 MAX_REQUEST_LINE = 4096
 HTTP_READ_TIMEOUT = 5.0
+HEALTH_WRITE_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -348,15 +349,24 @@ class Daemon:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """200 while ticking and the database can take a write now (the same short
+        `BEGIN IMMEDIATE` probe as the MCP server's `/health`); else 503 with the reason."""
         stale_after = 3 * self.settings.tick.total_seconds() + 30
         stale = (
             self._last_tick_monotonic is not None
             and time.monotonic() - self._last_tick_monotonic > stale_after
         )
+        try:
+            problem = await self.scheduler.db.probe_write(HEALTH_WRITE_WAIT_SECONDS)
+        except Exception as exc:  # e.g. the database is closed: that is the answer, not a crash
+            problem = f"{type(exc).__name__}: {exc}"
         status = "stopping" if self._stopping else ("stale" if stale else "ok")
+        if status == "ok" and problem is not None:
+            status = "cannot-write"
         body = {
             "status": status,
+            "database": "ok" if problem is None else problem,
             "owner": self.owner,
             "running": self.running,
             "concurrency": self.settings.concurrency,
@@ -392,7 +402,7 @@ class Daemon:
             if len(line) > MAX_REQUEST_LINE or method not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
             elif path == "/health":
-                code, payload = self.health()
+                code, payload = await self.health()
                 status, ctype = code, "application/json"
                 body = json.dumps(payload).encode()
             elif path == "/metrics":

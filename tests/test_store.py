@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import random
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal
 
+import anyio
 import pytest
 
 from tool_registry.clock import FixedClock
 from tool_registry.errors import ConflictError, NotAMemberError, ToolError, ValidationFailed
-from tool_registry.store import Accounts, Filter, ScopedStore, open_database
+from tool_registry.store import Accounts, Filter, ScopedStore, database, open_database
+from tool_registry.store import audit as audit_module
+from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
 from tool_registry.store.database import Database, Migration
 from tool_registry.store.records import ReadOnlyStoreError, ReadRunner
 
@@ -290,3 +297,258 @@ async def test_a_write_inside_a_held_transaction_joins_it(tmp_path: Path) -> Non
     emails = await db.read(lambda c: [r[0] for r in c.execute("SELECT email FROM users")])
     await db.close()
     assert sorted(emails) == ["after@x.test", "kept@x.test"]
+
+
+# -- cancellation: a write unit is never split ---------------------------------------------------
+
+PAIRS = Migration("cancel", 1, "pairs", "CREATE TABLE pairs (unit INTEGER, half INTEGER);")
+Style = Literal["anyio", "task"]
+STYLES: tuple[Style, ...] = ("anyio", "task")
+
+
+def _half(unit: int, half: int) -> Callable[[sqlite3.Connection], None]:
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO pairs (unit, half) VALUES (?, ?)", (unit, half))
+
+    return work
+
+
+def _pair(unit: int) -> Callable[[sqlite3.Connection], None]:
+    def work(conn: sqlite3.Connection) -> None:
+        _half(unit, 0)(conn)
+        _half(unit, 1)(conn)
+
+    return work
+
+
+async def _stored(db: Database) -> dict[int, int]:
+    rows = await db.read(
+        lambda c: c.execute("SELECT unit, count(*) FROM pairs GROUP BY unit").fetchall()
+    )
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+async def _as_transaction(db: Database, unit: int) -> None:
+    async with db.transaction() as tx:
+        await tx.run(_half(unit, 0))
+        await tx.run(_half(unit, 1))
+
+
+async def _as_write(db: Database, unit: int) -> None:
+    await db.write(_pair(unit))
+
+
+class _Gate:
+    """Holds the writer thread inside one step until the test has delivered its cancellation."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def wrap(self, fn: Callable[..., None]) -> Callable[..., None]:
+        def gated(*args: Any) -> None:
+            self.reached.set()
+            assert self.release.wait(10), "the test never released the writer"
+            fn(*args)
+
+        return gated
+
+
+class _Cancellable:
+    """Runs `work` in a task that the test cancels either through an anyio cancel scope (how the
+    MCP SDK cancels handlers) or with a plain `Task.cancel()`."""
+
+    def __init__(self, style: Style, work: Callable[[], Awaitable[None]]) -> None:
+        self.style = style
+        self.scope = anyio.CancelScope()
+        self.task = asyncio.create_task(self._run(work))
+
+    async def _run(self, work: Callable[[], Awaitable[None]]) -> None:
+        if self.style == "anyio":
+            with self.scope:
+                await work()
+        else:
+            await work()
+
+    def cancel(self) -> None:
+        if self.style == "anyio":
+            self.scope.cancel()
+        else:
+            self.task.cancel()
+
+    async def result(self) -> str:
+        """'cancelled' when the cancellation surfaced as such, else 'done'."""
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "cancelled" if self.scope.cancelled_caught else "done"
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize(
+    ("how", "step", "kept"),
+    [
+        ("transaction", "begin", False),  # cancelled during BEGIN: waited for, then rolled back
+        ("transaction", "work", False),  # cancelled during the work: rolled back on the writer
+        ("transaction", "commit", True),  # cancelled during COMMIT: the commit finishes
+        ("write", "begin", True),  # a write() handed to the writer runs to its end
+        ("write", "commit", True),
+    ],
+)
+async def test_a_cancelled_write_unit_ends_on_the_writer(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    style: Style,
+    how: str,
+    step: str,
+    kept: bool,
+) -> None:
+    db = await open_database(tmp_path / "c.db", [PAIRS])
+    gate = _Gate()
+    if step == "begin":
+        monkeypatch.setattr(database, "_begin", gate.wrap(database._begin))
+    elif step == "commit":
+        monkeypatch.setattr(db, "_commit_unit", gate.wrap(db._commit_unit))
+
+    async def work() -> None:
+        if how == "write":
+            await _as_write(db, 1)
+        elif step == "work":
+            async with db.transaction() as tx:
+                await tx.run(_half(1, 0))
+                await tx.run(gate.wrap(_half(1, 1)))
+        else:
+            await _as_transaction(db, 1)
+
+    call = _Cancellable(style, work)
+    assert await asyncio.to_thread(gate.reached.wait, 10)
+    call.cancel()
+    await asyncio.sleep(0.01)  # the cancellation reaches the task while the writer is held
+    gate.release.set()
+    outcome = await asyncio.wait_for(call.result(), 10)
+    monkeypatch.undo()
+
+    if style == "task":
+        assert outcome == "cancelled"  # never swallowed
+    assert not await db.writer_in_transaction()
+    await asyncio.wait_for(_as_write(db, 2), 10)  # the next write goes through
+    stored = await _stored(db)
+    await db.close()
+    assert stored == ({1: 2, 2: 2} if kept else {2: 2})
+
+
+async def test_cancelling_write_units_at_random_points_never_wedges_the_writer(
+    tmp_path: Path,
+) -> None:
+    """Hundreds of concurrent transactions and writes, each cancelled 0-3 ms after it started,
+    by an anyio scope or `Task.cancel()`: the writer is never left in a transaction, every unit
+    is stored whole or not at all, and writes still go through afterwards."""
+    db = await open_database(tmp_path / "r.db", [PAIRS])
+    rng = random.Random(10)
+    outcomes: Counter[str] = Counter()
+
+    async def one(unit: int) -> None:
+        how = _as_transaction if unit % 2 else _as_write
+        call = _Cancellable(rng.choice(STYLES), lambda: how(db, unit))
+        await asyncio.sleep(rng.uniform(0, 0.003))
+        call.cancel()
+        outcomes[await call.result()] += 1
+
+    units = range(1, 301)
+    for start in range(0, len(units), 10):
+        await asyncio.gather(*(one(u) for u in units[start : start + 10]))
+    assert not await db.writer_in_transaction()
+    await _as_write(db, 0)
+    stored = await _stored(db)
+    await db.close()
+    assert set(stored.values()) == {2}, stored  # whole units only
+    assert 0 in stored
+    assert sum(outcomes.values()) == len(units)
+
+
+async def test_a_cancelled_audit_flush_loses_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = await open_database(tmp_path / "a.db")
+    audit = AuditLog(db, flush_delay=60)
+    for i in range(5):
+        audit.enqueue(_audit_row(i))
+    gate = _Gate()
+    monkeypatch.setattr(db, "_commit_unit", gate.wrap(db._commit_unit))
+    flush = asyncio.create_task(audit.flush())
+    assert await asyncio.to_thread(gate.reached.wait, 10)
+    flush.cancel()
+    await asyncio.sleep(0.01)
+    gate.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    monkeypatch.undo()
+    assert audit.pending == 0  # the batch committed: it left the buffer
+    audit.enqueue(_audit_row(5))
+    await audit.aclose()
+    ids = await db.read(lambda c: [r[0] for r in c.execute("SELECT request_id FROM audit_log")])
+    await db.close()
+    assert sorted(ids) == [f"req_{i}" for i in range(6)]
+
+
+async def test_a_failing_background_audit_flush_keeps_its_rows_and_raises_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = await open_database(tmp_path / "f.db")
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    failures = iter([sqlite3.OperationalError("database is locked")])
+
+    def flaky(conn: sqlite3.Connection, rows: Any) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        insert_rows(conn, rows)
+
+    monkeypatch.setattr(audit_module, "insert_rows", flaky)
+    audit = AuditLog(db, flush_delay=0)
+    audit.enqueue(_audit_row(0))
+    audit.enqueue(_audit_row(1))
+    background = audit._task
+    assert background is not None
+    await asyncio.wait((background,))
+    gc.collect()
+    assert unhandled == []  # no "Task exception was never retrieved"
+    assert audit.pending == 2  # the failed batch is kept for the next flush
+    await audit.aclose()
+    ids = await db.read(lambda c: [r[0] for r in c.execute("SELECT request_id FROM audit_log")])
+    loop.set_exception_handler(None)
+    await db.close()
+    assert sorted(ids) == ["req_0", "req_1"]
+
+
+def _audit_row(i: int) -> AuditRow:
+    return AuditRow(
+        at="2026-11-21T12:00:00.000000Z",
+        request_id=f"req_{i}",
+        user_id=None,
+        space_id=None,
+        tool="notes.list",
+        invoker="cli",
+        input_hash=None,
+        outcome="ok",
+        reason=None,
+        latency_ms=0.1,
+    )
+
+
+async def test_probe_write_says_why_a_write_cannot_start(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "p.db")
+    assert await db.probe_write(1.0) is None
+    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        problem = await db.probe_write(0.05)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert problem is not None and "database is locked" in problem
+    assert await db.probe_write(1.0) is None
+    await db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 from mana_cli.runtime import open_runtime
 from tool_registry.context import CallContext
 
+from .stdio_support import WAIT_TOOLS, RawStdio, tools_call, wait_for_file
 from .support import (
     DEMO_EMAIL,
     JSON_ACCEPT,
@@ -110,3 +112,28 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert await _count_habits(world.data_dir, "sigterm-") == answered_ok
     finally:
         server.stop()
+
+
+async def test_stdio_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None:
+    """SIGTERM on stdio, with stdin still open: no new request is read, the call in flight
+    finishes and is answered, the audit is flushed, and the exit code is 0 as over HTTP."""
+    world = await seed_world_async(tmp_path)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = {**WAIT_TOOLS, "MANA_KILLTEST_DIR": str(signals)}
+    server = await RawStdio.start(world.data_dir, "stdio-sigterm", env)
+    try:
+        await server.send(tools_call(1, "killtest.wait", {"label": "in flight at SIGTERM"}))
+        await wait_for_file(signals / "entered")
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        (signals / "release").touch()
+        code = await server.wait()
+    finally:
+        server.kill()
+    assert code == 0, server.stderr()
+    assert server.answers[1]["result"]["structuredContent"] == {"released": True}
+    async with open_runtime(settings_for(world.data_dir)) as rt:
+        rows = await rt.pipeline.audit.recent(tool="killtest.wait")
+    assert [r["outcome"] for r in rows] == ["ok"]
+    assert "Traceback" not in server.stderr()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from pathlib import Path
+
 import mcp_types as types
 import pytest
 
 from mana_cli.main import main
 
+from .stdio_support import WAIT_TOOLS, RawStdio, tools_call, wait_for_file
 from .support import (
     BRAND_IMAGES,
     BRAND_SLUG,
@@ -16,6 +21,7 @@ from .support import (
     Mode,
     World,
     seed_world,
+    seed_world_async,
     stdio_client_for,
 )
 
@@ -74,3 +80,62 @@ def test_stdio_needs_an_identity(
     out = capsys.readouterr()
     assert code == 1 and out.out == ""
     assert "--as EMAIL" in out.err
+
+
+# -- the client closes stdin: calls in flight finish and are answered ----------------------------
+
+
+def _audited(data_dir: Path, tool: str) -> int:
+    """Audit rows of `tool` called over MCP (the seeded demo data has audit rows of its own)."""
+    conn = sqlite3.connect(f"file:{data_dir / 'mana.db'}?mode=ro", uri=True)
+    try:
+        sql = "SELECT count(*) FROM audit_log WHERE tool = ? AND invoker = 'mcp'"
+        return int(conn.execute(sql, (tool,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_stdin_eof_lets_calls_in_flight_finish_and_answers_them(tmp_path: Path) -> None:
+    world = await seed_world_async(tmp_path)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = {**WAIT_TOOLS, "MANA_KILLTEST_DIR": str(signals)}
+    server = await RawStdio.start(world.data_dir, "stdio-eof", env)
+    try:
+        await server.send(tools_call(1, "killtest.wait", {"label": "in flight at EOF"}))
+        await wait_for_file(signals / "entered")
+        await server.send(tools_call(2, "habits.create", {"name": "sent just before EOF"}))
+        server.close_stdin()  # the client leaves while both calls run
+        await asyncio.sleep(0.1)
+        (signals / "release").touch()
+        code = await server.wait()
+    finally:
+        server.kill()
+    assert code == 0, server.stderr()
+    waited = server.answers[1]["result"]
+    assert waited["isError"] is False and waited["structuredContent"] == {"released": True}
+    assert server.answers[2]["result"]["isError"] is False
+    assert _audited(world.data_dir, "killtest.wait") == 1  # the buffered read audit was flushed
+    assert _audited(world.data_dir, "habits.create") == 1
+    assert "Traceback" not in server.stderr()
+
+
+async def test_a_call_that_outlives_the_shutdown_grace_is_stopped_and_the_server_exits_0(
+    tmp_path: Path,
+) -> None:
+    world = await seed_world_async(tmp_path)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = {**WAIT_TOOLS, "MANA_KILLTEST_DIR": str(signals), "MANA_SHUTDOWN_GRACE_SECONDS": "1"}
+    server = await RawStdio.start(world.data_dir, "stdio-grace", env)
+    try:
+        await server.send(tools_call(1, "killtest.wait", {"label": "never released"}))
+        await wait_for_file(signals / "entered")
+        server.close_stdin()
+        code = await server.wait()
+    finally:
+        server.kill()
+    assert code == 0, server.stderr()
+    assert "result" not in server.answers.get(1, {})  # stopped at the deadline, never done
+    assert "stopping calls still running at the shutdown deadline" in server.stderr()
+    assert "Traceback" not in server.stderr()
