@@ -430,7 +430,8 @@ class MissionStore:
         rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT s.* FROM mission_skips s JOIN missions m ON m.id = s.mission_id "
-                "WHERE s.mission_id = ? AND m.space_id = ? ORDER BY s.last_at DESC LIMIT ?",
+                "WHERE s.mission_id = ? AND m.space_id = ? "
+                "ORDER BY s.last_at DESC, s.window_at DESC, s.reason LIMIT ?",
                 (mission_id, space_id, limit),
             ).fetchall()
         )

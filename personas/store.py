@@ -194,7 +194,8 @@ class PersonaStore:
     async def ticks(self, user_id: str, limit: int = 10) -> list[dict[str, Any]]:
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM persona_ticks WHERE persona_id = ? ORDER BY started_at DESC LIMIT ?",
+                "SELECT * FROM persona_ticks WHERE persona_id = ? "
+                "ORDER BY started_at DESC, tick_id DESC LIMIT ?",
                 (user_id, limit),
             ).fetchall()
         )
