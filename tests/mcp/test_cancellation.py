@@ -47,12 +47,17 @@ ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
     "io.modelcontextprotocol/clientCapabilities": {},
 }
-# Calls of one kind; all of them run a few at a time so cancellations also land while other
+# Calls per run; the HTTP runs send a few at a time, so cancellations also land while other
 # calls hold the writer.
 CALLS = 100
 DROPS = 30
 PARALLEL = 4
-MAX_DELAY = 0.005
+# The cancellation comes 0-5 ms after the request was sent. Under load a call takes longer
+# than that, so each kind also runs with a wider window, which lands cancellations during and
+# after the commit as well.
+SHORT = 0.005
+WIDE = 0.03
+PREFIXES = ("m5", "m30", "md", "l5", "l30", "ld", "s5", "s30", "sx")
 SERVER_ENV = {"MANA_RATE_LIMIT": "100000", "MANA_SHUTDOWN_GRACE_SECONDS": "20"}
 TRACEBACK_MARKERS = ("Traceback", "Task exception was never retrieved", "never awaited")
 
@@ -191,8 +196,9 @@ class HttpRun:
             "mcp-name": tool,
         }
 
-    async def modern(self, prefix: str, i: int, *, reset: bool) -> str:
-        """Send a call, wait 0-5 ms for its answer, else close (or reset) the connection."""
+    async def modern(self, prefix: str, i: int, window: float, *, reset: bool) -> str:
+        """Send a call, wait up to `window` (at random) for its answer, else close the
+        connection (or reset it: a dropped connection)."""
         tool, args = write_args(prefix, i)
         conn = await RawHttp.open(self.server.port)
         try:
@@ -200,7 +206,7 @@ class HttpRun:
                 self.modern_headers(tool), call_body(next(self.ids), tool, args, modern=True)
             )
             try:
-                _, _, body = await asyncio.wait_for(conn.response(), random.uniform(0, MAX_DELAY))
+                _, _, body = await asyncio.wait_for(conn.response(), random.uniform(0, window))
             except TimeoutError:
                 return "cancelled"
             return classify(result_of(body))
@@ -233,15 +239,17 @@ class HttpRun:
             assert (await http.post(self.server.mcp_url, json=note, headers=session)).is_success
         return session
 
-    async def legacy(self, session: dict[str, str], prefix: str, i: int, *, drop: bool) -> str:
-        """Send a call; 0-5 ms later send `notifications/cancelled` for it (or drop the
-        connection that carries it). A cancelled call is answered with -32800 on this era."""
+    async def legacy(
+        self, session: dict[str, str], prefix: str, i: int, window: float, *, drop: bool
+    ) -> str:
+        """Send a call; within `window` (at random) send `notifications/cancelled` for it (or
+        drop the connection that carries it). A cancelled call is answered with -32800 here."""
         tool, args = write_args(prefix, i)
         request_id = next(self.ids)
         conn = await RawHttp.open(self.server.port)
         try:
             await conn.send(session, call_body(request_id, tool, args, modern=False))
-            await asyncio.sleep(random.uniform(0, MAX_DELAY))
+            await asyncio.sleep(random.uniform(0, window))
             if drop:
                 conn.close(reset=True)
                 return "cancelled"
@@ -328,6 +336,7 @@ class Stored:
     """The writes of the test in the database and their audit rows."""
 
     records: int
+    by_prefix: Counter[str]
     audited_ok: int
     unaudited: list[str]
     audited_twice: list[str]
@@ -353,7 +362,7 @@ def stored_writes(data_dir: Path, prefixes: tuple[str, ...]) -> Stored:
     hashes: dict[str, str] = {}
     for collection, name, title in rows:
         label = name if collection == "habits" else title
-        if not isinstance(label, str) or not label.startswith(prefixes):
+        if not isinstance(label, str) or not label.startswith(tuple(f"{p}-" for p in prefixes)):
             continue
         args = (
             {"name": label}
@@ -370,6 +379,7 @@ def stored_writes(data_dir: Path, prefixes: tuple[str, ...]) -> Stored:
     }
     return Stored(
         records=len(hashes),
+        by_prefix=Counter(label.rsplit("-", 1)[0] for label in hashes.values()),
         audited_ok=sum(audits[h] for h in ours),
         unaudited=[label for h, label in hashes.items() if audits[h] == 0],
         audited_twice=[label for h, label in hashes.items() if audits[h] > 1],
@@ -389,45 +399,56 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         await asyncio.to_thread(server.wait_ready)
         run = HttpRun(server, world.token(world.demo_id, email=DEMO_EMAIL))
 
-        figures["http 2026-07-28 cancelled"] = await run_batched(
-            CALLS, lambda i: run.modern("m", i, reset=False)
-        )
-        figures["http 2026-07-28 dropped"] = await run_batched(
-            DROPS, lambda i: run.modern("md", i, reset=True)
+        for label, window in (("0-5 ms", SHORT), ("0-30 ms", WIDE)):
+            prefix = f"m{int(window * 1000)}"
+            figures[f"http 2026-07-28, request closed {label}"] = await run_batched(
+                CALLS, lambda i, p=prefix, w=window: run.modern(p, i, w, reset=False)
+            )
+        figures["http 2026-07-28, connection dropped 0-30 ms"] = await run_batched(
+            DROPS, lambda i: run.modern("md", i, WIDE, reset=True)
         )
         session = await run.legacy_session()
-        figures["http 2025-11-25 cancelled"] = await run_batched(
-            CALLS, lambda i: run.legacy(session, "l", i, drop=False)
-        )
-        figures["http 2025-11-25 dropped"] = await run_batched(
-            DROPS, lambda i: run.legacy(session, "ld", i, drop=True)
+        for label, window in (("0-5 ms", SHORT), ("0-30 ms", WIDE)):
+            prefix = f"l{int(window * 1000)}"
+            figures[f"http 2025-11-25, notifications/cancelled {label}"] = await run_batched(
+                CALLS, lambda i, p=prefix, w=window: run.legacy(session, p, i, w, drop=False)
+            )
+        figures["http 2025-11-25, connection dropped 0-30 ms"] = await run_batched(
+            DROPS, lambda i: run.legacy(session, "ld", i, WIDE, drop=True)
         )
 
         # stdio: cancel over the pipe, then close stdin while calls are still running
         stdio = await StdioServer.start(world, "stdio-cancel")
-        tally = Tally()
-        for i in range(CALLS):
-            tool, args = write_args("s", i)
-            await stdio.send(call_body(i, tool, args, modern=True))
-            await asyncio.sleep(random.uniform(0, MAX_DELAY))
-            await stdio.send(cancel_body(i))
-        in_flight = CALLS + DROPS
-        for i in range(CALLS, in_flight):
-            tool, args = write_args("s", i)
-            await stdio.send(call_body(i, tool, args, modern=True))
+        sent: dict[str, list[int]] = {}
+        request_id = iter(range(1, 1_000_000))
+        for label, window in (("0-5 ms", SHORT), ("0-30 ms", WIDE)):
+            prefix = f"s{int(window * 1000)}"
+            ids = sent[f"stdio, notifications/cancelled {label}"] = []
+            for i in range(CALLS):
+                tool, args = write_args(prefix, i)
+                ids.append(next(request_id))
+                await stdio.send(call_body(ids[-1], tool, args, modern=True))
+                await asyncio.sleep(random.uniform(0, window))
+                await stdio.send(cancel_body(ids[-1]))
+        last = sent["stdio, in flight when stdin closed"] = []
+        for i in range(DROPS):
+            tool, args = write_args("sx", i)
+            last.append(next(request_id))
+            await stdio.send(call_body(last[-1], tool, args, modern=True))
         assert await stdio.close_stdin_and_wait() == 0, stdio.stderr.read_text()[-3000:]
-        for i in range(in_flight):
-            outcome = stdio_outcome(stdio.answers.get(i))
-            tally.sent += 1
-            tally.cancelled += outcome == "cancelled"
-            tally.completed += outcome == "completed"
-            if outcome not in ("cancelled", "completed"):
-                tally.other[outcome] += 1
-        # Closing stdin does not cancel: every call sent after the last cancel is answered.
-        assert all(
-            stdio_outcome(stdio.answers.get(i)) == "completed" for i in range(CALLS, in_flight)
-        ), {i: stdio.answers.get(i) for i in range(CALLS, in_flight)}
-        figures["stdio cancelled, then stdin closed"] = tally
+        for name, ids in sent.items():
+            tally = figures[name] = Tally()
+            for rid in ids:
+                outcome = stdio_outcome(stdio.answers.get(rid))
+                tally.sent += 1
+                tally.cancelled += outcome == "cancelled"
+                tally.completed += outcome == "completed"
+                if outcome not in ("cancelled", "completed"):
+                    tally.other[outcome] += 1
+        # Closing stdin does not cancel: every call still running then is answered.
+        assert figures["stdio, in flight when stdin closed"].completed == DROPS, {
+            rid: stdio.answers.get(rid) for rid in last
+        }
 
         total = Tally()
         for t in figures.values():
@@ -464,7 +485,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         code = await asyncio.to_thread(server.stop)
     assert code == 0
 
-    stored = stored_writes(world.data_dir, ("m-", "md-", "l-", "ld-", "s-"))
+    stored = stored_writes(world.data_dir, PREFIXES)
     print_figures(figures, total, stored)
     assert stored.unaudited == [] and stored.audited_twice == []
     assert stored.audit_without_record == 0
@@ -491,6 +512,7 @@ def print_figures(figures: dict[str, Tally], total: Tally, stored: Stored) -> No
     for name, t in figures.items():
         print(f"{name}: sent {t.sent}, cancelled {t.cancelled}, completed {t.completed}")
     print(
+        f"records stored by run (prefix): {dict(sorted(stored.by_prefix.items()))}\n"
         f"total: sent {total.sent}, cancelled {total.cancelled}, completed {total.completed}; "
         f"records stored {stored.records}, audit rows {stored.audited_ok}"
     )
