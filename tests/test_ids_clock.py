@@ -70,7 +70,7 @@ def test_the_time_part_is_the_clock_millisecond() -> None:
 async def test_records_made_at_one_instant_list_in_creation_order(
     clocked: tuple[ToolKit, FixedClock],
 ) -> None:
-    kit, clock = clocked
+    kit, _clock = clocked
     alice = await kit.user()
     titles = [f"todo {n:02d}" for n in range(25)]
     made = [await kit.call_ok(alice, None, "todo.create", {"title": t}) for t in titles]
@@ -84,7 +84,7 @@ async def test_records_made_at_one_instant_list_in_creation_order(
 async def test_users_and_spaces_take_ids_and_created_at_from_the_clock(
     clocked: tuple[ToolKit, FixedClock],
 ) -> None:
-    kit, clock = clocked
+    kit, _clock = clocked
     owner = await kit.user()
     assert owner.created_at == iso(START) and id_millis(owner.id) == millis(START)
     spaces = [await kit.space(owner, "team", name=f"team {n}") for n in range(12)]
