@@ -54,7 +54,6 @@ DEFAULT_ALLOWED_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_LOGIN_BODY = 16 * 1024
 MCP_PATHS = frozenset({"/mcp", "/mcp/"})
-HEALTH_WRITE_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -175,11 +174,11 @@ class ManaHttpApp:
     # -- plain routes ------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        """200 only when the database can take a write now (a short `BEGIN IMMEDIATE` and
-        rollback, waiting at most `HEALTH_WRITE_WAIT_SECONDS` for the write lock); else 503
-        with the reason, e.g. another process holding the write lock."""
+        """200 only when the database can take a write now (`Database.probe_write`: a short
+        `BEGIN IMMEDIATE` and rollback); else 503 with the reason, e.g. another process holding
+        the write lock."""
         try:
-            problem = await self.pipeline.db.probe_write(HEALTH_WRITE_WAIT_SECONDS)
+            problem = await self.pipeline.db.probe_write()
         except Exception as exc:  # e.g. the database is closed: that is the answer, not a crash
             problem = f"{type(exc).__name__}: {exc}"
         if problem is not None:

@@ -44,7 +44,6 @@ log = structlog.get_logger("mana.missions.daemon")
 
 MAX_REQUEST_LINE = 4096
 HTTP_READ_TIMEOUT = 5.0
-HEALTH_WRITE_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -350,15 +349,15 @@ class Daemon:
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def health(self) -> tuple[int, dict[str, Any]]:
-        """200 while ticking and the database can take a write now (the same short
-        `BEGIN IMMEDIATE` probe as the MCP server's `/health`); else 503 with the reason."""
+        """200 while ticking and the database can take a write now (`Database.probe_write`,
+        as the MCP server's `/health`); else 503 with the reason."""
         stale_after = 3 * self.settings.tick.total_seconds() + 30
         stale = (
             self._last_tick_monotonic is not None
             and time.monotonic() - self._last_tick_monotonic > stale_after
         )
         try:
-            problem = await self.scheduler.db.probe_write(HEALTH_WRITE_WAIT_SECONDS)
+            problem = await self.scheduler.db.probe_write()
         except Exception as exc:  # e.g. the database is closed: that is the answer, not a crash
             problem = f"{type(exc).__name__}: {exc}"
         status = "stopping" if self._stopping else ("stale" if stale else "ok")

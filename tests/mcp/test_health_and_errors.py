@@ -12,13 +12,13 @@ from typing import Any
 import mcp_types as types
 import pytest
 
-from mana_http import app as app_module
 from mana_http.metrics import Metrics
 from mana_http.testing import McpTestServer
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.modules import build_registry
 from tool_registry.spec import ToolSpec
+from tool_registry.store import database
 from tool_registry.store.database import Transaction
 from tool_registry.testing import ToolKit, tool_kit
 
@@ -26,7 +26,7 @@ from tool_registry.testing import ToolKit, tool_kit
 async def test_health_is_503_with_the_reason_while_the_database_cannot_take_a_write(
     mana_kit: ToolKit, mana_mcp: McpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "HEALTH_WRITE_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
     async with mana_mcp.http() as http:
         healthy = await http.get("/health")
         other = sqlite3.connect(mana_kit.db.path, isolation_level=None)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from missions import daemon as daemon_module
 from tests.missions.helpers import World, scripted, turn
+from tool_registry.store import database
 
 
 async def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
@@ -29,7 +29,7 @@ async def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
 async def test_health_is_503_while_another_process_holds_the_write_lock(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "HEALTH_WRITE_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
     daemon = world.daemon(scripted([turn("ok")]), port=0)
     ready = asyncio.Event()
     serving = asyncio.create_task(daemon.serve(on_ready=ready.set))

@@ -30,6 +30,8 @@ import anyio
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
+# How long a health probe waits for the write lock before it reports the database unwritable.
+WRITE_PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -254,14 +256,16 @@ class Database:
         async with self._lock():
             return await self._on_writer(lambda conn: conn.in_transaction)
 
-    async def probe_write(self, wait_seconds: float) -> str | None:
+    async def probe_write(self, wait_seconds: float | None = None) -> str | None:
         """Prove that a write could start now: `BEGIN IMMEDIATE` and `ROLLBACK` on a connection
-        of its own that waits at most `wait_seconds` for the write lock. None when it could,
-        else why not. It sees the file as another process would, so a lock held by another
-        process (or by this process's writer for longer than `wait_seconds`) fails it."""
+        of its own that waits at most `wait_seconds` (default `WRITE_PROBE_SECONDS`) for the
+        write lock. None when it could, else why not. It sees the file as another process
+        would, so a lock held by another process (or by this process's writer for longer than
+        the wait) fails it. The health endpoints of the server and the daemon use it."""
         self._check_open()
+        wait = WRITE_PROBE_SECONDS if wait_seconds is None else wait_seconds
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._prober, _probe_write, self.path, wait_seconds)
+        return await loop.run_in_executor(self._prober, _probe_write, self.path, wait)
 
     def _lock(self) -> asyncio.Lock:
         if self._write_lock is None:
