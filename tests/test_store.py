@@ -552,3 +552,16 @@ async def test_probe_write_says_why_a_write_cannot_start(tmp_path: Path) -> None
     assert problem is not None and "database is locked" in problem
     assert await db.probe_write(1.0) is None
     await db.close()
+
+
+async def test_an_ended_transaction_refuses_further_work(tmp_path: Path) -> None:
+    """Work handed to a transaction after it ended (e.g. by a task the tool left behind) would
+    run outside any unit, inside whichever unit holds the writer next: it is refused."""
+    db = await open_database(tmp_path / "e.db", [PAIRS])
+    async with db.transaction() as tx:
+        await tx.run(_half(1, 0))
+    with pytest.raises(RuntimeError, match="ended"):
+        await tx.run(_half(1, 1))
+    stored = await _stored(db)
+    await db.close()
+    assert stored == {1: 1}

@@ -70,6 +70,10 @@ class Transaction:
         self.open = True
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer inside this transaction. Refused once the transaction has
+        ended: the work would otherwise land in whatever unit holds the writer then."""
+        if not self.open:
+            raise RuntimeError("this transaction has ended; start a new one to write")
         return await self._db._on_writer(fn)
 
 
