@@ -33,7 +33,7 @@ PRE_GATE_REASONS = frozenset(
         "unknown-tool",
         "invalid-input",
         "not-a-member",
-        "space-not-found",
+        "not-offered",
         "module-not-allowed",
         "not-configured",
     }
