@@ -4,7 +4,7 @@ ids and rotation), JWT issue and verification against a local or remote JWKS, pa
 from mana_auth.durations import format_duration, parse_duration
 from mana_auth.errors import AuthError, AuthUnavailable, LoginThrottled
 from mana_auth.keys import MAX_TOKEN_TTL, KeyInfo, KeyStore, KeyStoreError
-from mana_auth.login import LOGIN_TOKEN_TTL, PasswordLogin
+from mana_auth.login import LOGIN_TOKEN_TTL, LoginAttempt, LoginThrottle, PasswordLogin
 from mana_auth.remote import RemoteJwks, check_jwks_url
 from mana_auth.tokens import (
     DEFAULT_AUDIENCE,
@@ -31,6 +31,8 @@ __all__ = [
     "KeyStore",
     "KeyStoreError",
     "LocalKeys",
+    "LoginAttempt",
+    "LoginThrottle",
     "LoginThrottled",
     "PasswordLogin",
     "Principal",

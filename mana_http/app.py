@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mana_auth.errors import AuthError, LoginThrottled
 from mana_auth.keys import KeyStore
-from mana_auth.login import PasswordLogin
+from mana_auth.login import LoginThrottle, PasswordLogin
 from mana_auth.remote import RemoteJwks
 from mana_auth.tokens import (
     DEFAULT_AUDIENCE,
@@ -214,7 +214,8 @@ class ManaHttpApp:
                 {"error": "send a JSON object with 'email' and 'password'"}, 400, no_store
             )
         try:
-            issued = await self.login.login(email, password)
+            client = request.client.host if request.client else ""
+            issued = await self.login.login(email, password, client=client)
         except LoginThrottled as exc:
             self.metrics.auth_failure(exc.reason)
             return JSONResponse(
@@ -281,7 +282,11 @@ def _delete_request(session_id: str) -> tuple[Scope, Receive, Send]:
 
 
 def build_http_app(
-    pipeline: Pipeline, auth: AuthSetup, config: HttpConfig | None = None
+    pipeline: Pipeline,
+    auth: AuthSetup,
+    config: HttpConfig | None = None,
+    *,
+    login: PasswordLogin | None = None,
 ) -> ManaHttpApp:
     config = config or HttpConfig()
     sessions = SessionRegistry(
@@ -302,7 +307,8 @@ def build_http_app(
         session_idle_timeout=config.session_idle_seconds,
         max_sessions=config.max_sessions,
     )
-    login = PasswordLogin(pipeline.accounts, auth.issuer) if auth.issuer is not None else None
+    if login is None and auth.issuer is not None:
+        login = PasswordLogin(pipeline.accounts, auth.issuer, LoginThrottle())
     app = ManaHttpApp(
         pipeline=pipeline,
         auth=auth,

@@ -22,6 +22,7 @@ from mana_auth import (
     AuthUnavailable,
     KeyStore,
     LocalKeys,
+    LoginThrottle,
     LoginThrottled,
     PasswordLogin,
     RemoteJwks,
@@ -175,9 +176,7 @@ async def test_login_throttles_repeated_failures(mana_kit: ToolKit, tmp_path: Pa
     login = PasswordLogin(
         mana_kit.accounts,
         TokenIssuer(KeyStore(tmp_path)),
-        max_failures=2,
-        window=60,
-        clock=lambda: now[0],
+        LoginThrottle(per_client=2, per_account=4, window=60, clock=lambda: now[0]),
     )
     for _ in range(2):
         with pytest.raises(AuthError) as info:
