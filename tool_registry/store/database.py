@@ -281,9 +281,14 @@ class Database:
             raise RuntimeError("database is closed")
 
     async def close(self) -> None:
+        """Close every connection, after the write units in flight have ended (a unit that was
+        cancelled by the shutdown still commits or rolls back on the writer first)."""
         if self._closed:
             return
-        self._closed = True
+        async with self._lock():
+            if self._closed:
+                return
+            self._closed = True
         loop = asyncio.get_running_loop()
 
         def close_writer() -> None:
