@@ -34,6 +34,7 @@ from .support import (
     ServerProcess,
     World,
     headers,
+    http_client,
     mana_argv,
     mana_env,
     seed_world_async,
@@ -184,6 +185,7 @@ class HttpRun:
 
     def __init__(self, server: ServerProcess, token: str) -> None:
         self.server = server
+        self.token = token
         self.auth = headers(token)
         self.ids = iter(range(1, 1_000_000))
 
@@ -458,6 +460,9 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         # A fresh session writes ...
         status, body = await fresh_modern_write(run, "after-http")
         assert status == 200 and classify(result_of(body)) == "completed", body
+        async with http_client(server.mcp_url, run.token, mode="legacy") as (client, _):
+            fresh = await client.call_tool("habits.create", {"name": "after-legacy-session"})
+        assert not fresh.is_error, fresh.content
         # ... so does another process (not "database is locked") ...
         cli = await asyncio.to_thread(
             subprocess.run,
