@@ -6,9 +6,10 @@ transactions, serialised in-process by an asyncio lock and across processes by S
 
 A write transaction is one unit that cancellation cannot split: once BEGIN was handed to the
 writer, the unit ends on the writer with COMMIT or ROLLBACK before the writer lock is released,
-whatever cancellation (anyio cancel scope or `Task.cancel()`) arrives meanwhile. A cancellation
-that arrives while BEGIN or the work runs rolls the unit back; one that arrives during COMMIT
-lets the commit finish. Either way the cancellation is re-raised once the unit has ended.
+whatever cancellation (anyio cancel scope or `Task.cancel()`) arrives meanwhile. In a
+`transaction()`, a cancellation that arrives while BEGIN or the work runs rolls the unit back, and
+one that arrives during COMMIT lets the commit finish; a `write()` is a single hand-off that, once
+on the writer, runs to its end. Either way the cancellation is re-raised once the unit has ended.
 """
 
 from __future__ import annotations
