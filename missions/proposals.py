@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from missions.models import Mission, Proposal
@@ -120,29 +122,74 @@ async def stage_proposal(
 
 @dataclass(frozen=True)
 class Decision:
-    """What a human decision did. `outcome` is the pipeline's outcome for an approval (None for
-    a rejection); `executed` tells whether the call ran successfully."""
+    """What a decision on a proposal is. `proposal` is its stored state, the same for every
+    approval of it; `outcome` is the pipeline's outcome when this very approval ran the call
+    (None when it answered a decision already made, and for a rejection)."""
 
     proposal: Proposal
-    outcome: Outcome | None
-    executed: bool
+    outcome: Outcome | None = None
+
+    @property
+    def executed(self) -> bool:
+        return self.proposal.status == "executed"
 
     def to_json(self) -> dict[str, Any]:
+        recorded = self.proposal.result if self.proposal.status != "rejected" else None
         return {
             "proposal": self.proposal.to_json(),
             "executed": self.executed,
-            "outcome": self.outcome.public() if self.outcome else None,
+            "outcome": recorded,
         }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to run a proposal's call: as `executor_id` under the idempotency key `key`
+    (both stored on the proposal, so whoever finishes a crashed approval runs the same call
+    under the same key, and the pipeline answers a write that already happened by replaying
+    it). `claim_id` changes with every claim, so only one approval takes over a stale one."""
+
+    executor_id: str
+    key: str
+    claim_id: str | None
+    claimed_at: str | None
+
+
+DECIDED = frozenset({"executed", "failed", "rejected"})
+CLAIM_LEASE = timedelta(minutes=2)
+
+
+def execution_key(proposal_id: str) -> str:
+    """The idempotency key a proposal's call runs under: derived from the proposal, not from
+    who approves it."""
+    return f"proposal:{proposal_id}"
 
 
 class ProposalService:
     """Human decisions on proposals. Built by the CLI (and later an authenticated settings
-    endpoint); deliberately not a backend that tools can reach."""
+    endpoint); deliberately not a backend that tools can reach.
 
-    def __init__(self, store: MissionStore, accounts: Accounts, pipeline: Pipeline) -> None:
+    A proposal's call runs exactly once, however many approvals (in any number of processes)
+    arrive together: an approval claims it with one conditional UPDATE from `pending`; the
+    others wait for the claimed run to be recorded and answer that decision. A claim older than
+    `claim_lease` (its approval crashed, or is that slow) is taken over by one waiting
+    approval, which runs the call again as the claim's executor under the claim's key, so a
+    write that already happened is replayed by the pipeline, not repeated."""
+
+    def __init__(
+        self,
+        store: MissionStore,
+        accounts: Accounts,
+        pipeline: Pipeline,
+        *,
+        claim_lease: timedelta = CLAIM_LEASE,
+        poll_seconds: float = 0.05,
+    ) -> None:
         self.store = store
         self.accounts = accounts
         self.pipeline = pipeline
+        self.claim_lease = claim_lease
+        self.poll_seconds = poll_seconds
 
     async def find(self, user_id: str, proposal_id: str, space: str | None = None) -> Proposal:
         """The proposal, if it lives in a space the user belongs to (`space` narrows it)."""
@@ -168,77 +215,123 @@ class ProposalService:
     async def approve(
         self, user_id: str, proposal_id: str, *, space: str | None = None
     ) -> Decision:
-        """Run exactly the fingerprinted call through the pipeline as `user_id` (invoker
-        `user`), record the result on the proposal and its iteration."""
+        """Run exactly the fingerprinted call through the pipeline (invoker `user`) and record
+        the result on the proposal and its iteration; a proposal that is already decided (or
+        gets decided while this approval waits for another one's run) answers that decision."""
         await self.store.expire_proposals()
         proposal = await self.find(user_id, proposal_id, space)
         await self._check_can_decide(user_id, proposal)
-        if proposal.status == "expired":
-            raise ConflictError(f"proposal {proposal.id} expired at {proposal.expires_at}")
-        if proposal.status not in ("pending", "approved"):
-            raise ConflictError(f"proposal {proposal.id} is already {proposal.status}")
         if fingerprint(proposal.tool, proposal.arguments) != proposal.fingerprint:
             raise ConflictError(
                 f"proposal {proposal.id} does not match its fingerprint (its stored call was "
                 "changed); refusing to run it"
             )
+        waiting_since = time.monotonic()
+        while True:
+            if proposal.status in DECIDED:
+                return Decision(proposal)
+            if proposal.status == "expired":
+                raise ConflictError(f"proposal {proposal.id} expired at {proposal.expires_at}")
+            claim = await self._claim(proposal, user_id, waiting_since)
+            if claim is not None:
+                return await self._run(proposal, claim)
+            await asyncio.sleep(self.poll_seconds)
+            current = await self.store.find_proposal(proposal.space_id, proposal.id)
+            if current is None:
+                raise NotFoundError(f"no proposal {proposal_id!r} in your spaces")
+            proposal = current
+
+    async def _claim(self, proposal: Proposal, user_id: str, waiting_since: float) -> Claim | None:
+        """Claim a pending proposal, or take over a stale claim; None when another approval
+        holds a live claim (or won the race)."""
         now = self.store.now()
-        await self._claim(proposal, user_id, now)
+        stamp = iso(now)
+        fresh_after = iso(now - self.claim_lease)
+        waited_out = time.monotonic() - waiting_since >= self.claim_lease.total_seconds()
+        claim_id = self.store.clock.new_id("clm")
+        key = execution_key(proposal.id)
+
+        def work(conn: sqlite3.Connection) -> Claim | None:
+            row = conn.execute(
+                "UPDATE proposals SET status = 'approved', decided_by = ?, decided_at = ?, "
+                "exec_key = ?, claim_id = ?, claimed_at = ? "
+                "WHERE id = ? AND status = 'pending' AND expires_at > ? "
+                "RETURNING decided_by, exec_key, claim_id, claimed_at",
+                (user_id, stamp, key, claim_id, stamp, proposal.id, stamp),
+            ).fetchone()
+            if row is not None:
+                mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="approved")
+                return _claim_of(row)
+            held = conn.execute(
+                "SELECT decided_by, exec_key, claim_id, claimed_at FROM proposals "
+                "WHERE id = ? AND status = 'approved'",
+                (proposal.id,),
+            ).fetchone()
+            if held is None:
+                return None  # decided, expired or back to pending meanwhile: look again
+            stale = held["claimed_at"] is None or held["claimed_at"] <= fresh_after
+            if not (stale or waited_out):
+                return None
+            # Take over the crashed (or overdue) run: same executor, same key, new claim token.
+            row = conn.execute(
+                "UPDATE proposals SET claim_id = ?, claimed_at = ? "
+                "WHERE id = ? AND status = 'approved' AND claim_id IS ? "
+                "RETURNING decided_by, exec_key, claim_id, claimed_at",
+                (claim_id, stamp, proposal.id, held["claim_id"]),
+            ).fetchone()
+            return _claim_of(row) if row is not None else None
+
+        return await self.store.db.write(work)
+
+    async def _run(self, proposal: Proposal, claim: Claim) -> Decision:
         outcome = await self.pipeline.invoke(
             proposal.tool,
             json.loads(proposal.arguments_json),
             CallContext(
-                user_id=user_id,
+                user_id=claim.executor_id,
                 space=proposal.space_id,
                 invoker="user",
-                idempotency_key=f"proposal:{proposal.id}",
+                idempotency_key=claim.key,
             ),
         )
-        decided = await self._record(proposal, user_id, outcome)
-        return Decision(decided, outcome, executed=outcome.ok)
+        decided = await self._record(proposal, outcome)
+        return Decision(decided, outcome)
 
-    async def _claim(self, proposal: Proposal, user_id: str, now: datetime) -> None:
-        stamp = iso(now)
-
-        def work(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE proposals SET status = 'approved', decided_by = ?, decided_at = ? "
-                "WHERE id = ? AND status IN ('pending', 'approved') AND expires_at > ?",
-                (user_id, stamp, proposal.id, stamp),
-            )
-            if cur.rowcount != 1:
-                raise ConflictError(f"proposal {proposal.id} was decided or expired meanwhile")
-            mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="approved")
-
-        await self.store.db.write(work)
-
-    async def _record(self, proposal: Proposal, user_id: str, outcome: Outcome) -> Proposal:
+    async def _record(self, proposal: Proposal, outcome: Outcome) -> Proposal:
+        """Record the run on a still-claimed proposal; when another approval recorded it first
+        (it took over this claim), that record stands and is returned."""
         result = dump_json(outcome.public())
 
         def work(conn: sqlite3.Connection) -> Proposal:
             if outcome.status == "denied":
                 # Nothing ran: back to pending, so it can be approved once the policy allows.
-                conn.execute(
+                cur = conn.execute(
                     "UPDATE proposals SET status = 'pending', decided_by = NULL, "
-                    "decided_at = NULL, result = ? WHERE id = ?",
+                    "decided_at = NULL, exec_key = NULL, claim_id = NULL, claimed_at = NULL, "
+                    "result = ? WHERE id = ? AND status = 'approved'",
                     (result, proposal.id),
                 )
-                mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="pending")
+                if cur.rowcount == 1:
+                    mark_step_sql(
+                        conn, proposal.iteration_id, proposal.id, proposal_status="pending"
+                    )
             else:
                 status = "executed" if outcome.ok else "failed"
-                conn.execute(
-                    "UPDATE proposals SET status = ?, result = ? WHERE id = ?",
+                cur = conn.execute(
+                    "UPDATE proposals SET status = ?, result = ? "
+                    "WHERE id = ? AND status = 'approved'",
                     (status, result, proposal.id),
                 )
-                mark_step_sql(
-                    conn,
-                    proposal.iteration_id,
-                    proposal.id,
-                    proposal_status=status,
-                    status=status,
-                    request_id=outcome.request_id,
-                )
-                settle_iteration_sql(conn, proposal.iteration_id)
+                if cur.rowcount == 1:
+                    mark_step_sql(
+                        conn,
+                        proposal.iteration_id,
+                        proposal.id,
+                        proposal_status=status,
+                        status=status,
+                        request_id=outcome.request_id,
+                    )
+                    settle_iteration_sql(conn, proposal.iteration_id)
             row = conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal.id,)).fetchone()
             return Proposal.from_row(row)
 
@@ -274,4 +367,13 @@ class ProposalService:
             return Proposal.from_row(row)
 
         decided = await self.store.db.write(work)
-        return Decision(decided, None, executed=False)
+        return Decision(decided)
+
+
+def _claim_of(row: sqlite3.Row) -> Claim:
+    return Claim(
+        executor_id=row["decided_by"],
+        key=row["exec_key"],
+        claim_id=row["claim_id"],
+        claimed_at=row["claimed_at"],
+    )

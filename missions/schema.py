@@ -133,4 +133,21 @@ MISSIONS_MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        COMPONENT,
+        2,
+        "proposal-claims",
+        # An approval claims a proposal (`pending` -> `approved`) before running its call and
+        # stores who runs it (`decided_by`), the idempotency key it runs under (`exec_key`,
+        # derived from the proposal id) and a claim token (`claim_id`, `claimed_at`), so a later
+        # approval can finish a crashed one with the same key. Claims made before this version
+        # used the key `proposal:<id>`.
+        """
+        ALTER TABLE proposals ADD COLUMN exec_key TEXT;
+        ALTER TABLE proposals ADD COLUMN claim_id TEXT;
+        ALTER TABLE proposals ADD COLUMN claimed_at TEXT;
+        UPDATE proposals SET exec_key = 'proposal:' || id, claimed_at = decided_at
+            WHERE status = 'approved';
+        """,
+    ),
 )

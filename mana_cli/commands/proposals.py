@@ -7,7 +7,9 @@
 Approving runs exactly the stored call (its fingerprint is checked first) through the invocation
 pipeline with invoker `user`, so the policy gate still applies: a destructive tool still needs
 the space's allowlist (`mana policy allow`). A call the gate denies did not run and the proposal
-stays pending. Deciding is a human act: it is reachable from here, never through a tool.
+stays pending. The call runs once however many approvals arrive together (from any number of
+processes): approving a decided proposal answers its decision (exit 0 when it was executed).
+Deciding is a human act: it is reachable from here, never through a tool.
 """
 
 from __future__ import annotations
@@ -82,19 +84,27 @@ async def list_proposals(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_decision(decision: Decision) -> None:
+    """One line per decision: what this command did, or the decision it found already made
+    (another approval ran the call, or the proposal was rejected)."""
     p = decision.proposal
-    outcome = decision.outcome
-    if outcome is None:
-        print(f"proposal {p.id} rejected")
-    elif decision.executed:
-        print(f"proposal {p.id} approved and executed: {p.tool} -> {outcome.result}")
-    elif outcome.status == "denied":
-        message = outcome.error.message if outcome.error else outcome.reason
+    ran = decision.outcome is not None
+    recorded = p.result or {}
+    error = recorded.get("error") or {}
+    message = error.get("message") or recorded.get("status", "")
+    by = f" (decided by {p.decided_by} at {p.decided_at})" if p.decided_by else ""
+    if p.status == "rejected":
+        print(f"proposal {p.id} rejected{by}")
+    elif p.status == "executed":
+        if ran:
+            print(f"proposal {p.id} approved and executed: {p.tool} -> {recorded.get('result')}")
+        else:
+            print(f"proposal {p.id} already executed{by}: {p.tool} -> {recorded.get('result')}")
+    elif p.status == "failed":
+        what = "approved but the call failed" if ran else f"already failed{by}"
+        print(f"proposal {p.id} {what}: {message}")
+    else:  # the gate denied the call: nothing ran
         print(f"proposal {p.id} was not run: {message}")
         print("it stays pending; change the policy (e.g. `mana policy allow`) and approve again")
-    else:
-        message = outcome.error.message if outcome.error else outcome.status
-        print(f"proposal {p.id} approved but the call failed: {message}")
 
 
 async def approve(args: argparse.Namespace, settings: Settings) -> int:
