@@ -565,3 +565,19 @@ async def test_an_ended_transaction_refuses_further_work(tmp_path: Path) -> None
     stored = await _stored(db)
     await db.close()
     assert stored == {1: 1}
+
+
+async def test_probe_write_reports_a_writer_left_inside_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wedge the issue describes (the writer connection stuck in BEGIN IMMEDIATE) is what
+    `/health` must notice: the probe cannot take the write lock then."""
+    db = await open_database(tmp_path / "w.db")
+    monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
+    await db._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))  # simulate the wedge
+    wedged = await db.probe_write()
+    await db._on_writer(lambda conn: conn.execute("ROLLBACK"))
+    healthy = await db.probe_write()
+    await db.close()
+    assert wedged is not None and "database is locked" in wedged
+    assert healthy is None
