@@ -27,12 +27,12 @@ import pytest
 
 from tool_registry.pipeline import input_hash
 
+from .stdio_support import RawStdio, tools_call
 from .support import (
     DEMO_EMAIL,
     JSON_ACCEPT,
     REPO,
     ServerProcess,
-    World,
     headers,
     http_client,
     mana_argv,
@@ -44,10 +44,6 @@ pytestmark = pytest.mark.slow
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 # Calls per run; the HTTP runs send a few at a time, so cancellations also land while other
 # calls hold the writer.
 CALLS = 100
@@ -86,23 +82,29 @@ def write_args(prefix: str, i: int) -> tuple[str, dict[str, Any]]:
     return "habits.create", {"name": f"{prefix}-{i}"}
 
 
-def call_body(request_id: int, tool: str, args: dict[str, Any], *, modern: bool) -> bytes:
-    params: dict[str, Any] = {"name": tool, "arguments": args}
+def call_message(
+    request_id: int, tool: str, args: dict[str, Any], *, modern: bool
+) -> dict[str, Any]:
     if modern:
-        params["_meta"] = ENVELOPE
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-    ).encode()
+        return tools_call(request_id, tool, args)
+    params = {"name": tool, "arguments": args}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def call_body(request_id: int, tool: str, args: dict[str, Any], *, modern: bool) -> bytes:
+    return json.dumps(call_message(request_id, tool, args, modern=modern)).encode()
+
+
+def cancel_message(request_id: int) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": request_id, "reason": "test cancels"},
+    }
 
 
 def cancel_body(request_id: int) -> bytes:
-    return json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": {"requestId": request_id, "reason": "test cancels"},
-        }
-    ).encode()
+    return json.dumps(cancel_message(request_id)).encode()
 
 
 def result_of(payload: bytes) -> dict[str, Any] | None:
@@ -287,48 +289,6 @@ async def run_batched(count: int, one: Any) -> Tally:
     return tally
 
 
-class StdioServer:
-    """`mana serve --stdio` on raw pipes, 2026-07-28 era (every request carries its envelope)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc = proc
-        self.stderr = stderr
-        self.answers: dict[int, dict[str, Any]] = {}
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    @classmethod
-    async def start(cls, world: World, name: str) -> StdioServer:
-        stderr = world.data_dir / f"{name}.err"
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                *mana_argv(world.data_dir, "serve", "--stdio", "--as", DEMO_EMAIL),
-                cwd=REPO,
-                env=mana_env(SERVER_ENV),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        return cls(proc, stderr)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            message = json.loads(line)
-            self.answers[message["id"]] = message
-
-    async def send(self, body: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(body + b"\n")
-        await self.proc.stdin.drain()
-
-    async def close_stdin_and_wait(self) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        code = await asyncio.wait_for(self.proc.wait(), 60)
-        await asyncio.wait_for(self._reader, 10)
-        return code
-
-
 def stdio_outcome(answer: dict[str, Any] | None) -> str:
     return "cancelled" if answer is None else classify(answer)
 
@@ -397,6 +357,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
     world = await seed_world_async(tmp_path)
     server = ServerProcess(world.data_dir, env=SERVER_ENV)
     figures: dict[str, Tally] = {}
+    stdio: RawStdio | None = None
     try:
         await asyncio.to_thread(server.wait_ready)
         run = HttpRun(server, world.token(world.demo_id, email=DEMO_EMAIL))
@@ -420,7 +381,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         )
 
         # stdio: cancel over the pipe, then close stdin while calls are still running
-        stdio = await StdioServer.start(world, "stdio-cancel")
+        stdio = await RawStdio.start(world.data_dir, "stdio-cancel", SERVER_ENV)
         sent: dict[str, list[int]] = {}
         request_id = iter(range(1, 1_000_000))
         for label, window in (("0-5 ms", SHORT), ("0-30 ms", WIDE)):
@@ -429,15 +390,16 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
             for i in range(CALLS):
                 tool, args = write_args(prefix, i)
                 ids.append(next(request_id))
-                await stdio.send(call_body(ids[-1], tool, args, modern=True))
+                await stdio.send(call_message(ids[-1], tool, args, modern=True))
                 await asyncio.sleep(random.uniform(0, window))
-                await stdio.send(cancel_body(ids[-1]))
+                await stdio.send(cancel_message(ids[-1]))
         last = sent["stdio, in flight when stdin closed"] = []
         for i in range(DROPS):
             tool, args = write_args("sx", i)
             last.append(next(request_id))
-            await stdio.send(call_body(last[-1], tool, args, modern=True))
-        assert await stdio.close_stdin_and_wait() == 0, stdio.stderr.read_text()[-3000:]
+            await stdio.send(call_message(last[-1], tool, args, modern=True))
+        stdio.close_stdin()
+        assert await stdio.wait() == 0, stdio.stderr()[-3000:]
         for name, ids in sent.items():
             tally = figures[name] = Tally()
             for rid in ids:
@@ -487,6 +449,8 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
             health = await http.get(f"{server.url}/health")
         assert health.status_code == 200, health.text
     finally:
+        if stdio is not None:
+            stdio.kill()
         code = await asyncio.to_thread(server.stop)
     assert code == 0
 
@@ -496,7 +460,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
     assert stored.audit_without_record == 0
     assert stored.records == stored.audited_ok
     assert stored.records >= total.completed  # a call answered as done is stored
-    logs = server.stderr_path.read_text(errors="replace") + stdio.stderr.read_text()
+    logs = server.stderr_path.read_text(errors="replace") + stdio.stderr()
     assert tracebacks(logs) == [], logs[-4000:]
 
 
