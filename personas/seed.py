@@ -10,11 +10,14 @@ shared spaces of the catalog (by slug: name, and the memberships of persona user
 turns an existing human or system user into a persona, never takes over a space that was not
 created by a persona, and never touches a human's membership in a persona space.
 
-`cleanup` deletes persona users and everything that is theirs: records they authored (in any
-space), the spaces they created (their personal spaces and the shared spaces seeded for them,
-with every record in them), memberships, their audit and idempotency rows, and their personas
-rows (actions, ratings, ticks cascade). It refuses, and deletes nothing, when asked for an email
-that is not a persona.
+`cleanup` deletes persona users and everything that is theirs: their memberships, the records
+they authored (in any space), the spaces whose every member is one of them (their personal
+spaces, persona-only shared spaces; with every record in them), their audit and idempotency
+rows, and their personas rows (actions, ratings, ticks cascade). A space with any other member
+(a human, or a persona not being deleted) stays with that member's records; if its owners all
+go, its longest-standing admin (else member) becomes owner. `--dry-run` reports exactly what a
+cleanup then deletes. It refuses, and deletes nothing, when asked for an email that is not a
+persona.
 """
 
 from __future__ import annotations
@@ -61,11 +64,42 @@ class SeedPlan:
 
 @dataclass
 class CleanupResult:
+    """What a cleanup deletes (or, for a dry run, would delete): the same lists either way.
+
+    `users`: persona emails; `memberships`: "email in slug (role)", every membership of those
+    users; `spaces`: slugs of the spaces whose every member is one of them; `records_by_space`:
+    records deleted per space slug (those the personas authored, and all of a deleted space's);
+    `owners`: kept spaces whose owners were all personas and the member who becomes owner."""
+
     users: list[str] = field(default_factory=list)
+    memberships: list[str] = field(default_factory=list)
     spaces: list[str] = field(default_factory=list)
-    records: int = 0
+    records_by_space: dict[str, int] = field(default_factory=dict)
+    owners: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
+
+    @property
+    def records(self) -> int:
+        return sum(self.records_by_space.values())
+
+    def lines(self) -> list[str]:
+        """The report, worded for a dry run ("would delete") or a cleanup ("deleted")."""
+        if not self.users:
+            return ["no persona users to delete"]
+        verb = "would delete" if self.dry_run else "deleted"
+        per_space = ", ".join(f"{slug} {n}" for slug, n in self.records_by_space.items())
+        lines = [
+            f"{verb} {len(self.users)} persona user(s): {', '.join(self.users)}",
+            f"{verb} {len(self.memberships)} membership(s): {', '.join(self.memberships) or '-'}",
+            f"{verb} {len(self.spaces)} space(s) whose every member is one of them: "
+            f"{', '.join(self.spaces) or '-'}",
+            f"{verb} {self.records} record(s) they authored or that were in those spaces"
+            + (f": {per_space}" if per_space else ""),
+        ]
+        make = "would make" if self.dry_run else "made"
+        lines += [f"{make} {line} (its owners were personas)" for line in self.owners]
+        return lines
 
 
 def not_in_catalog(emails: Sequence[str], catalog: PersonaCatalog) -> list[str]:
@@ -341,7 +375,8 @@ async def cleanup(
     catalog: PersonaCatalog | None = None,
     dry_run: bool = False,
 ) -> CleanupResult:
-    """Delete the given persona users (default: every persona user) and their data."""
+    """Delete the given persona users (default: every persona user) and their data; with
+    `dry_run`, the same result and nothing deleted."""
     result = CleanupResult(dry_run=dry_run)
     if emails:
         targets: list[User] = []
@@ -370,60 +405,102 @@ async def cleanup(
     if not ids:
         return result
 
-    def work(conn: sqlite3.Connection) -> tuple[list[str], int, list[str]]:
+    def work(conn: sqlite3.Connection) -> None:
         # Temp tables (connection-local, never persisted) hold the ids, so every statement is
         # plain SQL with no id lists spliced in.
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_users (id TEXT PRIMARY KEY)")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_spaces (id TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM _doomed_users")
         conn.execute("DELETE FROM _doomed_spaces")
-        conn.executemany("INSERT INTO _doomed_users (id) VALUES (?)", [(i,) for i in ids])
-        conn.execute(
-            "INSERT INTO _doomed_spaces (id) SELECT id FROM spaces "
-            "WHERE created_by IN (SELECT id FROM _doomed_users)"
-        )
-        slugs = [
-            r["slug"]
-            for r in conn.execute(
-                "SELECT slug FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces) ORDER BY slug"
-            )
-        ]
-        humans = [
-            f"{r['email']} (member of {r['slug']})"
-            for r in conn.execute(
-                "SELECT u.email, s.slug FROM memberships m JOIN users u ON u.id = m.user_id "
-                "JOIN spaces s ON s.id = m.space_id WHERE s.id IN (SELECT id FROM _doomed_spaces) "
-                "AND u.kind != 'persona' ORDER BY s.slug, u.email"
-            )
-        ]
-        records = conn.execute(
-            "SELECT count(*) AS n FROM records WHERE author_id IN (SELECT id FROM _doomed_users) "
-            "OR space_id IN (SELECT id FROM _doomed_spaces)"
-        ).fetchone()["n"]
-        if not dry_run:
-            conn.execute("DELETE FROM records WHERE author_id IN (SELECT id FROM _doomed_users)")
-            conn.execute(
-                "DELETE FROM audit_log WHERE user_id IN (SELECT id FROM _doomed_users) "
-                "OR space_id IN (SELECT id FROM _doomed_spaces)"
-            )
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE user_id IN (SELECT id FROM _doomed_users)"
-            )
-            conn.execute("DELETE FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces)")
-            conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM _doomed_users)")
-        conn.execute("DELETE FROM _doomed_users")
-        conn.execute("DELETE FROM _doomed_spaces")
-        return slugs, int(records), humans
+        try:
+            conn.executemany("INSERT INTO _doomed_users (id) VALUES (?)", [(i,) for i in ids])
+            _plan_cleanup(conn, result)
+            if not dry_run:
+                _delete(conn)
+        finally:
+            conn.execute("DELETE FROM _doomed_users")
+            conn.execute("DELETE FROM _doomed_spaces")
 
-    # One write transaction (a dry run only counts: it touches nothing but a temp table).
-    slugs, records, humans = await db.write(work)
-    result.spaces, result.records = slugs, records
-    if humans:
-        result.warnings.append(
-            "these spaces were created for personas and are deleted with them, although "
-            f"non-persona users are members: {', '.join(humans)}"
-        )
+    # One write transaction: the plan and the deletion see the same rows (a dry run only plans:
+    # it touches nothing but the temp tables).
+    await db.write(work)
     return result
+
+
+def _plan_cleanup(conn: sqlite3.Connection, result: CleanupResult) -> None:
+    """Fill `result` with what deleting `_doomed_users` removes: the spaces whose every member
+    is one of them (and those they created that have no members), their memberships, the
+    records they authored anywhere plus every record of those spaces, and the owner each kept
+    space gets when its owners all go."""
+    conn.execute(
+        "INSERT INTO _doomed_spaces (id) SELECT s.id FROM spaces s "
+        "WHERE (s.created_by IN (SELECT id FROM _doomed_users) "
+        "OR EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id IN (SELECT id FROM _doomed_users))) "
+        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id NOT IN (SELECT id FROM _doomed_users))"
+    )
+    result.spaces = [
+        r["slug"]
+        for r in conn.execute(
+            "SELECT slug FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces) ORDER BY slug"
+        )
+    ]
+    result.memberships = [
+        f"{r['email']} in {r['slug']} ({r['role']})"
+        for r in conn.execute(
+            "SELECT u.email, s.slug, m.role FROM memberships m JOIN users u ON u.id = m.user_id "
+            "JOIN spaces s ON s.id = m.space_id WHERE m.user_id IN (SELECT id FROM _doomed_users) "
+            "ORDER BY u.email, s.slug"
+        )
+    ]
+    result.records_by_space = {
+        r["slug"]: int(r["n"])
+        for r in conn.execute(
+            "SELECT s.slug, count(*) AS n FROM records r JOIN spaces s ON s.id = r.space_id "
+            "WHERE r.author_id IN (SELECT id FROM _doomed_users) "
+            "OR r.space_id IN (SELECT id FROM _doomed_spaces) GROUP BY s.slug ORDER BY s.slug"
+        )
+    }
+    result.owners = [f"{r['email']} becomes owner of {r['slug']}" for r in _new_owners(conn)]
+
+
+def _new_owners(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """For each kept space whose owners are all being deleted: the member who takes over (the
+    longest-standing admin, else the longest-standing member)."""
+    return conn.execute(
+        "SELECT s.id AS space_id, s.slug, u.id AS user_id, u.email FROM spaces s "
+        "JOIN users u ON u.id = (SELECT m.user_id FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id NOT IN (SELECT id FROM _doomed_users) "
+        "ORDER BY m.role = 'admin' DESC, m.created_at, m.user_id LIMIT 1) "
+        "WHERE s.id NOT IN (SELECT id FROM _doomed_spaces) "
+        "AND EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id AND m.role = 'owner' "
+        "AND m.user_id IN (SELECT id FROM _doomed_users)) "
+        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.role = 'owner' AND m.user_id NOT IN (SELECT id FROM _doomed_users)) "
+        "ORDER BY s.slug"
+    ).fetchall()
+
+
+def _delete(conn: sqlite3.Connection) -> None:
+    for r in _new_owners(conn):
+        conn.execute(
+            "UPDATE memberships SET role = 'owner' WHERE space_id = ? AND user_id = ?",
+            (r["space_id"], r["user_id"]),
+        )
+    conn.execute(
+        "DELETE FROM records WHERE author_id IN (SELECT id FROM _doomed_users) "
+        "OR space_id IN (SELECT id FROM _doomed_spaces)"
+    )
+    conn.execute(
+        "DELETE FROM audit_log WHERE user_id IN (SELECT id FROM _doomed_users) "
+        "OR space_id IN (SELECT id FROM _doomed_spaces)"
+    )
+    conn.execute("DELETE FROM idempotency_keys WHERE user_id IN (SELECT id FROM _doomed_users)")
+    conn.execute("DELETE FROM memberships WHERE user_id IN (SELECT id FROM _doomed_users)")
+    conn.execute("DELETE FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces)")
+    # Persona rows, their actions, ratings and ticks go with the users (ON DELETE CASCADE).
+    conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM _doomed_users)")
 
 
 __all__ = ["Change", "CleanupResult", "SeedPlan", "Seeder", "cleanup", "not_in_catalog"]

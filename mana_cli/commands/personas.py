@@ -153,13 +153,8 @@ async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
             rt.db, rt.accounts, emails=args.email, catalog=catalog, dry_run=args.dry_run
         )
     _warn(result.warnings)
-    if not result.users:
-        print("no persona users to delete")
-        return 0
-    verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(result.users)} persona user(s): {', '.join(result.users)}")
-    print(f"{verb} {len(result.spaces)} space(s): {', '.join(result.spaces) or '-'}")
-    print(f"{verb} {result.records} record(s) they authored or that were in those spaces")
+    for line in result.lines():
+        print(line)
     return 0
 
 

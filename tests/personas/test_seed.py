@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import sqlite3
 from typing import Any
 
 import pytest
@@ -194,22 +196,23 @@ async def test_cleanup_deletes_personas_and_their_data_but_not_humans(
     catalog, _, ids = await _world(seeder, raw_catalog, registry, db, accounts)
     result = await cleanup(db, accounts, catalog=catalog)
     assert result.users == sorted(TRIO)
+    # weber-family has a human member (ana): it stays, and ana becomes its owner.
     assert result.spaces == [
         "jonas-weber-personal",
         "lena-weber-personal",
         "lindqvist-dev",
         "sam-lindqvist-personal",
-        "weber-family",
     ]
     assert result.records == 3
-    assert any("ana@example.com (member of weber-family)" in w for w in result.warnings)
+    assert result.owners == ["ana@example.com becomes owner of weber-family"]
     assert await accounts.list_users("persona") == []
     assert [u.email for u in await accounts.list_users()] == ["ana@example.com"]
     assert await _record_ids(db) == {ids["human-personal"], ids["human-club"]}
     human = await accounts.require_user("ana@example.com")
-    assert [a.space.name for a in await accounts.spaces_of(human.id)] == [
-        "ana (personal)",
-        "Chess club",
+    assert sorted((a.space.name, a.role) for a in await accounts.spaces_of(human.id)) == [
+        ("Chess club", "owner"),
+        ("Weber family", "owner"),
+        ("ana (personal)", "owner"),
     ]
     tables = await dump(db)
     for table in ("personas", "persona_actions", "persona_feedback", "persona_ticks"):
@@ -271,3 +274,84 @@ async def test_cleanup_warns_about_personas_not_in_the_catalog(
         for w in result.warnings
     )
     assert len(await accounts.list_users("persona")) == 3  # dry run
+
+
+async def _snapshot(db: Database) -> dict[str, Any]:
+    """Users, memberships, spaces and record counts per space, as the cleanup report names them."""
+
+    def work(conn: sqlite3.Connection) -> dict[str, Any]:
+        return {
+            "users": {r["email"] for r in conn.execute("SELECT email FROM users")},
+            "memberships": {
+                (r["email"], r["slug"]): r["role"]
+                for r in conn.execute(
+                    "SELECT u.email, s.slug, m.role FROM memberships m "
+                    "JOIN users u ON u.id = m.user_id JOIN spaces s ON s.id = m.space_id"
+                )
+            },
+            "spaces": {r["slug"] for r in conn.execute("SELECT slug FROM spaces")},
+            "records": {
+                r["slug"]: r["n"]
+                for r in conn.execute(
+                    "SELECT s.slug, count(*) AS n FROM records r "
+                    "JOIN spaces s ON s.id = r.space_id GROUP BY s.slug"
+                )
+            },
+        }
+
+    return await db.read(work)
+
+
+async def test_cleanup_keeps_a_shared_space_with_a_human_and_dry_run_lists_what_goes(
+    seeder: Seeder,
+    raw_catalog: dict[str, Any],
+    registry: Registry,
+    db: Database,
+    accounts: Accounts,
+) -> None:
+    catalog, pipeline, ids = await _world(seeder, raw_catalog, registry, db, accounts)
+    kit = ToolKit(pipeline)
+    ana = await accounts.require_user("ana@example.com")
+    family = await accounts.require_space("weber-family")  # created for personas, ana joined
+    ids["human-family"] = (await kit.call_ok(ana, family, "notes.create", {"title": "ana"}))["id"]
+    await pipeline.aclose()
+    before_rows = await dump(db)
+    before = await _snapshot(db)
+
+    dry = await cleanup(db, accounts, catalog=catalog, dry_run=True)
+    assert await dump(db) == before_rows  # a dry run deletes nothing
+    real = await cleanup(db, accounts, catalog=catalog)
+    after = await _snapshot(db)
+
+    # The dry run's report is the cleanup's report, line for line.
+    assert dataclasses.replace(dry, dry_run=False) == real
+    worded = [
+        line.replace("would delete", "deleted").replace("would make", "made")
+        for line in dry.lines()
+    ]
+    assert worded == real.lines()
+
+    # ... and it is exactly what went away.
+    assert set(dry.users) == before["users"] - after["users"]
+    gone = {k: role for k, role in before["memberships"].items() if k not in after["memberships"]}
+    assert set(dry.memberships) == {f"{e} in {s} ({role})" for (e, s), role in gone.items()}
+    assert set(dry.spaces) == before["spaces"] - after["spaces"]
+    fewer = {
+        slug: n - after["records"].get(slug, 0)
+        for slug, n in before["records"].items()
+        if n != after["records"].get(slug, 0)
+    }
+    assert dry.records_by_space == fewer
+    promoted = {
+        f"{e} becomes owner of {s}"
+        for (e, s), role in after["memberships"].items()
+        if role != before["memberships"][(e, s)]
+    }
+    assert set(dry.owners) == promoted
+
+    # The human, the shared space and the human's records stay; persona-only spaces are gone.
+    assert "ana@example.com" in after["users"] and "weber-family" in after["spaces"]
+    assert after["memberships"][("ana@example.com", "weber-family")] == "owner"
+    assert {"lindqvist-dev", "lena-weber-personal"}.isdisjoint(after["spaces"])
+    assert await _record_ids(db) == {ids["human-personal"], ids["human-club"], ids["human-family"]}
+    assert ids["jonas-family"] not in await _record_ids(db)
