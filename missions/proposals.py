@@ -251,6 +251,23 @@ class ProposalService:
         claim_id = self.store.clock.new_id("clm")
         key = execution_key(proposal.id)
 
+        def live(held: sqlite3.Row | None) -> bool:
+            stale = held is not None and (
+                held["claimed_at"] is None or held["claimed_at"] <= fresh_after
+            )
+            return held is not None and not (stale or waited_out)
+
+        def claimed(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT decided_by, exec_key, claim_id, claimed_at FROM proposals "
+                "WHERE id = ? AND status = 'approved'",
+                (proposal.id,),
+            ).fetchone()
+            return row
+
+        if proposal.status == "approved" and live(await self.store.db.read(claimed)):
+            return None  # another approval is running it: wait without taking the writer
+
         def work(conn: sqlite3.Connection) -> Claim | None:
             row = conn.execute(
                 "UPDATE proposals SET status = 'approved', decided_by = ?, decided_at = ?, "
@@ -262,16 +279,9 @@ class ProposalService:
             if row is not None:
                 mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="approved")
                 return _claim_of(row)
-            held = conn.execute(
-                "SELECT decided_by, exec_key, claim_id, claimed_at FROM proposals "
-                "WHERE id = ? AND status = 'approved'",
-                (proposal.id,),
-            ).fetchone()
-            if held is None:
-                return None  # decided, expired or back to pending meanwhile: look again
-            stale = held["claimed_at"] is None or held["claimed_at"] <= fresh_after
-            if not (stale or waited_out):
-                return None
+            held = claimed(conn)
+            if held is None or live(held):
+                return None  # decided or expired meanwhile (look again), or claimed and live
             # Take over the crashed (or overdue) run: same executor, same key, new claim token.
             row = conn.execute(
                 "UPDATE proposals SET claim_id = ?, claimed_at = ? "
