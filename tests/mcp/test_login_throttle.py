@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from mana_auth import LoginThrottle, PasswordLogin
 from mana_http.app import AuthSetup, ManaHttpApp, build_http_app
@@ -139,3 +140,35 @@ async def test_limit_is_per_address_and_a_success_keeps_the_evidence(
         capped = await _login(o, PASSWORD)
     assert capped.status_code == 429 and int(capped.headers["retry-after"]) >= 1
     assert len(check.emails) == checks_at_ceiling
+
+
+async def test_a_failed_check_gives_its_attempt_back_and_a_cancelled_one_counts(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    await mana_kit.user(EMAIL, password=PASSWORD)
+    throttle = LoginThrottle(per_client=2, per_account=4, window=300)
+    auth = AuthSetup.local(tmp_path / "keys")
+    assert auth.issuer is not None
+    started = asyncio.Event()
+
+    async def broken(email: str, password: str) -> User | None:
+        raise OSError("database unavailable")
+
+    async def stuck(email: str, password: str) -> User | None:
+        started.set()
+        await asyncio.Event().wait()
+        return None
+
+    with pytest.raises(OSError, match="database unavailable"):
+        await PasswordLogin(mana_kit.accounts, auth.issuer, throttle, check=broken).login(
+            EMAIL, "whatever", client="a"
+        )
+    assert throttle.failures("a", EMAIL) == (0, 0)  # no guess was made
+
+    login = PasswordLogin(mana_kit.accounts, auth.issuer, throttle, check=stuck)
+    task = asyncio.create_task(login.login(EMAIL, "guess", client="a"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert throttle.failures("a", EMAIL) == (1, 1)  # an abandoned guess still counts

@@ -146,8 +146,12 @@ def test_cli_seed_list_show_report_cleanup(
     assert "refusing to delete ana@example.com" in capsys.readouterr().err
     assert _mana(db, "personas", "show", "ana@example.com") == 1
     assert "is a human user, not a persona" in capsys.readouterr().err
+    assert _mana(db, "personas", "cleanup", "--dry-run") == 0
+    would = capsys.readouterr().out
     assert _mana(db, "personas", "cleanup") == 0
-    assert "deleted 10 persona user(s)" in capsys.readouterr().out
+    done = capsys.readouterr().out
+    assert "deleted 10 persona user(s)" in done
+    assert would.replace("would delete", "deleted").replace("would make", "made") == done
     assert _mana(db, "users", "list") == 0
     users = capsys.readouterr().out
     assert "ana@example.com" in users and "@mana.test" not in users
