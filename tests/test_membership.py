@@ -75,7 +75,11 @@ def assert_alike(answers: dict[str, Any]) -> None:
 async def refusal(action: Awaitable[Any]) -> dict[str, str]:
     with pytest.raises(ManaError) as info:
         await action
-    return {"type": type(info.value).__name__, "reason": info.value.reason, "message": str(info)}
+    return {
+        "type": type(info.value).__name__,
+        "reason": info.value.reason,
+        "message": info.value.message,
+    }
 
 
 def run(world: World, body: Callable[[Runtime, str], Awaitable[None]]) -> None:
