@@ -25,6 +25,7 @@ from tool_registry.context import Backends, CallContext, Invoker
 from tool_registry.modules import build_registry
 from tool_registry.pipeline import Pipeline
 from tool_registry.store import Accounts, open_database
+from tool_registry.testing import tool_kit
 
 
 def test_resolution_order_is_tool_then_module_then_hint_then_default() -> None:
@@ -260,3 +261,17 @@ async def test_persona_users_over_mcp_are_not_listed_the_missions_tools(tmp_path
     finally:
         await pipeline.aclose()
         await db.close()
+
+
+async def test_tool_kit_takes_the_invoker_rule(tmp_path: Path) -> None:
+    """Tool authors can test under the rule: `tool_kit(offer=InvokerToolRule())`."""
+    registry = build_runtime_registry({})
+    async with tool_kit(tmp_path / "kit.db", registry=registry, offer=InvokerToolRule()) as kit:
+        ann = await kit.user()
+        refused = await kit.call_as(ann, None, "missions.list", invoker="mission-runner")
+        assert refused.status == "denied" and refused.reason == "not-offered"
+        ok = await kit.call_as(ann, None, "notes.create", {"title": "x"}, invoker="mission-runner")
+        assert ok.ok
+        # a person is not refused by the rule (here the missions backend is simply not set up)
+        person = await kit.call_as(ann, None, "missions.list", invoker="cli")
+        assert person.reason != "not-offered"

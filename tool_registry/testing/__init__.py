@@ -20,6 +20,7 @@ from tool_registry.clock import Clock
 from tool_registry.context import Backends, CallContext, Invoker
 from tool_registry.gate import Gate
 from tool_registry.modules import build_registry
+from tool_registry.offer import ToolOffer
 from tool_registry.pipeline import Outcome, Pipeline
 from tool_registry.registry import Registry
 from tool_registry.store import Accounts, Database, Migration, Space, User, open_database
@@ -109,9 +110,19 @@ async def tool_kit(
     backends: Backends | None = None,
     clock: Clock | None = None,
     migrations: tuple[Migration, ...] = (),
+    offer: ToolOffer | None = None,
 ) -> AsyncIterator[ToolKit]:
+    """A `ToolKit` on a fresh database at `path`; `gate` and `offer` (e.g. `policy`'s
+    `PolicyGate` and `InvokerToolRule`) default to allowing everything."""
     db = await open_database(path, migrations)
-    pipeline = Pipeline(registry or build_registry(), db, gate=gate, backends=backends, clock=clock)
+    pipeline = Pipeline(
+        registry or build_registry(),
+        db,
+        gate=gate,
+        backends=backends,
+        clock=clock,
+        offer=offer,
+    )
     try:
         yield ToolKit(pipeline)
     finally:
