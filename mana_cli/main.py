@@ -61,6 +61,8 @@ SERVER_COMMANDS = frozenset({"serve", "run", "daemon"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `mana` command. An expected failure (`ManaError`, e.g. a bad setting or a missing
+    database) ends as one line on stderr and exit code 1, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
