@@ -222,3 +222,40 @@ def test_every_shipped_persona_script_succeeds(tmp_path: Path, llm: str) -> None
         line = next(x for x in done.stdout.splitlines() if x.startswith(f"{email}:"))
         assert line.startswith(f"{email}: ok tick"), done.stdout
     assert "3 tick(s) run, 0 failed" in done.stdout
+
+
+def readme_mana_commands(text: str) -> list[list[str]]:
+    """Every `mana ...` command in the README's bash blocks (reference blocks included) as its
+    arguments, with `[--optional]` groups, `VAR=value` and `$(` prefixes, a trailing `&` or `)`
+    and comments removed."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        for line in walkthrough_blocks(f"{MARKER}\n```bash\n{block}```")[0]:
+            line = re.sub(r"\[[^\]]*\]", "", line)
+            words = shlex.split(line, comments=True)
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                head = words.pop(0)
+                if "$(" in head:  # TOKEN=$(mana ...): the command starts inside
+                    words.insert(0, head.split("$(", 1)[1])
+                    break
+            while words and words[-1] in ("&", ")"):
+                words.pop()
+            if words and words[-1].endswith(")"):
+                words[-1] = words[-1][:-1]
+            if words and words[0] == "mana":
+                found.append(words[1:])
+    return found
+
+
+def test_every_readme_mana_command_parses() -> None:
+    """Reference blocks (with placeholders such as MISSION_ID) are not run, but every flag they
+    show must exist: each command is parsed by the real argument parser."""
+    from mana_cli.main import build_parser
+
+    commands = readme_mana_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) > 30
+    for argv in commands:
+        try:
+            build_parser(argv).parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"README command does not parse ({exc.code}): mana {shlex.join(argv)}")
