@@ -49,6 +49,8 @@ INITIALIZE = {
 }
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 Headers = Sequence[tuple[str, str]]
+# Only a failure guard: an answer that never comes fails the test after this long.
+ANSWER_GUARD_SECONDS = 30.0
 
 
 class People:
@@ -134,10 +136,6 @@ async def _tools_list(server: ServerProcess, token: str, session_id: str) -> int
     return resp.status_code
 
 
-def _sse_messages(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
-
-
 # -- one copy of each identity/session header ---------------------------------------------------
 
 
@@ -197,15 +195,20 @@ async def test_another_users_session_id_sent_first_cannot_be_used(
 
 async def _hijack(server: ServerProcess, people: People, alice_sid: str, bob_sid: str) -> None:
     hijack = [("mcp-session-id", alice_sid), *_in_session(people.bob, bob_sid)]
+    answers: list[tuple[int, bytes]] = []
     async with httpx.AsyncClient(timeout=30.0) as http:
+        # listening on demo's GET stream (only its head is read: a stream does not end)
+        get_headers = [*hijack, ("accept", "text/event-stream")]
+        async with http.stream("GET", server.mcp_url, headers=get_headers) as listened:
+            head = listened.status_code
+            answers.append((head, await listened.aread() if head != 200 else b""))
+        called = await _post(server.mcp_url, TOOLS_LIST, hijack)
+        answers.append((called.status_code, called.content))
         ended = await http.delete(server.mcp_url, headers=hijack)
-        listened = await http.get(
-            server.mcp_url, headers=[*hijack, ("accept", "text/event-stream")]
-        )
-    called = await _post(server.mcp_url, TOOLS_LIST, hijack)
-    for resp in (ended, listened, called):
-        assert resp.status_code == 400, resp.text
-        assert resp.json()["error"]["data"]["header"] == "Mcp-Session-Id"
+        answers.append((ended.status_code, ended.content))
+    for status, body in answers:
+        assert status == 400, body
+        assert json.loads(body)["error"]["data"]["header"] == "Mcp-Session-Id"
     # with one copy, demo's id is refused for bob outright
     async with httpx.AsyncClient(timeout=30.0) as http:
         stolen = await http.delete(server.mcp_url, headers=_in_session(people.bob, alice_sid))
@@ -279,21 +282,20 @@ async def _duplicate_ids(server: ServerProcess, people: People, sid: str) -> Non
             other = await http.post(
                 server.mcp_url, content=json.dumps({**second, "id": 8}), headers=hdrs
             )
+            for resp, rid in ((same, 7), (as_text, "7"), (batch, 7)):
+                assert resp.status_code == 409, resp.text
+                body = resp.json()
+                assert body["id"] == rid
+                assert body["error"]["code"] == -32600
+                assert body["error"]["data"]["reason"] == "request-id-in-flight"
+                message = body["error"]["message"]
+                assert "request id 7 is already in flight in this session" in message
+            assert other.status_code == 200  # another id is served meanwhile
             lock.release()  # now the write can complete
-            first_text = (await _read_all(first)).decode()
+            answer = await asyncio.wait_for(_answer(first, 7), ANSWER_GUARD_SECONDS)
     finally:
         lock.release()
-    for resp, rid in ((same, 7), (as_text, "7"), (batch, 7)):
-        assert resp.status_code == 409, resp.text
-        body = resp.json()
-        assert body["id"] == rid
-        assert body["error"]["code"] == -32600
-        assert body["error"]["data"]["reason"] == "request-id-in-flight"
-        assert "request id 7 is already in flight in this session" in body["error"]["message"]
-    assert other.status_code == 200  # another id is served meanwhile
-    answers = [m for m in _sse_messages(first_text) if m.get("id") == 7]
-    assert len(answers) == 1, first_text
-    result = answers[0]["result"]
+    result = answer["result"]
     assert result["isError"] is False, result
     assert result["structuredContent"]["title"] == "first"
     # id 7 is free again once answered
@@ -301,8 +303,15 @@ async def _duplicate_ids(server: ServerProcess, people: People, sid: str) -> Non
     assert again.status_code == 200
 
 
-async def _read_all(resp: httpx.Response) -> bytes:
-    return b"".join([chunk async for chunk in resp.aiter_bytes()])
+async def _answer(resp: httpx.Response, request_id: int) -> dict[str, Any]:
+    """The first JSON-RPC response on an SSE stream; it must answer `request_id`."""
+    async for line in resp.aiter_lines():
+        if line.startswith("data:"):
+            message: dict[str, Any] = json.loads(line[5:])
+            if "result" in message or "error" in message:
+                assert message["id"] == request_id, message
+                return message
+    raise AssertionError("the stream ended without an answer")
 
 
 # -- DELETE ends one's own session --------------------------------------------------------------
