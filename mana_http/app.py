@@ -41,7 +41,7 @@ from mana_auth.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
-from mana_http.guard import DrainState, McpGuard, OriginGuard, SingleHeaders
+from mana_http.guard import DrainState, McpGuard, OriginGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.sessions import SessionRegistry
@@ -298,6 +298,7 @@ def build_http_app(
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
     adapter = McpAdapter(pipeline, RequestScopeCaller())
+    adapter.server.middleware.append(RunningRequests(sessions))
     manager = BodyFirstSessionManager(
         app=adapter.server,
         json_response=False,

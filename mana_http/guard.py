@@ -11,8 +11,9 @@ For every request to `/mcp`, in both protocol eras, before the `mcp` session man
 2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
    query → 403 when the caller is not a member (or there is no such space);
 3. `Mcp-Session-Id` (2025-11-25 sessions): unknown or expired → 404, opened by another user → 403;
-   a POST whose JSON-RPC id is already in flight in the session → 409 (the SDK routes answers by
-   id, so the two would cross); `DELETE` ends the caller's own session without a space check;
+   a POST whose JSON-RPC id is already in flight in the session (a POST being answered, or a
+   handler still running after its client left: `RunningRequests`) → 409 (the SDK routes answers
+   by id, so the two would cross); `DELETE` ends the caller's own session without a space check;
    every request the SDK would open a session for is reserved against the user's cap (an old,
    unused session evicted, else 429) and the session it opens is registered to the user;
 4. the resolved `Caller` is put into the ASGI scope, where `mcp_server.RequestScopeCaller`
@@ -27,6 +28,7 @@ from functools import partial
 from typing import Any
 
 import pydantic_core
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from mcp.shared.dispatcher import coerce_request_id
@@ -49,6 +51,7 @@ _WANTED = frozenset({b"authorization", b"x-mana-space", b"mcp-session-id", b"mcp
 _SESSION_HEADER = b"mcp-session-id"
 _HANDSHAKE_VERSIONS = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 _MAX_SPACE_REF = 128
+SESSION_SCOPE_KEY = "mana.session"  # the guard's `SessionEntry` of a request in a session
 
 # Headers a request may carry at most once (lower-case wire name → name in messages).
 SINGLE_HEADERS: dict[bytes, str] = {
@@ -123,6 +126,24 @@ class DrainState:
 
 
 SessionCloser = Callable[[list[str]], Awaitable[None]]
+
+
+class RunningRequests:
+    """`mcp` server middleware: marks a session request's id as running while its handler runs,
+    so the guard refuses the id even after the client left the POST that carried it."""
+
+    def __init__(self, sessions: SessionRegistry) -> None:
+        self.sessions = sessions
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        scope = getattr(ctx.request, "scope", None)
+        entry = scope.get(SESSION_SCOPE_KEY) if isinstance(scope, dict) else None
+        if ctx.request_id is None or not isinstance(entry, SessionEntry):
+            return await call_next(ctx)
+        with self.sessions.running(entry, request_key(ctx.request_id)):
+            return await call_next(ctx)
 
 
 class McpGuard:
@@ -287,6 +308,7 @@ class McpGuard:
                     entry.watch.listening = True
             await send(message)
 
+        scope[SESSION_SCOPE_KEY] = entry
         self.sessions.begin(entry, stream=stream)
         try:
             if method == "POST":
@@ -463,6 +485,7 @@ __all__: list[Any] = [
     "DrainState",
     "McpGuard",
     "OriginGuard",
+    "RunningRequests",
     "SingleHeaders",
     "jsonrpc_request_ids",
     "request_key",

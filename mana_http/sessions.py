@@ -19,6 +19,7 @@ already in flight in the session.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,8 +37,11 @@ class SessionEntry:
     inflight: int = 0  # requests of this session being served, GET streams included
     busy: int = 0  # POST/DELETE requests being served
     watch: ToolSetWatch = field(default_factory=lambda: ToolSetWatch(listening=False))
-    # JSON-RPC ids of the requests in flight, keyed as the SDK correlates them (`request_key`)
+    # JSON-RPC ids in flight, keyed as the SDK correlates them (`guard.request_key`): of POSTs
+    # being answered, and of handlers still running (they outlive a POST whose client left, and
+    # their answer would go to the next POST with the same id)
     request_ids: set[str] = field(default_factory=set)
+    running_ids: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ class SessionRegistry:
         `keys`), nothing is marked and that key is returned."""
         wanted: set[str] = set()
         for key in keys:
-            if key in entry.request_ids or key in wanted:
+            if key in entry.request_ids or key in entry.running_ids or key in wanted:
                 return key
             wanted.add(key)
         entry.request_ids |= wanted
@@ -193,6 +197,15 @@ class SessionRegistry:
 
     def release_requests(self, entry: SessionEntry, keys: Iterable[str]) -> None:
         entry.request_ids.difference_update(keys)
+
+    @contextlib.contextmanager
+    def running(self, entry: SessionEntry, key: str) -> Iterator[None]:
+        """While the handler of request `key` runs, `claim_requests` refuses that key."""
+        entry.running_ids.add(key)
+        try:
+            yield
+        finally:
+            entry.running_ids.discard(key)
 
     def expired(self) -> list[str]:
         """Forget idle sessions; returns their ids (the caller terminates them)."""

@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_loop.testing import Probe, probe_kit
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
+from mana_http.testing import McpTestServer
 from tool_registry.errors import ValidationFailed
 
 from .support import (
@@ -440,3 +442,53 @@ async def test_cors_preflight_allows_modern_headers_and_exposes_the_session_id(
         h.strip().lower() for h in opened.headers["access-control-expose-headers"].split(",")
     }
     assert "mcp-session-id" in exposed
+
+
+async def test_the_id_of_a_request_whose_client_left_stays_taken_until_its_handler_ends(
+    tmp_path: Path,
+) -> None:
+    """The handler of a POST whose client left keeps running, and its answer would go to the
+    next POST with the same id: that id is refused until the handler ends. In-process, so the
+    test can see the server drop the POST before it asks again."""
+    probe = Probe()
+    async with (
+        probe_kit(tmp_path / "mana.db", probe) as kit,
+        McpTestServer(kit.pipeline, tmp_path) as srv,
+    ):
+        ann = await kit.user()
+        async with srv.http(ann) as http:
+            opened = await http.post("/mcp", json=INITIALIZE, headers=JSON_ACCEPT)
+            sid = opened.headers["mcp-session-id"]
+            hdrs = {**JSON_ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
+            (entry,) = srv.app.sessions.of_user(ann.id)
+            hold = {
+                "jsonrpc": "2.0",
+                "id": 9,
+                "method": "tools/call",
+                "params": {"name": "probe.hold", "arguments": {"key": "left"}},
+            }
+            async with http.stream("POST", "/mcp", json=hold, headers=hdrs) as first:
+                assert first.status_code == 200
+                await asyncio.wait_for(probe.blocked.wait(), ANSWER_GUARD_SECONDS)
+            # the client left; wait until the server has dropped that POST
+            for _ in range(1000):
+                if "9" not in entry.request_ids:
+                    break
+                await asyncio.sleep(0.01)
+            assert "9" not in entry.request_ids and "9" in entry.running_ids
+            count = {**hold, "params": {"name": "probe.count", "arguments": {"key": "next"}}}
+            refused = await http.post("/mcp", json=count, headers=hdrs)
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["data"]["reason"] == "request-id-in-flight"
+            probe.block.set()
+            for _ in range(1000):
+                if not entry.running_ids:
+                    break
+                await asyncio.sleep(0.01)
+            assert not entry.running_ids
+            answered = await http.post("/mcp", json=count, headers=hdrs)
+            assert answered.status_code == 200, answered.text
+            (line,) = [x for x in answered.text.splitlines() if x.startswith("data:")]
+            result = json.loads(line[5:])
+            assert result["id"] == 9
+            assert result["result"]["structuredContent"]["key"] == "next"  # its own answer
