@@ -190,6 +190,8 @@ class McpGuard:
                 [(b"connection", b"close"), (b"retry-after", b"1")],
             )
             return
+        # one copy of each (`SingleHeaders` is the outermost layer): the value checked here is
+        # the one the SDK reads
         found: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             if name in _WANTED:
