@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.sessions import SessionRegistry
 from mcp_server import McpAdapter, RequestScopeCaller
+from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.pipeline import Pipeline
 
 log = structlog.get_logger("mana.http")
@@ -244,8 +244,8 @@ def _credentials(content_type: str, body: bytes) -> tuple[str | None, str | None
         data = {k: v[0] for k, v in parsed.items() if v}
     else:
         try:
-            data = json.loads(body or b"null")
-        except ValueError:
+            data = loads_json(body or b"null")
+        except JsonInputError:
             return None, None
     if not isinstance(data, dict):
         return None, None

@@ -77,6 +77,14 @@ def test_users_spaces_and_call(mana) -> None:  # type: ignore[no-untyped-def]
     [
         (["call", "habits.list", "--as", "ann@x.test", "--args", "{bad"], "not valid JSON"),
         (["call", "habits.list", "--as", "ann@x.test", "--args", "[1]"], "must be a JSON object"),
+        (
+            ["call", "habits.list", "--as", "ann@x.test", "--args", "[" * 5000 + "]" * 5000],
+            "nest deeper than 64 levels",
+        ),
+        (
+            ["call", "habits.list", "--as", "ann@x.test", "--args", "[" * 100 + "]" * 100],
+            "nest deeper than 64 levels",
+        ),
         (["call", "habits.list", "--as", "ghost@x.test"], "no user with email ghost@x.test"),
         (["users", "create", "--email", "short@x.test", "--password", "abc"], "at least 8"),
         (

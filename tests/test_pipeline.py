@@ -133,6 +133,31 @@ async def test_arguments_must_be_an_object(kit: ToolKit) -> None:
     assert "JSON object" in out.error.message
 
 
+@pytest.mark.parametrize("depth", [65, 300, 5000])
+async def test_arguments_nested_too_deep_are_invalid_input(kit: ToolKit, depth: int) -> None:
+    """Deeper than the interpreter can encode (orjson stops at 255, json at ~1000) or merely
+    deeper than any input needs: refused as invalid input, audited, nothing raised."""
+    user = await kit.user()
+    nested: Any = []
+    for _ in range(depth):
+        nested = [nested]
+    out = await kit.call_as(user, None, "habits.create", {"name": "Walk", "extra": nested})
+    assert out.status == "invalid-input" and out.error is not None
+    assert "nest deeper than 64 levels" in out.error.message
+    (row,) = await kit.audit(tool="habits.create")
+    assert row["outcome"] == "invalid-input"
+
+
+async def test_arguments_at_the_depth_limit_reach_validation(kit: ToolKit) -> None:
+    user = await kit.user()
+    nested: Any = {}  # with the arguments object itself: exactly 64 levels
+    for _ in range(62):
+        nested = {"k": nested}
+    out = await kit.call_as(user, None, "habits.create", {"name": "Walk", "extra": nested})
+    assert out.status == "invalid-input" and out.error is not None
+    assert [f.field for f in out.error.fields] == ["extra"]
+
+
 def _call(user_id: str, **kw: Any) -> Any:
     from tool_registry.context import CallContext
 

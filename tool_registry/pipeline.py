@@ -22,6 +22,7 @@ from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError
 from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
+from tool_registry.json_input import exceeds_depth, too_deep_message
 from tool_registry.membership import member_problem, require_member
 from tool_registry.offer import OfferEverything, ToolOffer
 from tool_registry.registry import AnySpec, Registry
@@ -101,7 +102,10 @@ Observer = Callable[[Outcome, AnySpec | None], None]
 
 
 def input_hash(raw_args: Any) -> str:
-    """sha256 of the canonical JSON of the raw arguments (sorted keys, compact)."""
+    """sha256 of the canonical JSON of the raw arguments (sorted keys, compact). Arguments too
+    deep to encode (refused by `_parse` anyway) hash to one fixed value instead of raising."""
+    if exceeds_depth(raw_args):
+        return hashlib.sha256(b"mana:too-deep").hexdigest()
     try:
         canonical = orjson.dumps(raw_args, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except TypeError:
@@ -296,6 +300,10 @@ class Pipeline:
                 "invalid-input",
                 "invalid-input",
                 f"arguments for {spec.name} must be a JSON object, got {type(args).__name__}",
+            )
+        if exceeds_depth(args):
+            raise _Rejection(
+                "invalid-input", "invalid-input", f"arguments for {spec.name}: {too_deep_message()}"
             )
         try:
             parsed: BaseModel = spec.input.model_validate(args)

@@ -13,7 +13,6 @@ The tool policy starts from the sensible default (reads `auto`, writes `propose`
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mana_cli.runtime import Runtime, open_runtime
 from missions.models import Agent
 from policy.agent_policy import AgentToolPolicy, Mode
 from tool_registry.errors import ValidationFailed
+from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.registry import Registry
 
 
@@ -94,9 +94,9 @@ def parse_budget(text: str) -> int | None:
 def build_policy(args: argparse.Namespace, registry: Registry) -> AgentToolPolicy:
     if args.policy_json:
         try:
-            data = json.loads(args.policy_json)
-        except json.JSONDecodeError as exc:
-            raise ValidationFailed(f"--policy-json is not valid JSON: {exc.msg}") from None
+            data = loads_json(args.policy_json)
+        except JsonInputError as exc:
+            raise ValidationFailed(f"--policy-json: {exc}") from None
         if not isinstance(data, dict):
             raise ValidationFailed("--policy-json must be a JSON object")
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from mana_cli.commands.common import acting_user, add_identity, print_json
@@ -11,6 +10,7 @@ from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
 from tool_registry.context import CallContext
 from tool_registry.errors import ValidationFailed
+from tool_registry.json_input import JsonInputError, loads_json
 
 
 def register(sub: Any) -> None:
@@ -24,11 +24,9 @@ def register(sub: Any) -> None:
 
 def parse_args_json(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(
-            f"--args is not valid JSON: {exc.msg} at position {exc.pos}"
-        ) from None
+        value = loads_json(text)
+    except JsonInputError as exc:
+        raise ValidationFailed(f"--args: {exc}") from None
     if not isinstance(value, dict):
         raise ValidationFailed('--args must be a JSON object, e.g. \'{"name": "Walk"}\'')
     return value

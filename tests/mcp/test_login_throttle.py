@@ -172,3 +172,19 @@ async def test_a_failed_check_gives_its_attempt_back_and_a_cancelled_one_counts(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert throttle.failures("a", EMAIL) == (1, 1)  # an abandoned guess still counts
+
+
+async def test_a_body_nested_too_deep_is_refused_without_a_password_check(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    check = CountingCheck(mana_kit)
+    app = _app(mana_kit, tmp_path, LoginThrottle(), check)
+    async with _from(app, "10.0.0.9") as client:
+        for depth in (100, 5000):
+            body = "[" * depth + "]" * depth
+            response = await client.post(
+                "/auth/token", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 400, response.text
+            assert "Traceback" not in response.text
+    assert check.emails == []
