@@ -59,6 +59,10 @@ async def serve_http(app: ManaHttpApp, *, on_ready: Callable[[], None] | None = 
         lifespan="on",
         timeout_graceful_shutdown=max(1, int(cfg.shutdown_grace_seconds)),
         server_header=False,
+        # The connection's own address is the client address (the login throttle keys on it).
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1, i.e. from every
+        # local client of the default bind, which could pick any address it liked.
+        proxy_headers=False,
     )
     server = _Server(config, app.begin_drain, on_ready or (lambda: None))
     # uvicorn re-raises the signal it shut down for once it is done; with the default SIGTERM
