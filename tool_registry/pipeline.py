@@ -30,6 +30,7 @@ from tool_registry.space_types import SpaceTypeCatalog
 from tool_registry.store.accounts import Accounts, Space, SpaceAccess
 from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
 from tool_registry.store.database import Database, Transaction
+from tool_registry.store.idempotency import find_key, store_key
 from tool_registry.store.records import ReadRunner, ScopedStore
 
 log = structlog.get_logger("mana.pipeline")
@@ -487,18 +488,15 @@ class Pipeline:
                 def commit_side_rows(conn: Any) -> None:
                     insert_rows(conn, [row])
                     if key:
-                        conn.execute(
-                            "INSERT INTO idempotency_keys (user_id, key, tool, space_id, "
-                            "input_hash, outcome, created_at) VALUES (?,?,?,?,?,?,?)",
-                            (
-                                call.user_id,
-                                key,
-                                spec.name,
-                                access.space.id,
-                                hashed,
-                                outcome.model_dump_json(),
-                                iso(self.clock.now()),
-                            ),
+                        store_key(
+                            conn,
+                            user_id=call.user_id,
+                            key=key,
+                            tool=spec.name,
+                            space_id=access.space.id,
+                            input_hash=hashed,
+                            outcome=outcome.model_dump_json(),
+                            created_at=iso(self.clock.now()),
                         )
 
                 await tx.run(commit_side_rows)
@@ -519,20 +517,16 @@ class Pipeline:
         calling user; reusing one for another tool, other arguments or another space is refused
         (`idempotency-key-reused`) instead of answering with an unrelated stored outcome."""
         key = call.idempotency_key
-        row = await tx.run(
-            lambda c: c.execute(
-                "SELECT tool, space_id, input_hash, outcome FROM idempotency_keys "
-                "WHERE user_id = ? AND key = ?",
-                (call.user_id, key),
-            ).fetchone()
-        )
+        if key is None:
+            return None
+        row = await tx.run(lambda c: find_key(c, call.user_id, key))
         if row is None:
             return None
-        if row["tool"] != spec.name:
-            what = f"a call of {row['tool']}"
-        elif row["space_id"] != access.space.id:
+        if row.tool != spec.name:
+            what = f"a call of {row.tool}"
+        elif row.space_id != access.space.id:
             what = f"a call of {spec.name} in another space"
-        elif row["input_hash"] != hashed:
+        elif row.input_hash != hashed:
             what = f"a call of {spec.name} with other arguments"
         else:
             what = None
@@ -542,7 +536,7 @@ class Pipeline:
                 "new call",
                 reason=IDEMPOTENCY_KEY_REUSED,
             )
-        stored = Outcome.model_validate_json(row["outcome"])
+        stored = Outcome.model_validate_json(row.outcome)
         return stored.model_copy(
             update={
                 "replayed": True,
