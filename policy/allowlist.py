@@ -24,7 +24,17 @@ from tool_registry.errors import (
 )
 from tool_registry.membership import check_manager, check_role, is_manager, require_member
 from tool_registry.registry import Registry
-from tool_registry.store.accounts import Accounts, Space
+from tool_registry.store.accounts import Accounts, Space, member_role
+from tool_registry.store.allowlist import (
+    AllowedTool,
+    PolicyAuditEntry,
+    add_tools,
+    allowed_tool_names,
+    allowed_tools,
+    change_log,
+    log_changes,
+    remove_tools,
+)
 from tool_registry.store.database import Database
 
 Action = Literal["allow", "revoke"]
@@ -33,14 +43,6 @@ ACKNOWLEDGE_TEXT = (
     "allowing a destructive tool lets agents and MCP clients acting in this space delete data "
     "with it without asking anyone first; re-run with --acknowledge to confirm"
 )
-
-
-@dataclass(frozen=True)
-class AllowedTool:
-    tool: str
-    added_by: str | None
-    added_by_email: str | None
-    added_at: str
 
 
 @dataclass(frozen=True)
@@ -74,17 +76,6 @@ class AllowlistChange:
     unchanged: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class PolicyAuditEntry:
-    id: int
-    space_id: str
-    actor_id: str
-    actor_email: str | None
-    action: str
-    tool: str
-    at: str
-
-
 def _unique(names: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for name in names:
@@ -114,12 +105,7 @@ class DestructiveAllowlist:
 
     async def tools(self, space_id: str) -> frozenset[str]:
         """The tool names the space has opted in to (no permission check: the gate's view)."""
-        rows = await self.db.read(
-            lambda c: c.execute(
-                "SELECT tool FROM space_destructive_allowlist WHERE space_id = ?", (space_id,)
-            ).fetchall()
-        )
-        return frozenset(r["tool"] for r in rows)
+        return await self.db.read(lambda c: allowed_tool_names(c, space_id))
 
     def destructive_tools(self) -> tuple[str, ...]:
         """Registered tools a space may opt in to: user-space scope, destructive hint."""
@@ -133,16 +119,7 @@ class DestructiveAllowlist:
         """The space's allowlist; any member may read it."""
         space, role = await self._member_access(actor_id, space_ref)
         space_id = space.id
-        rows = await self.db.read(
-            lambda c: c.execute(
-                "SELECT a.tool, a.added_by, a.added_at, u.email FROM space_destructive_allowlist a "
-                "LEFT JOIN users u ON u.id = a.added_by WHERE a.space_id = ? ORDER BY a.tool",
-                (space_id,),
-            ).fetchall()
-        )
-        allowed = tuple(
-            AllowedTool(r["tool"], r["added_by"], r["email"], r["added_at"]) for r in rows
-        )
+        allowed = tuple(await self.db.read(lambda c: allowed_tools(c, space_id)))
         return SpacePolicyView(space, role, allowed, self.destructive_tools())
 
     async def allow(
@@ -168,20 +145,7 @@ class DestructiveAllowlist:
         """Changes to the space's allowlist, newest first; any member may read them."""
         space, _ = await self._member_access(actor_id, space_ref)
         space_id = space.id
-        rows = await self.db.read(
-            lambda c: c.execute(
-                "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at "
-                "FROM space_policy_audit p LEFT JOIN users u ON u.id = p.actor_id "
-                "WHERE p.space_id = ? ORDER BY p.at DESC, p.id DESC LIMIT ?",
-                (space_id, int(limit)),
-            ).fetchall()
-        )
-        return [
-            PolicyAuditEntry(
-                r["id"], r["space_id"], r["actor_id"], r["email"], r["action"], r["tool"], r["at"]
-            )
-            for r in rows
-        ]
+        return await self.db.read(lambda c: change_log(c, space_id, limit=limit))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -229,39 +193,19 @@ class DestructiveAllowlist:
         def work(conn: sqlite3.Connection) -> AllowlistChange:
             # Permission, validation and change in one write transaction: a role revoked in the
             # meantime cannot slip a change through.
-            member = conn.execute(
-                "SELECT role FROM memberships WHERE space_id = ? AND user_id = ?",
-                (space_id, actor_id),
-            ).fetchone()
-            role = check_role(None if member is None else member["role"], space_ref)
+            role = check_role(member_role(conn, space_id, actor_id), space_ref)
             check_manager(role, "change the destructive allowlist")
-            current = frozenset(
-                r["tool"]
-                for r in conn.execute(
-                    "SELECT tool FROM space_destructive_allowlist WHERE space_id = ?", (space_id,)
-                )
-            )
+            current = allowed_tool_names(conn, space_id)
             self._check_names(names, current, action)
             if action == "allow":
                 if not acknowledge:
                     raise ValidationFailed(ACKNOWLEDGE_TEXT)
                 changed = [n for n in names if n not in current]
-                conn.executemany(
-                    "INSERT INTO space_destructive_allowlist (space_id, tool, added_by, added_at) "
-                    "VALUES (?,?,?,?)",
-                    [(space_id, n, actor_id, now) for n in changed],
-                )
+                add_tools(conn, space_id, changed, added_by=actor_id, at=now)
             else:
                 changed = [n for n in names if n in current]
-                conn.executemany(
-                    "DELETE FROM space_destructive_allowlist WHERE space_id = ? AND tool = ?",
-                    [(space_id, n) for n in changed],
-                )
-            conn.executemany(
-                "INSERT INTO space_policy_audit (space_id, actor_id, action, tool, at) "
-                "VALUES (?,?,?,?,?)",
-                [(space_id, actor_id, action, n, now) for n in changed],
-            )
+                remove_tools(conn, space_id, changed)
+            log_changes(conn, space_id, changed, actor_id=actor_id, action=action, at=now)
             unchanged = tuple(n for n in names if n not in changed)
             return AllowlistChange(space, action, tuple(changed), unchanged)
 

@@ -113,6 +113,15 @@ def space_from_row(row: sqlite3.Row) -> Space:
     return Space(row["id"], row["slug"], row["name"], row["type"], row["created_at"])
 
 
+def member_role(conn: sqlite3.Connection, space_id: str, user_id: str) -> str | None:
+    """The user's role in the space, None when not a member; on the caller's connection, so a
+    check made inside a write transaction holds for the change it guards."""
+    row = conn.execute(
+        "SELECT role FROM memberships WHERE space_id = ? AND user_id = ?", (space_id, user_id)
+    ).fetchone()
+    return None if row is None else str(row["role"])
+
+
 def _slug_taken(conn: sqlite3.Connection, slug: str) -> bool:
     # A slug is unique among slugs and never another space's id.
     return (

@@ -1,0 +1,100 @@
+"""The per-space destructive allowlist and its change log (tables `space_destructive_allowlist`
+and `space_policy_audit`): the SQL only. Who may read or change it, and which names are valid,
+is `policy.allowlist`'s business; the functions take the connection of the caller's unit, so a
+check and the change it guards commit together."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AllowedTool:
+    tool: str
+    added_by: str | None
+    added_by_email: str | None
+    added_at: str
+
+
+@dataclass(frozen=True)
+class PolicyAuditEntry:
+    id: int
+    space_id: str
+    actor_id: str
+    actor_email: str | None
+    action: str
+    tool: str
+    at: str
+
+
+def allowed_tool_names(conn: sqlite3.Connection, space_id: str) -> frozenset[str]:
+    """The tool names the space has opted in to."""
+    return frozenset(
+        r["tool"]
+        for r in conn.execute(
+            "SELECT tool FROM space_destructive_allowlist WHERE space_id = ?", (space_id,)
+        )
+    )
+
+
+def allowed_tools(conn: sqlite3.Connection, space_id: str) -> list[AllowedTool]:
+    """The space's allowlist by tool name, with who added each entry (and their email)."""
+    rows = conn.execute(
+        "SELECT a.tool, a.added_by, a.added_at, u.email FROM space_destructive_allowlist a "
+        "LEFT JOIN users u ON u.id = a.added_by WHERE a.space_id = ? ORDER BY a.tool",
+        (space_id,),
+    ).fetchall()
+    return [AllowedTool(r["tool"], r["added_by"], r["email"], r["added_at"]) for r in rows]
+
+
+def add_tools(
+    conn: sqlite3.Connection, space_id: str, tools: Sequence[str], *, added_by: str, at: str
+) -> None:
+    """Put `tools` (none of them on the list yet) on the space's allowlist."""
+    conn.executemany(
+        "INSERT INTO space_destructive_allowlist (space_id, tool, added_by, added_at) "
+        "VALUES (?,?,?,?)",
+        [(space_id, n, added_by, at) for n in tools],
+    )
+
+
+def remove_tools(conn: sqlite3.Connection, space_id: str, tools: Sequence[str]) -> None:
+    """Take `tools` off the space's allowlist."""
+    conn.executemany(
+        "DELETE FROM space_destructive_allowlist WHERE space_id = ? AND tool = ?",
+        [(space_id, n) for n in tools],
+    )
+
+
+def log_changes(
+    conn: sqlite3.Connection,
+    space_id: str,
+    tools: Sequence[str],
+    *,
+    actor_id: str,
+    action: str,
+    at: str,
+) -> None:
+    """One change-log row per tool that `actor_id` allowed or revoked."""
+    conn.executemany(
+        "INSERT INTO space_policy_audit (space_id, actor_id, action, tool, at) VALUES (?,?,?,?,?)",
+        [(space_id, actor_id, action, n, at) for n in tools],
+    )
+
+
+def change_log(conn: sqlite3.Connection, space_id: str, *, limit: int) -> list[PolicyAuditEntry]:
+    """The space's allowlist changes, newest first."""
+    rows = conn.execute(
+        "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at "
+        "FROM space_policy_audit p LEFT JOIN users u ON u.id = p.actor_id "
+        "WHERE p.space_id = ? ORDER BY p.at DESC, p.id DESC LIMIT ?",
+        (space_id, int(limit)),
+    ).fetchall()
+    return [
+        PolicyAuditEntry(
+            r["id"], r["space_id"], r["actor_id"], r["email"], r["action"], r["tool"], r["at"]
+        )
+        for r in rows
+    ]
