@@ -1,12 +1,14 @@
 """pytest plugin (auto-loaded via the `pytest11` entry point): `mana_kit` and `mana_mcp`
-fixtures."""
+fixtures, and `postgres_url` / `postgres_database` for tests that need a real PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import pytest
 import pytest_asyncio
 
 from tool_registry.testing import ToolKit, tool_kit
@@ -31,3 +33,48 @@ async def mana_mcp(mana_kit: ToolKit, tmp_path: Path) -> AsyncIterator[McpTestSe
 
     async with McpTestServer(mana_kit.pipeline, tmp_path / "mcp-keys") as server:
         yield server
+
+
+def _postgres_unavailable(reason: str) -> NoReturn:
+    """Skip, except under `CI=true`, where the PostgreSQL leg is mandatory."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true requires PostgreSQL for this test: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A URL of a PostgreSQL database whose user may create databases: `MANA_TEST_DATABASE_URL`
+    when set (a `postgresql://` URL), else a `ThrowawayPostgres` started once per session and
+    stopped at its end. Neither: the requesting tests skip (fail under `CI=true`)."""
+    from tool_registry.testing.postgres import PostgresUnavailable, ThrowawayPostgres
+
+    given = os.environ.get("MANA_TEST_DATABASE_URL")
+    if given:
+        import psycopg
+
+        try:
+            psycopg.connect(given, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            _postgres_unavailable(f"MANA_TEST_DATABASE_URL does not connect: {exc}")
+        yield given
+        return
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        _postgres_unavailable(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a fresh database (created from template0, uniquely named) on the session's
+    server, dropped after the test, so no test sees another's tables."""
+    from tool_registry.testing.postgres import temporary_database
+
+    with temporary_database(postgres_url) as url:
+        yield url
