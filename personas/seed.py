@@ -28,6 +28,17 @@ from dataclasses import dataclass, field
 
 from personas.catalog import Persona, PersonaCatalog, SharedSpace
 from personas.passwords import PersonaSecret
+from personas.store import (
+    PersonaProfile,
+    persona_cleanup,
+    persona_profile,
+    remove_member,
+    rename_persona_user,
+    rename_space,
+    space_by_slug,
+    space_members,
+    upsert_persona,
+)
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, PermissionDeniedError
 from tool_registry.store.accounts import Accounts, User
@@ -183,9 +194,7 @@ class Seeder:
                     run=lambda: self.accounts.set_password(user.id, self.secret.password(p.email)),
                 )
             )
-        row = await self.db.read(
-            lambda c: c.execute("SELECT * FROM personas WHERE user_id = ?", (user.id,)).fetchone()
-        )
+        row = await self.db.read(lambda c: persona_profile(c, user.id))
         if row is None:
             changes.append(
                 Change(
@@ -199,10 +208,10 @@ class Seeder:
             fields = [
                 name
                 for name, old, new in (
-                    ("archetype", row["archetype"], p.archetype),
-                    ("systemPrompt", row["system_prompt"], p.system_prompt),
-                    ("moduleMix", row["module_mix"], p.mix_json()),
-                    ("cadence", row["cadence"], p.cadence),
+                    ("archetype", row.archetype, p.archetype),
+                    ("systemPrompt", row.system_prompt, p.system_prompt),
+                    ("moduleMix", row.module_mix, p.mix_json()),
+                    ("cadence", row.cadence, p.cadence),
                 )
                 if old != new
             ]
@@ -218,13 +227,7 @@ class Seeder:
         return changes
 
     async def _plan_space(self, s: SharedSpace) -> list[Change]:
-        row = await self.db.read(
-            lambda c: c.execute(
-                "SELECT s.*, u.kind AS creator_kind FROM spaces s "
-                "LEFT JOIN users u ON u.id = s.created_by WHERE s.slug = ?",
-                (s.slug,),
-            ).fetchone()
-        )
+        row = await self.db.read(lambda c: space_by_slug(c, s.slug))
         if row is None:
             members = ", ".join(f"{m.email} ({m.role})" for m in s.members)
             return [
@@ -235,35 +238,29 @@ class Seeder:
                     run=lambda: self._create_space(s),
                 )
             ]
-        if row["creator_kind"] != "persona":
+        if row.creator_kind != "persona":
             raise ConflictError(
                 f"space slug {s.slug!r} is taken by a space that was not created for personas; "
                 "refusing to take it over (change the slug in the catalog)"
             )
-        if row["type"] != s.type:
+        if row.type != s.type:
             raise ConflictError(
-                f"space {s.slug!r} is a {row['type']} space but the catalog says {s.type}; "
+                f"space {s.slug!r} is a {row.type} space but the catalog says {s.type}; "
                 "a space's type cannot change: run `mana personas cleanup` and seed again"
             )
-        space_id: str = row["id"]
+        space_id = row.id
         changes: list[Change] = []
-        if row["name"] != s.name:
+        if row.name != s.name:
             changes.append(
                 Change(
                     "rename-space",
                     s.slug,
-                    f"{row['name']!r} -> {s.name!r}",
+                    f"{row.name!r} -> {s.name!r}",
                     run=lambda: self._rename_space(space_id, s.name),
                 )
             )
-        current = await self.db.read(
-            lambda c: c.execute(
-                "SELECT u.email, u.kind, m.role FROM memberships m JOIN users u "
-                "ON u.id = m.user_id WHERE m.space_id = ?",
-                (space_id,),
-            ).fetchall()
-        )
-        roles = {r["email"]: (r["role"], r["kind"]) for r in current}
+        current = await self.db.read(lambda c: space_members(c, space_id))
+        roles = {r.email: (r.role, r.kind) for r in current}
         for m in s.members:
             have = roles.get(m.email)
             if have is None:
@@ -307,25 +304,12 @@ class Seeder:
 
     async def _rename(self, user_id: str, name: str) -> None:
         now = iso(self.clock.now())
-        await self.db.write(
-            lambda c: c.execute(
-                "UPDATE users SET name = ?, updated_at = ? WHERE id = ? AND kind = 'persona'",
-                (name, now, user_id),
-            )
-        )
+        await self.db.write(lambda c: rename_persona_user(c, user_id, name, now=now))
 
     async def _upsert_persona(self, user_id: str, p: Persona) -> None:
         now = iso(self.clock.now())
-        await self.db.write(
-            lambda c: c.execute(
-                "INSERT INTO personas (user_id, archetype, system_prompt, module_mix, cadence, "
-                "created_at, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE "
-                "SET archetype = excluded.archetype, system_prompt = excluded.system_prompt, "
-                "module_mix = excluded.module_mix, cadence = excluded.cadence, "
-                "updated_at = excluded.updated_at",
-                (user_id, p.archetype, p.system_prompt, p.mix_json(), p.cadence, now, now),
-            )
-        )
+        profile = PersonaProfile(p.archetype, p.system_prompt, p.mix_json(), p.cadence)
+        await self.db.write(lambda c: upsert_persona(c, user_id, profile, now=now))
 
     async def _user(self, email: str) -> User:
         user = await self.accounts.user_by_email(email)
@@ -349,19 +333,12 @@ class Seeder:
     def _remove_member_work(self, space_id: str, email: str) -> Work:
         async def work() -> None:
             user = await self._user(email)
-            await self.db.write(
-                lambda c: c.execute(
-                    "DELETE FROM memberships WHERE space_id = ? AND user_id = ?",
-                    (space_id, user.id),
-                )
-            )
+            await self.db.write(lambda c: remove_member(c, space_id, user.id))
 
         return work
 
     async def _rename_space(self, space_id: str, name: str) -> None:
-        await self.db.write(
-            lambda c: c.execute("UPDATE spaces SET name = ? WHERE id = ?", (name, space_id))
-        )
+        await self.db.write(lambda c: rename_space(c, space_id, name))
 
 
 # -- cleanup -------------------------------------------------------------------------------------
@@ -406,101 +383,18 @@ async def cleanup(
         return result
 
     def work(conn: sqlite3.Connection) -> None:
-        # Temp tables (connection-local, never persisted) hold the ids, so every statement is
-        # plain SQL with no id lists spliced in.
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_users (id TEXT PRIMARY KEY)")
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_spaces (id TEXT PRIMARY KEY)")
-        conn.execute("DELETE FROM _doomed_users")
-        conn.execute("DELETE FROM _doomed_spaces")
-        try:
-            conn.executemany("INSERT INTO _doomed_users (id) VALUES (?)", [(i,) for i in ids])
-            _plan_cleanup(conn, result)
-            if not dry_run:
-                _delete(conn)
-        finally:
-            conn.execute("DELETE FROM _doomed_users")
-            conn.execute("DELETE FROM _doomed_spaces")
+        found = persona_cleanup(conn, ids, delete=not dry_run)
+        result.spaces = found.spaces
+        result.memberships = [
+            f"{email} in {slug} ({role})" for email, slug, role in found.memberships
+        ]
+        result.records_by_space = found.records_by_space
+        result.owners = [f"{email} becomes owner of {slug}" for email, slug in found.new_owners]
 
     # One write transaction: the plan and the deletion see the same rows (a dry run only plans:
     # it touches nothing but the temp tables).
     await db.write(work)
     return result
-
-
-def _plan_cleanup(conn: sqlite3.Connection, result: CleanupResult) -> None:
-    """Fill `result` with what deleting `_doomed_users` removes: the spaces whose every member
-    is one of them (and those they created that have no members), their memberships, the
-    records they authored anywhere plus every record of those spaces, and the owner each kept
-    space gets when its owners all go."""
-    conn.execute(
-        "INSERT INTO _doomed_spaces (id) SELECT s.id FROM spaces s "
-        "WHERE (s.created_by IN (SELECT id FROM _doomed_users) "
-        "OR EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
-        "AND m.user_id IN (SELECT id FROM _doomed_users))) "
-        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
-        "AND m.user_id NOT IN (SELECT id FROM _doomed_users))"
-    )
-    result.spaces = [
-        r["slug"]
-        for r in conn.execute(
-            "SELECT slug FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces) ORDER BY slug"
-        )
-    ]
-    result.memberships = [
-        f"{r['email']} in {r['slug']} ({r['role']})"
-        for r in conn.execute(
-            "SELECT u.email, s.slug, m.role FROM memberships m JOIN users u ON u.id = m.user_id "
-            "JOIN spaces s ON s.id = m.space_id WHERE m.user_id IN (SELECT id FROM _doomed_users) "
-            "ORDER BY u.email, s.slug"
-        )
-    ]
-    result.records_by_space = {
-        r["slug"]: int(r["n"])
-        for r in conn.execute(
-            "SELECT s.slug, count(*) AS n FROM records r JOIN spaces s ON s.id = r.space_id "
-            "WHERE r.author_id IN (SELECT id FROM _doomed_users) "
-            "OR r.space_id IN (SELECT id FROM _doomed_spaces) GROUP BY s.slug ORDER BY s.slug"
-        )
-    }
-    result.owners = [f"{r['email']} becomes owner of {r['slug']}" for r in _new_owners(conn)]
-
-
-def _new_owners(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """For each kept space whose owners are all being deleted: the member who takes over (the
-    longest-standing admin, else the longest-standing member)."""
-    return conn.execute(
-        "SELECT s.id AS space_id, s.slug, u.id AS user_id, u.email FROM spaces s "
-        "JOIN users u ON u.id = (SELECT m.user_id FROM memberships m WHERE m.space_id = s.id "
-        "AND m.user_id NOT IN (SELECT id FROM _doomed_users) "
-        "ORDER BY m.role = 'admin' DESC, m.created_at, m.user_id LIMIT 1) "
-        "WHERE s.id NOT IN (SELECT id FROM _doomed_spaces) "
-        "AND EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id AND m.role = 'owner' "
-        "AND m.user_id IN (SELECT id FROM _doomed_users)) "
-        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
-        "AND m.role = 'owner' AND m.user_id NOT IN (SELECT id FROM _doomed_users)) "
-        "ORDER BY s.slug"
-    ).fetchall()
-
-
-def _delete(conn: sqlite3.Connection) -> None:
-    for r in _new_owners(conn):
-        conn.execute(
-            "UPDATE memberships SET role = 'owner' WHERE space_id = ? AND user_id = ?",
-            (r["space_id"], r["user_id"]),
-        )
-    conn.execute(
-        "DELETE FROM records WHERE author_id IN (SELECT id FROM _doomed_users) "
-        "OR space_id IN (SELECT id FROM _doomed_spaces)"
-    )
-    conn.execute(
-        "DELETE FROM audit_log WHERE user_id IN (SELECT id FROM _doomed_users) "
-        "OR space_id IN (SELECT id FROM _doomed_spaces)"
-    )
-    conn.execute("DELETE FROM idempotency_keys WHERE user_id IN (SELECT id FROM _doomed_users)")
-    conn.execute("DELETE FROM memberships WHERE user_id IN (SELECT id FROM _doomed_users)")
-    conn.execute("DELETE FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces)")
-    # Persona rows, their actions, ratings and ticks go with the users (ON DELETE CASCADE).
-    conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM _doomed_users)")
 
 
 __all__ = ["Change", "CleanupResult", "SeedPlan", "Seeder", "cleanup", "not_in_catalog"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -381,6 +381,210 @@ class PersonaStore:
         return int(row["n"])
 
 
+# -- seeding and cleanup -------------------------------------------------------------------------
+# The SQL of `personas.seed`. Each function runs on the caller's connection (a read, or the unit
+# of a write); what commits together is the caller's decision.
+
+
+@dataclass(frozen=True)
+class PersonaProfile:
+    """A persona's row as the catalog describes it (`module_mix` as stored: JSON text)."""
+
+    archetype: str
+    system_prompt: str
+    module_mix: str
+    cadence: str
+
+
+@dataclass(frozen=True)
+class SeededSpace:
+    """A space found by slug, with the kind of the user who created it (None: no creator)."""
+
+    id: str
+    name: str
+    type: str
+    creator_kind: str | None
+
+
+@dataclass(frozen=True)
+class SpaceMember:
+    email: str
+    kind: str
+    role: str
+
+
+def persona_profile(conn: sqlite3.Connection, user_id: str) -> PersonaProfile | None:
+    row = conn.execute("SELECT * FROM personas WHERE user_id = ?", (user_id,)).fetchone()
+    if row is None:
+        return None
+    return PersonaProfile(row["archetype"], row["system_prompt"], row["module_mix"], row["cadence"])
+
+
+def upsert_persona(
+    conn: sqlite3.Connection, user_id: str, profile: PersonaProfile, *, now: str
+) -> None:
+    conn.execute(
+        "INSERT INTO personas (user_id, archetype, system_prompt, module_mix, cadence, "
+        "created_at, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE "
+        "SET archetype = excluded.archetype, system_prompt = excluded.system_prompt, "
+        "module_mix = excluded.module_mix, cadence = excluded.cadence, "
+        "updated_at = excluded.updated_at",
+        (
+            user_id,
+            profile.archetype,
+            profile.system_prompt,
+            profile.module_mix,
+            profile.cadence,
+            now,
+            now,
+        ),
+    )
+
+
+def rename_persona_user(conn: sqlite3.Connection, user_id: str, name: str, *, now: str) -> None:
+    """Rename a persona user (a user of another kind is left alone)."""
+    conn.execute(
+        "UPDATE users SET name = ?, updated_at = ? WHERE id = ? AND kind = 'persona'",
+        (name, now, user_id),
+    )
+
+
+def space_by_slug(conn: sqlite3.Connection, slug: str) -> SeededSpace | None:
+    row = conn.execute(
+        "SELECT s.*, u.kind AS creator_kind FROM spaces s "
+        "LEFT JOIN users u ON u.id = s.created_by WHERE s.slug = ?",
+        (slug,),
+    ).fetchone()
+    if row is None:
+        return None
+    return SeededSpace(row["id"], row["name"], row["type"], row["creator_kind"])
+
+
+def space_members(conn: sqlite3.Connection, space_id: str) -> list[SpaceMember]:
+    rows = conn.execute(
+        "SELECT u.email, u.kind, m.role FROM memberships m JOIN users u "
+        "ON u.id = m.user_id WHERE m.space_id = ?",
+        (space_id,),
+    ).fetchall()
+    return [SpaceMember(r["email"], r["kind"], r["role"]) for r in rows]
+
+
+def remove_member(conn: sqlite3.Connection, space_id: str, user_id: str) -> None:
+    conn.execute("DELETE FROM memberships WHERE space_id = ? AND user_id = ?", (space_id, user_id))
+
+
+def rename_space(conn: sqlite3.Connection, space_id: str, name: str) -> None:
+    conn.execute("UPDATE spaces SET name = ? WHERE id = ?", (name, space_id))
+
+
+@dataclass(frozen=True)
+class CleanupRows:
+    """What deleting a set of users removes (see `persona_cleanup`)."""
+
+    spaces: list[str]  # slugs
+    memberships: list[tuple[str, str, str]]  # (email, slug, role)
+    records_by_space: dict[str, int]  # slug -> records
+    new_owners: list[tuple[str, str]]  # (email, slug)
+
+
+def persona_cleanup(
+    conn: sqlite3.Connection, user_ids: Sequence[str], *, delete: bool
+) -> CleanupRows:
+    """What deleting `user_ids` removes: the spaces whose every member is one of them (and
+    those they created that have no members), their memberships, the records they authored
+    anywhere plus every record of those spaces, and the member who becomes owner of each kept
+    space whose owners all go (the longest-standing admin, else member). With `delete`, the
+    same rows are then deleted, in the caller's unit."""
+    # Temp tables (connection-local, never persisted) hold the ids, so every statement is
+    # plain SQL with no id lists spliced in.
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_users (id TEXT PRIMARY KEY)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_spaces (id TEXT PRIMARY KEY)")
+    conn.execute("DELETE FROM _doomed_users")
+    conn.execute("DELETE FROM _doomed_spaces")
+    try:
+        conn.executemany("INSERT INTO _doomed_users (id) VALUES (?)", [(i,) for i in user_ids])
+        found = _plan_cleanup(conn)
+        if delete:
+            _delete_doomed(conn)
+        return found
+    finally:
+        conn.execute("DELETE FROM _doomed_users")
+        conn.execute("DELETE FROM _doomed_spaces")
+
+
+def _plan_cleanup(conn: sqlite3.Connection) -> CleanupRows:
+    conn.execute(
+        "INSERT INTO _doomed_spaces (id) SELECT s.id FROM spaces s "
+        "WHERE (s.created_by IN (SELECT id FROM _doomed_users) "
+        "OR EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id IN (SELECT id FROM _doomed_users))) "
+        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id NOT IN (SELECT id FROM _doomed_users))"
+    )
+    spaces = [
+        r["slug"]
+        for r in conn.execute(
+            "SELECT slug FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces) ORDER BY slug"
+        )
+    ]
+    memberships = [
+        (r["email"], r["slug"], r["role"])
+        for r in conn.execute(
+            "SELECT u.email, s.slug, m.role FROM memberships m JOIN users u ON u.id = m.user_id "
+            "JOIN spaces s ON s.id = m.space_id WHERE m.user_id IN (SELECT id FROM _doomed_users) "
+            "ORDER BY u.email, s.slug"
+        )
+    ]
+    records_by_space = {
+        r["slug"]: int(r["n"])
+        for r in conn.execute(
+            "SELECT s.slug, count(*) AS n FROM records r JOIN spaces s ON s.id = r.space_id "
+            "WHERE r.author_id IN (SELECT id FROM _doomed_users) "
+            "OR r.space_id IN (SELECT id FROM _doomed_spaces) GROUP BY s.slug ORDER BY s.slug"
+        )
+    }
+    owners = [(r["email"], r["slug"]) for r in _new_owners(conn)]
+    return CleanupRows(spaces, memberships, records_by_space, owners)
+
+
+def _new_owners(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """For each kept space whose owners are all being deleted: the member who takes over (the
+    longest-standing admin, else the longest-standing member)."""
+    return conn.execute(
+        "SELECT s.id AS space_id, s.slug, u.id AS user_id, u.email FROM spaces s "
+        "JOIN users u ON u.id = (SELECT m.user_id FROM memberships m WHERE m.space_id = s.id "
+        "AND m.user_id NOT IN (SELECT id FROM _doomed_users) "
+        "ORDER BY m.role = 'admin' DESC, m.created_at, m.user_id LIMIT 1) "
+        "WHERE s.id NOT IN (SELECT id FROM _doomed_spaces) "
+        "AND EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id AND m.role = 'owner' "
+        "AND m.user_id IN (SELECT id FROM _doomed_users)) "
+        "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.space_id = s.id "
+        "AND m.role = 'owner' AND m.user_id NOT IN (SELECT id FROM _doomed_users)) "
+        "ORDER BY s.slug"
+    ).fetchall()
+
+
+def _delete_doomed(conn: sqlite3.Connection) -> None:
+    for r in _new_owners(conn):
+        conn.execute(
+            "UPDATE memberships SET role = 'owner' WHERE space_id = ? AND user_id = ?",
+            (r["space_id"], r["user_id"]),
+        )
+    conn.execute(
+        "DELETE FROM records WHERE author_id IN (SELECT id FROM _doomed_users) "
+        "OR space_id IN (SELECT id FROM _doomed_spaces)"
+    )
+    conn.execute(
+        "DELETE FROM audit_log WHERE user_id IN (SELECT id FROM _doomed_users) "
+        "OR space_id IN (SELECT id FROM _doomed_spaces)"
+    )
+    conn.execute("DELETE FROM idempotency_keys WHERE user_id IN (SELECT id FROM _doomed_users)")
+    conn.execute("DELETE FROM memberships WHERE user_id IN (SELECT id FROM _doomed_users)")
+    conn.execute("DELETE FROM spaces WHERE id IN (SELECT id FROM _doomed_spaces)")
+    # Persona rows, their actions, ratings and ticks go with the users (ON DELETE CASCADE).
+    conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM _doomed_users)")
+
+
 def _action(r: sqlite3.Row) -> Action:
     return Action(
         tick_id=r["tick_id"],
@@ -398,10 +602,22 @@ def _action(r: sqlite3.Row) -> Action:
 __all__ = [
     "FAILED_RATING",
     "Action",
+    "CleanupRows",
     "Feedback",
     "ModuleStats",
+    "PersonaProfile",
     "PersonaRow",
     "PersonaStore",
+    "SeededSpace",
+    "SpaceMember",
     "action_id",
     "feedback_id",
+    "persona_cleanup",
+    "persona_profile",
+    "remove_member",
+    "rename_persona_user",
+    "rename_space",
+    "space_by_slug",
+    "space_members",
+    "upsert_persona",
 ]
