@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -72,6 +73,11 @@ def test_throwaway_server_listens_on_loopback_only(postgres_url: str) -> None:
     listen, server_addr, socket_dir, fsync = row
     assert (listen, server_addr, fsync) == ("127.0.0.1", "127.0.0.1", "off")
     assert Path(socket_dir).name.startswith(DIR_PREFIX)
+    # TCP asks for the password (another local user cannot walk in on the loopback port).
+    parts = urlsplit(postgres_url)
+    wrong = parts._replace(netloc=f"{parts.username}:wrong@{parts.hostname}:{parts.port}")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(urlunsplit(wrong), connect_timeout=10).close()
 
 
 def _fake_bindir(
