@@ -29,6 +29,19 @@ from typing import Any
 from missions.models import Mission, Proposal
 from missions.settings import MissionSettings
 from missions.store import MissionStore, dump_json, mark_step_sql, settle_iteration_sql
+from missions.store.proposals import (
+    ClaimRow,
+    approved_claim_sql,
+    claim_pending_sql,
+    insert_proposal_sql,
+    move_proposal_sql,
+    proposal_by_call_key_sql,
+    proposal_sql,
+    record_run_sql,
+    reject_sql,
+    reopen_denied_sql,
+    take_over_claim_sql,
+)
 from tool_registry.clock import iso
 from tool_registry.context import CallContext
 from tool_registry.errors import (
@@ -82,40 +95,30 @@ async def stage_proposal(
 
     def work(conn: sqlite3.Connection) -> Staged:
         if call_key is not None:
-            row = conn.execute("SELECT * FROM proposals WHERE call_key = ?", (call_key,)).fetchone()
-            if row is not None:
-                if row["status"] == "pending" and row["iteration_id"] != iteration_id:
-                    conn.execute(
-                        "UPDATE proposals SET iteration_id = ?, call_id = ? WHERE id = ?",
-                        (iteration_id, call_id, row["id"]),
-                    )
-                    row = conn.execute(
-                        "SELECT * FROM proposals WHERE id = ?", (row["id"],)
-                    ).fetchone()
-                return Staged(Proposal.from_row(row), created=False)
-        conn.execute(
-            "INSERT INTO proposals (id, iteration_id, mission_id, space_id, agent_id, call_id, "
-            "tool, arguments, rationale, reason, fingerprint, call_key, status, created_at, "
-            "expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
-            (
-                proposal_id,
-                iteration_id,
-                mission.id,
-                mission.space_id,
-                mission.agent_id,
-                call_id,
-                tool,
-                args_text,
-                rationale[:4000],
-                reason,
-                print_,
-                call_key,
-                stamp,
-                expires,
-            ),
+            found = proposal_by_call_key_sql(conn, call_key)
+            if found is not None:
+                if found.status == "pending" and found.iteration_id != iteration_id:
+                    move_proposal_sql(conn, found.id, iteration_id=iteration_id, call_id=call_id)
+                    found = proposal_sql(conn, found.id)
+                return Staged(found, created=False)
+        insert_proposal_sql(
+            conn,
+            proposal_id=proposal_id,
+            iteration_id=iteration_id,
+            mission_id=mission.id,
+            space_id=mission.space_id,
+            agent_id=mission.agent_id,
+            call_id=call_id,
+            tool=tool,
+            arguments=args_text,
+            rationale=rationale[:4000],
+            reason=reason,
+            fingerprint=print_,
+            call_key=call_key,
+            created_at=stamp,
+            expires_at=expires,
         )
-        row = conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
-        return Staged(Proposal.from_row(row), created=True)
+        return Staged(proposal_sql(conn, proposal_id), created=True)
 
     return await store.db.write(work)
 
@@ -251,31 +254,20 @@ class ProposalService:
         claim_id = self.store.clock.new_id("clm")
         key = execution_key(proposal.id)
 
-        def live(held: sqlite3.Row | None) -> bool:
-            stale = held is not None and (
-                held["claimed_at"] is None or held["claimed_at"] <= fresh_after
-            )
+        def live(held: ClaimRow | None) -> bool:
+            stale = held is not None and (held.claimed_at is None or held.claimed_at <= fresh_after)
             return held is not None and not (stale or waited_out)
 
-        def claimed(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None = conn.execute(
-                "SELECT decided_by, exec_key, claim_id, claimed_at FROM proposals "
-                "WHERE id = ? AND status = 'approved'",
-                (proposal.id,),
-            ).fetchone()
-            return row
+        def claimed(conn: sqlite3.Connection) -> ClaimRow | None:
+            return approved_claim_sql(conn, proposal.id)
 
         if proposal.status == "approved" and live(await self.store.db.read(claimed)):
             return None  # another approval is running it: wait without taking the writer
 
         def work(conn: sqlite3.Connection) -> Claim | None:
-            row = conn.execute(
-                "UPDATE proposals SET status = 'approved', decided_by = ?, decided_at = ?, "
-                "exec_key = ?, claim_id = ?, claimed_at = ? "
-                "WHERE id = ? AND status = 'pending' AND expires_at > ? "
-                "RETURNING decided_by, exec_key, claim_id, claimed_at",
-                (user_id, stamp, key, claim_id, stamp, proposal.id, stamp),
-            ).fetchone()
+            row = claim_pending_sql(
+                conn, proposal.id, user_id=user_id, key=key, claim_id=claim_id, now=stamp
+            )
             if row is not None:
                 mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="approved")
                 return _claim_of(row)
@@ -283,12 +275,9 @@ class ProposalService:
             if held is None or live(held):
                 return None  # decided or expired meanwhile (look again), or claimed and live
             # Take over the crashed (or overdue) run: same executor, same key, new claim token.
-            row = conn.execute(
-                "UPDATE proposals SET claim_id = ?, claimed_at = ? "
-                "WHERE id = ? AND status = 'approved' AND claim_id IS ? "
-                "RETURNING decided_by, exec_key, claim_id, claimed_at",
-                (claim_id, stamp, proposal.id, held["claim_id"]),
-            ).fetchone()
+            row = take_over_claim_sql(
+                conn, proposal.id, claim_id=claim_id, now=stamp, held_claim_id=held.claim_id
+            )
             return _claim_of(row) if row is not None else None
 
         return await self.store.db.write(work)
@@ -315,24 +304,13 @@ class ProposalService:
         def work(conn: sqlite3.Connection) -> Proposal:
             if outcome.status == "denied":
                 # Nothing ran: back to pending, so it can be approved once the policy allows.
-                cur = conn.execute(
-                    "UPDATE proposals SET status = 'pending', decided_by = NULL, "
-                    "decided_at = NULL, exec_key = NULL, claim_id = NULL, claimed_at = NULL, "
-                    "result = ? WHERE id = ? AND status = 'approved'",
-                    (result, proposal.id),
-                )
-                if cur.rowcount == 1:
+                if reopen_denied_sql(conn, proposal.id, result=result):
                     mark_step_sql(
                         conn, proposal.iteration_id, proposal.id, proposal_status="pending"
                     )
             else:
                 status = "executed" if outcome.ok else "failed"
-                cur = conn.execute(
-                    "UPDATE proposals SET status = ?, result = ? "
-                    "WHERE id = ? AND status = 'approved'",
-                    (status, result, proposal.id),
-                )
-                if cur.rowcount == 1:
+                if record_run_sql(conn, proposal.id, status=status, result=result):
                     mark_step_sql(
                         conn,
                         proposal.iteration_id,
@@ -342,8 +320,7 @@ class ProposalService:
                         request_id=outcome.request_id,
                     )
                     settle_iteration_sql(conn, proposal.iteration_id)
-            row = conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal.id,)).fetchone()
-            return Proposal.from_row(row)
+            return proposal_sql(conn, proposal.id)
 
         return await self.store.db.write(work)
 
@@ -364,26 +341,20 @@ class ProposalService:
         result = dump_json({"note": note.strip()}) if note and note.strip() else None
 
         def work(conn: sqlite3.Connection) -> Proposal:
-            cur = conn.execute(
-                "UPDATE proposals SET status = 'rejected', decided_by = ?, decided_at = ?, "
-                "result = COALESCE(?, result) WHERE id = ? AND status = 'pending'",
-                (user_id, stamp, result, proposal.id),
-            )
-            if cur.rowcount != 1:
+            if not reject_sql(conn, proposal.id, user_id=user_id, now=stamp, result=result):
                 raise ConflictError(f"proposal {proposal.id} was decided meanwhile")
             mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="rejected")
             settle_iteration_sql(conn, proposal.iteration_id)
-            row = conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal.id,)).fetchone()
-            return Proposal.from_row(row)
+            return proposal_sql(conn, proposal.id)
 
         decided = await self.store.db.write(work)
         return Decision(decided)
 
 
-def _claim_of(row: sqlite3.Row) -> Claim:
+def _claim_of(row: ClaimRow) -> Claim:
     return Claim(
-        executor_id=row["decided_by"],
-        key=row["exec_key"],
-        claim_id=row["claim_id"],
-        claimed_at=row["claimed_at"],
+        executor_id=row.decided_by,
+        key=row.exec_key,
+        claim_id=row.claim_id,
+        claimed_at=row.claimed_at,
     )
