@@ -4,7 +4,8 @@
 - `missions.models`: `Agent`, `Mission`, `Iteration`, `PlanStep`, `Proposal`, `Skip`;
 - `missions.cadence`: cadences (`manual`, `interval`, `daily`, `weekly`, `cron`) and the pure
   `next_run(cadence, after, now)`;
-- `missions.store`: `MissionStore`, the repository (space-filtered queries);
+- `missions.store`: `MissionStore`, the repository (space-filtered queries), and the SQL of the
+  scheduler (`missions.store.scheduling`) and of proposals (`missions.store.proposals`);
 - `missions.service`: `MissionsService`, the `missions` backend of the tools and the CLI;
 - `missions.scheduler`: `Scheduler` (claim with leases, recover, finish, backoff);
 - `missions.runner`: `MissionRunner`, `run_mission`, `MissionTools`;

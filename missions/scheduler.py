@@ -28,7 +28,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -38,14 +37,40 @@ from missions.models import RETIRED_MISSION_STATES, Agent, Mission, PlanStep
 from missions.settings import MissionSettings
 from missions.store import (
     BUDGET_WINDOW,
-    MISSION_SELECT,
     plan_json,
     running_count_sql,
     tokens_used_sql,
 )
+from missions.store.scheduling import (
+    agent_sql,
+    back_off_sql,
+    cancel_requested_of_sql,
+    claimed_mission_sql,
+    claimed_space_sql,
+    count_failure_sql,
+    due_batch_sql,
+    due_missions_sql,
+    fail_iteration_sql,
+    fail_runner_iterations_sql,
+    finish_iteration_sql,
+    mark_skipped_sql,
+    mission_in_space_sql,
+    mission_row_sql,
+    record_skip_sql,
+    release_after_run_sql,
+    release_lease_sql,
+    release_leases_of_sql,
+    renew_leases_sql,
+    running_iterations_sql,
+    schedule_next_sql,
+    skip_window_sql,
+    start_iteration_sql,
+    take_lease_sql,
+    window_attempts_sql,
+)
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ConflictError, NotFoundError
-from tool_registry.store.accounts import Space, space_from_row
+from tool_registry.store.accounts import Space
 from tool_registry.store.database import Database
 
 log = structlog.get_logger("mana.missions.scheduler")
@@ -135,14 +160,7 @@ class Scheduler:
         """(mission id, next run) of due active missions, earliest first: the tick's indexed
         selection, without claiming anything."""
         stamp = iso(now or self.clock.now())
-        rows = await self.db.read(
-            lambda c: c.execute(
-                "SELECT id, next_run_at FROM missions WHERE state = 'active' "
-                "AND next_run_at <= ? ORDER BY next_run_at, rowid LIMIT ?",
-                (stamp, limit),
-            ).fetchall()
-        )
-        return [(r["id"], r["next_run_at"]) for r in rows]
+        return await self.db.read(lambda c: due_missions_sql(c, stamp, limit))
 
     # -- claim ---------------------------------------------------------------------------------
 
@@ -174,12 +192,7 @@ class Scheduler:
         slots: dict[str, _AgentSlot] = {}
         last_at, last_rowid = "", 0
         while True:
-            rows = conn.execute(
-                "SELECT rowid AS rid, m.* FROM missions m WHERE state = 'active' "
-                "AND next_run_at <= ? AND (next_run_at, rowid) > (?, ?) "
-                "ORDER BY next_run_at, rowid LIMIT ?",
-                (due_stamp, last_at, last_rowid, CLAIM_BATCH),
-            ).fetchall()
+            rows = due_batch_sql(conn, due_stamp, after=(last_at, last_rowid), limit=CLAIM_BATCH)
             for row in rows:
                 last_at, last_rowid = row["next_run_at"], row["rid"]
                 if len(report.claimed) >= limit:
@@ -205,10 +218,9 @@ class Scheduler:
     ) -> _AgentSlot | None:
         slot = slots.get(agent_id)
         if slot is None:
-            row = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
-            if row is None:
+            agent = agent_sql(conn, agent_id)
+            if agent is None:
                 return None
-            agent = Agent.from_row(row)
             used = None
             if agent.max_tokens_per_day:
                 used = tokens_used_sql(conn, agent_id, iso(now - BUDGET_WINDOW))
@@ -245,29 +257,16 @@ class Scheduler:
         code, detail = reason
         stamp = iso(now)
         window = row["window_at"] or row["next_run_at"]
-        conn.execute(
-            "INSERT INTO mission_skips (mission_id, window_at, reason, detail, first_at, "
-            "last_at, count) VALUES (?,?,?,?,?,?,1) ON CONFLICT (mission_id, window_at, reason) "
-            "DO UPDATE SET count = count + 1, last_at = excluded.last_at, "
-            "detail = excluded.detail",
-            (row["id"], window, code, detail, stamp, stamp),
-        )
+        record_skip_sql(conn, row["id"], window=window, reason=code, detail=detail, now=stamp)
         if code == "agent-busy":
             # The run only waits for a free slot: the mission stays due.
-            conn.execute(
-                "UPDATE missions SET skip_reason = ?, skipped_at = ? WHERE id = ?",
-                (code, stamp, row["id"]),
-            )
+            mark_skipped_sql(conn, row["id"], reason=code, now=stamp)
             return
         # The agent cannot run this window at all: skip to the next cadence time.
         mission = Mission.from_row(row)
         upcoming = next_run(mission.cadence, mission.window or mission.next_run, now)
         text = iso(upcoming) if upcoming else None
-        conn.execute(
-            "UPDATE missions SET next_run_at = ?, window_at = ?, skip_reason = ?, "
-            "skipped_at = ?, updated_at = ? WHERE id = ?",
-            (text, text, code, stamp, stamp, row["id"]),
-        )
+        skip_window_sql(conn, row["id"], next_at=text, reason=code, now=stamp)
 
     def _take(
         self,
@@ -285,48 +284,40 @@ class Scheduler:
         if trigger == "schedule":
             window = row["window_at"] or row["next_run_at"]
             run_key = f"{mission_id}@{window}"
-            attempt = (
-                conn.execute(
-                    "SELECT COUNT(*) AS n FROM iterations WHERE mission_id = ? AND window_at = ?",
-                    (mission_id, window),
-                ).fetchone()["n"]
-                + 1
-            )
+            attempt = window_attempts_sql(conn, mission_id, window) + 1
         else:
             window = None
             run_key = f"{mission_id}@run-now:{iteration_id}"
             attempt = 1
-        cur = conn.execute(
-            "UPDATE missions SET lease_owner = ?, lease_expires_at = ? WHERE id = ? "
-            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at <= ? "
-            "OR lease_owner = ?)",
-            (self.owner, expires, mission_id, self.owner, stamp, row["lease_owner"]),
+        taken = take_lease_sql(
+            conn,
+            mission_id,
+            owner=self.owner,
+            expires=expires,
+            now=stamp,
+            seen_owner=row["lease_owner"],
         )
-        if cur.rowcount != 1:  # pragma: no cover - we hold the write lock and checked the lease
+        if not taken:  # pragma: no cover - we hold the write lock and checked the lease
             raise ConflictError(f"mission {mission_id} is already claimed")
-        conn.execute(
-            "INSERT INTO iterations (id, mission_id, space_id, agent_id, trigger, window_at, "
-            "run_key, attempt, runner, status, phase, started_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,'running','starting',?)",
-            (
-                iteration_id,
-                mission_id,
-                row["space_id"],
-                row["agent_id"],
-                trigger,
-                window,
-                run_key,
-                attempt,
-                self.owner,
-                stamp,
-            ),
+        start_iteration_sql(
+            conn,
+            iteration_id=iteration_id,
+            mission_id=mission_id,
+            space_id=row["space_id"],
+            agent_id=row["agent_id"],
+            trigger=trigger,
+            window=window,
+            run_key=run_key,
+            attempt=attempt,
+            runner=self.owner,
+            now=stamp,
         )
-        mission_row = conn.execute(MISSION_SELECT + "WHERE m.id = ?", (mission_id,)).fetchone()
-        space_row = conn.execute("SELECT * FROM spaces WHERE id = ?", (row["space_id"],)).fetchone()
+        mission = claimed_mission_sql(conn, mission_id)
+        space = claimed_space_sql(conn, row["space_id"])
         return Claim(
-            mission=Mission.from_row(mission_row),
+            mission=mission,
             agent=slot.agent,
-            space=space_from_row(space_row),
+            space=space,
             iteration_id=iteration_id,
             run_key=run_key,
             trigger=trigger,
@@ -345,10 +336,7 @@ class Scheduler:
 
         def work(conn: sqlite3.Connection) -> Claim:
             self._recover(conn, now, frozenset(), mission_id=mission_id)
-            row = conn.execute(
-                "SELECT rowid AS rid, m.* FROM missions m WHERE id = ? AND space_id = ?",
-                (mission_id, space_id),
-            ).fetchone()
+            row = mission_in_space_sql(conn, mission_id, space_id)
             if row is None:
                 raise NotFoundError(f"no mission {mission_id!r} in this space")
             if row["state"] == "archived":
@@ -382,17 +370,8 @@ class Scheduler:
         mission_id: str | None = None,
     ) -> list[str]:
         stamp = iso(now)
-        sql = (
-            "SELECT i.id, i.mission_id, i.runner, i.phase, i.trigger, m.lease_owner, "
-            "m.lease_expires_at FROM iterations i JOIN missions m ON m.id = i.mission_id "
-            "WHERE i.status = 'running'"
-        )
-        params: tuple[Any, ...] = ()
-        if mission_id is not None:
-            sql += " AND i.mission_id = ?"
-            params = (mission_id,)
         recovered = []
-        for row in conn.execute(sql, params).fetchall():
+        for row in running_iterations_sql(conn, mission_id):
             if row["id"] in own:
                 continue
             runner, holder = row["runner"], row["lease_owner"]
@@ -405,26 +384,19 @@ class Scheduler:
             )
             if not interrupted:
                 continue
-            conn.execute(
-                "UPDATE iterations SET status = 'failed', error_name = ?, error_message = ?, "
-                "error_phase = phase, finished_at = ? WHERE id = ? AND status = 'running'",
-                (
-                    INTERRUPTED,
-                    f"the process running this iteration ({runner}) stopped before it finished",
-                    stamp,
-                    row["id"],
-                ),
+            fail_iteration_sql(
+                conn,
+                row["id"],
+                error_name=INTERRUPTED,
+                message=f"the process running this iteration ({runner}) stopped before it finished",
+                now=stamp,
             )
             if row["trigger"] == "schedule":
                 self._after_failure(
                     conn, row["mission_id"], now, f"{INTERRUPTED} in {row['phase']}"
                 )
             if holder == runner:
-                conn.execute(
-                    "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL "
-                    "WHERE id = ? AND lease_owner = ?",
-                    (row["mission_id"], runner),
-                )
+                release_lease_sql(conn, row["mission_id"], holder=runner)
             recovered.append(row["id"])
             log.warning(
                 "recovered interrupted iteration",
@@ -440,16 +412,14 @@ class Scheduler:
     ) -> None:
         """Count a failure; from the second one in a row (an interruption) or the first one (a
         failed run, see `finish`) the next attempt waits for the backoff."""
-        row = conn.execute("SELECT * FROM missions WHERE id = ?", (mission_id,)).fetchone()
+        row = mission_row_sql(conn, mission_id)
+        assert row is not None  # the mission of an iteration that was running
         failures = row["failures"] + 1
         stamp = iso(now)
         if failures == 1 or row["state"] in RETIRED_MISSION_STATES:
             # A first interruption re-runs at once (same window, same run key); a mission
             # completed or archived meanwhile keeps no next run (nothing to back off).
-            conn.execute(
-                "UPDATE missions SET failures = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                (failures, error, stamp, mission_id),
-            )
+            count_failure_sql(conn, mission_id, failures=failures, error=error, now=stamp)
             return
         self._backoff(conn, row, failures, now, error)
 
@@ -469,10 +439,15 @@ class Scheduler:
             next_at, window_at = retry_at, mission.window_at
         else:
             next_at, window_at = upcoming, iso(upcoming)
-        conn.execute(
-            "UPDATE missions SET failures = ?, backoff_until = ?, last_error = ?, "
-            "next_run_at = ?, window_at = ?, updated_at = ? WHERE id = ?",
-            (failures, iso(retry_at), error, iso(next_at), window_at, iso(now), mission.id),
+        back_off_sql(
+            conn,
+            mission.id,
+            failures=failures,
+            backoff_until=iso(retry_at),
+            error=error,
+            next_at=iso(next_at),
+            window_at=window_at,
+            now=iso(now),
         )
 
     # -- leases --------------------------------------------------------------------------------
@@ -484,16 +459,8 @@ class Scheduler:
         expires = iso(now + self.settings.lease)
 
         def work(conn: sqlite3.Connection) -> set[str]:
-            conn.execute(
-                "UPDATE missions SET lease_expires_at = ? WHERE lease_owner = ?",
-                (expires, self.owner),
-            )
-            rows = conn.execute(
-                "SELECT id FROM iterations WHERE status = 'running' AND runner = ? "
-                "AND cancel_requested = 1",
-                (self.owner,),
-            ).fetchall()
-            return {r["id"] for r in rows}
+            renew_leases_sql(conn, self.owner, expires=expires)
+            return cancel_requested_of_sql(conn, self.owner)
 
         return await self.db.write(work)
 
@@ -504,17 +471,14 @@ class Scheduler:
         stamp = iso(now)
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.execute(
-                "UPDATE iterations SET status = 'failed', error_name = ?, error_message = ?, "
-                "error_phase = phase, finished_at = ? WHERE runner = ? AND status = 'running'",
-                (SHUTDOWN, "the daemon shut down before the iteration finished", stamp, self.owner),
+            fail_runner_iterations_sql(
+                conn,
+                self.owner,
+                error_name=SHUTDOWN,
+                message="the daemon shut down before the iteration finished",
+                now=stamp,
             )
-            cur = conn.execute(
-                "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE lease_owner = ?",
-                (self.owner,),
-            )
-            return cur.rowcount
+            return release_leases_of_sql(conn, self.owner)
 
         return await self.db.write(work)
 
@@ -529,40 +493,29 @@ class Scheduler:
         error = f"{end.error_name}: {end.error_message}" if end.error_name else None
 
         def work(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE iterations SET status = ?, phase = ?, round = ?, plan = ?, summary = ?, "
-                "stop_reason = ?, input_tokens = ?, output_tokens = ?, total_tokens = ?, "
-                "transcript = ?, error_name = ?, error_message = ?, error_phase = ?, "
-                "finished_at = ? WHERE id = ? AND status = 'running'",
-                (
-                    end.status,
-                    end.phase,
-                    end.round,
-                    plan_json(end.plan),
-                    end.summary,
-                    end.stop_reason,
-                    *end.usage,
-                    end.transcript,
-                    end.error_name,
-                    end.error_message,
-                    end.error_phase,
-                    stamp,
-                    claim.iteration_id,
-                ),
+            finished = finish_iteration_sql(
+                conn,
+                claim.iteration_id,
+                status=end.status,
+                phase=end.phase,
+                round=end.round,
+                plan=plan_json(end.plan),
+                summary=end.summary,
+                stop_reason=end.stop_reason,
+                usage=end.usage,
+                transcript=end.transcript,
+                error_name=end.error_name,
+                error_message=end.error_message,
+                error_phase=end.error_phase,
+                now=stamp,
             )
-            if cur.rowcount != 1:
+            if not finished:
                 return False
-            row = conn.execute(
-                "SELECT * FROM missions WHERE id = ?", (claim.mission.id,)
-            ).fetchone()
+            row = mission_row_sql(conn, claim.mission.id)
             if row is None:
                 return True
             if row["lease_owner"] == self.owner:
-                conn.execute(
-                    "UPDATE missions SET lease_owner = NULL, lease_expires_at = NULL, "
-                    "last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
-                    (stamp, end.status, stamp, claim.mission.id),
-                )
+                release_after_run_sql(conn, claim.mission.id, status=end.status, now=stamp)
             if claim.trigger != "schedule" or row["lease_owner"] != self.owner:
                 return True
             if row["state"] in RETIRED_MISSION_STATES:
@@ -578,11 +531,7 @@ class Scheduler:
             window = mission.window or mission.next_run or now
             upcoming = next_run(mission.cadence, window, now)
             text = iso(upcoming) if upcoming else None
-            conn.execute(
-                "UPDATE missions SET failures = 0, backoff_until = NULL, last_error = NULL, "
-                "skip_reason = NULL, next_run_at = ?, window_at = ? WHERE id = ?",
-                (text, text, claim.mission.id),
-            )
+            schedule_next_sql(conn, claim.mission.id, next_at=text)
             return True
 
         return await self.db.write(work)

@@ -2,7 +2,9 @@
 
 Every query a person or a tool can reach takes the space and filters by it in SQL; the few
 internal reads by id (the runner loading the mission it just claimed) are marked as such. The
-scheduling transactions (claim, recover, finish) live in `missions.scheduler`.
+scheduling transactions (claim, recover, finish) live in `missions.scheduler` and their SQL in
+`missions.store.scheduling`; the SQL of staging and deciding proposals is in
+`missions.store.proposals`.
 """
 
 from __future__ import annotations
