@@ -34,9 +34,10 @@ from missions.metrics import MissionMetrics
 from missions.runner import MissionRunner
 from missions.scheduler import Scheduler
 from missions.schema import MISSIONS_MIGRATIONS
-from missions.service import BACKEND, MissionsService
+from missions.service import MissionsService
 from missions.settings import DaemonSettings, MissionSettings
 from missions.tools import TOOLS as MISSION_TOOLS
+from missions.view import MISSIONS
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
 from policy.settings import MAX_RATE_LIMIT, PolicySettings
@@ -81,12 +82,14 @@ def build(db: Database) -> tuple[Pipeline, MissionsService]:
         registry=registry,
     )
     service = MissionsService(db, accounts, clock=clock)
+    backends = Backends()
+    backends.set(MISSIONS, service)
     pipeline = Pipeline(
         registry,
         db,
         accounts=accounts,
         gate=gate,
-        backends=Backends({BACKEND: service}),
+        backends=backends,
         clock=clock,
     )
     return pipeline, service

@@ -10,10 +10,10 @@ from typing import Any
 
 from mana_cli.config import Settings
 from missions.schema import MISSIONS_MIGRATIONS
-from missions.service import BACKEND as MISSIONS_BACKEND
 from missions.service import MissionsService
 from missions.settings import MissionSettings
 from missions.tools import TOOLS as MISSIONS_TOOLS
+from missions.view import MISSIONS
 from personas.schema import PERSONAS_MIGRATIONS
 from policy.agent_policy import InvokerToolRule
 from policy.allowlist import DestructiveAllowlist
@@ -90,7 +90,7 @@ def configure_missions(
 ) -> None:
     """The `missions` backend of the `missions.*` and `proposals.list` tools."""
     backends.set(
-        MISSIONS_BACKEND,
+        MISSIONS,
         MissionsService(
             db, accounts, clock=clock, settings=MissionSettings.from_env(settings.environ)
         ),

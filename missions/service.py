@@ -1,6 +1,7 @@
-"""`MissionsService`: the `missions` backend. The MCP tools (`missions.*`, `proposals.list`)
-and the CLI reach the missions data through it; every method takes the space explicitly and the
-store filters by it in SQL.
+"""`MissionsService`: the `missions` backend (registered under `missions.view.MISSIONS`). The CLI
+and the daemon use it directly; every method takes the user and space explicitly and the store
+filters by the space in SQL. The MCP tools (`missions.*`, `proposals.list`) never get it: their
+`ctx.backend(MISSIONS)` is a `missions.view.SpaceMissions` bound to the caller's user and space.
 
 Who may do what (the caller must be a member of the space in every case):
 
@@ -11,8 +12,8 @@ Who may do what (the caller must be a member of the space in every case):
   space's owner or admin;
 - create, pause, resume or archive an agent: the space's owner or admin.
 
-Deciding proposals is deliberately not here (see `missions.proposals.ProposalService`): this
-object is reachable from tool handlers, and no tool may approve a call.
+Deciding proposals is deliberately not here (see `missions.proposals.ProposalService`): the
+tools' view is built on this object, and no tool may approve a call.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from tool_registry.errors import (
 from tool_registry.membership import check_manager, is_manager, require_member
 from tool_registry.store.accounts import Accounts, SpaceAccess
 from tool_registry.store.database import Database
-
-BACKEND = "missions"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ up and review missions by talking: `missions.list`, `missions.create`, `missions
 `missions.resume`, `missions.complete` (writes), `missions.iterations` and `proposals.list`.
 Archiving a mission is final, so it stays a CLI act (`mana missions archive`).
 
-Handlers reach the data only through the `missions` backend (`MissionsService`, configured in
-the composition root), passing the call's space explicitly. There is deliberately no tool to
+Handlers reach the data only through `ctx.backend(MISSIONS)`: a `SpaceMissions` view bound to the
+caller's user and space (`missions.view`); the unscoped `MissionsService` configured in the
+composition root is never handed to a handler. There is deliberately no tool to
 approve or reject a proposal: deciding is a human act (CLI, later an authenticated settings
 endpoint). Neither module is ever offered to an agent running a mission (see
 `missions.runner.MissionTools`).
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from missions.cadence import MANUAL, Cadence, cadence_to_json, describe
 from missions.models import Agent, Iteration, Mission, MissionState, Proposal
-from missions.service import BACKEND, MissionsService
+from missions.view import MISSIONS, SpaceMissions
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
@@ -31,8 +32,9 @@ ProposalFilter = Literal["pending", "approved", "rejected", "executed", "failed"
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-def _service(ctx: ToolContext) -> MissionsService:
-    return ctx.backends.get(BACKEND, MissionsService)
+def _missions(ctx: ToolContext) -> SpaceMissions:
+    """The caller's missions in the call's space (never the unscoped service)."""
+    return ctx.backend(MISSIONS)
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -208,15 +210,9 @@ class MissionList(ToolOutput):
 
 
 async def list_missions(inp: ListInput, ctx: ToolContext) -> MissionList:
-    service = _service(ctx)
-    missions = await service.list_missions(
-        user_id=ctx.user_id,
-        space_id=ctx.space.id,
-        state=inp.state,
-        include_archived=False,
-        limit=inp.limit,
-    )
-    agents = await service.list_agents(user_id=ctx.user_id, space_id=ctx.space.id)
+    view = _missions(ctx)
+    missions = await view.list_missions(state=inp.state, include_archived=False, limit=inp.limit)
+    agents = await view.list_agents()
     return MissionList(
         missions=[MissionSummary.of(m) for m in missions],
         agents=[AgentSummary.of(a) for a in agents],
@@ -235,7 +231,7 @@ LIST = ToolSpec(
     module="missions",
     scope="user-space",
     policy_hint="read",
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=ListInput,
     output=MissionList,
     handler=list_missions,
@@ -275,9 +271,7 @@ class CreateInput(ToolInput):
 
 
 async def create_mission(inp: CreateInput, ctx: ToolContext) -> MissionSummary:
-    mission = await _service(ctx).create_mission(
-        user_id=ctx.user_id,
-        space_id=ctx.space.id,
+    mission = await _missions(ctx).create_mission(
         agent=inp.agent,
         title=inp.title,
         objective=inp.objective,
@@ -299,7 +293,7 @@ CREATE = ToolSpec(
     module="missions",
     scope="user-space",
     policy_hint="write",
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=CreateInput,
     output=MissionSummary,
     handler=create_mission,
@@ -319,9 +313,7 @@ def _set_state(
     """The handler of a tool that moves a mission to `state` (rules: `MissionsService.set_state`)."""
 
     async def handler(inp: MissionRef, ctx: ToolContext) -> MissionSummary:
-        mission = await _service(ctx).set_state(
-            user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id, state=state
-        )
+        mission = await _missions(ctx).set_state(inp.mission_id, state)
         return MissionSummary.of(mission)
 
     return handler
@@ -339,7 +331,7 @@ PAUSE = ToolSpec(
     scope="user-space",
     policy_hint="write",
     idempotent=True,
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=MissionRef,
     output=MissionSummary,
     handler=_set_state("paused"),
@@ -358,7 +350,7 @@ RESUME = ToolSpec(
     scope="user-space",
     policy_hint="write",
     idempotent=True,
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=MissionRef,
     output=MissionSummary,
     handler=_set_state("active"),
@@ -376,7 +368,7 @@ COMPLETE = ToolSpec(
     scope="user-space",
     policy_hint="write",
     idempotent=True,
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=MissionRef,
     output=MissionSummary,
     handler=_set_state("done"),
@@ -396,9 +388,7 @@ class IterationList(ToolOutput):
 
 
 async def list_iterations(inp: IterationsInput, ctx: ToolContext) -> IterationList:
-    iterations = await _service(ctx).list_iterations(
-        user_id=ctx.user_id, space_id=ctx.space.id, mission_id=inp.mission_id, limit=inp.limit
-    )
+    iterations = await _missions(ctx).list_iterations(inp.mission_id, limit=inp.limit)
     return IterationList(iterations=[IterationSummary.of(i) for i in iterations])
 
 
@@ -414,7 +404,7 @@ ITERATIONS = ToolSpec(
     module="missions",
     scope="user-space",
     policy_hint="read",
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=IterationsInput,
     output=IterationList,
     handler=list_iterations,
@@ -443,9 +433,7 @@ DECIDE_HINT = (
 
 
 async def list_proposals(inp: ProposalsInput, ctx: ToolContext) -> ProposalList:
-    proposals = await _service(ctx).list_proposals(
-        user_id=ctx.user_id,
-        space_id=ctx.space.id,
+    proposals = await _missions(ctx).list_proposals(
         status=None if inp.status == "all" else inp.status,
         mission_id=inp.mission_id,
         limit=inp.limit,
@@ -467,7 +455,7 @@ PROPOSALS_LIST = ToolSpec(
     module="proposals",
     scope="user-space",
     policy_hint="read",
-    requires=(BACKEND,),
+    requires=(MISSIONS.name,),
     input=ProposalsInput,
     output=ProposalList,
     handler=list_proposals,

@@ -21,7 +21,7 @@ from mana_cli.demo import DEMO_EMAIL
 from mana_cli.main import main
 from mana_cli.runtime import Runtime, open_runtime
 from missions.proposals import ProposalService
-from missions.service import MissionsService
+from missions.view import MISSIONS
 from policy.allowlist import DestructiveAllowlist
 from tests.mcp.support import (
     MODERN_HEADERS,
@@ -239,7 +239,7 @@ def test_serve_stdio_refuses_alike(world: World) -> None:
 def test_allowlist_proposals_and_missions_answer_alike(world: World) -> None:
     async def body(rt: Runtime, demo: str) -> None:
         allowlist = DestructiveAllowlist(rt.db, rt.registry, accounts=rt.accounts)
-        missions = rt.backends.get("missions", MissionsService)
+        missions = rt.backends.get(MISSIONS)
         proposals = ProposalService(missions.store, rt.accounts, rt.pipeline)
         actions: list[Callable[[str], Awaitable[Any]]] = [
             lambda ref: allowlist.show(demo, ref),
@@ -270,7 +270,7 @@ def test_owner_admin_rule_answers_alike_everywhere(
 
     async def body(rt: Runtime, demo: str) -> None:
         allowlist = DestructiveAllowlist(rt.db, rt.registry, accounts=rt.accounts)
-        missions = rt.backends.get("missions", MissionsService)
+        missions = rt.backends.get(MISSIONS)
         for action, what in (
             (
                 allowlist.allow(demo, family, ["notes.delete"], acknowledge=True),

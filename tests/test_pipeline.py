@@ -12,7 +12,7 @@ from tool_registry.context import Backends, Invoker, ToolContext
 from tool_registry.gate import Decision, GateRequest
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.modules import build_registry
-from tool_registry.modules.me import GeneratedImage, ReferenceImage
+from tool_registry.modules.me import IMAGE_GENERATOR, GeneratedImage, ReferenceImage
 from tool_registry.spec import ToolSpec
 from tool_registry.testing import ToolKit, tool_kit
 
@@ -213,9 +213,9 @@ async def test_required_backend_missing_then_configured(tmp_path: Path) -> None:
         )
         assert out.error is not None and out.error.reason == "not-configured"
         assert "not configured" in out.error.message
-    async with tool_kit(
-        tmp_path / "b.db", backends=Backends({"image-generator": FakeGenerator()})
-    ) as kit:
+    backends = Backends()
+    backends.set(IMAGE_GENERATOR, FakeGenerator())
+    async with tool_kit(tmp_path / "b.db", backends=backends) as kit:
         assert "me.generateWithReference" in {
             s.name for s in kit.pipeline.visible_tools("personal")
         }

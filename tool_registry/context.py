@@ -3,9 +3,10 @@ narrower context a handler receives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Generic, Literal, TypeVar, get_args, overload
 
 from tool_registry.clock import Clock
 from tool_registry.ids import new_request_id
@@ -15,7 +16,8 @@ from tool_registry.store.records import ScopedStore
 Invoker = Literal["mcp", "mission-runner", "persona-runner", "cli", "user"]
 INVOKERS: tuple[str, ...] = get_args(Invoker)
 
-B = TypeVar("B")
+T = TypeVar("T")
+V = TypeVar("V")
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
@@ -54,31 +56,76 @@ class CallContext:
             raise ValueError(f"unknown invoker {self.invoker!r}")
 
 
-class Backends:
-    """Optional outside services (e.g. an image generator), keyed by the names tools `require`."""
+@dataclass(frozen=True, eq=False)
+class BackendKey(Generic[T]):
+    """The typed name of an optional outside service (e.g. an image generator): `name` is what
+    `ToolSpec.requires` lists and errors show; `T` is what `Backends.get` and
+    `ToolContext.backend` return, so neither needs a cast. `kind`, when given, is checked with
+    `isinstance` at registration (a guard for untyped callers; mypy already checks typed ones).
 
-    def __init__(self, services: dict[str, Any] | None = None) -> None:
-        self._services: dict[str, Any] = dict(services or {})
+    A key is identified by the object, not only its name: a backend is handed out for the key
+    it was registered with, so a second key spelled the same cannot reach it."""
+
+    name: str
+    kind: type[Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ScopedBackendKey(Generic[T, V]):
+    """A backend a handler never gets itself: `ToolContext.backend(key)` hands it
+    `bind(service, user_id, space)`, a view bound to the caller's user and space (as
+    `ctx.store` is for records). The composition root registers and reads the unscoped
+    service `T` with `Backends.set` / `Backends.get`."""
+
+    name: str
+    bind: Callable[[T, str, Space], V]
+    kind: type[Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    key: BackendKey[T] | ScopedBackendKey[T, Any]
+    service: T
+
+
+class Backends:
+    """Optional outside services, registered and looked up by typed keys; the key's name is
+    what tools `require`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry[Any]] = {}
 
     def configured(self, name: str) -> bool:
-        return name in self._services
+        return name in self._entries
 
     def names(self) -> list[str]:
-        return sorted(self._services)
+        return sorted(self._entries)
 
-    def get(self, name: str, kind: type[B]) -> B:
-        service = self._services.get(name)
-        if service is None:
-            raise LookupError(f"backend {name!r} is not configured")
-        return cast(B, service)
+    def get(self, key: BackendKey[T] | ScopedBackendKey[T, Any]) -> T:
+        """The service registered under `key` (for a scoped key: the unscoped service, for the
+        composition root; handlers use `ToolContext.backend`)."""
+        entry: _Entry[T] | None = self._entries.get(key.name)
+        if entry is None:
+            raise LookupError(f"backend {key.name!r} is not configured")
+        if entry.key is not key:
+            raise LookupError(f"backend {key.name!r} is registered under another key")
+        return entry.service
 
-    def set(self, name: str, service: Any) -> None:
-        self._services[name] = service
+    def set(self, key: BackendKey[T] | ScopedBackendKey[T, Any], service: T) -> None:
+        """Register (or replace) the backend of `key`; `TypeError` when `key.kind` is given and
+        `service` is not one."""
+        if key.kind is not None and not isinstance(service, key.kind):
+            raise TypeError(
+                f"backend {key.name!r} must be a {key.kind.__name__}, got {type(service).__name__}"
+            )
+        self._entries[key.name] = _Entry(key, service)
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a handler gets: a store bound to (user, space) and nothing unscoped."""
+    """What a handler gets: a store bound to (user, space) and nothing unscoped. Backends are
+    reached through `backend(key)` only; a scoped backend comes as a view bound to the same
+    user and space."""
 
     store: ScopedStore
     user_id: str
@@ -87,7 +134,26 @@ class ToolContext:
     invoker: str
     request_id: str
     clock: Clock
-    backends: Backends
+    backends: InitVar[Backends]
+    _backends: Backends = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self, backends: Backends) -> None:
+        object.__setattr__(self, "_backends", backends)
 
     def now(self) -> datetime:
         return self.clock.now()
+
+    @overload
+    def backend(self, key: ScopedBackendKey[Any, V]) -> V: ...
+
+    @overload
+    def backend(self, key: BackendKey[T]) -> T: ...
+
+    def backend(self, key: BackendKey[Any] | ScopedBackendKey[Any, Any]) -> Any:
+        """The backend of `key`; for a `ScopedBackendKey`, the view bound to this call's user
+        and space (the unscoped service is never handed out). Raises `LookupError` when it is
+        not configured (the pipeline refuses such a call before the handler runs)."""
+        service = self._backends.get(key)
+        if isinstance(key, ScopedBackendKey):
+            return key.bind(service, self.user_id, self.space)
+        return service

@@ -30,8 +30,9 @@ from missions.metrics import MissionMetrics
 from missions.models import MISSION_STATES, Iteration, Mission, MissionState, Proposal
 from missions.runner import MissionRunner
 from missions.scheduler import Scheduler
-from missions.service import BACKEND, MissionsService
+from missions.service import MissionsService
 from missions.settings import MissionSettings
+from missions.view import MISSIONS
 from tool_registry.errors import ValidationFailed
 from tool_registry.store import User
 from tool_registry.store.accounts import SpaceAccess
@@ -43,7 +44,7 @@ MAX_ROUNDS_LIMIT = 100
 
 
 def service_of(rt: Runtime) -> MissionsService:
-    return rt.backends.get(BACKEND, MissionsService)
+    return rt.backends.get(MISSIONS)
 
 
 async def user_and_space(rt: Runtime, args: argparse.Namespace) -> tuple[User, SpaceAccess]:

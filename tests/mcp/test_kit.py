@@ -17,7 +17,7 @@ from mana_http import HttpConfig
 from mana_http.testing import McpTestServer
 from tool_registry.context import ToolContext
 from tool_registry.modules import build_registry
-from tool_registry.modules.me import GeneratedImage, ReferenceImage
+from tool_registry.modules.me import IMAGE_GENERATOR, GeneratedImage, ReferenceImage
 from tool_registry.spec import ToolSpec
 from tool_registry.testing import ToolKit, tool_kit
 
@@ -203,7 +203,7 @@ async def test_backend_configured_sends_list_changed(
                 break
             await asyncio.sleep(0.025)
         assert entry.watch.listening
-        mana_kit.pipeline.backends.set("image-generator", _FakeGenerator())
+        mana_kit.pipeline.backends.set(IMAGE_GENERATOR, _FakeGenerator())
         assert await mana_mcp.app.backends_changed() == 1
         await asyncio.wait_for(changed.wait(), 10)
         after = {t.name for t in (await client.list_tools()).tools}
@@ -218,7 +218,7 @@ async def test_list_changed_without_a_get_stream_rides_the_next_call(
     assert await _tools_list(mana_mcp, ann, session_id) == 200
     (entry,) = mana_mcp.app.sessions.of_user(ann.id)
     assert not entry.watch.listening  # this client never opened a GET stream
-    mana_kit.pipeline.backends.set("image-generator", _FakeGenerator())
+    mana_kit.pipeline.backends.set(IMAGE_GENERATOR, _FakeGenerator())
     assert await mana_mcp.app.backends_changed() == 0  # nobody to push to now...
     call = {
         "jsonrpc": "2.0",

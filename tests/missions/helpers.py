@@ -22,10 +22,11 @@ from missions.models import Agent, Iteration, Mission
 from missions.runner import MissionRunner
 from missions.scheduler import Scheduler
 from missions.schema import MISSIONS_MIGRATIONS
-from missions.service import BACKEND, MissionsService
+from missions.service import MissionsService
 from missions.settings import DaemonSettings, MissionSettings
 from missions.store import MissionStore
 from missions.tools import TOOLS as MISSION_TOOLS
+from missions.view import MISSIONS
 from policy.agent_policy import AgentToolPolicy, InvokerToolRule
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
@@ -252,12 +253,14 @@ def build_pipeline(
     allowlist = DestructiveAllowlist(db, registry, accounts=accounts, clock=clock)
     gate = PolicyGate(PolicySettings(rate_limit=rate_limit), allowlist, registry=registry)
     service = MissionsService(db, accounts, clock=clock)
+    backends = Backends()
+    backends.set(MISSIONS, service)
     pipeline = Pipeline(
         registry,
         db,
         accounts=accounts,
         gate=gate,
-        backends=Backends({BACKEND: service}),
+        backends=backends,
         clock=clock,
         offer=InvokerToolRule(),
     )

@@ -25,7 +25,7 @@ import pytest
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
 from missions.cadence import IntervalCadence
-from missions.service import BACKEND, MissionsService
+from missions.view import MISSIONS
 from policy.agent_policy import AgentToolPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ async def seed(
     """Users, one agent each, due hourly missions; returns the mission ids."""
     ids = []
     async with open_runtime(Settings.load({"db": str(db)}, environ=env), create=True) as rt:
-        service = rt.backends.get(BACKEND, MissionsService)
+        service = rt.backends.get(MISSIONS)
         for u in range(users):
             user = await rt.accounts.create_user(f"p{u}@procs.test")
             space = await rt.accounts.personal_space(user.id)

@@ -6,11 +6,11 @@ not soft-deleted, active space only, no fallback to the personal space.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from tool_registry.context import ToolContext
+from tool_registry.context import BackendKey, ToolContext
 from tool_registry.errors import ToolError
 from tool_registry.models import RecordId, ToolInput, ToolOutput
 from tool_registry.spec import ToolSpec
@@ -19,7 +19,6 @@ from tool_registry.store.records import Filter, Record
 MODULE = "me"
 REFERENCE_IMAGES = "reference_images"
 GENERATED_IMAGES = "generated_images"
-IMAGE_GENERATOR = "image-generator"
 
 ImageKind = Literal["face", "fullbody", "halfbody", "hands", "reference"]
 PrimaryFor = Literal["avatar", "face-ref", "body-ref"]
@@ -104,6 +103,7 @@ class GeneratedImage(ToolOutput):
     height: int
 
 
+@runtime_checkable
 class ImageGenerator(Protocol):
     """Backend contract for `image-generator`: turn a prompt plus reference photos into one
     image URL. Implementations call an outside service."""
@@ -111,6 +111,9 @@ class ImageGenerator(Protocol):
     async def generate(
         self, prompt: str, references: list[ReferenceImage], size: str
     ) -> GeneratedImage: ...
+
+
+IMAGE_GENERATOR: BackendKey[ImageGenerator] = BackendKey("image-generator", ImageGenerator)
 
 
 class GenerateInput(ToolInput):
@@ -149,7 +152,7 @@ async def generate_with_reference(inp: GenerateInput, ctx: ToolContext) -> Gener
             reason="invalid-reference",
         )
     refs = [ReferenceImage.of(usable[i]) for i in inp.reference_image_ids]
-    generator = ctx.backends.get(IMAGE_GENERATOR, ImageGenerator)  # type: ignore[type-abstract]
+    generator = ctx.backend(IMAGE_GENERATOR)
     image = await generator.generate(inp.prompt, refs, inp.size)
     rec = await ctx.store.insert(
         GENERATED_IMAGES,
@@ -182,7 +185,7 @@ GENERATE_WITH_REFERENCE = ToolSpec(
     module=MODULE,
     scope="user-space",
     policy_hint="write",
-    requires=(IMAGE_GENERATOR,),
+    requires=(IMAGE_GENERATOR.name,),
     open_world=True,
     input=GenerateInput,
     output=GenerationResult,
