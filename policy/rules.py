@@ -39,13 +39,11 @@ become plain ones), and every run of whitespace and underscores becomes one spac
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -116,30 +114,12 @@ class PolicyContext:
     invoker: str = "cli"
 
 
-@cache
-def _format_characters() -> re.Pattern[str]:
-    """Every format character (Unicode category Cf) this Python knows, as ranges of one
-    character class; built on first use (a scan of all code points, ~60 ms once per process)
-    rather than at import, as ASCII text never needs it."""
-    ranges: list[list[int]] = []
-    for cp in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(cp)) == "Cf":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    body = "".join(
-        re.escape(chr(lo)) + ("" if lo == hi else "-" + re.escape(chr(hi))) for lo, hi in ranges
-    )
-    return re.compile(f"[{body}]+")
-
-
 def _without_format_characters(text: str) -> str:
     # Format characters are not printable; most text, once its usual whitespace is set aside,
-    # is, and skips the (slower) character-class pass.
+    # is, and skips the per-character pass. Only non-printable characters are looked up.
     if text.replace("\n", " ").replace("\t", " ").replace("\r", " ").isprintable():
         return text
-    return _format_characters().sub("", text)
+    return "".join(c for c in text if c.isprintable() or unicodedata.category(c) != "Cf")
 
 
 def comparable(text: str) -> str:
