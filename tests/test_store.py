@@ -18,7 +18,14 @@ import pytest
 
 from tool_registry.clock import FixedClock
 from tool_registry.errors import ConflictError, NotAMemberError, ToolError, ValidationFailed
-from tool_registry.store import Accounts, Filter, ScopedStore, database, open_database
+from tool_registry.store import (
+    Accounts,
+    Filter,
+    ScopedStore,
+    SqliteDatabase,
+    database,
+    open_database,
+)
 from tool_registry.store import audit as audit_module
 from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
 from tool_registry.store.database import Database, Migration
@@ -405,6 +412,7 @@ async def test_a_cancelled_write_unit_ends_on_the_writer(
     kept: bool,
 ) -> None:
     db = await open_database(tmp_path / "c.db", [PAIRS])
+    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
     gate = _Gate()
     if step == "begin":
         monkeypatch.setattr(database, "_begin", gate.wrap(database._begin))
@@ -445,6 +453,7 @@ async def test_cancelling_write_units_at_random_points_never_wedges_the_writer(
     by an anyio scope or `Task.cancel()`: the writer is never left in a transaction, every unit
     is stored whole or not at all, and writes still go through afterwards."""
     db = await open_database(tmp_path / "r.db", [PAIRS])
+    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
     rng = random.Random(10)
     outcomes: Counter[str] = Counter()
 
@@ -471,6 +480,7 @@ async def test_a_cancelled_audit_flush_loses_and_repeats_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = await open_database(tmp_path / "a.db")
+    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
     audit = AuditLog(db, flush_delay=60)
     for i in range(5):
         audit.enqueue(_audit_row(i))
@@ -573,6 +583,7 @@ async def test_probe_write_reports_a_writer_left_inside_a_transaction(
     """The wedge the issue describes (the writer connection stuck in BEGIN IMMEDIATE) is what
     `/health` must notice: the probe cannot take the write lock then."""
     db = await open_database(tmp_path / "w.db")
+    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
     monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
     await db._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))  # simulate the wedge
     wedged = await db.probe_write()

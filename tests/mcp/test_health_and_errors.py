@@ -19,7 +19,7 @@ from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.modules import build_registry
 from tool_registry.spec import ToolSpec
 from tool_registry.store import database
-from tool_registry.store.database import Transaction
+from tool_registry.store.database import SqliteDatabase, Transaction
 from tool_registry.testing import ToolKit, tool_kit
 
 
@@ -29,6 +29,7 @@ async def test_health_is_503_with_the_reason_while_the_database_cannot_take_a_wr
     monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
     async with mana_mcp.http() as http:
         healthy = await http.get("/health")
+        assert isinstance(mana_kit.db, SqliteDatabase)
         other = sqlite3.connect(mana_kit.db.path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:

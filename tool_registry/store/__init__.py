@@ -6,16 +6,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tool_registry.store.accounts import Accounts, Space, SpaceAccess, User
-from tool_registry.store.database import Database, Migration, Transaction
+from tool_registry.store.database import Database, Migration, SqliteDatabase, Transaction
 from tool_registry.store.migrations import CORE_MIGRATIONS
+from tool_registry.store.postgres import PostgresDatabase, is_postgres_url
 from tool_registry.store.records import Filter, Record, ScopedStore
 
 
 async def open_database(
-    path: Path | str, extra_migrations: Sequence[Migration] = (), *, readers: int = 4
+    target: Path | str,
+    extra_migrations: Sequence[Migration] = (),
+    *,
+    readers: int = 4,
+    create: bool = True,
 ) -> Database:
-    """Open (creating if needed) a database with the core schema plus `extra_migrations`."""
-    return await Database.open(path, [*CORE_MIGRATIONS, *extra_migrations], readers=readers)
+    """Open the database at `target` with the core schema plus `extra_migrations`: a
+    `postgresql://` URL opens PostgreSQL, anything else is a SQLite file path (created if
+    needed). With `create=False` an uninitialised PostgreSQL database is refused instead of
+    migrated (the CLI checks a SQLite file's existence itself)."""
+    migrations = [*CORE_MIGRATIONS, *extra_migrations]
+    if is_postgres_url(target):
+        return await PostgresDatabase.open(str(target), migrations, readers=readers, create=create)
+    return await SqliteDatabase.open(target, migrations, readers=readers)
 
 
 __all__ = [
@@ -24,10 +35,12 @@ __all__ = [
     "Database",
     "Filter",
     "Migration",
+    "PostgresDatabase",
     "Record",
     "ScopedStore",
     "Space",
     "SpaceAccess",
+    "SqliteDatabase",
     "Transaction",
     "User",
     "open_database",

@@ -20,13 +20,15 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
+
+from tool_registry.store.connection import Dialect
 
 T = TypeVar("T")
 
@@ -43,6 +45,9 @@ class Migration:
     version: int
     name: str
     sql: str
+    # The same step in PostgreSQL's dialect, when `sql` is not portable (same number, so both
+    # backends go through the same versions).
+    postgres: str | None = None
 
 
 def _casefold(value: object) -> str | None:
@@ -63,10 +68,54 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Transaction:
+class Transaction(Protocol):
+    """A write transaction held by the current task; `run` executes work inside it."""
+
+    open: bool
+
+    async def run(self, fn: Callable[[Any], T]) -> T: ...
+
+
+class Database(Protocol):
+    """The contract both backends keep (`SqliteDatabase` here, `PostgresDatabase` in
+    `tool_registry.store.postgres`). Work is a synchronous function of one connection
+    (`tool_registry.store.connection.Conn`) run as a unit on a database thread: once handed
+    over it runs to its end, whatever cancellation arrives meanwhile (re-raised afterwards)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Read-only work; each statement sees committed data."""
+        ...
+
+    async def write(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        on_commit: Callable[[T], None] | None = None,
+        serialised: bool = True,
+    ) -> T:
+        """`fn` in a write transaction of its own (joining the current task's `transaction()`
+        if it holds one). Serialised writes run one at a time across every process on the
+        database; `serialised=False` is for units built for concurrency (row locks)."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction held across awaits by the current task."""
+        ...
+
+    async def probe_write(self, wait_seconds: float | None = None) -> str | None:
+        """None when a write could start now, else why not (for health endpoints)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteTransaction:
     """A write transaction on the writer connection; `run` executes work inside it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         self.open = True
 
@@ -81,11 +130,13 @@ class Transaction:
 # The transaction the current task holds, if any: `Database.write` called inside it (e.g. by a
 # backend that a write tool's handler uses) joins it instead of waiting for the writer lock the
 # same task already holds, and its work commits or rolls back with the tool's own.
-_ACTIVE: ContextVar[Transaction | None] = ContextVar("mana_active_transaction", default=None)
+_ACTIVE: ContextVar[SqliteTransaction | None] = ContextVar("mana_active_transaction", default=None)
 
 
-class Database:
-    """One SQLite database file. Create with `await Database.open(path, migrations)`."""
+class SqliteDatabase:
+    """One SQLite database file. Create with `await SqliteDatabase.open(path, migrations)`."""
+
+    dialect: Dialect = "sqlite"
 
     def __init__(self, path: Path, *, readers: int = 4) -> None:
         self.path = path
@@ -102,7 +153,7 @@ class Database:
     @classmethod
     async def open(
         cls, path: Path | str, migrations: Sequence[Migration] = (), *, readers: int = 4
-    ) -> Database:
+    ) -> SqliteDatabase:
         db_path = Path(path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(db_path, readers=readers)
@@ -160,7 +211,7 @@ class Database:
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader_connection()))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread,
         as one unit that cancellation cannot split (see the module docstring): the writer lock
         is released only after the writer has left the transaction."""
@@ -171,7 +222,7 @@ class Database:
                     await self._end_unit(self._rollback_unit, cancelled)
                 raise cancelled
             begun.result()  # BEGIN failed (e.g. another process held the lock too long)
-            tx = Transaction(self)
+            tx = SqliteTransaction(self)
             token = _ACTIVE.set(tx)
             try:
                 yield tx
@@ -201,6 +252,7 @@ class Database:
         fn: Callable[[sqlite3.Connection], T],
         *,
         on_commit: Callable[[T], None] | None = None,
+        serialised: bool = True,
     ) -> T:
         """Run `fn` in its own short write transaction: BEGIN, work and COMMIT in one hop to the
         writer thread (a third of the hand-offs of `transaction()`), a unit cancellation cannot
@@ -209,7 +261,8 @@ class Database:
         can tell a committed write from one that never happened.
 
         Inside a `transaction()` of this database held by the current task, `fn` joins that
-        transaction instead (and commits or rolls back with it: `on_commit` is refused there)."""
+        transaction instead (and commits or rolls back with it: `on_commit` is refused there).
+        SQLite has one writer, so every write is serialised whatever `serialised` says."""
         active = _ACTIVE.get()
         if active is not None and active.open and active._db is self:
             if on_commit is not None:
