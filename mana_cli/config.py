@@ -82,10 +82,24 @@ def _optional(raw: str | None) -> str | None:
     return raw.strip() if raw is not None and raw.strip() else None
 
 
+def _database_url(raw: Raw) -> str | None:
+    text = raw.text.strip()
+    if not text:
+        return None
+    if not text.startswith(("postgresql://", "postgres://")):
+        # The value is not echoed: a URL may carry a password.
+        raise ValidationFailed(
+            f"{raw.source} is not a PostgreSQL URL (postgresql://user:password@host:port/db)"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".mana")
     db_path: Path = Path(".mana/mana.db")
+    # PostgreSQL instead of the embedded file (`--database-url`, env MANA_DATABASE_URL).
+    database_url: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = 3069
     env: str = "development"
@@ -104,6 +118,20 @@ class Settings:
     user: str | None = None
     space: str | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def database(self) -> str:
+        """What `open_database` opens: the PostgreSQL URL when one is set, else the file."""
+        return self.database_url if self.database_url is not None else str(self.db_path)
+
+    @property
+    def database_label(self) -> str:
+        """The database for messages and logs: host:port/name or the file path, no password."""
+        if self.database_url is not None:
+            from tool_registry.store.postgres import describe_url
+
+            return "postgresql://" + describe_url(self.database_url)
+        return str(self.db_path)
 
     @classmethod
     def load(
@@ -130,6 +158,7 @@ class Settings:
 
         data_dir = Path(pick("data_dir", "MANA_DATA_DIR", ".mana")).expanduser()
         db_path = Path(pick("db", "MANA_DB", str(data_dir / "mana.db"))).expanduser()
+        database_url = _database_url(get("database_url", "MANA_DATABASE_URL", ""))
         host = validate_host(get("host", "MANA_HOST", "127.0.0.1"))
         port = get("port", "MANA_PORT", "3069").integer(low=1, high=65535)
         mode = get("env", "MANA_ENV", "development")
@@ -153,6 +182,7 @@ class Settings:
         return cls(
             data_dir=data_dir,
             db_path=db_path,
+            database_url=database_url,
             host=host,
             port=port,
             env=mode.text,

@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mana: error: {message} (see `{self.prog} --help`)\n")
 
 
-GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--data-dir", "--db", "--log-level"})
+GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--data-dir", "--db", "--database-url", "--log-level"})
 
 
 def selected_group(argv: Sequence[str]) -> str | None:
@@ -44,6 +44,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
     parser.add_argument("--data-dir", help="data directory (default ./.mana, env MANA_DATA_DIR)")
     parser.add_argument("--db", help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL instead of the SQLite file: postgresql://user:password@host:port/db "
+        "(env MANA_DATABASE_URL)",
+    )
     parser.add_argument(
         "--log-level",
         help="debug, info, warning or error (env MANA_LOG_LEVEL; default info for serve, run and "
@@ -70,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_logs: bool | None = None
     try:
         settings = Settings.load(
-            {"data_dir": args.data_dir, "db": args.db, "log_level": args.log_level},
+            {
+                "data_dir": args.data_dir,
+                "db": args.db,
+                "database_url": args.database_url,
+                "log_level": args.log_level,
+            },
             default_log_level="INFO" if server else "WARNING",
         )
         json_logs = settings.log_json

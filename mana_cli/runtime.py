@@ -106,6 +106,8 @@ class DatabaseMissing(ManaError):
 def require_database(settings: Settings) -> None:
     """Refuse to go on when `settings.db_path` does not exist, naming the path and the two ways
     out, so a typo in `--data-dir` never leaves an empty database behind."""
+    if settings.database_url is not None:
+        return  # PostgreSQL: `open_database(create=False)` refuses an uninitialised database
     if not settings.db_path.is_file():
         raise DatabaseMissing(
             f"no database at {settings.db_path}: run `mana init` to create one, or point "
@@ -121,11 +123,11 @@ async def open_runtime(
     test fixtures) may create the database and its directory; otherwise it must exist."""
     clock = clock or SystemClock()
     registry = build_runtime_registry(settings.environ)
-    if create:
+    if create and settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    else:
+    elif not create:
         require_database(settings)
-    db = await open_database(settings.db_path, EXTRA_MIGRATIONS)
+    db = await open_database(settings.database, EXTRA_MIGRATIONS, create=create)
     backends = build_backends(settings)
     accounts = Accounts(db, clock)
     try:

@@ -17,5 +17,5 @@ def register(sub: Any) -> None:
 async def init(args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings, create=True):
         pass
-    print(f"initialised {settings.db_path}")
+    print(f"initialised {settings.database_label}")
     return 0

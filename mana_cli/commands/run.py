@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
         if await rt.accounts.user_by_email(DEMO_EMAIL) is None:
             print((await seed_demo(rt)).summary())
-        print(f"database: {settings.db_path}")
+        print(f"database: {settings.database_label}")
         await show_demo(rt)
         if settings.jwks_url:
             token.append("<a token from your Mana auth server>")

@@ -157,7 +157,7 @@ async def serve_http(
             log.info(
                 "serving MCP over HTTP",
                 url=endpoint_url(settings),
-                database=str(settings.db_path),
+                database=settings.database_label,
                 env=settings.env,
                 tools=len(rt.registry),
             )

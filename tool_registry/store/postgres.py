@@ -57,9 +57,11 @@ class DatabaseUnavailable(ManaError):
     reason = "unavailable"
 
 
-class DatabaseUnreachable(RuntimeError):
+class DatabaseUnreachable(ManaError):
     """Raised at start-up: the URL does not lead to a usable database. One line, naming the host
     and the database, never the password."""
+
+    reason = "database-unreachable"
 
 
 def is_postgres_url(target: object) -> bool:

@@ -35,6 +35,43 @@ async def mana_mcp(mana_kit: ToolKit, tmp_path: Path) -> AsyncIterator[McpTestSe
         yield server
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mana-backend",
+        choices=("both", *BACKENDS),
+        default=os.environ.get("MANA_TEST_BACKEND", "both"),
+        help="which database backend(s) `database_target` tests run on (env MANA_TEST_BACKEND; "
+        "default both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses `database_target` (directly or through a fixture such as
+    `mana_kit`) runs once per backend: `test_x[sqlite]` and `test_x[postgres]`."""
+    if "database_target" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--mana-backend")
+        backends = BACKENDS if chosen == "both" else (chosen,)
+        metafunc.parametrize("database_target", backends, indirect=True)
+
+
+@pytest.fixture
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """What `open_database` / `tool_kit` / `mana --database-url` get for this test's backend: a
+    SQLite file path in `tmp_path`, or the URL of a fresh PostgreSQL database (dropped after)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield str(tmp_path / "mana.db")
+        return
+    admin_url: str = request.getfixturevalue("postgres_url")
+    from tool_registry.testing.postgres import temporary_database
+
+    with temporary_database(admin_url) as url:
+        yield url
+
+
 def _postgres_unavailable(reason: str) -> NoReturn:
     """Skip, except under `CI=true`, where the PostgreSQL leg is mandatory."""
     if os.environ.get("CI", "").lower() == "true":
