@@ -22,7 +22,6 @@ persona.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +41,7 @@ from personas.store import (
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, PermissionDeniedError
 from tool_registry.store.accounts import Accounts, User
+from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
 
 Work = Callable[[], Awaitable[None]]
@@ -382,7 +382,7 @@ async def cleanup(
     if not ids:
         return result
 
-    def work(conn: sqlite3.Connection) -> None:
+    def work(conn: Conn) -> None:
         found = persona_cleanup(conn, ids, delete=not dry_run)
         result.spaces = found.spaces
         result.memberships = [

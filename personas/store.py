@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from tool_registry.clock import Clock, SystemClock, iso, parse_iso
+from tool_registry.store.connection import Conn, Row
 from tool_registry.store.database import Database
 
 ActionResult = Literal["ok", "error"]
@@ -91,7 +91,7 @@ class ModuleStats:
     errors: int = 0
 
 
-def _persona(row: sqlite3.Row) -> PersonaRow:
+def _persona(row: Row) -> PersonaRow:
     return PersonaRow(
         user_id=row["user_id"],
         email=row["email"],
@@ -251,7 +251,7 @@ class PersonaStore:
         same tick that made more calls); returns how many were deleted."""
         kept = sorted(keep)
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: Conn) -> int:
             rows = conn.execute(
                 "SELECT id FROM persona_actions WHERE tick_id = ? AND persona_id = ?",
                 (tick, persona_id),
@@ -279,7 +279,7 @@ class PersonaStore:
             for m, (r, n) in sorted(ratings.items())
         ]
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: Conn) -> None:
             conn.execute(
                 "DELETE FROM persona_feedback WHERE tick_id = ? AND persona_id = ?",
                 (tick, persona_id),
@@ -348,7 +348,7 @@ class PersonaStore:
     async def module_stats(self, start: datetime, end: datetime) -> dict[str, ModuleStats]:
         """Per module, over [start, end): ratings and actions of all personas."""
 
-        def work(conn: sqlite3.Connection) -> dict[str, ModuleStats]:
+        def work(conn: Conn) -> dict[str, ModuleStats]:
             lo, hi = iso(start), iso(end)
             stats: dict[str, ModuleStats] = {}
             for r in conn.execute(
@@ -358,7 +358,8 @@ class PersonaStore:
             ):
                 stats[r["module"]] = ModuleStats(r["module"], int(r["n"]), float(r["avg"]))
             for r in conn.execute(
-                "SELECT module, count(*) AS n, sum(result = 'error') AS errors "
+                "SELECT module, count(*) AS n, "
+                "sum(CASE WHEN result = 'error' THEN 1 ELSE 0 END) AS errors "
                 "FROM persona_actions WHERE at >= ? AND at < ? GROUP BY module",
                 (lo, hi),
             ):
@@ -413,16 +414,14 @@ class SpaceMember:
     role: str
 
 
-def persona_profile(conn: sqlite3.Connection, user_id: str) -> PersonaProfile | None:
+def persona_profile(conn: Conn, user_id: str) -> PersonaProfile | None:
     row = conn.execute("SELECT * FROM personas WHERE user_id = ?", (user_id,)).fetchone()
     if row is None:
         return None
     return PersonaProfile(row["archetype"], row["system_prompt"], row["module_mix"], row["cadence"])
 
 
-def upsert_persona(
-    conn: sqlite3.Connection, user_id: str, profile: PersonaProfile, *, now: str
-) -> None:
+def upsert_persona(conn: Conn, user_id: str, profile: PersonaProfile, *, now: str) -> None:
     conn.execute(
         "INSERT INTO personas (user_id, archetype, system_prompt, module_mix, cadence, "
         "created_at, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE "
@@ -441,7 +440,7 @@ def upsert_persona(
     )
 
 
-def rename_persona_user(conn: sqlite3.Connection, user_id: str, name: str, *, now: str) -> None:
+def rename_persona_user(conn: Conn, user_id: str, name: str, *, now: str) -> None:
     """Rename a persona user (a user of another kind is left alone)."""
     conn.execute(
         "UPDATE users SET name = ?, updated_at = ? WHERE id = ? AND kind = 'persona'",
@@ -449,7 +448,7 @@ def rename_persona_user(conn: sqlite3.Connection, user_id: str, name: str, *, no
     )
 
 
-def space_by_slug(conn: sqlite3.Connection, slug: str) -> SeededSpace | None:
+def space_by_slug(conn: Conn, slug: str) -> SeededSpace | None:
     row = conn.execute(
         "SELECT s.*, u.kind AS creator_kind FROM spaces s "
         "LEFT JOIN users u ON u.id = s.created_by WHERE s.slug = ?",
@@ -460,7 +459,7 @@ def space_by_slug(conn: sqlite3.Connection, slug: str) -> SeededSpace | None:
     return SeededSpace(row["id"], row["name"], row["type"], row["creator_kind"])
 
 
-def space_members(conn: sqlite3.Connection, space_id: str) -> list[SpaceMember]:
+def space_members(conn: Conn, space_id: str) -> list[SpaceMember]:
     rows = conn.execute(
         "SELECT u.email, u.kind, m.role FROM memberships m JOIN users u "
         "ON u.id = m.user_id WHERE m.space_id = ?",
@@ -469,11 +468,11 @@ def space_members(conn: sqlite3.Connection, space_id: str) -> list[SpaceMember]:
     return [SpaceMember(r["email"], r["kind"], r["role"]) for r in rows]
 
 
-def remove_member(conn: sqlite3.Connection, space_id: str, user_id: str) -> None:
+def remove_member(conn: Conn, space_id: str, user_id: str) -> None:
     conn.execute("DELETE FROM memberships WHERE space_id = ? AND user_id = ?", (space_id, user_id))
 
 
-def rename_space(conn: sqlite3.Connection, space_id: str, name: str) -> None:
+def rename_space(conn: Conn, space_id: str, name: str) -> None:
     conn.execute("UPDATE spaces SET name = ? WHERE id = ?", (name, space_id))
 
 
@@ -487,16 +486,15 @@ class CleanupRows:
     new_owners: list[tuple[str, str]]  # (email, slug)
 
 
-def persona_cleanup(
-    conn: sqlite3.Connection, user_ids: Sequence[str], *, delete: bool
-) -> CleanupRows:
+def persona_cleanup(conn: Conn, user_ids: Sequence[str], *, delete: bool) -> CleanupRows:
     """What deleting `user_ids` removes: the spaces whose every member is one of them (and
     those they created that have no members), their memberships, the records they authored
     anywhere plus every record of those spaces, and the member who becomes owner of each kept
     space whose owners all go (the longest-standing admin, else member). With `delete`, the
     same rows are then deleted, in the caller's unit."""
     # Temp tables (connection-local, never persisted) hold the ids, so every statement is
-    # plain SQL with no id lists spliced in.
+    # plain SQL with no id lists spliced in. A pooled PostgreSQL connection keeps its temp
+    # tables between units, so they are emptied before use as well as after.
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_users (id TEXT PRIMARY KEY)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _doomed_spaces (id TEXT PRIMARY KEY)")
     conn.execute("DELETE FROM _doomed_users")
@@ -512,7 +510,7 @@ def persona_cleanup(
         conn.execute("DELETE FROM _doomed_spaces")
 
 
-def _plan_cleanup(conn: sqlite3.Connection) -> CleanupRows:
+def _plan_cleanup(conn: Conn) -> CleanupRows:
     conn.execute(
         "INSERT INTO _doomed_spaces (id) SELECT s.id FROM spaces s "
         "WHERE (s.created_by IN (SELECT id FROM _doomed_users) "
@@ -547,10 +545,10 @@ def _plan_cleanup(conn: sqlite3.Connection) -> CleanupRows:
     return CleanupRows(spaces, memberships, records_by_space, owners)
 
 
-def _new_owners(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def _new_owners(conn: Conn) -> list[Row]:
     """For each kept space whose owners are all being deleted: the member who takes over (the
     longest-standing admin, else the longest-standing member)."""
-    return conn.execute(
+    rows: list[Row] = conn.execute(
         "SELECT s.id AS space_id, s.slug, u.id AS user_id, u.email FROM spaces s "
         "JOIN users u ON u.id = (SELECT m.user_id FROM memberships m WHERE m.space_id = s.id "
         "AND m.user_id NOT IN (SELECT id FROM _doomed_users) "
@@ -562,9 +560,10 @@ def _new_owners(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         "AND m.role = 'owner' AND m.user_id NOT IN (SELECT id FROM _doomed_users)) "
         "ORDER BY s.slug"
     ).fetchall()
+    return rows
 
 
-def _delete_doomed(conn: sqlite3.Connection) -> None:
+def _delete_doomed(conn: Conn) -> None:
     for r in _new_owners(conn):
         conn.execute(
             "UPDATE memberships SET role = 'owner' WHERE space_id = ? AND user_id = ?",
@@ -585,7 +584,7 @@ def _delete_doomed(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM users WHERE id IN (SELECT id FROM _doomed_users)")
 
 
-def _action(r: sqlite3.Row) -> Action:
+def _action(r: Row) -> Action:
     return Action(
         tick_id=r["tick_id"],
         call_index=r["call_index"],
