@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mana_cli.config import Settings
+from mana_http.schema import HTTP_MIGRATIONS
 from missions.schema import MISSIONS_MIGRATIONS
 from missions.service import MissionsService
 from missions.settings import MissionSettings
@@ -18,6 +19,8 @@ from personas.schema import PERSONAS_MIGRATIONS
 from policy.agent_policy import InvokerToolRule
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
+from policy.rate_limit import SharedRateLimitLog
+from policy.schema import POLICY_MIGRATIONS
 from policy.settings import PolicySettings
 from tool_registry.clock import Clock, SystemClock
 from tool_registry.context import Backends
@@ -33,6 +36,8 @@ from tool_registry.store import Accounts, Database, Migration, open_database
 EXTRA_MIGRATIONS: tuple[Migration, ...] = ()
 EXTRA_MIGRATIONS += PERSONAS_MIGRATIONS
 EXTRA_MIGRATIONS += MISSIONS_MIGRATIONS
+EXTRA_MIGRATIONS += HTTP_MIGRATIONS
+EXTRA_MIGRATIONS += POLICY_MIGRATIONS
 
 
 @dataclass
@@ -48,11 +53,16 @@ class Runtime:
 
 
 def build_gate(settings: Settings, db: Database, registry: Registry, clock: Clock) -> PolicyGate:
-    """The policy gate, configured from `MANA_POLICY_MODE`, `MANA_RATE_LIMIT(S)`, ..."""
+    """The policy gate, configured from `MANA_POLICY_MODE`, `MANA_RATE_LIMIT(S)`, ...; its
+    rate-limit log is the database's, shared with every other process on it."""
+    policy = PolicySettings.from_env(settings.environ)
     return PolicyGate(
-        PolicySettings.from_env(settings.environ),
+        policy,
         DestructiveAllowlist(db, registry, clock=clock),
         registry=registry,
+        rate_log=SharedRateLimitLog(
+            db, window_seconds=policy.window_seconds, max_events=policy.max_limit
+        ),
     )
 
 

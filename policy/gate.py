@@ -1,9 +1,12 @@
 """`PolicyGate`: the pipeline's gate. One per process, built in the composition root.
 
-Per call: load the space's destructive allowlist (only for destructive tools), then, under the
-rate-limit log's lock and with no await in between, run `evaluate` on this user's recent calls
-of the tool and record the call if it may run. Then apply the mode, count the decision and log
-denials.
+Per call: load the space's destructive allowlist (only for destructive tools) and apply the
+rules that do not depend on earlier calls (`standing_denial`): a call they deny in enforce mode
+is decided there, without the rate-limit log. Otherwise the log's `admit` decides the rate limit
+on this user's recent calls of the tool and records the call if it may run, atomically (with the
+shared log: one write unit in the database). Then the input is checked for injection markers,
+the decision is counted and denials are logged. The decision equals `evaluate`'s, with the mode
+applied.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from policy.metrics import PolicyMetrics
-from policy.rate_limit import RateLimitLog
+from policy.rate_limit import RateLimitLog, RateLog
 from policy.rules import (
     ALLOW_DECISION,
     EMPTY,
@@ -23,7 +26,9 @@ from policy.rules import (
     PolicyContext,
     apply_mode,
     decision_kind,
-    evaluate,
+    input_flag,
+    rate_limit_denial,
+    standing_denial,
 )
 from policy.settings import PolicySettings
 from tool_registry.gate import Decision, GateRequest
@@ -38,7 +43,8 @@ class AllowlistSource(Protocol):
 
 class PolicyGate:
     """Implements `tool_registry.gate.Gate`. `metrics` counts every decision by (decision,
-    reason, mode); `rate_log` holds the recent invocations of this process."""
+    reason, mode); `rate_log` holds the recent invocations: the composition root passes the
+    database's `SharedRateLimitLog`; without one the gate keeps its own in-memory log."""
 
     def __init__(
         self,
@@ -47,12 +53,12 @@ class PolicyGate:
         *,
         registry: Registry | None = None,
         metrics: PolicyMetrics | None = None,
-        rate_log: RateLimitLog | None = None,
+        rate_log: RateLog | None = None,
     ) -> None:
         self.settings = settings.with_registry(registry) if registry is not None else settings
         self.allowlist = allowlist
         self.metrics = metrics or PolicyMetrics()
-        self.rate_log = rate_log or RateLimitLog(
+        self.rate_log: RateLog = rate_log or RateLimitLog(
             window_seconds=self.settings.window_seconds,
             max_events=self.settings.max_limit,
             max_users=self.settings.max_users,
@@ -76,7 +82,6 @@ class PolicyGate:
             except Exception:
                 # Fail closed: without the list, destructive tools are denied.
                 log.exception("could not read the destructive allowlist", space=request.space.id)
-        # From here on nothing awaits: check and record are atomic for concurrent calls.
         context = PolicyContext(
             user_id=request.call.user_id,
             space_id=request.space.id,
@@ -85,16 +90,23 @@ class PolicyGate:
             invoker=request.call.invoker,
         )
         now = request.now.timestamp()
-        parsed = request.parsed_input
+        standing = standing_denial(spec, context, settings)
+        raw: Decision | None = standing
+        if standing is not None and mode == "enforce":
+            # Denied whatever the history: decided without the log, and not recorded in it.
+            effective = standing
+        else:
 
-        raw = ALLOW_DECISION
+            def decide(recent: Sequence[float]) -> Decision:
+                nonlocal raw
+                if raw is None:
+                    raw = rate_limit_denial(spec, settings, recent, now)
+                return apply_mode(raw, mode) if raw is not None else ALLOW_DECISION
 
-        def decide(recent: Sequence[float]) -> Decision:
-            nonlocal raw
-            raw = evaluate(spec, context, parsed, settings, recent, now)
-            return apply_mode(raw, mode)
-
-        effective = self.rate_log.check_and_record(context.user_id, spec.name, now, decide)
+            effective = await self.rate_log.admit(context.user_id, spec.name, now, decide)
+        if raw is None:
+            raw = input_flag(spec, request.parsed_input) or ALLOW_DECISION
+            effective = raw
         kind = decision_kind(raw)
         self.metrics.count(kind, raw.reason, mode)
         if kind != "allow":

@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from policy.gate import PolicyGate
 from policy.metrics import DecisionKey
+from policy.rate_limit import RateLimitLog
 from policy.settings import PolicySettings
 from tests.policy.policy_helpers import (
     ADMIN,
@@ -85,6 +86,7 @@ async def test_log_only_rate_limit_records_the_calls_it_lets_through() -> None:
     assert [d.reason for d in results] == ["allowed", "allowed"] + ["rate-limit-exceeded"] * 2
     assert g.metrics.get("deny", "rate-limit-exceeded", "log-only") == 2
     assert g.metrics.get("allow", "allowed", "log-only") == 2
+    assert isinstance(g.rate_log, RateLimitLog)  # without a database: in memory
     assert g.rate_log.size().events == 2  # bounded by the largest limit
 
 
@@ -94,6 +96,7 @@ async def test_off_mode_allows_everything_without_evaluating() -> None:
         d = await g.check(request(spec, parsed=inp(INJECTED)))
         assert d.allow and d.reason == "policy-off" and not d.flagged
     assert allowlist.reads == 0
+    assert isinstance(g.rate_log, RateLimitLog)
     assert g.rate_log.size().events == 0
     assert g.metrics.snapshot() == {DecisionKey("allow", "policy-off", "off"): 3}
 
