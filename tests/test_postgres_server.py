@@ -12,10 +12,14 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from mana_cli.runtime import EXTRA_MIGRATIONS
+from tool_registry.store.migrations import CORE_MIGRATIONS
+from tool_registry.store.postgres import migrate
 from tool_registry.testing.postgres import (
     DIR_PREFIX,
     OWNER_FILE,
     PostgresNotFound,
+    TemplateDatabases,
     find_pg_bindir,
     reap_stale,
     temporary_database,
@@ -59,6 +63,62 @@ def test_test_databases_are_isolated(postgres_url: str) -> None:
         name = first.rsplit("/", 1)[1]
         gone = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         assert gone is None
+
+
+def _database_exists(admin_url: str, name: str) -> bool:
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def test_fresh_databases_start_with_the_runtime_schema_and_stay_apart(
+    postgres_databases: TemplateDatabases,
+) -> None:
+    expected = {(m.component, m.version) for m in (*CORE_MIGRATIONS, *EXTRA_MIGRATIONS)}
+    with postgres_databases.fresh() as first, postgres_databases.fresh() as second:
+        assert first != second
+        with psycopg.connect(first) as conn:
+            applied = set(conn.execute("SELECT component, version FROM schema_migrations"))
+            conn.execute(
+                "INSERT INTO users (id, email, name, kind, created_at, updated_at) VALUES "
+                "('u1', 'a@mana.test', 'A', 'human', '2026-01-01T00:00:00.000Z', "
+                "'2026-01-01T00:00:00.000Z')"
+            )
+        with psycopg.connect(second) as conn:
+            users = conn.execute("SELECT count(*) FROM users").fetchone()
+    assert applied == expected
+    assert users == (0,)
+    assert not _database_exists(postgres_databases.admin_url, first.rsplit("/", 1)[1])
+
+
+def test_database_target_on_postgres_is_a_copy_of_the_template(database_target: str) -> None:
+    if not database_target.startswith("postgresql://"):
+        pytest.skip("the SQLite leg is a path to a file not created yet")
+    with psycopg.connect(database_target) as conn:
+        found = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+    assert found == (len(CORE_MIGRATIONS) + len(EXTRA_MIGRATIONS),)
+
+
+def test_template_databases_survive_a_lost_admin_connection(postgres_url: str) -> None:
+    databases = TemplateDatabases(postgres_url, lambda conn: migrate(conn, CORE_MIGRATIONS))
+    databases.start()
+    template = databases.template
+    assert template is not None
+    try:
+        with databases.fresh():
+            pass
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            killed = admin.execute(  # what a server restart does to the admin connection
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (databases.application_name,),
+            ).fetchall()
+        assert killed
+        with databases.fresh() as url, psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+    finally:
+        databases.close()
+    assert not _database_exists(postgres_url, template)
 
 
 def test_throwaway_server_listens_on_loopback_only(postgres_url: str) -> None:

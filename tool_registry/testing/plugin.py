@@ -1,10 +1,11 @@
 """pytest plugin (auto-loaded via the `pytest11` entry point): `mana_kit` and `mana_mcp`
-fixtures, and `postgres_url` / `postgres_database` for tests that need a real PostgreSQL."""
+fixtures, `database_target` (each test once per backend), and `postgres_url` /
+`postgres_database` / `postgres_databases` for tests that need a real PostgreSQL."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -13,14 +14,17 @@ import pytest_asyncio
 
 from tool_registry.testing import ToolKit, tool_kit
 
-if TYPE_CHECKING:  # the MCP layer is imported only when the fixture is used
+if TYPE_CHECKING:  # the MCP layer and psycopg are imported only when a fixture needs them
     from mana_http.testing import McpTestServer
+    from tool_registry.store import Migration
+    from tool_registry.testing.postgres import TemplateDatabases
 
 
 @pytest_asyncio.fixture
-async def mana_kit(tmp_path: Path) -> AsyncIterator[ToolKit]:
-    """A `ToolKit` over every bundled module on a fresh SQLite file in `tmp_path`."""
-    async with tool_kit(tmp_path / "mana.db") as kit:
+async def mana_kit(database_target: str) -> AsyncIterator[ToolKit]:
+    """A `ToolKit` over every bundled module on a fresh database of each backend (through
+    `database_target`, so a test using it runs once per backend)."""
+    async with tool_kit(database_target) as kit:
         yield kit
 
 
@@ -60,16 +64,43 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """What `open_database` / `tool_kit` / `mana --database-url` get for this test's backend: a
-    SQLite file path in `tmp_path`, or the URL of a fresh PostgreSQL database (dropped after)."""
+    SQLite file path in `tmp_path` (no file yet), or the URL of a fresh PostgreSQL database
+    that already holds the schema (`postgres_databases`' template), dropped after the test."""
     backend = getattr(request, "param", "sqlite")
     if backend == "sqlite":
         yield str(tmp_path / "mana.db")
         return
-    admin_url: str = request.getfixturevalue("postgres_url")
-    from tool_registry.testing.postgres import temporary_database
-
-    with temporary_database(admin_url) as url:
+    databases: TemplateDatabases = request.getfixturevalue("postgres_databases")
+    with databases.fresh() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def database_template_migrations() -> Sequence[Migration]:
+    """The migrations, beside the core ones, that every PostgreSQL `database_target` database
+    starts with. None here; an application's conftest.py overrides this fixture with its own
+    (Mana's suite: the runtime's), so a test pays for a copy instead of a migration."""
+    return ()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases(
+    postgres_url: str, database_template_migrations: Sequence[Migration]
+) -> Iterator[TemplateDatabases]:
+    """Fresh databases on the session's server, each a copy of a template migrated once with
+    the core migrations plus `database_template_migrations`; the template is dropped at the
+    session's end."""
+    from tool_registry.store.migrations import CORE_MIGRATIONS
+    from tool_registry.store.postgres import migrate
+    from tool_registry.testing.postgres import TemplateDatabases
+
+    migrations = [*CORE_MIGRATIONS, *database_template_migrations]
+    databases = TemplateDatabases(postgres_url, lambda conn: migrate(conn, migrations))
+    databases.start()
+    try:
+        yield databases
+    finally:
+        databases.close()
 
 
 def _postgres_unavailable(reason: str) -> NoReturn:
