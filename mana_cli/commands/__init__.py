@@ -28,6 +28,7 @@ COMMAND_GROUPS: dict[str, tuple[str, str]] = {
     "proposals": ("mana_cli.commands.proposals", "list, approve or reject calls agents proposed"),
     "daemon": ("mana_cli.commands.daemon", "run due missions on their cadence"),
     "personas": ("mana_cli.commands.personas", "simulated users: seed, run, report ratings"),
+    "db": ("mana_cli.commands.db", "copy a database between SQLite and PostgreSQL"),
 }
 
 
