@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .support import DEMO_EMAIL, REPO, mana_argv, mana_env
+from .support import DEMO_EMAIL, REPO, Installation, Where, mana_argv
 
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -38,15 +38,15 @@ class RawStdio:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(
-        cls, data_dir: Path, name: str, env: Mapping[str, str] | None = None
-    ) -> RawStdio:
-        stderr = data_dir / f"{name}.err"
+    async def start(cls, where: Where, name: str, env: Mapping[str, str] | None = None) -> RawStdio:
+        """`mana serve --stdio --as demo` on `where`'s database (SQLite file or PostgreSQL)."""
+        installation = Installation.of(where)
+        stderr = installation.data_dir / f"{name}.err"
         with stderr.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                *mana_argv(data_dir, "serve", "--stdio", "--as", DEMO_EMAIL),
+                *mana_argv(installation.data_dir, "serve", "--stdio", "--as", DEMO_EMAIL),
                 cwd=REPO,
-                env=mana_env(env),
+                env=installation.env(env),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeAlias
 
 import httpx
 import httpx2
@@ -27,9 +27,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mana_auth import KeyStore, TokenIssuer
 from mana_cli.config import Settings
 from mana_cli.demo import BRAND_SLUG, DEMO_EMAIL, seed_demo
-from mana_cli.runtime import open_runtime
+from mana_cli.runtime import EXTRA_MIGRATIONS, open_runtime
 from policy.allowlist import DestructiveAllowlist
 from tool_registry.registry import Registry
+from tool_registry.store import open_database
+from tool_registry.store.postgres import is_postgres_url
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +48,65 @@ BRAND_IMAGES = {"ref_demo_brand_half"}
 
 
 @dataclass(frozen=True)
-class World:
+class Installation:
+    """What a Mana process under test runs on: its data directory (signing keys, logs) and its
+    database, the SQLite file (default `DATA_DIR/mana.db`) or a PostgreSQL URL (a
+    `database_target`). Child processes get the database in their environment (`MANA_DB` or
+    `MANA_DATABASE_URL`), never on the command line, where `ps` would show a password."""
+
     data_dir: Path
+    database: str
+
+    @classmethod
+    def of(cls, where: Where) -> Installation:
+        """`where` itself, or for a bare data directory the SQLite file in it."""
+        if isinstance(where, Installation):
+            return where
+        return cls(where, str(where / "mana.db"))
+
+    @property
+    def database_url(self) -> str | None:
+        return self.database if is_postgres_url(self.database) else None
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        return "postgres" if self.database_url is not None else "sqlite"
+
+    def settings(self) -> Settings:
+        """The settings a process on this installation loads (no other environment)."""
+        return Settings.load({"data_dir": str(self.data_dir), **self._flag()}, environ={})
+
+    def flags(self) -> list[str]:
+        """Global CLI flags for an in-process `mana_cli.main.main([...])` call."""
+        ((name, value),) = self._flag().items()
+        return ["--data-dir", str(self.data_dir), "--" + name.replace("_", "-"), value]
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A child process's environment: `mana_env(extra)` plus this database."""
+        var = "MANA_DATABASE_URL" if self.database_url is not None else "MANA_DB"
+        return mana_env({var: self.database, **(extra or {})})
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of one read (`?` placeholders, SQL both backends accept), through the store
+        layer like any process: what tests check after the processes under test are done."""
+        db = await open_database(self.database, EXTRA_MIGRATIONS, create=False)
+        try:
+            return await db.read(lambda c: [tuple(r) for r in c.execute(sql, params).fetchall()])
+        finally:
+            await db.close()
+
+    def _flag(self) -> dict[str, str]:
+        if self.database_url is not None:
+            return {"database_url": self.database_url}
+        return {"db": self.database}
+
+
+Where: TypeAlias = Path | Installation
+
+
+@dataclass(frozen=True)
+class World:
+    installation: Installation
     demo_id: str
     personal_id: str
     brand_id: str
@@ -55,17 +114,21 @@ class World:
     bob_id: str
     bob_space_id: str  # bob's team space; demo is not a member
 
+    @property
+    def data_dir(self) -> Path:
+        return self.installation.data_dir
+
     def token(self, user_id: str, *, email: str | None = None, ttl: int = 900) -> str:
         issuer = TokenIssuer(KeyStore(self.data_dir))
         return issuer.issue(user_id, email=email, ttl=timedelta(seconds=ttl)).token
 
 
-def settings_for(data_dir: Path) -> Settings:
-    return Settings.load({"data_dir": str(data_dir)}, environ={})
+def settings_for(where: Where) -> Settings:
+    return Installation.of(where).settings()
 
 
-async def _seed(data_dir: Path) -> World:
-    async with open_runtime(settings_for(data_dir), create=True) as rt:
+async def _seed(installation: Installation) -> World:
+    async with open_runtime(installation.settings(), create=True) as rt:
         report = await seed_demo(rt)
         demo = report.user
         bob = await rt.accounts.create_user(BOB_EMAIL, name="Bob", password=BOB_PASSWORD)
@@ -75,7 +138,7 @@ async def _seed(data_dir: Path) -> World:
         allowlist = DestructiveAllowlist(rt.db, rt.registry, accounts=rt.accounts)
         await allowlist.allow(demo.id, None, ["notes.delete"], acknowledge=True)
         return World(
-            data_dir=data_dir,
+            installation=installation,
             demo_id=demo.id,
             personal_id=report.personal.id,
             brand_id=report.brand.id,
@@ -85,21 +148,23 @@ async def _seed(data_dir: Path) -> World:
         )
 
 
-async def server_registry(data_dir: Path) -> Registry:
+async def server_registry(where: Where) -> Registry:
     """The registry exactly as the server process builds it (bundled modules plus the tools the
     composition root adds)."""
-    async with open_runtime(settings_for(data_dir)) as rt:
+    async with open_runtime(settings_for(where)) as rt:
         return rt.registry
 
 
-def seed_world(data_dir: Path) -> World:
-    """Demo dataset plus Bob (a family space demo belongs to, a team space demo does not)."""
-    return asyncio.run(seed_world_async(data_dir))
+def seed_world(where: Where) -> World:
+    """Demo dataset plus Bob (a family space demo belongs to, a team space demo does not), in
+    `where`: a data directory (its SQLite file) or an `Installation` on either backend."""
+    return asyncio.run(seed_world_async(where))
 
 
-async def seed_world_async(data_dir: Path) -> World:
-    world = await _seed(data_dir)
-    KeyStore(data_dir).ensure()
+async def seed_world_async(where: Where) -> World:
+    installation = Installation.of(where)
+    world = await _seed(installation)
+    KeyStore(installation.data_dir).ensure()
     return world
 
 
@@ -122,10 +187,12 @@ def mana_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class ServerProcess:
-    """`python -m mana_cli --data-dir D serve --http --port P` on 127.0.0.1."""
+    """`python -m mana_cli --data-dir D serve --http --port P` on 127.0.0.1, on the
+    installation's database (SQLite file or PostgreSQL URL)."""
 
-    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
-        self.data_dir = data_dir
+    def __init__(self, where: Where, *, env: Mapping[str, str] | None = None) -> None:
+        self.installation = Installation.of(where)
+        self.data_dir = data_dir = self.installation.data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mcp_url = f"{self.url}/mcp"
@@ -134,7 +201,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             mana_argv(data_dir, "serve", "--http", "--port", str(self.port)),
             cwd=REPO,
-            env=mana_env(env),
+            env=self.installation.env(env),
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )
@@ -212,18 +279,19 @@ def _append(path: Path) -> TextIO:
 
 @asynccontextmanager
 async def stdio_client_for(
-    data_dir: Path,
+    where: Where,
     *args: str,
     mode: Mode = "auto",
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Client]:
+    installation = Installation.of(where)
     params = StdioServerParameters(
         command=PY,
-        args=mana_argv(data_dir, "serve", "--stdio", *args)[1:],
-        env=mana_env(env),
+        args=mana_argv(installation.data_dir, "serve", "--stdio", *args)[1:],
+        env=installation.env(env),
         cwd=str(REPO),
     )
-    with _append(data_dir / "stdio.err") as errlog:
+    with _append(installation.data_dir / "stdio.err") as errlog:
         async with Client(
             stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=30
         ) as client:
@@ -263,7 +331,9 @@ __all__ = [
     "DEMO_EMAIL",
     "MODES",
     "PERSONAL_IMAGES",
+    "Installation",
     "ServerProcess",
+    "Where",
     "World",
     "http_client",
     "raw_post",

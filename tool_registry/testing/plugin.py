@@ -4,6 +4,7 @@ fixtures, `database_target` (each test once per backend), and `postgres_url` /
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -53,26 +54,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that uses `database_target` (directly or through a fixture such as
-    `mana_kit`) runs once per backend: `test_x[sqlite]` and `test_x[postgres]`."""
-    if "database_target" in metafunc.fixturenames:
+    """Every test that uses `database_backend` (directly or through a fixture such as
+    `database_target` or `mana_kit`) runs once per backend: `test_x[sqlite]` and
+    `test_x[postgres]`. The parameter is module-scoped, so a module's shared fixtures (one
+    server for a module's tests) are built once per backend."""
+    if "database_backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--mana-backend")
         backends = BACKENDS if chosen == "both" else (chosen,)
-        metafunc.parametrize("database_target", backends, indirect=True)
+        metafunc.parametrize("database_backend", backends, indirect=True, scope="module")
 
 
-@pytest.fixture
-def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """What `open_database` / `tool_kit` / `mana --database-url` get for this test's backend: a
-    SQLite file path in `tmp_path` (no file yet), or the URL of a fresh PostgreSQL database
-    that already holds the schema (`postgres_databases`' template), dropped after the test."""
-    backend = getattr(request, "param", "sqlite")
+@pytest.fixture(scope="module")
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "postgres": the backend this test, and its module's shared fixtures, run on."""
+    backend: str = getattr(request, "param", "sqlite")
+    return backend
+
+
+@contextlib.contextmanager
+def new_database(request: pytest.FixtureRequest, backend: str, sqlite_path: Path) -> Iterator[str]:
+    """A new database for `backend`, what `open_database` and `mana --database-url` take: the
+    SQLite path `sqlite_path` (no file yet), or the URL of a fresh PostgreSQL database that
+    already holds the schema (`postgres_databases`' template), dropped at the block's end. For
+    fixtures of any scope; `database_target` is the per-test one."""
     if backend == "sqlite":
-        yield str(tmp_path / "mana.db")
+        yield str(sqlite_path)
         return
     databases: TemplateDatabases = request.getfixturevalue("postgres_databases")
     with databases.fresh() as url:
         yield url
+
+
+@pytest.fixture
+def database_target(
+    request: pytest.FixtureRequest, database_backend: str, tmp_path: Path
+) -> Iterator[str]:
+    """This test's database on its backend (see `new_database`): `tmp_path / "mana.db"` or a
+    fresh PostgreSQL database."""
+    with new_database(request, database_backend, tmp_path / "mana.db") as target:
+        yield target
 
 
 @pytest.fixture(scope="session")
