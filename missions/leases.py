@@ -1,9 +1,19 @@
-"""Who holds a mission's lease, and whether that holder is still alive.
+"""Who holds a mission's lease, whether that holder is still alive, and the fence every write of
+an iteration passes.
 
-A lease is two columns on the mission row (`lease_owner`, `lease_expires_at`), taken with an
-atomic `UPDATE ... WHERE` inside a `BEGIN IMMEDIATE` transaction, renewed while the iteration
+A lease is three columns on the mission row (`lease_owner`, `lease_expires_at`, `lease_epoch`),
+taken with an atomic `UPDATE ... WHERE` on a row the claim holds locked (SQLite: the `BEGIN
+IMMEDIATE` writer; PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED`), renewed while the iteration
 runs and released when it finishes. Two daemons on one database therefore never run one mission
 at the same time.
+
+Fencing: `lease_epoch` goes up with every claim and every takeover (recovery of an interrupted
+iteration). The claim hands the runner a `Lease` (mission, owner, epoch), the iteration row
+stores the epoch, and every write the iteration makes (progress, tokens, proposals, its end,
+the next run, the release) first checks, in its own transaction and holding the mission row,
+that the mission still carries that owner and epoch; otherwise the unit raises `LeaseLost` and
+rolls back. A daemon that lost its lease (paused past expiry, partitioned, presumed dead) can
+therefore never commit after another one took over.
 
 An owner id is `host:pid:start:token` (`start` is the process start time from `/proc`, so a
 reused pid is not mistaken for the old process). When a lease's holder is a process on this host
@@ -19,6 +29,25 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from tool_registry.errors import ManaError
+
+
+class LeaseLost(ManaError):
+    """The mission's lease is no longer the one this iteration was claimed under (expired and
+    taken over, or recovered): the write was refused and its unit rolled back."""
+
+    reason = "lease-lost"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The claim an iteration runs under: its writes commit only while the mission still carries
+    this owner and epoch."""
+
+    mission_id: str
+    owner: str
+    epoch: int
 
 
 def _process_start(pid: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -11,6 +10,7 @@ from typing import Any, Literal, get_args
 from missions.cadence import Cadence, cadence_from_json, cadence_to_json, describe
 from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import parse_iso
+from tool_registry.store.connection import Row
 
 AgentState = Literal["active", "paused", "archived"]
 MissionState = Literal["active", "paused", "done", "archived"]
@@ -55,7 +55,7 @@ class Agent:
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Agent:
+    def from_row(cls, row: Row) -> Agent:
         return cls(
             id=row["id"],
             space_id=row["space_id"],
@@ -117,7 +117,7 @@ class Mission:
     agent_name: str | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Mission:
+    def from_row(cls, row: Row) -> Mission:
         keys = row.keys()
         return cls(
             id=row["id"],
@@ -265,7 +265,7 @@ class Iteration:
     transcript: list[Any] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row, *, with_transcript: bool = False) -> Iteration:
+    def from_row(cls, row: Row, *, with_transcript: bool = False) -> Iteration:
         transcript = None
         if with_transcript and row["transcript"]:
             transcript = json.loads(row["transcript"])
@@ -353,7 +353,7 @@ class Proposal:
     expires_at: str
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Proposal:
+    def from_row(cls, row: Row) -> Proposal:
         return cls(
             id=row["id"],
             iteration_id=row["iteration_id"],
@@ -406,7 +406,7 @@ class Skip:
     count: int
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Skip:
+    def from_row(cls, row: Row) -> Skip:
         return cls(
             row["mission_id"],
             row["window_at"],

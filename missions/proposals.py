@@ -1,6 +1,6 @@
 """Proposals: tool calls an agent wanted but its policy said `propose`.
 
-- Staging (the runner): the call is stored with the model's rationale and a fingerprint,
+- Staging (the runner, fenced by the iteration's lease like all its writes): the call is stored with the model's rationale and a fingerprint,
   sha256 of the tool name and the canonical JSON of the arguments. The call's idempotency key is
   stored too (`call_key`, unique), so a mission re-run after a crash finds the proposal it
   already made instead of making a second one.
@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from missions.leases import Lease
 from missions.models import Mission, Proposal
 from missions.settings import MissionSettings
 from missions.store import MissionStore, dump_json, mark_step_sql, settle_iteration_sql
+from missions.store.fencing import fence_sql
 from missions.store.proposals import (
     ClaimRow,
     approved_claim_sql,
@@ -52,6 +53,7 @@ from tool_registry.errors import (
 from tool_registry.membership import is_manager, require_member
 from tool_registry.pipeline import Outcome, Pipeline
 from tool_registry.store.accounts import Accounts
+from tool_registry.store.connection import Conn
 
 
 def canonical_arguments(arguments: Any) -> str:
@@ -75,6 +77,7 @@ async def stage_proposal(
     store: MissionStore,
     settings: MissionSettings,
     *,
+    lease: Lease,
     iteration_id: str,
     mission: Mission,
     call_id: str,
@@ -85,7 +88,8 @@ async def stage_proposal(
     call_key: str | None,
 ) -> Staged:
     """Store a proposal, or find the one a previous attempt of the same run already stored
-    (same `call_key`); a still-pending one moves to the new iteration."""
+    (same `call_key`); a still-pending one moves to the new iteration. Fenced by the iteration's
+    `lease`: `LeaseLost` (nothing staged or moved) once another daemon took the mission over."""
     now = store.now()
     stamp = iso(now)
     expires = iso(now + settings.proposal_expiry)
@@ -93,7 +97,8 @@ async def stage_proposal(
     proposal_id = store.clock.new_id("prp")
     print_ = fingerprint(tool, arguments)
 
-    def work(conn: sqlite3.Connection) -> Staged:
+    def work(conn: Conn) -> Staged:
+        fence_sql(conn, lease)
         if call_key is not None:
             found = proposal_by_call_key_sql(conn, call_key)
             if found is not None:
@@ -258,13 +263,13 @@ class ProposalService:
             stale = held is not None and (held.claimed_at is None or held.claimed_at <= fresh_after)
             return held is not None and not (stale or waited_out)
 
-        def claimed(conn: sqlite3.Connection) -> ClaimRow | None:
+        def claimed(conn: Conn) -> ClaimRow | None:
             return approved_claim_sql(conn, proposal.id)
 
         if proposal.status == "approved" and live(await self.store.db.read(claimed)):
             return None  # another approval is running it: wait without taking the writer
 
-        def work(conn: sqlite3.Connection) -> Claim | None:
+        def work(conn: Conn) -> Claim | None:
             row = claim_pending_sql(
                 conn, proposal.id, user_id=user_id, key=key, claim_id=claim_id, now=stamp
             )
@@ -301,7 +306,7 @@ class ProposalService:
         (it took over this claim), that record stands and is returned."""
         result = dump_json(outcome.public())
 
-        def work(conn: sqlite3.Connection) -> Proposal:
+        def work(conn: Conn) -> Proposal:
             if outcome.status == "denied":
                 # Nothing ran: back to pending, so it can be approved once the policy allows.
                 if reopen_denied_sql(conn, proposal.id, result=result):
@@ -340,7 +345,7 @@ class ProposalService:
         stamp = iso(self.store.now())
         result = dump_json({"note": note.strip()}) if note and note.strip() else None
 
-        def work(conn: sqlite3.Connection) -> Proposal:
+        def work(conn: Conn) -> Proposal:
             if not reject_sql(conn, proposal.id, user_id=user_id, now=stamp, result=result):
                 raise ConflictError(f"proposal {proposal.id} was decided meanwhile")
             mark_step_sql(conn, proposal.iteration_id, proposal.id, proposal_status="rejected")

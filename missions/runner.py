@@ -55,6 +55,7 @@ from agent_loop.tools import (
     RegistryTools,
 )
 from missions.cadence import CronCadence, DailyCadence, WeeklyCadence, zone
+from missions.leases import Lease, LeaseLost
 from missions.llm import LLMSetup
 from missions.metrics import MissionMetrics
 from missions.models import Agent, Iteration, Mission, PlanStep
@@ -192,11 +193,13 @@ class IterationRecorder:
     def __init__(
         self,
         store: MissionStore,
+        lease: Lease,
         iteration_id: str,
         cancel: CancelFlag,
         metrics: MissionMetrics | None,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.iteration_id = iteration_id
         self.cancel = cancel
         self.metrics = metrics
@@ -215,6 +218,7 @@ class IterationRecorder:
 
     async def _save(self, *, plan: bool = False, usage: bool = False) -> None:
         cancel = await self.store.save_progress(
+            self.lease,
             self.iteration_id,
             phase=self.phase,
             round_=self.round,
@@ -323,7 +327,9 @@ class MissionRunner:
         (the iteration is `failed` with the error), only re-raises asyncio cancellation after
         recording it."""
         cancel = cancel or CancelFlag()
-        recorder = IterationRecorder(self.store, claim.iteration_id, cancel, self.metrics)
+        recorder = IterationRecorder(
+            self.store, claim.lease, claim.iteration_id, cancel, self.metrics
+        )
         if self.metrics is not None:
             self.metrics.missions_run.inc()
         end: IterationEnd
@@ -334,6 +340,11 @@ class MissionRunner:
             end = self._failed(recorder, SHUTDOWN, "the run was stopped by a shutdown", retry=True)
             await asyncio.shield(self._finish(claim, end))
             raise
+        except LeaseLost as exc:
+            # Another daemon took the mission over (this one was paused or cut off past its
+            # lease): the refused write rolled back, and so will the finish below.
+            log.warning("mission lease lost; iteration stops", iteration=claim.iteration_id)
+            end = self._failed(recorder, type(exc).__name__, exc.message)
         except ManaError as exc:
             log.warning("mission iteration failed", iteration=claim.iteration_id, reason=exc.reason)
             end = self._failed(recorder, type(exc).__name__, exc.message)
@@ -369,6 +380,7 @@ class MissionRunner:
             staged = await stage_proposal(
                 self.store,
                 self.settings,
+                lease=claim.lease,
                 iteration_id=claim.iteration_id,
                 mission=mission,
                 call_id=request.call.id,

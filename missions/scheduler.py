@@ -1,6 +1,9 @@
 """Scheduling transactions: claim due missions, recover interrupted iterations, finish an
-iteration and compute the next run. Each runs inside one `BEGIN IMMEDIATE` transaction, so
-concurrent daemons (threads or processes) on one database see each other's claims.
+iteration and compute the next run. Each is one write unit, so concurrent daemons (threads or
+processes) on one database see each other's claims: on SQLite a `BEGIN IMMEDIATE` transaction
+(one writer at a time); on PostgreSQL a claim is not serialised with other writes but holds the
+rows it decides on (`FOR UPDATE SKIP LOCKED` on missions and agents, so several daemons claim
+side by side, each passing over what another one is deciding on).
 
 Claim (per tick, as many as this daemon has free slots):
 
@@ -14,25 +17,26 @@ Claim (per tick, as many as this daemon has free slots):
 3. per mission, check its agent: paused, archived, budget 0, or out of its rolling-24 h token
    budget -> the window is skipped (reason recorded in `mission_skips`, next run = the next
    cadence time); at its concurrency limit -> skipped for now (recorded) and left due;
-4. otherwise take the lease and insert the iteration (`running`, phase `starting`) in the same
-   transaction: the agent's running count is exact across daemons.
+4. otherwise take the lease (its epoch goes up: `missions.leases`) and insert the iteration
+   (`running`, phase `starting`, with that epoch) in the same transaction: the agent's running
+   count is exact across daemons (the agent's row is held while the claim decides).
 
 Finish: the iteration's record and the mission's next run (success: next cadence time after
 now, so a missed window runs once; failure: exponential backoff within the window; shutdown:
 due again at once; none when the mission was completed or archived while it ran) and the lease
-release are one transaction.
+release are one transaction, fenced: it commits only while the mission still carries the
+claim's lease (`fence_sql`); otherwise nothing of it is written.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from missions.cadence import next_run
-from missions.leases import holder_is_dead
+from missions.leases import Lease, LeaseLost, holder_is_dead
 from missions.models import RETIRED_MISSION_STATES, Agent, Mission, PlanStep
 from missions.settings import MissionSettings
 from missions.store import (
@@ -41,6 +45,7 @@ from missions.store import (
     running_count_sql,
     tokens_used_sql,
 )
+from missions.store.fencing import LockMode, fence_sql
 from missions.store.scheduling import (
     agent_sql,
     back_off_sql,
@@ -53,6 +58,7 @@ from missions.store.scheduling import (
     fail_iteration_sql,
     fail_runner_iterations_sql,
     finish_iteration_sql,
+    lock_mission_sql,
     mark_skipped_sql,
     mission_in_space_sql,
     mission_row_sql,
@@ -71,6 +77,7 @@ from missions.store.scheduling import (
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ConflictError, NotFoundError
 from tool_registry.store.accounts import Space
+from tool_registry.store.connection import Conn, Row
 from tool_registry.store.database import Database
 
 log = structlog.get_logger("mana.missions.scheduler")
@@ -94,6 +101,12 @@ class Claim:
     attempt: int
     tokens_used: int
     owner: str
+    epoch: int
+
+    @property
+    def lease(self) -> Lease:
+        """The lease every write of this iteration is fenced by."""
+        return Lease(self.mission.id, self.owner, self.epoch)
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,7 @@ class _AgentSlot:
     used: int | None
 
 
-def _lease_free(row: sqlite3.Row, now: str) -> bool:
+def _lease_free(row: Row, now: str) -> bool:
     owner = row["lease_owner"]
     if owner is None:
         return True
@@ -176,11 +189,13 @@ class Scheduler:
         (never recovered)."""
         now = self.clock.now()
         due_at = min(as_of, now) if as_of is not None else now
-        return await self.db.write(lambda conn: self._claim_due(conn, now, due_at, limit, own))
+        return await self.db.write(
+            lambda conn: self._claim_due(conn, now, due_at, limit, own), serialised=False
+        )
 
     def _claim_due(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         now: datetime,
         due_at: datetime,
         limit: int,
@@ -189,12 +204,12 @@ class Scheduler:
         report = ClaimReport(recovered=self._recover(conn, now, own))
         stamp = iso(now)
         due_stamp = iso(due_at)
-        slots: dict[str, _AgentSlot] = {}
-        last_at, last_rowid = "", 0
+        slots: dict[str, _AgentSlot | None] = {}
+        last_at, last_id = "", ""
         while True:
-            rows = due_batch_sql(conn, due_stamp, after=(last_at, last_rowid), limit=CLAIM_BATCH)
+            rows = due_batch_sql(conn, due_stamp, after=(last_at, last_id), limit=CLAIM_BATCH)
             for row in rows:
-                last_at, last_rowid = row["next_run_at"], row["rid"]
+                last_at, last_id = row["next_run_at"], row["id"]
                 if len(report.claimed) >= limit:
                     report.more_due = True
                     return report
@@ -214,18 +229,26 @@ class Scheduler:
                 return report
 
     def _slot(
-        self, conn: sqlite3.Connection, slots: dict[str, _AgentSlot], agent_id: str, now: datetime
+        self,
+        conn: Conn,
+        slots: dict[str, _AgentSlot | None],
+        agent_id: str,
+        now: datetime,
+        *,
+        lock: LockMode = "skip",
     ) -> _AgentSlot | None:
-        slot = slots.get(agent_id)
-        if slot is None:
-            agent = agent_sql(conn, agent_id)
-            if agent is None:
-                return None
+        """The agent's slot, its row held for the unit. None when the agent is gone or (lock
+        `skip`) another claim holds it: its missions wait for a later tick."""
+        if agent_id in slots:
+            return slots[agent_id]
+        agent = agent_sql(conn, agent_id, lock=lock)
+        slot = None
+        if agent is not None:
             used = None
             if agent.max_tokens_per_day:
                 used = tokens_used_sql(conn, agent_id, iso(now - BUDGET_WINDOW))
             slot = _AgentSlot(agent, running_count_sql(conn, agent_id), used)
-            slots[agent_id] = slot
+        slots[agent_id] = slot
         return slot
 
     @staticmethod
@@ -249,8 +272,8 @@ class Scheduler:
 
     def _record_skip(
         self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        conn: Conn,
+        row: Row,
         reason: tuple[str, str | None],
         now: datetime,
     ) -> None:
@@ -270,8 +293,8 @@ class Scheduler:
 
     def _take(
         self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        conn: Conn,
+        row: Row,
         slot: _AgentSlot,
         now: datetime,
         *,
@@ -289,7 +312,7 @@ class Scheduler:
             window = None
             run_key = f"{mission_id}@run-now:{iteration_id}"
             attempt = 1
-        taken = take_lease_sql(
+        epoch = take_lease_sql(
             conn,
             mission_id,
             owner=self.owner,
@@ -297,7 +320,7 @@ class Scheduler:
             now=stamp,
             seen_owner=row["lease_owner"],
         )
-        if not taken:  # pragma: no cover - we hold the write lock and checked the lease
+        if epoch is None:  # pragma: no cover - we hold the mission's row and checked the lease
             raise ConflictError(f"mission {mission_id} is already claimed")
         start_iteration_sql(
             conn,
@@ -310,6 +333,7 @@ class Scheduler:
             run_key=run_key,
             attempt=attempt,
             runner=self.owner,
+            epoch=epoch,
             now=stamp,
         )
         mission = claimed_mission_sql(conn, mission_id)
@@ -327,6 +351,7 @@ class Scheduler:
             if slot.used is not None
             else tokens_used_sql(conn, row["agent_id"], iso(now - BUDGET_WINDOW)),
             owner=self.owner,
+            epoch=epoch,
         )
 
     async def claim_now(self, space_id: str, mission_id: str) -> Claim:
@@ -334,10 +359,14 @@ class Scheduler:
         when it is running elsewhere or its agent cannot run (with the reason)."""
         now = self.clock.now()
 
-        def work(conn: sqlite3.Connection) -> Claim:
+        def work(conn: Conn) -> Claim:
+            # Hold the mission's row first (waiting for a claim deciding on it), then recover
+            # and read it as it is now.
+            if mission_in_space_sql(conn, mission_id, space_id) is None:
+                raise NotFoundError(f"no mission {mission_id!r} in this space")
             self._recover(conn, now, frozenset(), mission_id=mission_id)
             row = mission_in_space_sql(conn, mission_id, space_id)
-            if row is None:
+            if row is None:  # pragma: no cover - we hold the row
                 raise NotFoundError(f"no mission {mission_id!r} in this space")
             if row["state"] == "archived":
                 raise ConflictError("the mission is archived")
@@ -345,7 +374,7 @@ class Scheduler:
                 raise ConflictError(
                     "the mission is running right now; wait for it or `mana missions cancel` it"
                 )
-            slot = self._slot(conn, {}, row["agent_id"], now)
+            slot = self._slot(conn, {}, row["agent_id"], now, lock="wait")
             if slot is None:
                 raise NotFoundError("the mission's agent no longer exists")
             reason = self._skip_reason(slot)
@@ -363,7 +392,7 @@ class Scheduler:
 
     def _recover(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         now: datetime,
         own: frozenset[str],
         *,
@@ -374,28 +403,28 @@ class Scheduler:
         for row in running_iterations_sql(conn, mission_id):
             if row["id"] in own:
                 continue
-            runner, holder = row["runner"], row["lease_owner"]
-            interrupted = (
-                runner == self.owner  # ours, but not running in this process any more
-                or holder is None
-                or holder != runner
-                or row["lease_expires_at"] <= stamp
-                or holder_is_dead(runner)
-            )
-            if not interrupted:
+            if not self._interrupted(row, row, stamp):
                 continue
-            fail_iteration_sql(
+            # Decide on the mission's row as it is now, held for the unit (another daemon's
+            # claim or the holder's own fenced write may hold it: then it is theirs to settle).
+            mission = lock_mission_sql(conn, row["mission_id"])
+            if mission is None or not self._interrupted(row, mission, stamp):
+                continue
+            runner = row["runner"]
+            failed = fail_iteration_sql(
                 conn,
                 row["id"],
                 error_name=INTERRUPTED,
                 message=f"the process running this iteration ({runner}) stopped before it finished",
                 now=stamp,
             )
+            if not failed:
+                continue  # it ended meanwhile
             if row["trigger"] == "schedule":
                 self._after_failure(
                     conn, row["mission_id"], now, f"{INTERRUPTED} in {row['phase']}"
                 )
-            if holder == runner:
+            if mission["lease_owner"] == runner:
                 release_lease_sql(conn, row["mission_id"], holder=runner)
             recovered.append(row["id"])
             log.warning(
@@ -407,9 +436,20 @@ class Scheduler:
             )
         return recovered
 
-    def _after_failure(
-        self, conn: sqlite3.Connection, mission_id: str, now: datetime, error: str
-    ) -> None:
+    def _interrupted(self, iteration: Row, mission: Row, stamp: str) -> bool:
+        """Whether a running iteration lost its lease: ours but not running here any more,
+        released, taken over (another holder or epoch), expired, or its holder is dead."""
+        runner, holder = iteration["runner"], mission["lease_owner"]
+        return bool(
+            runner == self.owner
+            or holder is None
+            or holder != runner
+            or mission["lease_epoch"] != iteration["iteration_epoch"]
+            or mission["lease_expires_at"] <= stamp
+            or holder_is_dead(runner)
+        )
+
+    def _after_failure(self, conn: Conn, mission_id: str, now: datetime, error: str) -> None:
         """Count a failure; from the second one in a row (an interruption) or the first one (a
         failed run, see `finish`) the next attempt waits for the backoff."""
         row = mission_row_sql(conn, mission_id)
@@ -425,8 +465,8 @@ class Scheduler:
 
     def _backoff(
         self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        conn: Conn,
+        row: Row,
         failures: int,
         now: datetime,
         error: str,
@@ -458,7 +498,7 @@ class Scheduler:
         now = self.clock.now()
         expires = iso(now + self.settings.lease)
 
-        def work(conn: sqlite3.Connection) -> set[str]:
+        def work(conn: Conn) -> set[str]:
             renew_leases_sql(conn, self.owner, expires=expires)
             return cancel_requested_of_sql(conn, self.owner)
 
@@ -470,7 +510,7 @@ class Scheduler:
         now = self.clock.now()
         stamp = iso(now)
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: Conn) -> int:
             fail_runner_iterations_sql(
                 conn,
                 self.owner,
@@ -486,13 +526,14 @@ class Scheduler:
 
     async def finish(self, claim: Claim, end: IterationEnd) -> bool:
         """Record the iteration's end, schedule the mission's next run and release the lease,
-        in one transaction. False when the iteration was taken from us meanwhile (recovered as
-        interrupted by another process); then nothing is changed."""
+        in one fenced transaction. False when the lease was taken from us meanwhile (recovered
+        as interrupted, or claimed by another process); then nothing is changed."""
         now = self.clock.now()
         stamp = iso(now)
         error = f"{end.error_name}: {end.error_message}" if end.error_name else None
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: Conn) -> bool:
+            fence_sql(conn, claim.lease)
             finished = finish_iteration_sql(
                 conn,
                 claim.iteration_id,
@@ -512,11 +553,10 @@ class Scheduler:
             if not finished:
                 return False
             row = mission_row_sql(conn, claim.mission.id)
-            if row is None:
+            if row is None:  # pragma: no cover - the fence holds the mission's row
                 return True
-            if row["lease_owner"] == self.owner:
-                release_after_run_sql(conn, claim.mission.id, status=end.status, now=stamp)
-            if claim.trigger != "schedule" or row["lease_owner"] != self.owner:
+            release_after_run_sql(conn, claim.mission.id, status=end.status, now=stamp)
+            if claim.trigger != "schedule":
                 return True
             if row["state"] in RETIRED_MISSION_STATES:
                 # Completed or archived while this iteration ran: it finished, and nothing new
@@ -534,4 +574,8 @@ class Scheduler:
             schedule_next_sql(conn, claim.mission.id, next_at=text)
             return True
 
-        return await self.db.write(work)
+        try:
+            return await self.db.write(work)
+        except LeaseLost:
+            # Taken over while it ran: the fence refused the whole unit, nothing was written.
+            return False

@@ -10,12 +10,12 @@ scheduling transactions (claim, recover, finish) live in `missions.scheduler` an
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from missions.cadence import Cadence, cadence_to_json, next_run
+from missions.leases import Lease
 from missions.models import (
     AGENT_STATES,
     MISSION_STATES,
@@ -28,9 +28,11 @@ from missions.models import (
     Proposal,
     Skip,
 )
+from missions.store.fencing import fence_sql
 from policy.agent_policy import AgentToolPolicy
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
+from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
 
 MAX_NAME = 80
@@ -40,6 +42,13 @@ BUDGET_WINDOW = timedelta(hours=24)
 MISSION_SELECT = (
     "SELECT m.*, a.name AS agent_name FROM missions m JOIN agents a ON a.id = m.agent_id "
 )
+
+
+# Agent names are unique per space whatever their case (SQLite: `COLLATE NOCASE`; PostgreSQL:
+# a unique index on `lower(name)`): every lookup by name matches the same way on both backends,
+# and lists sort by the folded name (ASCII folding, as NOCASE does).
+AGENT_NAME_IS = "lower(name) = lower(?)"
+AGENT_NAME_ORDER = "lower(name), name, id"
 
 
 def dump_json(value: Any) -> str:
@@ -59,7 +68,7 @@ def _text(value: str, name: str, *, limit: int = MAX_TEXT, required: bool = Fals
     return value
 
 
-def tokens_used_sql(conn: sqlite3.Connection, agent_id: str, since: str) -> int:
+def tokens_used_sql(conn: Conn, agent_id: str, since: str) -> int:
     row = conn.execute(
         "SELECT COALESCE(SUM(total_tokens), 0) AS used FROM iterations "
         "WHERE agent_id = ? AND started_at > ?",
@@ -68,7 +77,7 @@ def tokens_used_sql(conn: sqlite3.Connection, agent_id: str, since: str) -> int:
     return int(row["used"])
 
 
-def running_count_sql(conn: sqlite3.Connection, agent_id: str) -> int:
+def running_count_sql(conn: Conn, agent_id: str) -> int:
     row = conn.execute(
         "SELECT COUNT(*) AS n FROM iterations WHERE agent_id = ? AND status = 'running'",
         (agent_id,),
@@ -76,7 +85,7 @@ def running_count_sql(conn: sqlite3.Connection, agent_id: str) -> int:
     return int(row["n"])
 
 
-def settle_iteration_sql(conn: sqlite3.Connection, iteration_id: str) -> bool:
+def settle_iteration_sql(conn: Conn, iteration_id: str) -> bool:
     """`awaiting-review` -> `completed` once no proposal of the iteration is still open (and the
     mission's last status follows when this was its latest iteration)."""
     row = conn.execute(
@@ -97,7 +106,7 @@ def settle_iteration_sql(conn: sqlite3.Connection, iteration_id: str) -> bool:
 
 
 def mark_step_sql(
-    conn: sqlite3.Connection,
+    conn: Conn,
     iteration_id: str,
     proposal_id: str,
     *,
@@ -152,10 +161,9 @@ class MissionStore:
         now = iso(self.now())
         agent_id = self.clock.new_id("agt")
 
-        def work(conn: sqlite3.Connection) -> Agent:
-            if conn.execute(
-                "SELECT 1 FROM agents WHERE space_id = ? AND name = ?", (space_id, name)
-            ).fetchone():
+        def work(conn: Conn) -> Agent:
+            taken = "SELECT 1 FROM agents WHERE space_id = ? AND " + AGENT_NAME_IS  # noqa: S608
+            if conn.execute(taken, (space_id, name)).fetchone():
                 raise ConflictError(f"an agent named {name!r} already exists in this space")
             conn.execute(
                 "INSERT INTO agents (id, space_id, name, role, system_prompt, memory, "
@@ -187,7 +195,7 @@ class MissionStore:
         if not include_archived:
             sql += " AND state != 'archived'"
         rows = await self.db.read(
-            lambda c: c.execute(sql + " ORDER BY name", (space_id,)).fetchall()
+            lambda c: c.execute(sql + " ORDER BY " + AGENT_NAME_ORDER, (space_id,)).fetchall()
         )
         return [Agent.from_row(r) for r in rows]
 
@@ -195,8 +203,10 @@ class MissionStore:
         """An agent of the space by id or (case-insensitive) name."""
         row = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM agents WHERE space_id = ? AND (id = ? OR name = ?) LIMIT 1",
-                (space_id, ref, ref.strip()),
+                "SELECT * FROM agents WHERE space_id = ? AND (id = ? OR "  # noqa: S608 - fixed clauses, bound values
+                + AGENT_NAME_IS
+                + ") ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1",
+                (space_id, ref, ref.strip(), ref),
             ).fetchone()
         )
         return Agent.from_row(row) if row else None
@@ -212,7 +222,7 @@ class MissionStore:
             raise ValidationFailed(f"agent state must be one of {', '.join(AGENT_STATES)}")
         now = iso(self.now())
 
-        def work(conn: sqlite3.Connection) -> Agent:
+        def work(conn: Conn) -> Agent:
             row = conn.execute(
                 "SELECT * FROM agents WHERE id = ? AND space_id = ?", (agent_id, space_id)
             ).fetchone()
@@ -259,7 +269,7 @@ class MissionStore:
         first_text = iso(first) if first else None
         mission_id = self.clock.new_id("msn")
 
-        def work(conn: sqlite3.Connection) -> Mission:
+        def work(conn: Conn) -> Mission:
             agent = conn.execute(
                 "SELECT state, name FROM agents WHERE id = ? AND space_id = ?",
                 (agent_id, space_id),
@@ -373,7 +383,7 @@ class MissionStore:
         now_dt = self.now()
         now = iso(now_dt)
 
-        def work(conn: sqlite3.Connection) -> Mission:
+        def work(conn: Conn) -> Mission:
             row = conn.execute(
                 MISSION_SELECT + "WHERE m.id = ? AND m.space_id = ?", (mission_id, space_id)
             ).fetchone()
@@ -414,7 +424,7 @@ class MissionStore:
     async def request_cancel(self, space_id: str, mission_id: str) -> list[str]:
         """Flag the mission's running iterations; the runner stops them between rounds."""
 
-        def work(conn: sqlite3.Connection) -> list[str]:
+        def work(conn: Conn) -> list[str]:
             rows = conn.execute(
                 "SELECT id FROM iterations WHERE mission_id = ? AND space_id = ? "
                 "AND status = 'running'",
@@ -474,6 +484,7 @@ class MissionStore:
 
     async def save_progress(
         self,
+        lease: Lease,
         iteration_id: str,
         *,
         phase: str,
@@ -481,7 +492,8 @@ class MissionStore:
         plan: Sequence[PlanStep] | None = None,
         usage: tuple[int, int, int] | None = None,
     ) -> bool:
-        """Record how far a running iteration got; returns whether a cancel was requested."""
+        """Record how far a running iteration got, fenced by its `lease` (`LeaseLost` when it
+        was taken over: nothing is written); returns whether a cancel was requested."""
         sets, params = ["phase = ?", "round = ?"], [phase, round_]
         if plan is not None:
             sets.append("plan = ?")
@@ -494,7 +506,8 @@ class MissionStore:
             "RETURNING cancel_requested"
         )
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: Conn) -> bool:
+            fence_sql(conn, lease)
             row = conn.execute(sql, (*params, iteration_id)).fetchone()
             return bool(row and row["cancel_requested"])
 
@@ -570,7 +583,7 @@ class MissionStore:
         """Mark pending proposals past their expiry `expired`; returns their ids."""
         stamp = iso(now or self.now())
 
-        def work(conn: sqlite3.Connection) -> list[str]:
+        def work(conn: Conn) -> list[str]:
             rows = conn.execute(
                 "UPDATE proposals SET status = 'expired', decided_at = ? "
                 "WHERE status = 'pending' AND expires_at <= ? RETURNING id, iteration_id",

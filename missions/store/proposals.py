@@ -5,10 +5,10 @@ together (a claim and its plan step, a recorded run and the iteration it settles
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from missions.models import Proposal
+from tool_registry.store.connection import Conn, Row
 
 
 @dataclass(frozen=True)
@@ -22,27 +22,25 @@ class ClaimRow:
     claimed_at: str | None
 
 
-def _claim_row(row: sqlite3.Row | None) -> ClaimRow | None:
+def _claim_row(row: Row | None) -> ClaimRow | None:
     if row is None:
         return None
     return ClaimRow(row["decided_by"], row["exec_key"], row["claim_id"], row["claimed_at"])
 
 
-def proposal_sql(conn: sqlite3.Connection, proposal_id: str) -> Proposal:
+def proposal_sql(conn: Conn, proposal_id: str) -> Proposal:
     """A proposal the caller knows exists (it just wrote or found it): internal, by id."""
     return Proposal.from_row(
         conn.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
     )
 
 
-def proposal_by_call_key_sql(conn: sqlite3.Connection, call_key: str) -> Proposal | None:
+def proposal_by_call_key_sql(conn: Conn, call_key: str) -> Proposal | None:
     row = conn.execute("SELECT * FROM proposals WHERE call_key = ?", (call_key,)).fetchone()
     return None if row is None else Proposal.from_row(row)
 
 
-def move_proposal_sql(
-    conn: sqlite3.Connection, proposal_id: str, *, iteration_id: str, call_id: str
-) -> None:
+def move_proposal_sql(conn: Conn, proposal_id: str, *, iteration_id: str, call_id: str) -> None:
     """Hand a proposal over to a later iteration (a re-run of the same run)."""
     conn.execute(
         "UPDATE proposals SET iteration_id = ?, call_id = ? WHERE id = ?",
@@ -51,7 +49,7 @@ def move_proposal_sql(
 
 
 def insert_proposal_sql(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     proposal_id: str,
     iteration_id: str,
@@ -92,7 +90,7 @@ def insert_proposal_sql(
     )
 
 
-def approved_claim_sql(conn: sqlite3.Connection, proposal_id: str) -> ClaimRow | None:
+def approved_claim_sql(conn: Conn, proposal_id: str) -> ClaimRow | None:
     """The claim on an `approved` proposal; None when it is not (or no longer) approved."""
     return _claim_row(
         conn.execute(
@@ -104,7 +102,7 @@ def approved_claim_sql(conn: sqlite3.Connection, proposal_id: str) -> ClaimRow |
 
 
 def claim_pending_sql(
-    conn: sqlite3.Connection,
+    conn: Conn,
     proposal_id: str,
     *,
     user_id: str,
@@ -126,7 +124,7 @@ def claim_pending_sql(
 
 
 def take_over_claim_sql(
-    conn: sqlite3.Connection,
+    conn: Conn,
     proposal_id: str,
     *,
     claim_id: str,
@@ -138,14 +136,15 @@ def take_over_claim_sql(
     return _claim_row(
         conn.execute(
             "UPDATE proposals SET claim_id = ?, claimed_at = ? "
-            "WHERE id = ? AND status = 'approved' AND claim_id IS ? "
+            "WHERE id = ? AND status = 'approved' "
+            "AND (claim_id = ? OR (claim_id IS NULL AND CAST(? AS TEXT) IS NULL)) "
             "RETURNING decided_by, exec_key, claim_id, claimed_at",
-            (claim_id, now, proposal_id, held_claim_id),
+            (claim_id, now, proposal_id, held_claim_id, held_claim_id),
         ).fetchone()
     )
 
 
-def reopen_denied_sql(conn: sqlite3.Connection, proposal_id: str, *, result: str) -> bool:
+def reopen_denied_sql(conn: Conn, proposal_id: str, *, result: str) -> bool:
     """An approved proposal whose call the gate denied goes back to `pending` (with the denial
     as its result); False when it was not approved any more."""
     cur = conn.execute(
@@ -154,21 +153,21 @@ def reopen_denied_sql(conn: sqlite3.Connection, proposal_id: str, *, result: str
         "result = ? WHERE id = ? AND status = 'approved'",
         (result, proposal_id),
     )
-    return cur.rowcount == 1
+    return bool(cur.rowcount == 1)
 
 
-def record_run_sql(conn: sqlite3.Connection, proposal_id: str, *, status: str, result: str) -> bool:
+def record_run_sql(conn: Conn, proposal_id: str, *, status: str, result: str) -> bool:
     """Record the run of an approved proposal (`executed` or `failed`); False when it was not
     approved any more."""
     cur = conn.execute(
         "UPDATE proposals SET status = ?, result = ? WHERE id = ? AND status = 'approved'",
         (status, result, proposal_id),
     )
-    return cur.rowcount == 1
+    return bool(cur.rowcount == 1)
 
 
 def reject_sql(
-    conn: sqlite3.Connection,
+    conn: Conn,
     proposal_id: str,
     *,
     user_id: str,
@@ -182,4 +181,4 @@ def reject_sql(
         "result = COALESCE(?, result) WHERE id = ? AND status = 'pending'",
         (user_id, now, result, proposal_id),
     )
-    return cur.rowcount == 1
+    return bool(cur.rowcount == 1)

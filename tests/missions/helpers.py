@@ -1,12 +1,15 @@
-"""A missions world for tests: a real SQLite file, the real pipeline and policy gate, a fixed
-clock, the missions backend, and helpers to make users, agents, missions, runners and daemons
-driven by scripted models."""
+"""A missions world for tests: a real database (the `database_target` of the test: a SQLite
+file or a fresh PostgreSQL database), the real pipeline and policy gate, a fixed clock, the
+missions backend, and helpers to make users, agents, missions, runners and daemons driven by
+scripted models. `query` and `hold_write_lock` reach either backend from outside the runtime
+(another process's view)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,9 +117,68 @@ class Blocker:
 # -- the world --------------------------------------------------------------------------------------
 
 
+def is_postgres(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def query(target: str | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of `sql` (`?` placeholders) read on a connection of its own, on either backend."""
+    if is_postgres(target):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(str(target), row_factory=dict_row, autocommit=True) as pg:
+            return list(pg.execute(sql.replace("?", "%s"), params).fetchall())
+    conn = sqlite3.connect(target)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+@contextmanager
+def hold_write_lock(target: str | Path) -> Iterator[None]:
+    """Hold the database's write lock from another connection, as another process would."""
+    if is_postgres(target):
+        import psycopg
+
+        from tool_registry.store.postgres import WRITE_LOCK_KEY
+
+        with psycopg.connect(str(target), autocommit=True) as pg:
+            pg.execute("BEGIN")
+            pg.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                pg.execute("ROLLBACK")
+        return
+    other = sqlite3.connect(target, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def query_plan(db: Database, sql: str, params: Sequence[Any]) -> str:
+    """The backend's plan for `sql`, as one text. On PostgreSQL sequential scans are disabled for
+    the statement, so a tiny test table shows whether an index can serve the query at all."""
+
+    def explain(conn: Any) -> str:
+        if db.dialect == "postgres":
+            conn.execute("SET LOCAL enable_seqscan = off")
+            return " ".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return " ".join(r[3] for r in rows)
+
+    return await db.write(explain)
+
+
 @dataclass
 class World:
-    path: Path
+    target: str
     db: Database
     clock: FixedClock
     pipeline: Pipeline
@@ -269,7 +331,7 @@ def build_pipeline(
 
 @asynccontextmanager
 async def open_world(
-    path: Path,
+    target: str | Path,
     *,
     clock: FixedClock | None = None,
     extra_tools: Sequence[AnySpec] = (),
@@ -277,11 +339,13 @@ async def open_world(
     rate_limit: int = MAX_RATE_LIMIT,
 ) -> AsyncIterator[World]:
     clock = clock or FixedClock(T0)
-    db = await open_database(path, MISSIONS_MIGRATIONS)
+    db = await open_database(target, MISSIONS_MIGRATIONS)
     pipeline, service, allowlist = build_pipeline(
         db, clock, extra_tools=extra_tools, rate_limit=rate_limit
     )
-    world = World(path, db, clock, pipeline, service, allowlist, settings or MissionSettings())
+    world = World(
+        str(target), db, clock, pipeline, service, allowlist, settings or MissionSettings()
+    )
     try:
         yield world
     finally:

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 from missions.daemon import Daemon
 from missions.leases import Owner, _host, holder_is_dead, new_owner
@@ -51,7 +50,7 @@ async def test_two_daemons_on_one_database_run_each_due_mission_once(world: Worl
             await world.make_due(m.id)
             missions.append(m)
     llm = scripted([turn("Look.", call("todo.list")), turn("Done.")])
-    other_db = await open_database(world.path, MISSIONS_MIGRATIONS)
+    other_db = await open_database(world.target, MISSIONS_MIGRATIONS)
     try:
         pipeline_b, service_b, _ = build_pipeline(other_db, world.clock)
         scheduler_b = Scheduler(other_db, world.clock, world.settings, owner=new_owner())
@@ -124,7 +123,7 @@ async def test_a_dead_holder_is_recovered_and_the_rerun_does_not_repeat_writes(
         ),
     )
     assert first.ok
-    await world.store.save_progress(claim.iteration_id, phase="tools", round_=2)
+    await world.store.save_progress(claim.lease, claim.iteration_id, phase="tools", round_=2)
 
     llm = scripted(
         [
@@ -188,9 +187,11 @@ async def test_missed_window_runs_once_after_a_day_down(world: World) -> None:
     assert after.next_run_at == iso(due + timedelta(days=1, hours=1))
 
 
-async def test_stop_drains_then_releases_and_the_mission_is_due_again(tmp_path: Path) -> None:
+async def test_stop_drains_then_releases_and_the_mission_is_due_again(
+    database_target: str,
+) -> None:
     blocker = Blocker()
-    async with open_world(tmp_path / "d.db", extra_tools=[blocker.spec()]) as world:
+    async with open_world(database_target, extra_tools=[blocker.spec()]) as world:
         owner = await world.user()
         space = await world.personal(owner)
         agent = await world.agent(owner, space)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from missions.cadence import MANUAL
 from missions.models import MissionState
 from missions.scheduler import IterationEnd
-from tests.missions.helpers import HOURLY, Blocker, World, call, open_world, scripted, turn
+from tests.missions.helpers import (
+    HOURLY,
+    Blocker,
+    World,
+    call,
+    open_world,
+    query_plan,
+    scripted,
+    turn,
+)
 from tool_registry.clock import iso
 from tool_registry.errors import ConflictError, NotFoundError, PermissionDeniedError
 
@@ -49,15 +57,11 @@ async def test_done_and_archived_missions_are_never_due(world: World) -> None:
         await world.make_due(m.id)
     scheduler = world.scheduler()
     assert [mission_id for mission_id, _ in await scheduler.due()] == [active.id]
-    plan = await world.db.read(
-        lambda c: " ".join(
-            r[3]
-            for r in c.execute(
-                "EXPLAIN QUERY PLAN SELECT id, next_run_at FROM missions WHERE "
-                "state = 'active' AND next_run_at <= ? ORDER BY next_run_at LIMIT ?",
-                (iso(world.clock.now()), 100),
-            ).fetchall()
-        )
+    plan = await query_plan(
+        world.db,
+        "SELECT id, next_run_at FROM missions WHERE state = 'active' AND next_run_at <= ? "
+        "ORDER BY next_run_at, id LIMIT ?",
+        (iso(world.clock.now()), 100),
     )
     assert "missions_due" in plan
 
@@ -67,9 +71,11 @@ async def test_done_and_archived_missions_are_never_due(world: World) -> None:
 
 
 @pytest.mark.parametrize("how", RETIRE)
-async def test_a_running_iteration_finishes_and_schedules_nothing(tmp_path: Path, how: str) -> None:
+async def test_a_running_iteration_finishes_and_schedules_nothing(
+    database_target: str, how: str
+) -> None:
     blocker = Blocker()
-    async with open_world(tmp_path / "r.db", extra_tools=[blocker.spec()]) as world:
+    async with open_world(database_target, extra_tools=[blocker.spec()]) as world:
         owner = await world.user()
         space = await world.personal(owner)
         agent = await world.agent(owner, space)

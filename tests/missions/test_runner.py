@@ -157,9 +157,9 @@ async def test_a_failed_iteration_backs_off_instead_of_retrying_hot(world: World
     assert healed.next_run_at == iso(window + timedelta(hours=1))
 
 
-async def test_cancel_stops_the_loop_between_rounds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_stops_the_loop_between_rounds(database_target: str) -> None:
     blocker = Blocker()
-    async with open_world(tmp_path / "c.db", extra_tools=[blocker.spec()]) as world:
+    async with open_world(database_target, extra_tools=[blocker.spec()]) as world:
         owner = await world.user()
         space = await world.personal(owner)
         agent = await world.agent(owner, space)

@@ -5,7 +5,6 @@ another space is `not-found` through the pipeline, as an MCP client calls it."""
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 from missions.runner import run_mission
@@ -80,8 +79,8 @@ PROBE = ToolSpec(
 )
 
 
-async def test_a_handler_gets_a_view_bound_to_the_call(tmp_path: Path) -> None:
-    async with open_world(tmp_path / "v.db", extra_tools=[PROBE]) as world:
+async def test_a_handler_gets_a_view_bound_to_the_call(database_target: str) -> None:
+    async with open_world(database_target, extra_tools=[PROBE]) as world:
         owner = await world.user()
         team = await world.pipeline.accounts.create_space(owner.id, type_="team", name="Team")
         personal = await world.personal(owner)
