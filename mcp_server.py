@@ -27,7 +27,9 @@ otherwise send the exception text to the client).
 
 On a connection that speaks a handshake-era protocol (2025-11-25 and older) the server tracks the
 set of tool names the connection last saw and sends `notifications/tools/list_changed` when the
-set visible to it changes (its space switched to another type, a backend was configured).
+set visible to it changes (its space switched to another type, a backend was configured). Over
+HTTP that view is kept in the session's database row (`ToolSetWatch.persist`), so whichever
+replica serves a request compares against the same view.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol, cast
@@ -104,6 +106,11 @@ class ToolSetWatch:
     space_type: str | None = None
     session: ServerSession | None = field(default=None, repr=False)
     listening: bool = True
+    # Called with the new view whenever it changes, before the request is answered: HTTP
+    # sessions keep it in their database row, so every replica compares against one view.
+    persist: Callable[[frozenset[str], str], Awaitable[None]] | None = field(
+        default=None, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -518,7 +525,11 @@ class McpAdapter:
             raise _protocol_error("the space of this request could not be resolved")
         space_type = caller.access.space.type
         if caller.watch is not None:
-            self._remember(caller.watch, ctx, space_type)
+            try:
+                await self._remember(caller.watch, ctx, space_type)
+            except Exception:
+                log.exception("tools/list: saving the session's tool view failed")
+                raise _protocol_error("the session could not be updated; retry") from None
         return types.ListToolsResult(tools=self.catalog.tools(space_type, caller.invoker))
 
     async def _call_tool(
@@ -567,18 +578,22 @@ class McpAdapter:
 
     # -- list_changed ------------------------------------------------------------------------
 
-    def _remember(
+    async def _remember(
         self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
     ) -> None:
-        watch.seen = self.catalog.names(space_type)
+        names = self.catalog.names(space_type)
+        changed = (names, space_type) != (watch.seen, watch.space_type)
+        watch.seen = names
         watch.space_type = space_type
         watch.session = ctx.session
+        if changed and watch.persist is not None:
+            await watch.persist(names, space_type)
 
     async def _notify_if_changed(
         self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
     ) -> None:
         before = watch.seen
-        self._remember(watch, ctx, space_type)
+        await self._remember(watch, ctx, space_type)
         if before is not None and before != watch.seen:
             # Rides this request's own response stream, so the client sees it before the result.
             await ctx.session.send_notification(

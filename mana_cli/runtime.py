@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mana_cli.config import Settings
+from mana_http.schema import HTTP_MIGRATIONS
 from missions.schema import MISSIONS_MIGRATIONS
 from missions.service import MissionsService
 from missions.settings import MissionSettings
@@ -35,6 +36,7 @@ from tool_registry.store import Accounts, Database, Migration, open_database
 EXTRA_MIGRATIONS: tuple[Migration, ...] = ()
 EXTRA_MIGRATIONS += PERSONAS_MIGRATIONS
 EXTRA_MIGRATIONS += MISSIONS_MIGRATIONS
+EXTRA_MIGRATIONS += HTTP_MIGRATIONS
 EXTRA_MIGRATIONS += POLICY_MIGRATIONS
 
 

@@ -8,26 +8,32 @@ Routes:
     GET /metrics              Prometheus text
 
 Built once per process (or per test) by `build_http_app`; nothing is created per request.
+
+Several processes may serve one database (replicas behind a load balancer, no stickiness
+needed): 2025-11-25 sessions are registered in the database and any replica serves any
+session (`mana_http.sessions`), and session events (ended, tool list changed) travel between
+them on PostgreSQL's LISTEN/NOTIFY (`mana_http.notify`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import structlog
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mana_auth.errors import AuthError, LoginThrottled
 from mana_auth.keys import KeyStore
@@ -43,10 +49,12 @@ from mana_auth.tokens import (
 from mana_http.guard import DrainState, McpGuard, OriginGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
-from mana_http.sessions import SessionRegistry
+from mana_http.notify import ENDED, LIST_CHANGED, SessionBus, bus_for
+from mana_http.sessions import SessionRegistry, seen_names
 from mcp_server import McpAdapter, RequestScopeCaller
 from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.pipeline import Pipeline
+from tool_registry.store.postgres import DatabaseUnavailable
 
 log = structlog.get_logger("mana.http")
 
@@ -65,6 +73,8 @@ class HttpConfig:
     sessions_per_user: int = 16
     # the per-user cap never evicts a session used this recently (a new one gets 429 instead)
     session_protect_seconds: float = 600.0
+    # how often session activity is written to the shared registry (see mana_http.sessions)
+    session_touch_seconds: float = 1.0
     max_sessions: int = 10_000
     shutdown_grace_seconds: float = 10.0
 
@@ -114,53 +124,113 @@ class ManaHttpApp:
     adapter: McpAdapter
     sessions: SessionRegistry
     metrics: Metrics
-    manager: StreamableHTTPSessionManager
+    manager: BodyFirstSessionManager
     drain: DrainState
     login: PasswordLogin | None
+    bus: SessionBus
+    # this process, as named in a session row's `listener` (the holder of its GET stream)
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     asgi: ASGIApp = field(init=False)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     async def close_sessions(self, session_ids: list[str]) -> None:
-        """Terminate sessions in the SDK (a DELETE through its own request path, so its
-        bookkeeping stays consistent) after they were dropped from the registry."""
+        """End sessions for every replica: delete their rows, close them here, and tell the
+        other replicas to close theirs."""
+        if not session_ids:
+            return
+        await self.sessions.remove(session_ids)
+        await self.close_local(session_ids)
         for session_id in session_ids:
-            self.sessions.remove(session_id)
-            with contextlib.suppress(Exception):
-                await self.manager.handle_request(*_delete_request(session_id))
+            await self.bus.publish(ENDED, session_id)
+
+    async def close_local(self, session_ids: list[str]) -> None:
+        """Close this process's transports of these sessions (their GET streams end); the
+        sessions themselves are untouched."""
+        for session_id in session_ids:
+            self.sessions.detach(session_id)
+            await self.manager.end_local(session_id)
 
     def begin_drain(self) -> None:
-        """Shutdown started: refuse new MCP requests and end sessions that have no call in
-        flight (which closes their GET streams); busy ones end when their calls finish."""
+        """Shutdown started: refuse new MCP requests and close the sessions here that have no
+        call in flight (which ends their GET streams); busy ones close when their calls finish.
+        The sessions stay open for the other replicas (and this one after a restart)."""
         if self.drain.draining:
             return
         self.drain.draining = True
         idle = self.sessions.idle()
         if idle:
-            task = asyncio.get_running_loop().create_task(self.close_sessions(idle))
+            task = asyncio.get_running_loop().create_task(self.close_local(idle))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def backends_changed(self) -> int:
-        """Call after configuring or removing a backend: sessions whose visible tool set changed
-        get `notifications/tools/list_changed`. Returns how many were notified."""
-        return await self.adapter.push_tools_changed(self.sessions.watches())
+        """Call after configuring or removing a backend: sessions (on any replica) with a GET
+        stream open whose visible tool set, as this process now computes it, differs from the
+        one they last saw get `notifications/tools/list_changed`. A session without a GET
+        stream keeps its old view, so its next call carries the notification on that call's
+        own response. Returns how many were notified."""
+        sent = 0
+        for row in await self.sessions.listening():
+            if row.space_type is None or row.tools_seen is None:
+                continue
+            now = self.adapter.catalog.names(row.space_type)
+            if now == seen_names(row.tools_seen):
+                continue
+            if await self.sessions.replace_seen(row.id, row.tools_seen, now):
+                await self.bus.publish(LIST_CHANGED, row.id)
+                sent += 1
+        return sent
+
+    async def on_session_event(self, kind: str, session_id: str) -> None:
+        """A session event from any process (this one included)."""
+        if kind == ENDED:
+            await self.close_local([session_id])
+        elif kind == LIST_CHANGED:
+            entry = self.sessions.get(session_id)
+            connection = self.manager.connections.get(session_id)
+            if entry is not None and entry.watch.listening and connection is not None:
+                notification = types.ToolListChangedNotification()
+                await connection.notify(notification.method, None)
+
+    async def resync(self) -> None:
+        """After missing events: close what ended elsewhere meanwhile."""
+        await self.close_local(await self.sessions.vanished())
 
     async def _sweep(self) -> None:
         interval = max(0.2, min(self.config.session_idle_seconds / 4, 30.0))
+        tick = min(interval, self.sessions.touch_seconds)
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            expired = self.sessions.expired()
-            if expired:
-                log.info("closing idle sessions", count=len(expired))
-                await self.close_sessions(expired)
+            await asyncio.sleep(tick)
+            try:
+                await self.sessions.flush()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + interval
+                    await self._expire()
+            except DatabaseUnavailable as exc:
+                log.warning("session sweep skipped: database unavailable", error=exc.message)
             if self.drain.draining:
                 idle = self.sessions.idle()
                 if idle:
-                    await self.close_sessions(idle)
+                    await self.close_local(idle)
+
+    async def _expire(self) -> None:
+        expired = await self.sessions.expired()
+        if expired:
+            log.info("closing idle sessions", count=len(expired))
+            await self.close_local(expired)
+            for session_id in expired:
+                await self.bus.publish(ENDED, session_id)
+        # ended on another replica (an event this process missed, or SQLite: no events)
+        await self.close_local(await self.sessions.vanished())
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: Any = None) -> AsyncIterator[None]:
-        async with self.manager.run():
+        async with (
+            self.manager.run(),
+            self.bus.listening(self.on_session_event, self.resync),
+        ):
             sweeper = asyncio.get_running_loop().create_task(self._sweep())
             try:
                 yield
@@ -168,6 +238,8 @@ class ManaHttpApp:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self.sessions.flush()
                 if self.auth.remote is not None:
                     await self.auth.remote.aclose()
 
@@ -256,31 +328,6 @@ def _credentials(content_type: str, body: bytes) -> tuple[str | None, str | None
     )
 
 
-def _delete_request(session_id: str) -> tuple[Scope, Receive, Send]:
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "DELETE",
-        "scheme": "http",
-        "path": "/mcp",
-        "raw_path": b"/mcp",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"mcp-session-id", session_id.encode()), (b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 0),
-        "server": ("127.0.0.1", 0),
-    }
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        return None
-
-    return scope, receive, send
-
-
 def build_http_app(
     pipeline: Pipeline,
     auth: AuthSetup,
@@ -290,10 +337,12 @@ def build_http_app(
 ) -> ManaHttpApp:
     config = config or HttpConfig()
     sessions = SessionRegistry(
+        pipeline.db,
         idle_seconds=config.session_idle_seconds,
         per_user=config.sessions_per_user,
         max_total=config.max_sessions,
         protect_seconds=config.session_protect_seconds,
+        touch_seconds=config.session_touch_seconds,
     )
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
@@ -320,6 +369,7 @@ def build_http_app(
         manager=manager,
         drain=DrainState(),
         login=login,
+        bus=bus_for(pipeline.db),
     )
     guard = McpGuard(
         manager,
@@ -329,6 +379,9 @@ def build_http_app(
         metrics=metrics,
         drain=app.drain,
         close_sessions=app.close_sessions,
+        close_local=app.close_local,
+        instance=app.instance,
+        tool_view=adapter.catalog.names,
     )
     origin_check: dict[str, Any] = {
         "allowed_origins": config.allowed_origins,

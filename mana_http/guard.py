@@ -10,12 +10,15 @@ For every request to `/mcp`, in both protocol eras, before the `mcp` session man
 1. bearer token verified (signature against the JWKS, `exp`, audience) → 401 + `WWW-Authenticate`;
 2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
    query → 403 when the caller is not a member (or there is no such space);
-3. `Mcp-Session-Id` (2025-11-25 sessions): unknown or expired → 404, opened by another user → 403;
+3. `Mcp-Session-Id` (2025-11-25 sessions, registered in the database: `mana_http.sessions`):
+   unknown or expired → 404, opened by another user → 403, on every replica alike; a session
+   this process holds no transport for is adopted from its row (`BodyFirstSessionManager.adopt`);
    a POST whose JSON-RPC id is already in flight in the session (a POST being answered, or a
    handler still running after its client left: `RunningRequests`) → 409 (the SDK routes answers
-   by id, so the two would cross); `DELETE` ends the caller's own session without a space check;
-   every request the SDK would open a session for is reserved against the user's cap (an old,
-   unused session evicted, else 429) and the session it opens is registered to the user;
+   by id, so the two would cross); `DELETE` ends the caller's own session, for every replica,
+   without a space check; every request the SDK would open a session for is registered to the
+   user under an id chosen here, counted against the user's cap in the same database write (an
+   old, unused session evicted, else 429), and the session is opened with that id;
 4. the resolved `Caller` is put into the ASGI scope, where `mcp_server.RequestScopeCaller`
    reads it in the tool handlers — so the space of every call is the space of *its* request.
 """
@@ -26,26 +29,35 @@ import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
+from uuid import uuid4
 
+import anyio
 import pydantic_core
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from mcp.shared.dispatcher import coerce_request_id
-from mcp_types import JSONRPCRequest, RequestId, jsonrpc_message_adapter
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types import (
+    InitializeRequestParams,
+    JSONRPCRequest,
+    RequestId,
+    jsonrpc_message_adapter,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mana_auth.errors import AuthError
 from mana_auth.tokens import TokenVerifier
+from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import Metrics
 from mana_http.responses import rpc_error, send_json, www_authenticate
 from mana_http.sessions import SessionEntry, SessionRegistry
+from mana_http.store import SessionRow
 from mcp_server import CALLER_SCOPE_KEY, Caller
 from tool_registry.errors import NotAMemberError
 from tool_registry.membership import check_member
 from tool_registry.store.accounts import Accounts
+from tool_registry.store.postgres import DatabaseUnavailable
 
 _WANTED = frozenset({b"authorization", b"x-mana-space", b"mcp-session-id", b"mcp-protocol-version"})
 _SESSION_HEADER = b"mcp-session-id"
@@ -99,6 +111,27 @@ def request_key(request_id: RequestId) -> str:
     return str(coerce_request_id(request_id))
 
 
+def initialize_params(body: bytes) -> tuple[str, str | None]:
+    """The protocol version a session opened by this body negotiates (the SDK's rule: the
+    requested version if it is a handshake version, else the latest) and its `initialize`
+    params as JSON, kept so any replica can serve the session; defaults for another body (the
+    SDK refuses it, and no session opens)."""
+    try:
+        raw = pydantic_core.from_json(body)
+        if not isinstance(raw, dict) or raw.get("method") != "initialize":
+            return LATEST_HANDSHAKE_VERSION, None
+        params = InitializeRequestParams.model_validate(raw.get("params") or {}, by_name=False)
+    except (ValueError, ValidationError):
+        return LATEST_HANDSHAKE_VERSION, None
+    requested = params.protocol_version
+    version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    return version, params.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def stored_params(text: str | None) -> InitializeRequestParams | None:
+    return None if text is None else InitializeRequestParams.model_validate_json(text)
+
+
 def jsonrpc_request_ids(body: bytes) -> list[RequestId]:
     """The ids of the JSON-RPC requests in a POST body (one message or each element of a batch),
     validated exactly as the SDK validates them; a body the SDK refuses yields no ids (it answers
@@ -149,7 +182,7 @@ class RunningRequests:
 class McpGuard:
     def __init__(
         self,
-        manager: StreamableHTTPSessionManager,
+        manager: BodyFirstSessionManager,
         *,
         verifier: TokenVerifier,
         accounts: Accounts,
@@ -157,6 +190,9 @@ class McpGuard:
         metrics: Metrics,
         drain: DrainState,
         close_sessions: SessionCloser,
+        close_local: SessionCloser,
+        instance: str,
+        tool_view: Callable[[str], frozenset[str]],
     ) -> None:
         self.manager = manager
         self.verifier = verifier
@@ -164,7 +200,10 @@ class McpGuard:
         self.sessions = sessions
         self.metrics = metrics
         self.drain = drain
-        self.close_sessions = close_sessions
+        self.close_sessions = close_sessions  # ends sessions for every replica
+        self.close_local = close_local  # closes this process's transports only
+        self.instance = instance  # this process, as named in a session's `listener`
+        self.tool_view = tool_view  # the tool names visible in a space type
 
     async def _reject(
         self,
@@ -182,6 +221,13 @@ class McpGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - lifespan is handled by the app
             return
+        try:
+            await self._guarded(scope, receive, send)
+        except DatabaseUnavailable as exc:
+            # the session registry could not be read or written: nothing was served
+            await self._reject(send, 503, exc.reason, exc.message, [(b"retry-after", b"1")])
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.drain.draining:
             await send_json(
                 send,
@@ -223,9 +269,9 @@ class McpGuard:
         if method == "DELETE" and raw_sid is not None:
             # ending one's own session involves no space: a space since left or a bad header
             # must not keep a session open
-            entry = await self._own_session(raw_sid, user_id, send)
-            if entry is not None:
-                await self._in_session(entry, method, scope, receive, send)
+            row = await self._own_session(raw_sid, user_id, send)
+            if row is not None:
+                await self._in_session(row, method, scope, receive, send)
             return
 
         # 2. where
@@ -252,10 +298,9 @@ class McpGuard:
 
         # 3. which session
         if raw_sid is not None:
-            entry = await self._own_session(raw_sid, user_id, send)
-            if entry is not None:
-                scope[CALLER_SCOPE_KEY] = Caller(user_id, access, entry.session_id, entry.watch)
-                await self._in_session(entry, method, scope, receive, send)
+            row = await self._own_session(raw_sid, user_id, send)
+            if row is not None:
+                await self._in_session(row, method, scope, receive, send, access=access)
             return
 
         scope[CALLER_SCOPE_KEY] = Caller(user_id, access, None, None)
@@ -265,54 +310,70 @@ class McpGuard:
         if version is not None and version not in _HANDSHAKE_VERSIONS:
             await self.manager.handle_request(scope, receive, send)
             return
-        admission = self.sessions.reserve(user_id)
-        if admission.evicted:
-            await self.close_sessions(admission.evicted)
-        if not admission.admitted:
-            retry = admission.retry_after
-            await self._reject(
-                send,
-                admission.status,
-                admission.reason,
-                admission.message,
-                [(b"retry-after", str(retry).encode())] if retry is not None else None,
-            )
-            return
-        await self._open_session(user_id, scope, receive, send)
+        # bounded exactly like the SDK bounds it, before the body is read
+        space_type = access.space.type
+        opening = RequestBodyLimitMiddleware(
+            partial(self._open_session, user_id, (space_type, self.tool_view(space_type))),
+            self.manager.max_request_body_size,
+        )
+        await opening(scope, receive, send)
 
-    async def _own_session(self, raw_sid: bytes, user_id: str, send: Send) -> SessionEntry | None:
+    async def _own_session(self, raw_sid: bytes, user_id: str, send: Send) -> SessionRow | None:
         """The registered session named by the header if it belongs to `user_id`; otherwise the
         refusal (404 unknown, 403 another user's) is sent and None returned."""
-        entry = self.sessions.get(raw_sid.decode("latin-1"))
-        if entry is None:
+        row = await self.sessions.lookup(raw_sid.decode("latin-1"))
+        if row is None:
             await self._reject(send, 404, "unknown-session", "Session not found")
             return None
-        if entry.user_id != user_id:
+        if row.user_id != user_id:
             await self._reject(
                 send, 403, "session-owner-mismatch", "this session belongs to another user"
             )
             return None
+        return row
+
+    def _entry(self, row: SessionRow) -> SessionEntry:
+        entry = self.sessions.attach(row)
+        self.sessions.loader(entry, row)
+        if entry.watch.persist is None:
+            entry.watch.persist = self.sessions.seen_writer(entry.session_id)
         return entry
 
     async def _in_session(
-        self, entry: SessionEntry, method: str, scope: Scope, receive: Receive, send: Send
+        self,
+        row: SessionRow,
+        method: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        access: Any = None,
     ) -> None:
+        entry = self._entry(row)
+        if method != "DELETE":
+            scope[CALLER_SCOPE_KEY] = Caller(entry.user_id, access, entry.session_id, entry.watch)
         stream = method == "GET"
         status = 0
+        listening = False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, listening
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 if stream and status == 200:
+                    # where pushes for this session go, for every replica
+                    await self.sessions.set_listener(
+                        entry.session_id, self.instance, was=self.instance
+                    )
                     # The SDK registers the stream's writer in a task started right after this
                     # one and before any other task runs, so pushes from now on can reach it.
-                    entry.watch.listening = True
+                    entry.watch.listening = listening = True
             await send(message)
 
         scope[SESSION_SCOPE_KEY] = entry
         self.sessions.begin(entry, stream=stream)
         try:
+            await self.manager.adopt(row.id, row.protocol_version, stored_params(row.client_params))
             if method == "POST":
                 # bounded exactly like the SDK bounds it, before the body is read
                 limited = RequestBodyLimitMiddleware(
@@ -322,15 +383,22 @@ class McpGuard:
             else:
                 await self.manager.handle_request(scope, receive, watch)
         finally:
-            if stream and status == 200:
+            if listening:
                 entry.watch.listening = False
+                with anyio.CancelScope(shield=True):
+                    await self.sessions.set_listener(entry.session_id, None, was=self.instance)
             self.sessions.end(entry, stream=stream)
-            if status == 404 or (method == "DELETE" and status < 300):
-                # ended by the client, or already gone in the SDK (idle timeout): forget it
-                self.sessions.remove(entry.session_id)
-            elif self.drain.draining and entry.busy == 0 and self.sessions.get(entry.session_id):
-                # shutting down: its last call finished, end it so its GET stream closes
+            if method == "DELETE" and status < 300:
+                # ended by the client: for every replica
                 await self.close_sessions([entry.session_id])
+            elif status == 404:
+                # gone from this process's SDK meanwhile (its transport ended): the row decides
+                # on the next request
+                self.sessions.detach(entry.session_id)
+            elif self.drain.draining and entry.busy == 0 and self.sessions.get(entry.session_id):
+                # shutting down: its last call finished, close it here so its GET stream ends
+                # (the session lives on for the other replicas)
+                await self.close_local([entry.session_id])
 
     async def _claim_and_forward(
         self, entry: SessionEntry, scope: Scope, receive: Receive, send: Send
@@ -367,27 +435,56 @@ class McpGuard:
         finally:
             self.sessions.release_requests(entry, keys)
 
-    async def _open_session(self, user_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        entry: SessionEntry | None = None
+    async def _open_session(
+        self,
+        user_id: str,
+        view: tuple[str, frozenset[str]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Register a new session of `user_id` (its cap counted in the database) under an id
+        chosen here, then let the SDK answer the opening request in it; a session whose opening
+        request is not a success is deleted again."""
+        first = await receive()  # the whole body: the limit middleware buffered it
+        if first["type"] != "http.request" or first.get("more_body", False):
+            return  # the client left before its request arrived
+        version, params = initialize_params(first.get("body", b""))
+        session_id = uuid4().hex
+        admission = await self.sessions.reserve(session_id, user_id, version, params, view)
+        if admission.evicted:
+            await self.close_sessions(admission.evicted)
+        if not admission.admitted:
+            retry = admission.retry_after
+            await self._reject(
+                send,
+                admission.status,
+                admission.reason,
+                admission.message,
+                [(b"retry-after", str(retry).encode())] if retry is not None else None,
+            )
+            return
+        entry = self.sessions.get(session_id)
+        replayed = False
 
-        async def capture(message: Message) -> None:
-            nonlocal entry
-            if message["type"] == "http.response.start" and int(message["status"]) < 400:
-                for name, value in message.get("headers", ()):
-                    if name == _SESSION_HEADER:
-                        entry = self.sessions.add(value.decode("latin-1"), user_id)
-                        self.sessions.release(user_id)
-                        self.sessions.begin(entry, stream=False)
-                        break
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
 
+        status = 0
+        if entry is not None:
+            self.sessions.begin(entry, stream=False)
         try:
-            await self.manager.handle_request(scope, receive, capture)
+            status = await self.manager.open_session(session_id, scope, replay, send)
         finally:
-            if entry is None:
-                self.sessions.release(user_id)
-            else:
+            if entry is not None:
                 self.sessions.end(entry, stream=False)
+            if not 0 < status < 400:
+                with anyio.CancelScope(shield=True):
+                    await self.sessions.remove([session_id])
 
 
 # -- Origin / Host -----------------------------------------------------------------------------

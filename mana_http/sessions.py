@@ -1,20 +1,35 @@
-"""Streamable HTTP sessions (2025-11-25 era) bound to the user who opened them.
+"""Streamable HTTP sessions (2025-11-25 era) bound to the user who opened them, shared by every
+server replica on the database.
 
-The `mcp` session manager owns the sessions themselves; this registry records who owns each one
-and how it is used, so the guard can answer 403 (another user's session id), 404 (unknown or
-expired id), expire idle sessions, cap open sessions per user and refuse a JSON-RPC id that is
-already in flight in the session.
+The session registry lives in the database (`mcp_sessions`, `mana_http.store`): a session's row
+says who owns it, which protocol version and client `initialize` params it negotiated, when it
+was last active and which tool view it last saw. Every request of a session reads its row, so
+on any replica an unknown or expired id is 404 and another user's id is 403 (never a takeover),
+and a DELETE or expiry on one replica ends the session for all. A replica that does not hold
+the session in memory rebuilds a transport for it from the row (`mana_http.manager`): any
+replica can serve any request of any session, so a plain round-robin proxy in front of several
+replicas needs no stickiness. What stays per process: the transport itself, the in-flight
+request ids (answers are routed by the transport that received the request, so ids only
+collide within one replica) and the GET stream (on whichever replica the client opened it;
+server-initiated messages for it travel to that replica, see `mana_http.notify`). Mana sends no
+server-to-client *requests*, whose answers could land on another replica.
 
-- A session is *idle* when no request of it is in flight (an open GET stream counts as in
-  flight, as in the SDK) for `idle_seconds`; idle sessions are terminated by the sweeper.
-- Each user has at most `per_user` open sessions. Opening one more evicts that user's least
-  recently active session that has nothing in flight and was not used in the last
-  `protect_seconds`; if every one of them is busy or recent the new session is refused (429,
-  with the time until one can be evicted). Eviction of old sessions, because clients such as the
-  Inspector CLI open a session per run and never close it; never of recent ones, because a
-  client that opens many sessions must not end another client's live session.
-- Memory is bounded: entries exist only for live sessions (at most `per_user` per user and
-  `max_total` overall), and per-user indexes are dropped with their last session.
+- A session is *idle* when it had no request in flight on any replica for `idle_seconds`; idle
+  sessions are deleted by the sweeper of whichever replica sees it first. Activity reaches the
+  row within `touch_seconds` (each replica writes the last activity of its sessions, and a
+  heartbeat for sessions with a request or GET stream in flight, once per `touch_seconds`), so
+  a session ends between `idle_seconds + 2 × touch_seconds` and one sweep interval later.
+- Each user has at most `per_user` open sessions, counted in the database in the same write
+  unit that adds the new one (serialised across processes). Opening one more evicts that
+  user's least recently active session that has nothing in flight here and was not used in
+  the last `protect_seconds`; a session held by another replica is evictable only when its row
+  also shows no activity for `2 × touch_seconds` (a request in flight there keeps it fresh). If
+  none can go the new session is refused (429, with the time until one can be evicted).
+  Eviction of old sessions, because clients such as the Inspector CLI open a session per run
+  and never close it; never of recent ones, because a client that opens many sessions must not
+  end another client's live session.
+- Memory is bounded: local entries exist only for sessions this process serves or holds a
+  transport for, and are dropped with it.
 """
 
 from __future__ import annotations
@@ -22,20 +37,28 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from mana_http import store
+from mana_http.store import SessionRow
 from mcp_server import ToolSetWatch
+from tool_registry.store.connection import Conn
+from tool_registry.store.database import Database
 
 
 @dataclass
 class SessionEntry:
+    """This process's view of one session it serves: activity and request ids in flight here,
+    and the tool view the adapter compares against (loaded from the row on every request)."""
+
     session_id: str
     user_id: str
     created_at: float
     last_active: float
-    inflight: int = 0  # requests of this session being served, GET streams included
-    busy: int = 0  # POST/DELETE requests being served
+    inflight: int = 0  # requests of this session being served here, GET streams included
+    busy: int = 0  # POST/DELETE requests being served here
+    flushed: float = 0.0  # the last activity written to the row by this process
     watch: ToolSetWatch = field(default_factory=lambda: ToolSetWatch(listening=False))
     # JSON-RPC ids in flight, keyed as the SDK correlates them (`guard.request_key`): of POSTs
     # being answered, and of handlers still running (they outlive a POST whose client left, and
@@ -46,9 +69,10 @@ class SessionEntry:
 
 @dataclass(frozen=True)
 class Admission:
-    """The answer to "may this user open one more session?". `evicted` ids are already forgotten
-    here and must be terminated by the caller, admitted or not. A refusal carries the HTTP status,
-    a stable reason, a message for the client and, when known, seconds until a retry can succeed."""
+    """The answer to "may this user open one more session?". `evicted` ids are already deleted
+    from the registry and must be ended by the caller, admitted or not. A refusal carries the
+    HTTP status, a stable reason, a message for the client and, when known, seconds until a
+    retry can succeed."""
 
     admitted: bool
     evicted: list[str] = field(default_factory=list)
@@ -58,28 +82,42 @@ class Admission:
     retry_after: int | None = None
 
 
+def seen_text(names: Iterable[str]) -> str:
+    """How a tool view is stored in the row: sorted names, one per line."""
+    return "\n".join(sorted(names))
+
+
+def seen_names(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(n for n in text.split("\n") if n)
+
+
 class SessionRegistry:
     def __init__(
         self,
+        db: Database,
         *,
         idle_seconds: float,
         per_user: int,
         max_total: int,
         protect_seconds: float = 600.0,
-        clock: Callable[[], float] = time.monotonic,
+        touch_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if idle_seconds <= 0 or per_user <= 0 or max_total <= 0:
-            raise ValueError("idle_seconds, per_user and max_total must be positive")
+        if idle_seconds <= 0 or per_user <= 0 or max_total <= 0 or touch_seconds <= 0:
+            raise ValueError("idle_seconds, per_user, max_total and touch_seconds must be positive")
         if protect_seconds < 0:
             raise ValueError("protect_seconds must not be negative")
+        self.db = db
         self.idle_seconds = idle_seconds
         self.per_user = per_user
         self.max_total = max_total
         self.protect_seconds = protect_seconds
+        self.touch_seconds = touch_seconds
         self._clock = clock
         self._entries: dict[str, SessionEntry] = {}
         self._by_user: dict[str, dict[str, None]] = {}
-        self._pending: dict[str, int] = {}
+
+    # -- this process's entries --------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -94,53 +132,123 @@ class SessionRegistry:
         for entry in list(self._entries.values()):
             yield entry.watch
 
-    # -- opening -----------------------------------------------------------------------------
-
-    def reserve(self, user_id: str) -> Admission:
-        """Make room for one more session of `user_id`, evicting that user's oldest sessions that
-        are neither in use nor recent. An admitted reservation must be followed by `add` or
-        `release`."""
-        evicted: list[str] = []
-        held = self._pending.get(user_id, 0)
-        while len(self._by_user.get(user_id, ())) + held >= self.per_user:
-            victim = self._evictable(user_id)
-            if victim is None:
-                return self._user_full(user_id, evicted)
-            self.remove(victim.session_id)
-            evicted.append(victim.session_id)
-        if len(self._entries) + sum(self._pending.values()) >= self.max_total:
-            return Admission(
-                False,
-                evicted,
-                503,
-                "server-sessions-full",
-                "the server has too many open sessions; retry later",
-                5,
+    def attach(self, row: SessionRow) -> SessionEntry:
+        """The local entry of a session whose row exists (created on first use here)."""
+        entry = self._entries.get(row.id)
+        if entry is None:
+            entry = SessionEntry(
+                row.id, row.user_id, row.created_at, row.last_active, flushed=row.last_active
             )
-        self._pending[user_id] = held + 1
-        return Admission(True, evicted)
+            self._entries[row.id] = entry
+            self._by_user.setdefault(row.user_id, {})[row.id] = None
+        return entry
 
-    def release(self, user_id: str) -> None:
-        held = self._pending.get(user_id, 0) - 1
-        if held > 0:
-            self._pending[user_id] = held
-        else:
-            self._pending.pop(user_id, None)
+    def detach(self, session_id: str) -> SessionEntry | None:
+        """Forget the local entry (the row is untouched)."""
+        entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            sessions = self._by_user.get(entry.user_id)
+            if sessions is not None:
+                sessions.pop(session_id, None)
+                if not sessions:
+                    del self._by_user[entry.user_id]
+        return entry
 
-    def _evictable(self, user_id: str) -> SessionEntry | None:
-        """The least recently active session with nothing in flight (no call, no GET stream)
-        that was last used before the protection window."""
-        cutoff = self._clock() - self.protect_seconds
-        candidates = [
-            e for e in self.of_user(user_id) if e.inflight == 0 and e.last_active <= cutoff
+    def all_ids(self) -> list[str]:
+        return list(self._entries)
+
+    def idle(self) -> list[str]:
+        """Local sessions with nothing in flight except (maybe) GET streams: safe to close."""
+        return [e.session_id for e in self._entries.values() if e.busy == 0]
+
+    # -- the shared registry -----------------------------------------------------------------
+
+    async def lookup(self, session_id: str) -> SessionRow | None:
+        return await self.db.read(lambda c: store.get_session(c, session_id))
+
+    async def reserve(
+        self,
+        session_id: str,
+        user_id: str,
+        protocol_version: str,
+        client_params: str | None,
+        view: tuple[str, frozenset[str]] | None = None,
+    ) -> Admission:
+        """Register a new session of `user_id` if the user's cap and the server-wide cap allow,
+        evicting that user's oldest sessions that are neither in use nor recent; all in one
+        serialised write unit, so replicas opening sessions at once count each other's. `view`
+        (space type, tool names) is the tool set visible where the session opens: a call in
+        the same space writes nothing more."""
+        now = self._clock()
+        space_type, names = view if view is not None else (None, None)
+        row = SessionRow(
+            session_id,
+            user_id,
+            protocol_version,
+            client_params,
+            now,
+            now,
+            space_type=space_type,
+            tools_seen=None if names is None else seen_text(names),
+        )
+
+        def unit(conn: Conn) -> Admission:
+            live = store.user_sessions(conn, user_id)
+            evicted: list[str] = []
+            while len(live) >= self.per_user:
+                victim = self._evictable(live, now)
+                if victim is None:
+                    return self._user_full(live, evicted, now)
+                store.delete_sessions(conn, [victim.id])
+                evicted.append(victim.id)
+                live.remove(victim)
+            if store.count_sessions(conn) >= self.max_total:
+                return Admission(
+                    False,
+                    evicted,
+                    503,
+                    "server-sessions-full",
+                    "the server has too many open sessions; retry later",
+                    5,
+                )
+            store.insert_session(conn, row)
+            return Admission(True, evicted)
+
+        admission = await self.db.write(unit)
+        if admission.admitted:
+            self.loader(self.attach(row), row)
+        return admission
+
+    def _last_active(self, row: SessionRow) -> float:
+        local = self._entries.get(row.id)
+        return max(row.last_active, local.last_active) if local is not None else row.last_active
+
+    def _evictable(self, live: list[SessionRow], now: float) -> SessionRow | None:
+        """The least recently active session with nothing in flight here, last used before the
+        protection window, and (when held elsewhere) with no recent heartbeat in its row."""
+        cutoff = now - self.protect_seconds
+        elsewhere = now - 2 * self.touch_seconds
+        candidates = []
+        for row in live:
+            local = self._entries.get(row.id)
+            if local is not None and local.inflight > 0:
+                continue
+            if self._last_active(row) > cutoff:
+                continue
+            if local is None and row.last_active > elsewhere:
+                continue
+            candidates.append(row)
+        return min(candidates, key=self._last_active, default=None)
+
+    def _user_full(self, live: list[SessionRow], evicted: list[str], now: float) -> Admission:
+        quiet = [
+            self._last_active(r)
+            for r in live
+            if (local := self._entries.get(r.id)) is None or local.inflight == 0
         ]
-        return min(candidates, key=lambda e: e.last_active, default=None)
-
-    def _user_full(self, user_id: str, evicted: list[str]) -> Admission:
-        quiet = [e.last_active for e in self.of_user(user_id) if e.inflight == 0]
         retry_after = None
         if quiet:
-            wait = min(quiet) + self.protect_seconds - self._clock()
+            wait = min(quiet) + self.protect_seconds - now
             retry_after = max(1, math.ceil(wait))
         return Admission(
             False,
@@ -153,22 +261,52 @@ class SessionRegistry:
             retry_after,
         )
 
-    def add(self, session_id: str, user_id: str) -> SessionEntry:
-        now = self._clock()
-        entry = SessionEntry(session_id, user_id, created_at=now, last_active=now)
-        self._entries[session_id] = entry
-        self._by_user.setdefault(user_id, {})[session_id] = None
-        return entry
+    async def remove(self, session_ids: list[str]) -> list[str]:
+        """End these sessions for every replica (delete their rows) and forget them here;
+        returns the ids whose rows existed."""
+        for session_id in session_ids:
+            self.detach(session_id)
+        if not session_ids:
+            return []
+        return await self.db.write(lambda c: store.delete_sessions(c, session_ids))
 
-    def remove(self, session_id: str) -> SessionEntry | None:
-        entry = self._entries.pop(session_id, None)
-        if entry is not None:
-            sessions = self._by_user.get(entry.user_id)
-            if sessions is not None:
-                sessions.pop(session_id, None)
-                if not sessions:
-                    del self._by_user[entry.user_id]
-        return entry
+    async def remember_seen(self, session_id: str, names: frozenset[str], space_type: str) -> None:
+        text = seen_text(names)
+        await self.db.write(
+            lambda c: store.record_seen(c, session_id, space_type, text), serialised=False
+        )
+
+    async def replace_seen(self, session_id: str, before: str, after: frozenset[str]) -> bool:
+        text = seen_text(after)
+        return await self.db.write(
+            lambda c: store.replace_seen(c, session_id, before, text), serialised=False
+        )
+
+    async def listening(self) -> list[SessionRow]:
+        return await self.db.read(store.listening_sessions)
+
+    async def set_listener(self, session_id: str, listener: str | None, *, was: str) -> None:
+        """Record (or, with None, clear) which process holds the session's GET stream."""
+        if listener is None:
+            await self.db.write(
+                lambda c: store.clear_listener(c, session_id, was), serialised=False
+            )
+        else:
+            await self.db.write(
+                lambda c: store.set_listener(c, session_id, listener), serialised=False
+            )
+
+    def loader(self, entry: SessionEntry, row: SessionRow) -> None:
+        """Load the row's tool view into the entry's watch (the row is the truth: another
+        replica may have served the session's last request)."""
+        entry.watch.seen = seen_names(row.tools_seen)
+        entry.watch.space_type = row.space_type
+
+    def seen_writer(self, session_id: str) -> Callable[[frozenset[str], str], Awaitable[None]]:
+        async def write(names: frozenset[str], space_type: str) -> None:
+            await self.remember_seen(session_id, names, space_type)
+
+        return write
 
     # -- activity ----------------------------------------------------------------------------
 
@@ -207,21 +345,40 @@ class SessionRegistry:
         finally:
             entry.running_ids.discard(key)
 
-    def expired(self) -> list[str]:
-        """Forget idle sessions; returns their ids (the caller terminates them)."""
-        cutoff = self._clock() - self.idle_seconds
-        gone = [
-            e.session_id
-            for e in self._entries.values()
-            if e.inflight == 0 and e.last_active <= cutoff
-        ]
+    async def flush(self) -> None:
+        """Write this process's session activity to the rows: the last activity of sessions
+        used since the last flush, and now for sessions with anything in flight (heartbeat)."""
+        now = self._clock()
+        activity: list[tuple[str, float]] = []
+        for entry in self._entries.values():
+            at = now if entry.inflight > 0 else entry.last_active
+            if at > entry.flushed + (self.touch_seconds / 2 if entry.inflight > 0 else 0):
+                activity.append((entry.session_id, at))
+        if not activity:
+            return
+        await self.db.write(lambda c: store.touch_sessions(c, activity), serialised=False)
+        for session_id, at in activity:
+            held = self._entries.get(session_id)
+            if held is not None:
+                held.flushed = max(held.flushed, at)
+
+    async def expired(self) -> list[str]:
+        """Delete the rows of sessions idle on every replica (allowing for activity not yet
+        flushed elsewhere) and forget them here; returns their ids (the caller ends them)."""
+        cutoff = self._clock() - self.idle_seconds - 2 * self.touch_seconds
+        busy = [e.session_id for e in self._entries.values() if e.inflight > 0]
+        gone = await self.db.write(lambda c: store.expire_sessions(c, cutoff, busy))
         for session_id in gone:
-            self.remove(session_id)
+            self.detach(session_id)
         return gone
 
-    def idle(self) -> list[str]:
-        """Sessions with nothing in flight except (maybe) GET streams: safe to close now."""
-        return [e.session_id for e in self._entries.values() if e.busy == 0]
-
-    def all_ids(self) -> list[str]:
-        return list(self._entries)
+    async def vanished(self) -> list[str]:
+        """Local sessions whose rows are gone (ended on another replica); forgotten here."""
+        local = self.all_ids()
+        if not local:
+            return []
+        found = await self.db.read(lambda c: store.existing_sessions(c, local))
+        gone = [s for s in local if s not in found]
+        for session_id in gone:
+            self.detach(session_id)
+        return gone

@@ -34,7 +34,9 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.types import ASGIApp, Message
 
 from mana_http.app import AuthSetup, HttpConfig, ManaHttpApp, build_http_app
+from mana_http.schema import HTTP_MIGRATIONS
 from tool_registry.pipeline import Pipeline
+from tool_registry.store import Database, PostgresDatabase, SqliteDatabase, open_database
 from tool_registry.store.accounts import Space, User
 
 BASE_URL = "http://127.0.0.1:3069"
@@ -128,6 +130,20 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
         )
 
 
+async def ensure_session_schema(db: Database) -> None:
+    """The HTTP app's session registry on `db`: a pipeline built by `tool_kit` opened its
+    database with the core schema only (the runtime's migrations carry `HTTP_MIGRATIONS`), so
+    apply them the way a second process would, on the same file or URL."""
+    if isinstance(db, PostgresDatabase):
+        target: str | Path = db.url
+    elif isinstance(db, SqliteDatabase):
+        target = db.path
+    else:  # pragma: no cover - a third backend would say how to reach it
+        raise TypeError(f"cannot migrate a {type(db).__name__}")
+    migrated = await open_database(target, HTTP_MIGRATIONS)
+    await migrated.close()
+
+
 def _space_ref(space: Space | str | None) -> str | None:
     return space.id if isinstance(space, Space) else space
 
@@ -167,6 +183,7 @@ class McpTestServer:
             raise
 
     async def __aenter__(self) -> McpTestServer:
+        await ensure_session_schema(self.pipeline.db)
         self._runner = asyncio.get_running_loop().create_task(self._run())
         await self._ready.wait()
         if self._failure is not None:  # pragma: no cover
@@ -247,4 +264,4 @@ class McpTestServer:
                 await transport_client.aclose()
 
 
-__all__ = ["McpTestServer", "StreamingASGITransport"]
+__all__ = ["McpTestServer", "StreamingASGITransport", "ensure_session_schema"]

@@ -1,0 +1,41 @@
+"""Versioned schema of the `http` component: the registry of 2025-11-25 sessions that every
+server replica on the database shares (appended to the runtime's migrations).
+
+One row per open session: who owns it, the protocol version and client `initialize` params a
+replica needs to serve the session without having seen its handshake, when it was opened and
+last active (POSIX seconds), the tool view it last saw (space type and tool names, for
+`notifications/tools/list_changed`) and which process holds its GET stream (`listener`). The
+PostgreSQL text differs only in `DOUBLE PRECISION` for SQLite's 8-byte `REAL`.
+"""
+
+from __future__ import annotations
+
+from tool_registry.store.database import Migration
+
+COMPONENT = "http"
+
+_SESSIONS = """
+CREATE TABLE mcp_sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    client_params TEXT,
+    created_at {real} NOT NULL,
+    last_active {real} NOT NULL,
+    space_type TEXT,
+    tools_seen TEXT,
+    listener TEXT
+);
+CREATE INDEX mcp_sessions_user ON mcp_sessions (user_id, last_active);
+CREATE INDEX mcp_sessions_last_active ON mcp_sessions (last_active);
+"""
+
+HTTP_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        COMPONENT,
+        1,
+        "shared-mcp-sessions",
+        _SESSIONS.format(real="REAL"),
+        postgres=_SESSIONS.format(real="DOUBLE PRECISION"),
+    ),
+)
