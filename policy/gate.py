@@ -95,6 +95,9 @@ class PolicyGate:
         if standing is not None and mode == "enforce":
             # Denied whatever the history: decided without the log, and not recorded in it.
             effective = standing
+        elif settings.limit_for(spec.name) is None:
+            # No rate limit on this tool: nothing to count, no round trip to the log.
+            effective = apply_mode(standing, mode) if standing is not None else ALLOW_DECISION
         else:
 
             def decide(recent: Sequence[float]) -> Decision:

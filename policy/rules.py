@@ -7,7 +7,8 @@ Rules, first match wins:
 2. destructive tool not in the space's destructive allowlist → deny `destructive-not-allowed`
    (the reminder suggests a non-destructive alternative such as archiving);
 3. this user has called this tool `limit` times or more in the rolling window (default 60 s)
-   → deny `rate-limit-exceeded` (the reminder says to pause or batch);
+   → deny `rate-limit-exceeded` (the reminder says to pause or batch); a tool whose limit is
+   `off` has no such rule;
 4. an injection marker in any string of 16+ characters anywhere in the input (nested lists and
    objects, and the keys of objects, included) → allow, flagged `injection-marker` (the reminder
    says to treat arguments as data, not instructions);
@@ -240,10 +241,10 @@ def rate_limit_denial(
 ) -> Decision | None:
     """Rule 3 on this user's earlier calls of `spec` (ascending POSIX seconds): the denial, or
     None. The only rule that reads the rate-limit log."""
-    if not recent_invocations:
+    limit = settings.limit_for(spec.name)
+    if limit is None or not recent_invocations:
         return None
     ts = now.timestamp() if isinstance(now, datetime) else float(now)
-    limit = settings.tool_limits.get(spec.name, settings.rate_limit)
     window = settings.window_seconds
     if calls_in_window(recent_invocations, ts, window) < limit:
         return None

@@ -4,10 +4,14 @@ Environment variables (read by `PolicySettings.from_env`, wired in the compositi
 
 - `MANA_POLICY_MODE`: `enforce` (default), `log-only` (decide, log and count, never block) or
   `off` (allow everything without evaluating).
-- `MANA_RATE_LIMIT`: calls of one tool by one user per rolling 60 s window (default 30).
-- `MANA_RATE_LIMITS`: per-tool overrides, e.g. `habits.log=10,notes.create=5`.
+- `MANA_RATE_LIMIT`: calls of one tool by one user per rolling 60 s window (default 30), or
+  `off` for no limit (then only the tools given in `MANA_RATE_LIMITS` are limited).
+- `MANA_RATE_LIMITS`: per-tool overrides, e.g. `habits.log=10,notes.create=5,notes.search=off`.
+  A tool without a limit is decided without the rate-limit log: its calls cost no database
+  round trip in the gate.
 - `MANA_RATE_LIMIT_USERS`: how many users the in-memory rate-limit log tracks at once
-  (default 10000; the least recently active user is forgotten first).
+  (default 10000; the least recently active user is forgotten first). The shared log in the
+  database is bounded by the window instead.
 
 A bad value raises `ValidationFailed` naming the variable.
 """
@@ -32,6 +36,8 @@ DEFAULT_RATE_LIMIT = 30
 WINDOW_SECONDS = 60.0
 MAX_RATE_LIMIT = 100_000
 DEFAULT_MAX_USERS = 10_000
+# The value of a limit that means "no limit" in MANA_RATE_LIMIT and MANA_RATE_LIMITS.
+NO_LIMIT = "off"
 
 # Verbs of non-destructive tools worth suggesting instead of a destructive one, best first.
 ALTERNATIVE_VERBS: tuple[str, ...] = ("archive", "complete", "update")
@@ -47,6 +53,12 @@ def _int(var: str, raw: str, *, low: int, high: int) -> int:
     return value
 
 
+def _limit(var: str, raw: str) -> int | None:
+    if raw.strip().lower() == NO_LIMIT:
+        return None
+    return _int(var, raw, low=1, high=MAX_RATE_LIMIT)
+
+
 def parse_mode(raw: str, *, var: str = "MANA_POLICY_MODE") -> Mode:
     mode = raw.strip().lower()
     if mode not in MODES:
@@ -54,9 +66,10 @@ def parse_mode(raw: str, *, var: str = "MANA_POLICY_MODE") -> Mode:
     return mode  # type: ignore[return-value]
 
 
-def parse_tool_limits(raw: str, *, var: str = "MANA_RATE_LIMITS") -> dict[str, int]:
-    """`habits.log=10, notes.create=5` → {"habits.log": 10, "notes.create": 5}."""
-    limits: dict[str, int] = {}
+def parse_tool_limits(raw: str, *, var: str = "MANA_RATE_LIMITS") -> dict[str, int | None]:
+    """`habits.log=10, notes.search=off` → {"habits.log": 10, "notes.search": None} (None: no
+    limit)."""
+    limits: dict[str, int | None] = {}
     for item in raw.split(","):
         item = item.strip()
         if not item:
@@ -69,7 +82,7 @@ def parse_tool_limits(raw: str, *, var: str = "MANA_RATE_LIMITS") -> dict[str, i
             raise ValidationFailed(f"{var}: {name!r} is not a tool name like 'habits.log'")
         if name in limits:
             raise ValidationFailed(f"{var}: {name} is given twice")
-        limits[name] = _int(f"{var} ({name})", value, low=1, high=MAX_RATE_LIMIT)
+        limits[name] = _limit(f"{var} ({name})", value)
     return limits
 
 
@@ -77,11 +90,11 @@ def parse_tool_limits(raw: str, *, var: str = "MANA_RATE_LIMITS") -> dict[str, i
 class PolicySettings:
     """How the gate decides. `tool_limits` override `rate_limit` per tool name;
     `alternatives` maps a destructive tool to non-destructive tools to suggest instead (filled
-    from the registry by `with_registry`)."""
+    from the registry by `with_registry`). A limit of None means the tool has no rate limit."""
 
     mode: Mode = "enforce"
-    rate_limit: int = DEFAULT_RATE_LIMIT
-    tool_limits: Mapping[str, int] = field(default_factory=dict)
+    rate_limit: int | None = DEFAULT_RATE_LIMIT
+    tool_limits: Mapping[str, int | None] = field(default_factory=dict)
     window_seconds: float = WINDOW_SECONDS
     max_users: int = DEFAULT_MAX_USERS
     alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -89,9 +102,13 @@ class PolicySettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValidationFailed(f"policy mode must be one of {', '.join(MODES)}")
-        if not 1 <= self.rate_limit <= MAX_RATE_LIMIT:
+        if self.rate_limit is not None and not 1 <= self.rate_limit <= MAX_RATE_LIMIT:
             raise ValidationFailed(f"rate limit must be between 1 and {MAX_RATE_LIMIT}")
-        bad = {k: v for k, v in self.tool_limits.items() if not 1 <= v <= MAX_RATE_LIMIT}
+        bad = {
+            k: v
+            for k, v in self.tool_limits.items()
+            if v is not None and not 1 <= v <= MAX_RATE_LIMIT
+        }
         if bad:
             raise ValidationFailed(f"per-tool rate limits must be between 1 and {MAX_RATE_LIMIT}")
         if self.window_seconds <= 0:
@@ -105,12 +122,7 @@ class PolicySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PolicySettings:
         mode = parse_mode(environ.get("MANA_POLICY_MODE", "enforce"))
-        limit = _int(
-            "MANA_RATE_LIMIT",
-            environ.get("MANA_RATE_LIMIT", str(DEFAULT_RATE_LIMIT)),
-            low=1,
-            high=MAX_RATE_LIMIT,
-        )
+        limit = _limit("MANA_RATE_LIMIT", environ.get("MANA_RATE_LIMIT", str(DEFAULT_RATE_LIMIT)))
         tool_limits = parse_tool_limits(environ.get("MANA_RATE_LIMITS", ""))
         max_users = _int(
             "MANA_RATE_LIMIT_USERS",
@@ -120,12 +132,17 @@ class PolicySettings:
         )
         return cls(mode=mode, rate_limit=limit, tool_limits=tool_limits, max_users=max_users)
 
-    def limit_for(self, tool: str) -> int:
+    def limit_for(self, tool: str) -> int | None:
+        """Calls of `tool` per user per window, or None: no limit."""
         return self.tool_limits.get(tool, self.rate_limit)
 
     @property
     def max_limit(self) -> int:
-        return max([self.rate_limit, *self.tool_limits.values()])
+        """The largest limit (1 when no tool has one): how many events a log keeps per key."""
+        return max(
+            [v for v in (self.rate_limit, *self.tool_limits.values()) if v is not None],
+            default=1,
+        )
 
     def with_registry(self, registry: Registry | Iterable[Any]) -> PolicySettings:
         """Check that every per-tool limit names a registered tool (`ValidationFailed` naming
@@ -150,11 +167,16 @@ class PolicySettings:
 
     def describe(self) -> str:
         """One line for people: mode and limits."""
-        text = (
-            f"mode {self.mode}; rate limit {self.rate_limit} calls per tool per user per "
-            f"{self.window_seconds:g} s"
-        )
+        if self.rate_limit is None:
+            text = f"mode {self.mode}; no rate limit per tool"
+        else:
+            text = (
+                f"mode {self.mode}; rate limit {self.rate_limit} calls per tool per user per "
+                f"{self.window_seconds:g} s"
+            )
         if self.tool_limits:
-            overrides = ", ".join(f"{k}={v}" for k, v in sorted(self.tool_limits.items()))
+            overrides = ", ".join(
+                f"{k}={NO_LIMIT if v is None else v}" for k, v in sorted(self.tool_limits.items())
+            )
             text += f" (overrides: {overrides})"
         return text

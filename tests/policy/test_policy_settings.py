@@ -82,3 +82,14 @@ def test_invalid_construction_is_rejected() -> None:
 def test_describe_mentions_mode_and_overrides() -> None:
     text = PolicySettings(mode="log-only", tool_limits={"habits.log": 3}).describe()
     assert "log-only" in text and "habits.log=3" in text and "30 calls" in text
+
+
+def test_off_means_no_limit_for_every_tool_or_one() -> None:
+    s = PolicySettings.from_env({"MANA_RATE_LIMITS": "habits.log=off, notes.create=5"})
+    assert s.limit_for("habits.log") is None and s.limit_for("notes.create") == 5
+    assert s.limit_for("todo.list") == 30 and s.max_limit == 30
+    assert "habits.log=off" in s.describe()
+    s = PolicySettings.from_env({"MANA_RATE_LIMIT": "OFF", "MANA_RATE_LIMITS": "notes.create=5"})
+    assert s.limit_for("todo.list") is None and s.limit_for("notes.create") == 5
+    assert s.max_limit == 5 and "no rate limit per tool" in s.describe()
+    assert PolicySettings(rate_limit=None).max_limit == 1
