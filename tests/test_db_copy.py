@@ -404,3 +404,13 @@ def test_copy_order_puts_referenced_tables_first() -> None:
         )
     }
     assert copy_order(tables) == ["users", "spaces", "tree", "records"]
+
+
+def test_a_file_that_is_not_a_database_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all " * 100)
+    code, out, err = mana_copy(capsys, "--from", str(junk), "--to", str(tmp_path / "t.db"))
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert str(junk) in err and "not a database" in err

@@ -609,13 +609,17 @@ def copy_database(
             f"the source and the target are the same database ({describe_target(source)})"
         )
     expected = _expected_versions(migrations)
-    src = open_endpoint(source, read_only=True)
+    with _step(f"opening {describe_target(source)}"):
+        src = open_endpoint(source, read_only=True)
     try:
-        _check_source_versions(src, expected)
-        dst = open_endpoint(target, read_only=False)
+        with _step(f"reading the schema versions of {src.label}"):
+            _check_source_versions(src, expected)
+        with _step(f"opening {describe_target(target)}"):
+            dst = open_endpoint(target, read_only=False)
         try:
-            _check_target_versions(dst, expected)
-            dst.migrate(migrations)
+            with _step(f"migrating {dst.label}"):
+                _check_target_versions(dst, expected)
+                dst.migrate(migrations)
             return _copy(src, dst, force=force, batch_size=batch_size)
         finally:
             dst.close()
@@ -625,20 +629,25 @@ def copy_database(
 
 def _copy(src: Endpoint, dst: Endpoint, *, force: bool, batch_size: int) -> CopyReport:
     report = CopyReport(src.label, dst.label, emptied=force)
-    src.begin_snapshot()
+    with _step(f"reading the tables of {src.label} and {dst.label}"):
+        src.begin_snapshot()
     try:
-        source_tables = {n: t for n, t in src.tables().items() if n != SCHEMA_TABLE}
-        target_tables = {n: t for n, t in dst.tables().items() if n != SCHEMA_TABLE}
+        with _step(f"reading the tables of {src.label} and {dst.label}"):
+            source_tables = {n: t for n, t in src.tables().items() if n != SCHEMA_TABLE}
+            target_tables = {n: t for n, t in dst.tables().items() if n != SCHEMA_TABLE}
         _matching_tables(source_tables, target_tables, dst.label)
         order = copy_order(source_tables)
-        filled = [n for n in order if dst.has_rows(target_tables[n])]
-        if filled and not force:
-            raise CopyRefused(
-                f"{dst.label} is not empty (rows in {', '.join(filled)}): copy into an empty "
-                "database, or pass --force to empty it first"
-            )
-        dst.begin_write()
+        with _step(f"starting a write transaction on {dst.label}"):
+            dst.begin_write()
         try:
+            # Checked under the target's write lock, so no row can arrive before the copy's.
+            with _step(f"reading {dst.label}"):
+                filled = [n for n in order if dst.has_rows(target_tables[n])]
+            if filled and not force:
+                raise CopyRefused(
+                    f"{dst.label} is not empty (rows in {', '.join(filled)}): copy into an "
+                    "empty database, or pass --force to empty it first"
+                )
             if force:
                 for name in reversed(order):  # rows that reference others go first
                     with _step(f"emptying {name} in {dst.label}"):
