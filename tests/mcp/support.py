@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, Literal, TextIO, TypeAlias
 
 import httpx
 import httpx2
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.session import MessageHandlerFnT
 from mcp.client.stdio import stdio_client
@@ -32,6 +33,7 @@ from policy.allowlist import DestructiveAllowlist
 from tool_registry.registry import Registry
 from tool_registry.store import open_database
 from tool_registry.store.postgres import is_postgres_url
+from tool_registry.testing.plugin import new_database
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[2]
@@ -159,6 +161,14 @@ def seed_world(where: Where) -> World:
     """Demo dataset plus Bob (a family space demo belongs to, a team space demo does not), in
     `where`: a data directory (its SQLite file) or an `Installation` on either backend."""
     return asyncio.run(seed_world_async(where))
+
+
+@contextmanager
+def seeded_world(request: pytest.FixtureRequest, backend: str, data_dir: Path) -> Iterator[World]:
+    """`seed_world` on a new database of `backend` (`database_backend`) with its keys in
+    `data_dir`, for a module's shared world; the database is dropped at the block's end."""
+    with new_database(request, backend, data_dir / "mana.db") as database:
+        yield seed_world(Installation(data_dir, database))
 
 
 async def seed_world_async(where: Where) -> World:

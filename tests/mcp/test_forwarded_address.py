@@ -7,18 +7,21 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .support import DEMO_EMAIL, ServerProcess, World, seed_world
+from .support import DEMO_EMAIL, ServerProcess, seeded_world
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    world: World = seed_world(tmp_path_factory.mktemp("forwarded"))
-    proc = ServerProcess(world.data_dir)
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
+def server(
+    tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    data_dir = tmp_path_factory.mktemp("forwarded")
+    with seeded_world(request, database_backend, data_dir) as world:
+        proc = ServerProcess(world.installation)
+        try:
+            proc.wait_ready()
+            yield proc
+        finally:
+            proc.stop()
 
 
 def test_x_forwarded_for_does_not_give_a_guesser_fresh_addresses(server: ServerProcess) -> None:

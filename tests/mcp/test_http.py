@@ -46,22 +46,24 @@ from .support import (
     headers,
     http_client,
     mana_argv,
-    mana_env,
     modern_tools_list,
     raw_post,
-    seed_world,
+    seeded_world,
     server_registry,
 )
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return seed_world(tmp_path_factory.mktemp("mcp-http"))
+def world(
+    tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    with seeded_world(request, database_backend, tmp_path_factory.mktemp("mcp-http")) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.data_dir)
+    proc = ServerProcess(world.installation)
     try:
         proc.wait_ready()
         yield proc
@@ -104,7 +106,7 @@ async def test_health_and_jwks(server: ServerProcess, demo_token: str) -> None:
 async def test_tools_listed_per_space_type(
     server: ServerProcess, world: World, demo_token: str, mode: Mode
 ) -> None:
-    registry = await server_registry(world.data_dir)
+    registry = await server_registry(world.installation)
     listed: dict[str, list[types.Tool]] = {}
     for label, space in (
         ("personal", None),
@@ -541,7 +543,7 @@ def test_key_rotation_keeps_old_tokens_valid(
     out = subprocess.run(
         mana_argv(world.data_dir, "token", "rotate-key"),
         cwd=REPO,
-        env=mana_env(),
+        env=world.installation.env(),
         capture_output=True,
         text=True,
         timeout=60,

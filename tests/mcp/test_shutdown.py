@@ -18,11 +18,11 @@ from .stdio_support import WAIT_TOOLS, RawStdio, tools_call, wait_for_file
 from .support import (
     DEMO_EMAIL,
     JSON_ACCEPT,
+    Installation,
     ServerProcess,
     headers,
     http_client,
     seed_world_async,
-    settings_for,
 )
 
 
@@ -51,8 +51,8 @@ def modern_call(
     return body, hdrs
 
 
-async def _count_habits(data_dir: Path, prefix: str) -> int:
-    async with open_runtime(settings_for(data_dir)) as rt:
+async def _count_habits(installation: Installation, prefix: str) -> int:
+    async with open_runtime(installation.settings()) as rt:
         user = await rt.accounts.require_user(DEMO_EMAIL)
         out = await rt.pipeline.invoke(
             "habits.list", {}, CallContext(user_id=user.id, invoker="cli")
@@ -61,9 +61,9 @@ async def _count_habits(data_dir: Path, prefix: str) -> int:
         return sum(1 for h in out.result["habits"] if h["name"].startswith(prefix))
 
 
-async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
-    world = await seed_world_async(tmp_path)
-    server = ServerProcess(world.data_dir, env={"MANA_SHUTDOWN_GRACE_SECONDS": "20"})
+async def test_sigterm_drains_and_exits_zero(tmp_path: Path, database_target: str) -> None:
+    world = await seed_world_async(Installation(tmp_path, database_target))
+    server = ServerProcess(world.installation, env={"MANA_SHUTDOWN_GRACE_SECONDS": "20"})
     try:
         server.wait_ready()
         token = world.token(world.demo_id, email=DEMO_EMAIL)
@@ -109,19 +109,21 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert set(outcomes) <= {"ok", "refused", "dropped"}, outcomes
         answered_ok = outcomes.count("ok")
         assert answered_ok >= stop_after
-        assert await _count_habits(world.data_dir, "sigterm-") == answered_ok
+        assert await _count_habits(world.installation, "sigterm-") == answered_ok
     finally:
         server.stop()
 
 
-async def test_stdio_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None:
+async def test_stdio_sigterm_finishes_calls_in_flight_and_exits_zero(
+    tmp_path: Path, database_target: str
+) -> None:
     """SIGTERM on stdio, with stdin still open: no new request is read, the call in flight
     finishes and is answered, the audit is flushed, and the exit code is 0 as over HTTP."""
-    world = await seed_world_async(tmp_path)
+    world = await seed_world_async(Installation(tmp_path, database_target))
     signals = tmp_path / "signals"
     signals.mkdir()
     env = {**WAIT_TOOLS, "MANA_KILLTEST_DIR": str(signals)}
-    server = await RawStdio.start(world.data_dir, "stdio-sigterm", env)
+    server = await RawStdio.start(world.installation, "stdio-sigterm", env)
     try:
         await server.send(tools_call(1, "killtest.wait", {"label": "in flight at SIGTERM"}))
         await wait_for_file(signals / "entered")
@@ -133,7 +135,7 @@ async def test_stdio_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: P
         server.kill()
     assert code == 0, server.stderr()
     assert server.answers[1]["result"]["structuredContent"] == {"released": True}
-    async with open_runtime(settings_for(world.data_dir)) as rt:
+    async with open_runtime(world.installation.settings()) as rt:
         rows = await rt.pipeline.audit.recent(tool="killtest.wait")
     assert [r["outcome"] for r in rows] == ["ok"]
     assert "Traceback" not in server.stderr()
