@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,8 +20,11 @@ import pytest
 from agent_loop.testing import Probe, probe_kit
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
+from mana_http import HttpConfig
 from mana_http.testing import McpTestServer
 from tool_registry.errors import ValidationFailed
+from tool_registry.store.accounts import User
+from tool_registry.testing import ToolKit
 
 from .support import (
     BOB_EMAIL,
@@ -237,75 +239,54 @@ async def test_conflicting_protocol_versions_open_no_session(
 # -- one answer per request id ------------------------------------------------------------------
 
 
-class _WriteLock:
-    """Another process holding the database's write lock: writes wait (the server's busy
-    timeout is far longer than this test needs), so a write call stays in flight."""
-
-    def __init__(self, db: Path) -> None:
-        self.conn: sqlite3.Connection | None = sqlite3.connect(db, isolation_level=None, timeout=30)
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def release(self) -> None:
-        if self.conn is not None:
-            self.conn.execute("ROLLBACK")
-            self.conn.close()
-            self.conn = None
-
-
-async def test_a_request_id_in_flight_is_refused_for_the_second_request(
-    server: ServerProcess, people: People
-) -> None:
-    async with _opened(server, people.demo) as sid:
-        await _duplicate_ids(server, people, sid)
-
-
-async def _duplicate_ids(server: ServerProcess, people: People, sid: str) -> None:
-    call = {
-        "jsonrpc": "2.0",
-        "id": 7,
-        "method": "tools/call",
-        "params": {"name": "notes.create", "arguments": {"title": "first", "body": "mine"}},
-    }
-    second = {**call, "params": {"name": "spaces.list", "arguments": {}}}
-    hdrs = _in_session(people.demo, sid)
-    lock = _WriteLock(people.world.data_dir / "mana.db")
-    try:
-        async with (
-            httpx.AsyncClient(timeout=30.0) as http,
-            http.stream("POST", server.mcp_url, content=json.dumps(call), headers=hdrs) as first,
-        ):
-            # the response has started, so the server holds id 7 for this request
-            assert first.status_code == 200
-            same = await http.post(server.mcp_url, content=json.dumps(second), headers=hdrs)
-            as_text = await http.post(
-                server.mcp_url, content=json.dumps({**second, "id": "7"}), headers=hdrs
-            )
-            batch = await http.post(server.mcp_url, content=json.dumps([second]), headers=hdrs)
-            other = await http.post(
-                server.mcp_url, content=json.dumps({**second, "id": 8}), headers=hdrs
-            )
-            for resp, rid in ((same, 7), (as_text, "7"), (batch, 7)):
-                assert resp.status_code == 409, resp.text
-                body = resp.json()
-                assert body["id"] == rid
-                assert body["error"]["code"] == -32600
-                assert body["error"]["data"]["reason"] == "request-id-in-flight"
-                message = body["error"]["message"]
-                assert "request id 7 is already in flight in this session" in message
-            assert other.status_code == 200  # another id is served meanwhile
-            lock.release()  # now the write can complete
-            answer = await asyncio.wait_for(_answer(first, 7), ANSWER_GUARD_SECONDS)
-    finally:
-        lock.release()
-    result = answer["result"]
-    assert result["isError"] is False, result
-    assert result["structuredContent"]["title"] == "first"
-    # id 7 is free again once answered
-    again = await _post(server.mcp_url, {**second, "id": 7}, hdrs)
-    assert again.status_code == 200
+async def test_a_request_id_in_flight_is_refused_for_the_second_request(tmp_path: Path) -> None:
+    """In-process, with a call held by a tool that blocks until released (every call writes, if
+    only its rate-limit entry, so a held database lock would hold the second request too)."""
+    probe = Probe()
+    async with (
+        probe_kit(tmp_path / "mana.db", probe) as kit,
+        McpTestServer(kit.pipeline, tmp_path) as srv,
+    ):
+        ann = await kit.user()
+        async with srv.http(ann) as http:
+            opened = await http.post("/mcp", json=INITIALIZE, headers=JSON_ACCEPT)
+            sid = opened.headers["mcp-session-id"]
+            hdrs = {**JSON_ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
+            call = {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "probe.hold", "arguments": {"key": "first"}},
+            }
+            second = {**call, "params": {"name": "probe.count", "arguments": {"key": "second"}}}
+            async with http.stream("POST", "/mcp", json=call, headers=hdrs) as first:
+                # the response has started, so the server holds id 7 for this request
+                assert first.status_code == 200
+                await asyncio.wait_for(probe.blocked.wait(), ANSWER_GUARD_SECONDS)
+                same = await http.post("/mcp", json=second, headers=hdrs)
+                as_text = await http.post("/mcp", json={**second, "id": "7"}, headers=hdrs)
+                batch = await http.post("/mcp", json=[second], headers=hdrs)
+                other = await http.post("/mcp", json={**second, "id": 8}, headers=hdrs)
+                for resp, rid in ((same, 7), (as_text, "7"), (batch, 7)):
+                    assert resp.status_code == 409, resp.text
+                    body = resp.json()
+                    assert body["id"] == rid
+                    assert body["error"]["code"] == -32600
+                    assert body["error"]["data"]["reason"] == "request-id-in-flight"
+                    message = body["error"]["message"]
+                    assert "request id 7 is already in flight in this session" in message
+                assert other.status_code == 200  # another id is served meanwhile
+                probe.block.set()  # now the held call can complete
+                answer = await asyncio.wait_for(_answer(first, 7), ANSWER_GUARD_SECONDS)
+            result = answer["result"]
+            assert result["isError"] is False, result
+            assert result["structuredContent"]["key"] == "first"
+            # id 7 is free again once answered
+            again = await http.post("/mcp", json={**second, "id": 7}, headers=hdrs)
+            assert again.status_code == 200
 
 
-async def _answer(resp: httpx.Response, request_id: int) -> dict[str, Any]:
+async def _answer(resp: Any, request_id: int) -> dict[str, Any]:
     """The first JSON-RPC response on an SSE stream; it must answer `request_id`."""
     async for line in resp.aiter_lines():
         if line.startswith("data:"):
@@ -492,3 +473,79 @@ async def test_the_id_of_a_request_whose_client_left_stays_taken_until_its_handl
             result = json.loads(line[5:])
             assert result["id"] == 9
             assert result["result"]["structuredContent"]["key"] == "next"  # its own answer
+
+
+# -- two servers on one database ----------------------------------------------------------------
+
+
+async def _raw_open(srv: McpTestServer, user: User) -> Any:
+    async with srv.http(user) as http:
+        return await http.post("/mcp", json=INITIALIZE, headers=JSON_ACCEPT)
+
+
+async def _raw(srv: McpTestServer, user: User, sid: str, method: str = "POST") -> int:
+    hdrs = {**JSON_ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
+    async with srv.http(user) as http:
+        if method == "DELETE":
+            return int((await http.delete("/mcp", headers=hdrs)).status_code)
+        return int((await http.post("/mcp", json=TOOLS_LIST, headers=hdrs)).status_code)
+
+
+async def test_two_servers_on_one_database_share_sessions(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    """Two HTTP apps (two replicas) on one database, on both backends: a session opened on one
+    is served by the other, refused to another user on both, counted against one cap, and
+    ended for both by a DELETE on either."""
+    config = HttpConfig(sessions_per_user=2)
+    async with (
+        McpTestServer(mana_kit.pipeline, tmp_path, config=config) as a,
+        McpTestServer(mana_kit.pipeline, tmp_path, config=config) as b,
+    ):
+        ann, bob = await mana_kit.user(), await mana_kit.user()
+        opened = await _raw_open(a, ann)
+        assert opened.status_code == 200, opened.text
+        sid = opened.headers["mcp-session-id"]
+        assert a.app.sessions.get(sid) is not None and b.app.sessions.get(sid) is None
+        assert await _raw(b, ann, sid) == 200  # b adopts it from its row
+        assert b.app.manager.holds(sid)
+        for srv in (a, b):
+            assert await _raw(srv, bob, sid) == 403
+            assert await _raw(srv, bob, sid, "DELETE") == 403
+        assert (await _raw_open(b, ann)).status_code == 200  # ann's second session
+        for srv in (a, b):
+            refused = await _raw_open(srv, ann)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["data"]["reason"] == "too-many-sessions"
+        assert (await _raw_open(a, bob)).status_code == 200  # other users are not affected
+        assert await _raw(b, ann, sid, "DELETE") < 300
+        assert await _raw(a, ann, sid) == 404  # ended for both
+        assert await _raw(b, ann, sid) == 404
+        assert (await _raw_open(a, ann)).status_code == 200  # room again
+
+
+async def test_activity_on_one_server_keeps_a_session_alive_on_the_other(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    """Idle expiry counts every replica's activity: a session used only through `b` is not
+    expired by `a`'s sweeper; once nobody uses it, it ends for both."""
+    config = HttpConfig(session_idle_seconds=0.5, session_touch_seconds=0.2)
+    async with (
+        McpTestServer(mana_kit.pipeline, tmp_path, config=config) as a,
+        McpTestServer(mana_kit.pipeline, tmp_path, config=config) as b,
+    ):
+        ann = await mana_kit.user()
+        sid = (await _raw_open(a, ann)).headers["mcp-session-id"]
+        # used through b for several idle periods (each sweep of a would have ended it)
+        for _ in range(12):
+            assert await _raw(b, ann, sid) == 200
+            await asyncio.sleep(0.2)
+        assert await a.app.sessions.lookup(sid) is not None
+        assert await _raw(a, ann, sid) == 200
+        for _ in range(200):  # bounded wait: the sweepers run every 0.2 s
+            if await a.app.sessions.lookup(sid) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await a.app.sessions.lookup(sid) is None
+        assert await _raw(a, ann, sid) == 404
+        assert await _raw(b, ann, sid) == 404
