@@ -7,9 +7,9 @@ acts (closes it, or pushes the notification on its GET stream), the others have 
 - PostgreSQL (`PostgresBus`): `NOTIFY` on channel `mana_mcp_sessions` (sent in a write unit, so
   it goes out on commit) and one dedicated `LISTEN` connection per process, reconnecting with
   backoff when the server goes away and checking it with a round trip when quiet. Events sent
-  while a listener was disconnected are lost to it; after reconnecting it calls `resync`
-  (sessions ended meanwhile are closed by then; a missed list_changed reaches the client with
-  its next call, which compares against the session row).
+  while a listener was disconnected are lost to it; after reconnecting it calls `resync`, which
+  closes the sessions that ended meanwhile. A lost list_changed is not repeated (it is advisory:
+  the client's next `tools/list` shows the new tools).
 - SQLite (`LocalBus`): one process serves the database's sessions; events go straight to the
   handler. Several processes on one SQLite file share the session registry but not events
   (a session ended elsewhere is closed here by the sweeper); scale out on PostgreSQL.

@@ -314,6 +314,52 @@ async def test_list_changed_found_on_one_process_reaches_a_stream_on_another(
         assert changes.count == 1
 
 
+async def _listeners(installation: Installation) -> set[int]:
+    """The server processes of the listening connections on the test's database."""
+    rows = await installation.query(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE application_name = 'mana-listen' AND datname = current_database()"
+    )
+    return {int(r[0]) for r in rows}
+
+
+async def _three_listeners(installation: Installation, *, besides: set[int]) -> set[int]:
+    """Wait (bounded) until A, B and the in-process replica each listen on a connection that
+    is not one of `besides`."""
+    found: set[int] = set()
+    for _ in range(400):
+        found = await _listeners(installation) - besides
+        if len(found) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(found) == 3, found
+    return found
+
+
+async def test_the_session_channel_reconnects_after_losing_its_connection(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    changes = _Changes()
+    async with (
+        http_client(
+            replicas.a.mcp_url, replicas.demo, mode="legacy", message_handler=changes.on_message
+        ) as (client, _),
+        _another_replica(replicas.installation, tmp_path) as other,
+    ):
+        await client.list_tools()
+        before = await _three_listeners(replicas.installation, besides=set())
+        # every listening connection is cut, as by a server restart or a network failure
+        await replicas.installation.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'mana-listen' AND datname = current_database()"
+        )
+        await _three_listeners(replicas.installation, besides=before)  # all reconnected
+        other.pipeline.backends.set(IMAGE_GENERATOR, _FakeGenerator())
+        assert await other.app.backends_changed() == 1
+        await changes.next()  # A listens again and pushed it
+        assert changes.count == 1
+
+
 # -- the TypeScript SDK --------------------------------------------------------------------------
 
 
