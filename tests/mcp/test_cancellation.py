@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,11 +31,11 @@ from .support import (
     DEMO_EMAIL,
     JSON_ACCEPT,
     REPO,
+    Installation,
     ServerProcess,
     headers,
     http_client,
     mana_argv,
-    mana_env,
     seed_world_async,
 )
 
@@ -305,25 +304,23 @@ class Stored:
     audit_without_record: int
 
 
-def stored_writes(data_dir: Path, prefixes: tuple[str, ...]) -> Stored:
-    conn = sqlite3.connect(f"file:{data_dir / 'mana.db'}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT collection, json_extract(data, '$.name'), json_extract(data, '$.title') "
-            "FROM records WHERE collection IN ('habits', 'notes')"
-        ).fetchall()
-        audits = Counter(
-            h
-            for (h,) in conn.execute(
-                "SELECT input_hash FROM audit_log WHERE outcome = 'ok' "
-                "AND tool IN ('habits.create', 'notes.create')"
-            )
+async def stored_writes(installation: Installation, prefixes: tuple[str, ...]) -> Stored:
+    rows = [
+        (collection, json.loads(data))
+        for collection, data in await installation.query(
+            "SELECT collection, data FROM records WHERE collection IN ('habits', 'notes')"
         )
-    finally:
-        conn.close()
+    ]
+    audits = Counter(
+        h
+        for (h,) in await installation.query(
+            "SELECT input_hash FROM audit_log WHERE outcome = 'ok' "
+            "AND tool IN ('habits.create', 'notes.create')"
+        )
+    )
     hashes: dict[str, str] = {}
-    for collection, name, title in rows:
-        label = name if collection == "habits" else title
+    for collection, data in rows:
+        label = data.get("name") if collection == "habits" else data.get("title")
         if not isinstance(label, str) or not label.startswith(tuple(f"{p}-" for p in prefixes)):
             continue
         args = (
@@ -355,7 +352,7 @@ def tracebacks(text: str) -> list[str]:
 
 async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
     world = await seed_world_async(tmp_path)
-    server = ServerProcess(world.data_dir, env=SERVER_ENV)
+    server = ServerProcess(world.installation, env=SERVER_ENV)
     figures: dict[str, Tally] = {}
     stdio: RawStdio | None = None
     try:
@@ -381,7 +378,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         )
 
         # stdio: cancel over the pipe, then close stdin while calls are still running
-        stdio = await RawStdio.start(world.data_dir, "stdio-cancel", SERVER_ENV)
+        stdio = await RawStdio.start(world.installation, "stdio-cancel", SERVER_ENV)
         sent: dict[str, list[int]] = {}
         request_id = iter(range(1, 1_000_000))
         for label, window in (("0-5 ms", SHORT), ("0-30 ms", WIDE)):
@@ -438,7 +435,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
                 json.dumps({"name": "after-cli"}),
             ),
             cwd=REPO,
-            env=mana_env(),
+            env=world.installation.env(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -454,7 +451,7 @@ async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
         code = await asyncio.to_thread(server.stop)
     assert code == 0
 
-    stored = stored_writes(world.data_dir, PREFIXES)
+    stored = await stored_writes(world.installation, PREFIXES)
     print_figures(figures, total, stored)
     assert stored.unaudited == [] and stored.audited_twice == []
     assert stored.audit_without_record == 0
