@@ -8,19 +8,20 @@ from typing import Literal
 
 import pytest
 
-from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
 from mana_http.testing import McpTestServer
 from mcp_server import error_text
 from tool_registry.pipeline import Outcome, OutcomeError
 from tool_registry.testing import ToolKit
 
+from .support import Installation
+
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_mcp_denial_text_keeps_the_exact_tool_name(
-    tmp_path: Path, mode: Literal["auto", "legacy"]
+    tmp_path: Path, database_target: str, mode: Literal["auto", "legacy"]
 ) -> None:
-    settings = Settings.load({"data_dir": str(tmp_path / "data")}, environ={})
+    settings = Installation(tmp_path / "data", database_target).settings()
     async with open_runtime(settings, create=True) as rt:  # the real policy gate
         kit = ToolKit(rt.pipeline)
         ann = await kit.user()

@@ -95,11 +95,13 @@ BOOM = ToolSpec(
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_handler_crash_is_a_short_error_with_request_id(tmp_path: Path, mode: Any) -> None:
+async def test_handler_crash_is_a_short_error_with_request_id(
+    tmp_path: Path, database_target: str, mode: Any
+) -> None:
     registry = build_registry()
     registry.register(BOOM)
     async with (
-        tool_kit(tmp_path / "mana.db", registry=registry) as kit,
+        tool_kit(database_target, registry=registry) as kit,
         McpTestServer(kit.pipeline, tmp_path) as server,
     ):
         ann = await kit.user()
@@ -132,9 +134,9 @@ async def _tools_list(server: McpTestServer, user: Any, session_id: str) -> int:
         return (await http.post("/mcp", json=body, headers=hdrs)).status_code
 
 
-async def test_idle_sessions_expire(tmp_path: Path) -> None:
+async def test_idle_sessions_expire(tmp_path: Path, database_target: str) -> None:
     async with (
-        tool_kit(tmp_path / "mana.db") as kit,
+        tool_kit(database_target) as kit,
         McpTestServer(kit.pipeline, tmp_path, config=HttpConfig(session_idle_seconds=0.5)) as srv,
     ):
         ann = await kit.user()
@@ -148,11 +150,13 @@ async def test_idle_sessions_expire(tmp_path: Path) -> None:
         assert await _tools_list(srv, ann, session_id) == 404
 
 
-async def test_session_cap_evicts_oldest_and_memory_stays_bounded(tmp_path: Path) -> None:
+async def test_session_cap_evicts_oldest_and_memory_stays_bounded(
+    tmp_path: Path, database_target: str
+) -> None:
     # no protection window: every session that has nothing in flight may be evicted
     config = HttpConfig(sessions_per_user=3, session_protect_seconds=0)
     async with (
-        tool_kit(tmp_path / "mana.db") as kit,
+        tool_kit(database_target) as kit,
         McpTestServer(kit.pipeline, tmp_path, config=config) as srv,
     ):
         ann, bob = await kit.user(), await kit.user()
