@@ -208,7 +208,9 @@ class PgTransaction:
         if not self.open:
             raise RuntimeError("this transaction has ended; start a new one to write")
         conn = PgConn(self._raw)
-        return await self._db._in_thread(lambda: self._db._guard(lambda: fn(conn), self._raw))
+        return await self._db._in_thread(
+            lambda: self._db._guard(lambda: fn(conn), self._raw), held=True
+        )
 
 
 _ACTIVE: ContextVar[PgTransaction | None] = ContextVar("mana_active_pg_transaction", default=None)
@@ -250,6 +252,13 @@ class PostgresDatabase:
         # a thread while holding a connection.
         self._threads = ThreadPoolExecutor(
             max_workers=readers + writers + 1, thread_name_prefix="mana-pg"
+        )
+        # The work of a `transaction()` that holds its connection (and the write lock) runs on
+        # threads of its own: on the shared ones it could queue behind units that wait for that
+        # same lock or for a connection, which nobody releases until it finishes (a deadlock
+        # broken only by their acquire timeout). At most `writers` transactions hold one.
+        self._held_threads = ThreadPoolExecutor(
+            max_workers=writers, thread_name_prefix="mana-pg-held"
         )
         self._closed = False
 
@@ -300,13 +309,15 @@ class PostgresDatabase:
             raise RuntimeError("database is closed")
 
     async def _to_end(
-        self, work: Callable[[], T]
+        self, work: Callable[[], T], *, held: bool = False
     ) -> tuple[asyncio.Future[T], BaseException | None]:
         """Run `work` on a database thread and wait until it has ended there, whatever
         cancellation arrives meanwhile; returns its future and the cancellation that arrived
-        (None if none) for the caller to re-raise once its unit has ended."""
+        (None if none) for the caller to re-raise once its unit has ended. `held`: the work
+        of a transaction already holding its connection (runs on the held threads)."""
         self._check_open()
-        done = asyncio.wrap_future(self._threads.submit(work))
+        executor = self._held_threads if held else self._threads
+        done = asyncio.wrap_future(executor.submit(work))
         cancelled: asyncio.CancelledError | None = None
         with anyio.CancelScope(shield=True):
             while not done.done():
@@ -316,10 +327,10 @@ class PostgresDatabase:
                     cancelled = exc
         return done, cancelled
 
-    async def _in_thread(self, work: Callable[[], T]) -> T:
+    async def _in_thread(self, work: Callable[[], T], *, held: bool = False) -> T:
         """Run `work` to its end on a database thread; then re-raise a cancellation that arrived
         meanwhile, else return its result."""
-        done, cancelled = await self._to_end(work)
+        done, cancelled = await self._to_end(work, held=held)
         if cancelled is not None:
             raise cancelled
         return done.result()
@@ -431,7 +442,7 @@ class PostgresDatabase:
         begun, cancelled = await self._to_end(lambda: self._guard(begin, None))
         if cancelled is not None:
             if not begun.cancelled() and begun.exception() is None:
-                await self._to_end(lambda: end(begun.result(), "ROLLBACK"))
+                await self._to_end(lambda: end(begun.result(), "ROLLBACK"), held=True)
             raise cancelled
         raw = begun.result()
         tx = PgTransaction(self, raw)
@@ -440,11 +451,11 @@ class PostgresDatabase:
             yield tx
         except BaseException:
             tx.open = False
-            await self._in_thread(lambda: end(raw, "ROLLBACK"))
+            await self._in_thread(lambda: end(raw, "ROLLBACK"), held=True)
             raise
         else:
             tx.open = False
-            await self._in_thread(lambda: end(raw, "COMMIT"))
+            await self._in_thread(lambda: end(raw, "COMMIT"), held=True)
         finally:
             tx.open = False
             _ACTIVE.reset(token)
@@ -471,6 +482,7 @@ class PostgresDatabase:
 
         await loop.run_in_executor(self._threads, shut)
         self._threads.shutdown(wait=True)
+        self._held_threads.shutdown(wait=True)
 
 
 def _probe(url: str, wait: float) -> str | None:
