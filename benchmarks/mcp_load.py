@@ -17,6 +17,21 @@ Checks: zero errors (HTTP status, JSON-RPC error or isError result), zero lost w
 user in the database after the run = writes acknowledged), every call audited, no session left
 open; reports the server's RSS before and after the load and after the sessions were closed.
 Loopback only; servers are stopped at the end; the whole run is capped by `--timeout`.
+
+PostgreSQL and replicas:
+
+    .venv/bin/python benchmarks/mcp_load.py --backend postgres --replicas 2 [--spread workers]
+
+starts its own throwaway PostgreSQL server (tool_registry.testing.postgres), then runs the same
+load three times, each on a fresh database and data directory: our server on SQLite (the
+reference for CPU per call), one server on PostgreSQL (`mana init --database-url`, then
+`mana serve --http`), and REPLICAS server processes on PostgreSQL. `--spread workers` (default)
+runs them as `mana serve --http --workers REPLICAS` on one port, the kernel handing each new
+connection to a worker; `--spread ports` starts REPLICAS separate `mana serve` processes on their
+own ports and the generator deals the sessions out round-robin (a client-side balancer: a proxy
+process would take CPU from the two cores the servers need). Prints throughput of REPLICAS over
+one, CPU per call of the Mana processes and of PostgreSQL against SQLite, errors and lost writes
+(each must be 0) per phase. `--replicas 1` runs the SQLite and the one-server phases only.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -32,7 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -40,12 +56,18 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.mcp_bench_support import (
+    REPO,
     Server,
+    free_port,
+    mana_argv,
     percentiles,
     print_table,
     seed_users,
+    server_env,
     token_for,
 )
+from mana_cli.config import Settings
+from mana_cli.runtime import open_runtime
 from tool_registry.logging import configure_logging
 
 PROTOCOL = "2025-11-25"
@@ -250,7 +272,11 @@ async def drive_baseline(url: str, calls: int, out: Result) -> None:
         await session.close()
 
 
-async def load(n_sessions: int, run_one: Any, server: Server) -> tuple[Result, float]:
+class CpuMeter(Protocol):
+    def cpu_seconds(self) -> float: ...
+
+
+async def load(n_sessions: int, run_one: Any, server: CpuMeter) -> tuple[Result, float]:
     out = Result()
     cpu_server = server.cpu_seconds()
     cpu_self = time.process_time()
@@ -400,16 +426,341 @@ async def _run(ns: argparse.Namespace, data_dir: Path) -> int:
     return 1 if failed else 0
 
 
+# -- PostgreSQL and replicas ---------------------------------------------------------------
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants, live ones and reaped ones
+    (Linux /proc: utime, stime, cutime, cstime), e.g. a `--workers` parent with its workers or
+    the postmaster with its backends. 0 for a process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    own = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu_seconds(int(child)) for child in children)
+
+
+@dataclass
+class Deployment:
+    """The server processes of one phase and the URLs the sessions are dealt out to."""
+
+    servers: list[Server]
+    workers: int  # worker processes per server (1: plain `mana serve --http`)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"{s.url}/mcp" for s in self.servers]
+
+    def cpu_seconds(self) -> float:
+        return sum(tree_cpu_seconds(s.proc.pid) for s in self.servers)
+
+    async def ready(self) -> None:
+        """Every server answers /health, and with workers every worker has answered once."""
+        for server in self.servers:
+            await server.ready(health=True)
+            if self.workers > 1:
+                await _worker_pids(server.url, self.workers)
+
+    async def open_sessions(self) -> float:
+        """`mana_mcp_open_sessions` summed over every server process (each worker has its
+        own sessions; /metrics is asked until each worker answered)."""
+        total = 0.0
+        for server in self.servers:
+            if self.workers == 1:
+                total += await _metric(server.url, "mana_mcp_open_sessions") or 0.0
+                continue
+            per_worker = await _metric_per_worker(server.url, self.workers)
+            total += sum(per_worker.values())
+        return total
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+async def _worker_pids(url: str, workers: int, attempts: int = 2000) -> set[str]:
+    pids: set[str] = set()
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        for _ in range(attempts):
+            response = await http.get(f"{url}/health", headers={"connection": "close"})
+            pids.add(response.headers.get("mana-worker", ""))
+            if len(pids) >= workers:
+                return pids
+    raise RuntimeError(f"only {len(pids)} of {workers} workers answered at {url}")
+
+
+async def _metric_per_worker(url: str, workers: int, attempts: int = 2000) -> dict[str, float]:
+    found: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        for _ in range(attempts):
+            response = await http.get(f"{url}/metrics", headers={"connection": "close"})
+            for line in response.text.splitlines():
+                if line.startswith("mana_mcp_open_sessions "):
+                    found[response.headers["mana-worker"]] = float(line.split()[-1])
+            if len(found) >= workers:
+                break
+    return found
+
+
+@dataclass
+class Phase:
+    name: str
+    result: Result
+    wall: float
+    db_cpu_s: float
+    acknowledged: int
+    lost: int
+    extra: int
+    audited: int
+    open_sessions: float
+
+
+def _pg_counts(url: str) -> tuple[dict[str, int], int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT author_id, count(*) FROM records GROUP BY author_id")
+        per_author = {str(a): int(c) for a, c in rows.fetchall()}
+        found = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+        audited = int(found[0]) if found else 0
+    return per_author, audited
+
+
+def _postmaster_pid(pg: Any) -> int:
+    return int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def _mana_init(data_dir: Path, database_url: str) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        mana_argv(data_dir, "init"),
+        cwd=REPO,
+        env=server_env({"MANA_DATABASE_URL": database_url}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mana init failed: {done.stderr.strip()}")
+
+
+async def _seed_postgres(data_dir: Path, database_url: str, emails: list[str]) -> dict[str, str]:
+    settings = Settings.load(
+        {"data_dir": str(data_dir), "database_url": database_url}, environ=server_env()
+    )
+    ids: dict[str, str] = {}
+    async with open_runtime(settings) as rt:
+        for email in emails:
+            user = await rt.accounts.create_user(email)
+            ids[email] = user.id
+    return ids
+
+
+def _deploy(
+    data_dir: Path, database_url: str | None, replicas: int, spread: str, env: dict[str, str]
+) -> Deployment:
+    if database_url is not None:
+        env = {**env, "MANA_DATABASE_URL": database_url}
+    if replicas == 1 or spread == "ports":
+        return Deployment([Server.ours(data_dir, env=env) for _ in range(replicas)], workers=1)
+    port = free_port()
+    argv = mana_argv(data_dir, "serve", "--http", "--port", str(port), "--workers", str(replicas))
+    return Deployment([Server(argv, port, env=env)], workers=replicas)
+
+
+async def _phase(
+    name: str,
+    ns: argparse.Namespace,
+    *,
+    database_url: str | None,
+    replicas: int,
+    postmaster: int | None,
+) -> Phase:
+    data_dir = Path(tempfile.mkdtemp(prefix="mana-bench-load-"))
+    try:
+        emails = [f"load-{i:03d}@mana.test" for i in range(ns.sessions)]
+        if database_url is None:
+            ids = await seed_users(data_dir, emails)
+        else:
+            _mana_init(data_dir, database_url)
+            ids = await _seed_postgres(data_dir, database_url, emails)
+        tokens = [(ids[e], token_for(data_dir, ids[e], e)) for e in emails]
+        deployment = _deploy(data_dir, database_url, replicas, ns.spread, {"MANA_RATE_LIMIT": "30"})
+        try:
+            await deployment.ready()
+            urls = deployment.urls
+            db_cpu = tree_cpu_seconds(postmaster) if postmaster else 0.0
+
+            async def one(i: int, out: Result) -> None:
+                user_id, token = tokens[i]
+                await drive_ours(urls[i % len(urls)], user_id, token, ns.calls, out)
+
+            result, wall = await load(ns.sessions, one, deployment)
+            db_cpu = (tree_cpu_seconds(postmaster) - db_cpu) if postmaster else 0.0
+            await asyncio.sleep(0.5)
+            open_sessions = await deployment.open_sessions()
+        finally:
+            deployment.stop()  # SIGTERM: drains and flushes the audit log
+        if database_url is None:
+            per_author, audited = _db_counts(data_dir / "mana.db")
+        else:
+            per_author, audited = _pg_counts(database_url)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    lost = sum(max(0, n - per_author.get(uid, 0)) for uid, n in result.writes.items())
+    extra = sum(max(0, per_author.get(uid, 0) - result.writes.get(uid, 0)) for uid, _ in tokens)
+    return Phase(
+        name,
+        result,
+        wall,
+        db_cpu,
+        sum(result.writes.values()),
+        lost,
+        extra,
+        audited,
+        open_sessions,
+    )
+
+
+async def run_postgres(ns: argparse.Namespace) -> int:
+    from tool_registry.testing.postgres import ThrowawayPostgres, temporary_database
+
+    plan = [("sqlite, 1 server", None, 1), ("postgres, 1 server", "pg", 1)]
+    if ns.replicas > 1:
+        plan.append((f"postgres, {ns.replicas} {_spread_label(ns.spread)}", "pg", ns.replicas))
+    phases: list[Phase] = []
+    with ThrowawayPostgres() as pg:
+        postmaster = _postmaster_pid(pg)
+        for name, backend, replicas in plan:
+            if backend is None:
+                phases.append(
+                    await _phase(name, ns, database_url=None, replicas=1, postmaster=None)
+                )
+                continue
+            with temporary_database(pg.admin_url, prefix="mana_bench") as url:
+                phases.append(
+                    await _phase(
+                        name, ns, database_url=url, replicas=replicas, postmaster=postmaster
+                    )
+                )
+    _report_postgres(ns, phases)
+    total_calls = ns.sessions * ns.calls
+    failed = any(
+        p.result.errors or p.lost or p.extra or p.audited < total_calls or p.open_sessions
+        for p in phases
+    )
+    return 1 if failed else 0
+
+
+def _spread_label(spread: str) -> str:
+    return "workers on one port" if spread == "workers" else "servers on own ports"
+
+
+def _report_postgres(ns: argparse.Namespace, phases: list[Phase]) -> None:
+    print(
+        f"\nMCP load on {os.cpu_count()} CPUs: {ns.sessions} concurrent 2025-11-25 sessions x "
+        f"{ns.calls} calls (50/50 read/write, rate limit 30/tool/user/min), raw-HTTP load "
+        "generator, all phases in this run\n"
+    )
+    rows = []
+    for p in phases:
+        ok = max(1, len(p.result.latencies))
+        p50, p95 = percentiles(p.result.latencies)
+        rows.append(
+            [
+                p.name,
+                str(len(p.result.latencies) + len(p.result.errors)),
+                str(len(p.result.errors)),
+                f"{p.wall:.1f}",
+                f"{len(p.result.latencies) / p.wall:.0f}",
+                f"{p50:.1f}",
+                f"{p95:.1f}",
+                f"{p.result.server_cpu_s / ok * 1000:.2f}",
+                f"{p.db_cpu_s / ok * 1000:.2f}" if p.db_cpu_s else "-",
+                f"{(p.result.server_cpu_s + p.db_cpu_s) / ok * 1000:.2f}",
+                f"{p.result.generator_cpu_s / ok * 1000:.2f}",
+                f"{p.acknowledged}",
+                f"{p.lost}",
+                f"{p.extra}",
+                f"{p.audited}",
+                f"{p.open_sessions:.0f}",
+            ]
+        )
+    print_table(
+        [
+            "phase",
+            "calls",
+            "errors",
+            "wall s",
+            "calls/s",
+            "p50 ms",
+            "p95 ms",
+            "Mana CPU ms/call",
+            "PostgreSQL CPU ms/call",
+            "server total CPU ms/call",
+            "generator CPU ms/call",
+            "writes acked",
+            "lost",
+            "unexpected",
+            "audit rows",
+            "open sessions after",
+        ],
+        rows,
+    )
+
+    def rate(p: Phase) -> float:
+        return len(p.result.latencies) / p.wall
+
+    def cpu(p: Phase, with_db: bool) -> float:
+        spent = p.result.server_cpu_s + (p.db_cpu_s if with_db else 0.0)
+        return spent / max(1, len(p.result.latencies))
+
+    sqlite, one = phases[0], phases[1]
+    print(
+        f"\nCPU per call, PostgreSQL (1 server) / SQLite: Mana processes "
+        f"{cpu(one, False) / cpu(sqlite, False):.2f}x, Mana + PostgreSQL "
+        f"{cpu(one, True) / cpu(sqlite, False):.2f}x"
+    )
+    if len(phases) > 2:
+        many = phases[2]
+        print(
+            f"throughput, {ns.replicas} {_spread_label(ns.spread)} / 1 server: "
+            f"{rate(many) / rate(one):.2f}x (goal >= 1.5x)"
+        )
+    for p in phases:
+        for err in p.result.errors[:3]:
+            print(f"error ({p.name}): {err}")
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING", json=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sessions", type=int, default=50, help="concurrent sessions (50)")
     p.add_argument("--calls", type=int, default=100, help="calls per session (100)")
-    p.add_argument("--timeout", type=float, default=600, help="cap for the whole run, seconds")
+    p.add_argument("--timeout", type=float, default=900, help="cap for the whole run, seconds")
+    p.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: ours against the echo baseline (default); postgres: see above",
+    )
+    p.add_argument("--replicas", type=int, default=2, help="postgres: server processes (2)")
+    p.add_argument(
+        "--spread",
+        choices=("workers", "ports"),
+        default="workers",
+        help="postgres: replicas as --workers on one port (default) or processes on own ports",
+    )
     ns = p.parse_args(argv)
+    if ns.replicas < 1:
+        p.error("--replicas must be at least 1")
 
     async def bounded() -> int:
-        return await asyncio.wait_for(run(ns), ns.timeout)
+        job = run(ns) if ns.backend == "sqlite" else run_postgres(ns)
+        return await asyncio.wait_for(job, ns.timeout)
 
     return asyncio.run(bounded())
 
