@@ -137,7 +137,9 @@ def probe_specs(probe: Probe) -> list[ToolSpec[Any, Any]]:
 
 
 @asynccontextmanager
-async def probe_kit(path: Path, probe: Probe, gate: Gate | None = None) -> AsyncIterator[ToolKit]:
+async def probe_kit(
+    path: Path | str, probe: Probe, gate: Gate | None = None
+) -> AsyncIterator[ToolKit]:
     registry = build_registry(extra=probe_specs(probe))
     async with tool_kit(path, registry=registry, gate=gate) as kit:
         yield kit

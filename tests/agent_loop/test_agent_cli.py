@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mana_cli.main import main
+from tests.mcp.support import Installation
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agent-demo.json"
 PROMPT = "Look at my habits and add a todo that helps with the first one."
@@ -17,11 +18,12 @@ Mana = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Mana:
-    db = tmp_path / "cli.db"
+def mana(tmp_path: Path, database_target: str, capsys: pytest.CaptureFixture[str]) -> Mana:
+    """`mana` on this test's database (SQLite file or PostgreSQL URL), after `mana init`."""
+    flags = Installation(tmp_path / "data", database_target).flags()
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--db", str(db), *argv])
+        code = main([*flags, *argv])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
