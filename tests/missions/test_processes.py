@@ -1,6 +1,8 @@
-"""Real daemon processes (`python -m mana_cli daemon`) on one database file: two daemons share
-200 due missions; a daemon killed with SIGKILL inside a tool is recovered without duplicate
-writes; SIGTERM drains a running iteration before exiting.
+"""Real daemon processes (`python -m mana_cli daemon`) on one database (the test's
+`database_target`: a SQLite file, or PostgreSQL through `--database-url`): two daemons share 200
+due missions; a daemon killed with SIGKILL inside a tool is recovered without duplicate writes;
+SIGTERM drains a running iteration before exiting; three daemons, one SIGKILLed and one
+SIGSTOPped mid-iteration, still run every due window exactly once.
 
 Waiting in these tests is for conditions (a file written by the tool, a process exit) with a
 generous failure deadline, never for a duration.
@@ -12,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from mana_cli.runtime import open_runtime
 from missions.cadence import IntervalCadence
 from missions.view import MISSIONS
 from policy.agent_policy import AgentToolPolicy
+from tests.missions.helpers import is_postgres, query
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 90.0  # failure guard only
@@ -51,13 +53,22 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def daemon_cmd(db: Path, script: Path, *args: str) -> list[str]:
+def database_args(target: str) -> list[str]:
+    """The global flag that points a `mana` process at the test's database."""
+    return ["--database-url", target] if is_postgres(target) else ["--db", target]
+
+
+def settings_for(target: str, env: dict[str, str]) -> Settings:
+    key = "database_url" if is_postgres(target) else "db"
+    return Settings.load({key: target}, environ=env)
+
+
+def daemon_cmd(db: str, script: Path, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "mana_cli",
-        "--db",
-        str(db),
+        *database_args(db),
         "daemon",
         "--llm",
         f"scripted:{script}",
@@ -70,12 +81,15 @@ def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
     return path
 
 
+WINDOW = "2000-01-01T00:00:00.000000Z"
+
+
 async def seed(
-    db: Path, env: dict[str, str], *, users: int, missions_per_user: int, policy: AgentToolPolicy
+    db: str, env: dict[str, str], *, users: int, missions_per_user: int, policy: AgentToolPolicy
 ) -> list[str]:
-    """Users, one agent each, due hourly missions; returns the mission ids."""
+    """Users, one agent each, hourly missions due in the window `WINDOW`; returns their ids."""
     ids = []
-    async with open_runtime(Settings.load({"db": str(db)}, environ=env), create=True) as rt:
+    async with open_runtime(settings_for(db, env), create=True) as rt:
         service = rt.backends.get(MISSIONS)
         for u in range(users):
             user = await rt.accounts.create_user(f"p{u}@procs.test")
@@ -100,20 +114,10 @@ async def seed(
         # Due now: the daemons' clocks are the real one.
         await rt.db.write(
             lambda c: c.execute(
-                "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
-                "window_at = '2000-01-01T00:00:00.000000Z'"
+                "UPDATE missions SET next_run_at = ?, window_at = ?", (WINDOW, WINDOW)
             )
         )
     return ids
-
-
-def query(db: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -139,9 +143,9 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def test_two_daemon_processes_run_each_due_mission_exactly_once(
-    tmp_path: Path, procs: list[subprocess.Popen[str]]
+    database_target: str, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
-    db = tmp_path / "two.db"
+    db = database_target
     env = env_for(tmp_path)
     ids = asyncio.run(seed(db, env, users=20, missions_per_user=10, policy=WRITES_AUTO))
     script = write_script(
@@ -190,9 +194,9 @@ KILL_SCRIPT: list[dict[str, Any]] = [
 
 
 def test_sigkill_mid_iteration_then_restart_reruns_without_duplicate_writes(
-    tmp_path: Path, procs: list[subprocess.Popen[str]]
+    database_target: str, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
-    db = tmp_path / "kill.db"
+    db = database_target
     env = env_for(tmp_path)
     [mission_id] = asyncio.run(seed(db, env, users=1, missions_per_user=1, policy=WRITES_AUTO))
     script = write_script(tmp_path / "kill.json", KILL_SCRIPT)
@@ -247,9 +251,9 @@ def test_sigkill_mid_iteration_then_restart_reruns_without_duplicate_writes(
 
 
 def test_sigterm_lets_the_running_iteration_finish_then_releases(
-    tmp_path: Path, procs: list[subprocess.Popen[str]]
+    database_target: str, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
-    db = tmp_path / "term.db"
+    db = database_target
     env = env_for(tmp_path)
     [mission_id] = asyncio.run(seed(db, env, users=1, missions_per_user=1, policy=WRITES_AUTO))
     script = write_script(tmp_path / "term.json", KILL_SCRIPT)
@@ -274,3 +278,148 @@ def test_sigterm_lets_the_running_iteration_finish_then_releases(
     assert it["status"] == "completed" and it["summary"] == "All done."
     [m] = query(db, "SELECT * FROM missions WHERE id = ?", mission_id)
     assert m["lease_owner"] is None and m["next_run_at"] > "2000-01-01T01"
+
+
+CHAOS_SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "First, the note.",
+        "tool_calls": [{"name": "notes.create", "arguments": {"title": "Written once"}}],
+    },
+    {"text": "Now the work.", "tool_calls": [{"name": "fencetest.pause", "arguments": {}}]},
+    {
+        "text": "This one needs a human.",
+        "tool_calls": [{"name": "todo.create", "arguments": {"title": "Ask first"}}],
+    },
+    {"text": "All done.", "tool_calls": []},
+]
+# Each iteration ends `awaiting-review`: its last call (a write) is staged as a proposal, the
+# one kind of write a stale runner could otherwise still make (move that proposal to itself).
+FINISHED = "awaiting-review"
+CHAOS_LEASE = "3s"
+
+
+def wait_until(condition: Any, what: str, procs: list[subprocess.Popen[str]]) -> None:
+    """Poll `condition()` until true; fail (with the daemons' output) past the deadline."""
+    deadline = time.monotonic() + 3 * DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            outputs = [proc.communicate()[1][-2000:] for proc in procs]
+            pytest.fail(f"{what} never happened; daemon stderr tails: {outputs}")
+        time.sleep(0.05)
+
+
+def running_of(db: str, pid: int) -> list[dict[str, Any]]:
+    """The iterations the daemon with this pid has `running` (owner ids are host:pid:...)."""
+    return query(
+        db,
+        "SELECT * FROM iterations WHERE status = 'running' AND runner LIKE ?",
+        f"%:{pid}:%",
+    )
+
+
+def iterations_of(db: str, pid: int) -> list[dict[str, Any]]:
+    """Every iteration the daemon with this pid started."""
+    return query(db, "SELECT * FROM iterations WHERE runner LIKE ?", f"%:{pid}:%")
+
+
+def test_three_daemons_one_killed_one_paused_run_every_window_exactly_once(
+    database_target: str, tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    db = database_target
+    base = env_for(tmp_path, MANA_MISSION_BACKOFF="1s")
+    ids = asyncio.run(seed(db, base, users=5, missions_per_user=6, policy=WRITES_AUTO))
+    script = write_script(tmp_path / "chaos.json", CHAOS_SCRIPT)
+    for name in ("killed", "paused"):
+        (tmp_path / f"hold-{name}").write_text("hold", encoding="utf-8")
+    args = ("--no-http", "--tick", "0.5s", "--concurrency", "3", "--lease", CHAOS_LEASE)
+    for name in ("killed", "paused", "steady"):
+        env = {**base, "MANA_FENCETEST_NAME": name}
+        if name != "steady":
+            env["MANA_FENCETEST_HOLD"] = f"hold-{name}"
+        procs.append(
+            subprocess.Popen(
+                daemon_cmd(db, script, *args),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    killed, paused, steady = procs
+
+    # Both chosen daemons are held inside iterations (their note already written).
+    for name, proc in (("killed", killed), ("paused", paused)):
+        wait_until(
+            lambda n=name, p=proc: (
+                (tmp_path / f"entered-{n}").exists() and bool(running_of(db, p.pid))
+            ),
+            f"daemon {name} inside an iteration",
+            procs,
+        )
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=DEADLINE)
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        stopped = running_of(db, paused.pid)
+        assert stopped, "the paused daemon holds running iterations"
+        # Its leases expire; the steady daemon recovers its iterations and re-runs the windows.
+        wait_until(lambda: not running_of(db, paused.pid), "takeover of the paused daemon", procs)
+        held = {r["id"] for r in stopped}
+        recovered = {r["id"]: r for r in iterations_of(db, paused.pid) if r["id"] in held}
+        (tmp_path / "hold-paused").unlink()
+    finally:
+        paused.send_signal(signal.SIGCONT)
+
+    finished = (
+        "SELECT COUNT(DISTINCT mission_id) AS n FROM iterations WHERE status = ? AND window_at = ?"
+    )
+    wait_until(
+        lambda: (
+            query(db, finished, FINISHED, WINDOW)[0]["n"] == len(ids)
+            and not query(db, "SELECT id FROM iterations WHERE status = 'running'")
+        ),
+        "every due window run to its end",
+        procs,
+    )
+    errors = []
+    for proc in (paused, steady):
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err
+        errors.append(err)
+
+    # Every due window ran to its end exactly once, and nothing is left running or leased.
+    per_window = query(
+        db,
+        "SELECT mission_id, window_at, COUNT(*) AS n FROM iterations "
+        "WHERE status = ? GROUP BY mission_id, window_at",
+        FINISHED,
+    )
+    assert sorted(r["mission_id"] for r in per_window) == sorted(ids)
+    assert {(r["window_at"], r["n"]) for r in per_window} == {(WINDOW, 1)}
+    statuses = query(db, "SELECT DISTINCT status FROM iterations")
+    assert {r["status"] for r in statuses} <= {FINISHED, "failed"}
+    assert not query(db, "SELECT id FROM missions WHERE lease_owner IS NOT NULL")
+    # The paused daemon's writes after SIGCONT were refused: its recovered iterations are
+    # exactly as the takeover left them, and it said so.
+    after = [r for r in iterations_of(db, paused.pid) if r["id"] in recovered]
+    assert {r["id"]: r for r in after} == recovered
+    assert {(r["status"], r["error_name"]) for r in after} == {("failed", "Interrupted")}
+    assert "iteration was taken over before it finished" in errors[0]
+    # No write repeats: one note and one idempotency key per mission, whoever re-ran it.
+    notes = "SELECT COUNT(*) AS n FROM records WHERE collection = 'notes' AND data LIKE ?"
+    assert query(db, notes, "%Written once%")[0]["n"] == len(ids)
+    keys = query(db, "SELECT COUNT(*) AS n FROM idempotency_keys WHERE tool = 'notes.create'")
+    assert keys[0]["n"] == len(ids)
+    # One proposal per mission, staged by the run that finished its window and still its own.
+    proposals = query(
+        db,
+        "SELECT p.mission_id, i.status, i.window_at FROM proposals p "
+        "JOIN iterations i ON i.id = p.iteration_id",
+    )
+    assert sorted(p["mission_id"] for p in proposals) == sorted(ids)
+    assert {(p["status"], p["window_at"]) for p in proposals} == {(FINISHED, WINDOW)}
