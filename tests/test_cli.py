@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import subprocess
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+import psycopg
 import pytest
 
+from mana_auth import KeyStore, TokenIssuer
 from mana_cli.config import Settings
 from mana_cli.main import main
+from tests.mcp.support import (
+    JSON_ACCEPT,
+    MODERN_HEADERS,
+    REPO,
+    Installation,
+    ServerProcess,
+    mana_argv,
+    modern_tools_list,
+)
 
 
 @pytest.fixture
-def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    db = tmp_path / "cli.db"
+def mana(tmp_path: Path, database_target: str, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """`mana` on this test's database (SQLite file or PostgreSQL URL), after `mana init`."""
+    flags = Installation(tmp_path / "data", database_target).flags()
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--db", str(db), *argv])
+        code = main([*flags, *argv])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -170,22 +188,22 @@ def test_log_level_flag_beats_environment_beats_default() -> None:
     assert both.log_level == "ERROR"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["users", "list"],
-        ["users", "create", "--email", "ann@x.test", "--password", "long-enough"],
-        ["spaces", "list", "--as", "ann@x.test"],
-        ["call", "habits.list", "--as", "ann@x.test"],
-        ["seed", "demo"],
-        ["token", "issue", "--as", "ann@x.test", "--password", "long-enough"],
-        ["serve", "--stdio", "--as", "ann@x.test"],
-        ["serve", "--http", "--port", "3999"],
-        ["daemon", "--once", "--llm", "scripted:examples/mission-demo.json"],
-        ["agents", "list", "--as", "ann@x.test"],
-        ["personas", "list"],
-    ],
-)
+COMMANDS_ON_EXISTING_DATA = [
+    ["users", "list"],
+    ["users", "create", "--email", "ann@x.test", "--password", "long-enough"],
+    ["spaces", "list", "--as", "ann@x.test"],
+    ["call", "habits.list", "--as", "ann@x.test"],
+    ["seed", "demo"],
+    ["token", "issue", "--as", "ann@x.test", "--password", "long-enough"],
+    ["serve", "--stdio", "--as", "ann@x.test"],
+    ["serve", "--http", "--port", "3999"],
+    ["daemon", "--once", "--llm", "scripted:examples/mission-demo.json"],
+    ["agents", "list", "--as", "ann@x.test"],
+    ["personas", "list"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS_ON_EXISTING_DATA)
 def test_a_missing_database_is_never_created(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
@@ -204,3 +222,104 @@ def test_init_and_run_may_create_the_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "fresh"
     assert main(["--data-dir", str(data_dir), "init"]) == 0
     assert (data_dir / "mana.db").is_file()
+
+
+# -- PostgreSQL: the same contracts for a URL ----------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", COMMANDS_ON_EXISTING_DATA)
+def test_an_uninitialised_postgres_database_is_refused_in_one_line(
+    postgres_database: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code = main(["--database-url", postgres_database, *argv])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    parts = urlsplit(postgres_database)
+    assert f"{parts.hostname}:{parts.port}{parts.path}" in err
+    assert "not initialised" in err and "mana init" in err
+    assert parts.password is not None and parts.password not in err
+    with psycopg.connect(postgres_database) as conn:  # nothing was created on the way
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("argv", [["init"], ["users", "list"], ["serve", "--http"]])
+def test_an_unreachable_postgres_url_is_one_line_naming_host_and_database(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    port = _closed_port()  # nothing listens there
+    monkeypatch.setenv("MANA_DATABASE_URL", f"postgresql://mana:s3cret-pw@127.0.0.1:{port}/shop")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"127.0.0.1:{port}/shop" in err
+    assert "s3cret-pw" not in err
+
+
+def test_a_missing_postgres_database_is_one_line_without_the_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = urlsplit(postgres_url)
+    missing = urlunsplit(parts._replace(path="/no_such_database"))
+    code = main(["--database-url", missing, "init"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{parts.hostname}:{parts.port}/no_such_database" in err
+    assert parts.password is not None and parts.password not in err
+
+
+def test_init_then_serve_http_on_a_postgres_url(postgres_database: str, tmp_path: Path) -> None:
+    """`mana init --database-url URL`, then `mana serve --http` on the same URL serves MCP."""
+    installation = Installation(tmp_path / "data", postgres_database)
+    init = subprocess.run(
+        [*mana_argv(installation.data_dir, "init")],
+        cwd=REPO,
+        env=installation.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    assert "initialised postgresql://" in init.stdout
+    assert urlsplit(postgres_database).password not in init.stdout + init.stderr
+    create = subprocess.run(
+        mana_argv(installation.data_dir, "users", "create", "--email", "ann@x.test"),
+        cwd=REPO,
+        env=installation.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert create.returncode == 0, create.stderr
+    server = ServerProcess(installation)
+    try:
+        server.wait_ready()
+        health = httpx.get(f"{server.url}/health", timeout=30)
+        ann = asyncio.run(_user_id(installation, "ann@x.test"))
+        issuer = TokenIssuer(KeyStore(installation.data_dir))
+        token = issuer.issue(ann, email="ann@x.test", ttl=timedelta(minutes=5)).token
+        listed = httpx.post(
+            server.mcp_url,
+            json=modern_tools_list(),
+            headers={**MODERN_HEADERS, **JSON_ACCEPT, "Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    finally:
+        assert server.stop() == 0, server.stderr()
+    assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
+    assert listed.status_code == 200, listed.text
+    assert "habits.create" in {t["name"] for t in listed.json()["result"]["tools"]}
+
+
+async def _user_id(installation: Installation, email: str) -> str:
+    ((user_id,),) = await installation.query("SELECT id FROM users WHERE email = ?", email)
+    return str(user_id)

@@ -206,6 +206,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mcp_url = f"{self.url}/mcp"
+        data_dir.mkdir(parents=True, exist_ok=True)  # `init` on PostgreSQL makes no data dir
         self.stderr_path = data_dir / f"server-{self.port}.err"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
