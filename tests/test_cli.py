@@ -290,7 +290,8 @@ def test_init_then_serve_http_on_a_postgres_url(postgres_database: str, tmp_path
     )
     assert init.returncode == 0, init.stderr
     assert "initialised postgresql://" in init.stdout
-    assert urlsplit(postgres_database).password not in init.stdout + init.stderr
+    password = urlsplit(postgres_database).password
+    assert password is not None and password not in init.stdout + init.stderr
     create = subprocess.run(
         mana_argv(installation.data_dir, "users", "create", "--email", "ann@x.test"),
         cwd=REPO,
