@@ -31,6 +31,7 @@ from tool_registry.store.accounts import Accounts, Space, SpaceAccess
 from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
 from tool_registry.store.database import Database, Transaction
 from tool_registry.store.idempotency import find_key, store_key
+from tool_registry.store.postgres import DatabaseUnavailable
 from tool_registry.store.records import ReadRunner, ScopedStore
 
 log = structlog.get_logger("mana.pipeline")
@@ -261,6 +262,22 @@ class Pipeline:
                     reminder=rej.reminder,
                 )
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
+            except DatabaseUnavailable as exc:
+                # The database server went away (a restart, a network cut) at any step: the
+                # call is not acknowledged (it did not commit, or the server went away during
+                # its COMMIT). Not a bug of the call: one clear `unavailable` error to retry
+                # later (with the same idempotency key to be safe), logged without a trace.
+                log.warning("tool call failed: database unavailable", error=exc.message)
+                outcome = self._finish(
+                    tool_name,
+                    call,
+                    space,
+                    status="error",
+                    reason=exc.reason,
+                    started=started,
+                    error=OutcomeError(reason=exc.reason, message=exc.message),
+                )
+                self.audit.enqueue(self._audit_row(outcome, call, hashed))
             except Exception:
                 # A step of the pipeline itself failed (e.g. the database refused the write
                 # transaction): an `error` outcome like a handler crash, logged, audited and
@@ -327,6 +344,8 @@ class Pipeline:
             return resolved
         try:
             return await self.resolve(call)
+        except DatabaseUnavailable:
+            raise  # an error of the call (see `invoke`), not a refusal of the caller
         except ManaError as exc:
             raise _Rejection("denied", exc.reason, exc.message) from None
 
@@ -344,6 +363,8 @@ class Pipeline:
         )
         try:
             return await self.gate.check(request)
+        except DatabaseUnavailable:
+            raise  # the call fails as `unavailable` (see `invoke`), not as a policy denial
         except Exception:
             log.exception("policy gate failed; denying the call")
             return Decision(

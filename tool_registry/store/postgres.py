@@ -11,8 +11,15 @@ a store makes (idempotency keys, running-mission caps, proposal claims, rate-lim
 on both backends. Units built for concurrency (lease claims with `FOR UPDATE SKIP LOCKED`) opt out
 with `write(fn, serialised=False)`.
 
-A server that cannot be reached fails a call with `DatabaseUnavailable` (reason `unavailable`);
-connections found broken are dropped and the pool reconnects by itself.
+A server that cannot be reached fails a call with `DatabaseUnavailable` (reason `unavailable`,
+one sentence for the client; the driver's detail goes to the log). When the server restarts,
+every pooled connection is dead: a unit that finds its connection dead before it did anything
+(a read, or a write whose BEGIN failed) runs once more on a fresh connection, so the first call
+after a restart does not fail. While the server is down, calls wait at most
+`OUTAGE_ACQUIRE_SECONDS` for a connection instead of `ACQUIRE_TIMEOUT_SECONDS`, and the pools
+keep reconnecting by themselves (each waiting call starts an attempt once the pool's own attempts
+gave up after `RECONNECT_TIMEOUT_SECONDS`), so calls succeed again as soon as the server is back,
+without restarting the process.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import psycopg
+import structlog
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -46,8 +54,18 @@ _BEGIN_SERIALISED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How long a call waits for a pooled connection before it reports the database unavailable.
 ACQUIRE_TIMEOUT_SECONDS = 15.0
+# The same while the server is known to be down (since the last unit that failed as unavailable,
+# until one succeeds): calls fail fast, and each still gives the pool a chance to reconnect.
+OUTAGE_ACQUIRE_SECONDS = 1.0
+# How long a pool keeps retrying (with backoff) to replace a lost connection before it leaves
+# reconnecting to the next call that needs a connection; short, so that a restarted server is
+# used again within seconds.
+RECONNECT_TIMEOUT_SECONDS = 5.0
 # SQLSTATE classes and codes that mean the server went away, not that the statement was wrong.
 _GONE_CODES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+log = structlog.get_logger("mana.store")
 
 
 class DatabaseUnavailable(ManaError):
@@ -185,11 +203,30 @@ def is_unavailable(exc: BaseException, raw: psycopg.Connection[Any] | None = Non
     return code.startswith("08") or code in _GONE_CODES or isinstance(exc, psycopg.InterfaceError)
 
 
-def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DatabaseUnavailable(
-        f"the database at {describe_url(url)} is unavailable ({detail}); try again shortly"
-    )
+UNAVAILABLE_MESSAGE = "the database is unavailable right now; try again shortly"
+
+
+def _detail(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _Stale(Exception):
+    """A pooled connection turned out dead before the unit did anything that counts (a read,
+    or the BEGIN of a write): the unit may run again on a fresh connection."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _begin_on(raw: psycopg.Connection[Any], statement: str) -> None:
+    """BEGIN on a pooled connection; `_Stale` if the connection is dead (nothing ran)."""
+    try:
+        raw.execute(statement)
+    except psycopg.Error as exc:
+        if is_unavailable(exc, raw):
+            raise _Stale(exc) from exc
+        raise
 
 
 # -- the database --------------------------------------------------------------------------------
@@ -237,7 +274,7 @@ class PostgresDatabase:
             open=False,
             kwargs={**common, "options": "-c default_transaction_read_only=on"},
             name="mana-read",
-            reconnect_timeout=60.0,
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
         )
         self._write_pool = ConnectionPool(
             url,
@@ -246,7 +283,7 @@ class PostgresDatabase:
             open=False,
             kwargs=common,
             name="mana-write",
-            reconnect_timeout=60.0,
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
         )
         # One thread per pooled connection plus one for health probes: a unit never waits for
         # a thread while holding a connection.
@@ -261,6 +298,11 @@ class PostgresDatabase:
             max_workers=writers, thread_name_prefix="mana-pg-held"
         )
         self._closed = False
+        # Whether the server is known to be down: set by a unit that failed as unavailable,
+        # cleared by the next one that succeeds (read and written from database threads; a
+        # stale value only changes how long one call waits for a connection).
+        self._outage = False
+        self._reported = False  # the outage's warning was logged
 
     @classmethod
     async def open(
@@ -339,12 +381,50 @@ class PostgresDatabase:
         """Run `work`; a lost server becomes `DatabaseUnavailable`, and the pools are told to
         drop the connections that broke with it."""
         try:
-            return work()
+            result = work()
         except BaseException as exc:
-            if is_unavailable(exc, raw) and not isinstance(exc, DatabaseUnavailable):
-                self._drop_broken()
-                raise _unavailable(self.url, exc) from None
+            if isinstance(exc, DatabaseUnavailable):
+                raise
+            if isinstance(exc, _Stale) and raw is None:
+                raise self._lost(exc.cause) from None
+            if is_unavailable(exc, raw):
+                raise self._lost(exc) from None
             raise
+        if self._outage:
+            self._outage = self._reported = False
+            log.info("database reachable again", database=self.description)
+        return result
+
+    def _lost(self, exc: BaseException) -> DatabaseUnavailable:
+        """Note the outage (logged once, with the driver's detail), have the pools drop their
+        broken connections, and give the error the caller raises."""
+        self._outage = True
+        if not self._reported:
+            self._reported = True
+            log.warning("database unavailable", database=self.description, error=_detail(exc))
+        self._drop_broken()
+        return DatabaseUnavailable(UNAVAILABLE_MESSAGE)
+
+    def _acquire_timeout(self) -> float:
+        return OUTAGE_ACQUIRE_SECONDS if self._outage else ACQUIRE_TIMEOUT_SECONDS
+
+    def _once_more_if_stale(self, attempt: Callable[[], T]) -> T:
+        """Run `attempt`; if its connection turned out dead before it did anything, run it
+        once more on a fresh one (a restarted server leaves every pooled connection dead)."""
+        try:
+            return attempt()
+        except _Stale as stale:
+            # Wait for the fresh connection as in an outage: if the server is still down, the
+            # call fails within `OUTAGE_ACQUIRE_SECONDS` instead of the full timeout.
+            if not self._outage:
+                self._outage = True
+                log.info(
+                    "database connection lost; retrying on a fresh one",
+                    database=self.description,
+                    error=_detail(stale.cause),
+                )
+            self._drop_broken()
+        return attempt()
 
     def _drop_broken(self) -> None:
         for pool in (self._read_pool, self._write_pool):
@@ -353,39 +433,38 @@ class PostgresDatabase:
                 pool.check()
 
     def _with_write_conn(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` on a pooled write connection; it may raise `_Stale` (see `_begin_on`) to
+        be run once more on a fresh connection."""
+
         def attempt() -> T:
-            with self._write_pool.connection(timeout=ACQUIRE_TIMEOUT_SECONDS) as raw:
+            with self._write_pool.connection(timeout=self._acquire_timeout()) as raw:
                 return self._guard(lambda: work(raw), raw)
 
-        return self._guard(attempt, None)
+        return self._guard(lambda: self._once_more_if_stale(attempt), None)
 
     def _read_unit(self, fn: Callable[[Any], T]) -> T:
-        # A read is retried once on a fresh connection when the first one turns out dead (a
-        # server restart leaves every pooled connection broken): reads have no effects.
-        for attempt in (1, 2):
-            try:
-                with self._read_pool.connection(timeout=ACQUIRE_TIMEOUT_SECONDS) as raw:
-                    return self._guard(lambda: fn(PgConn(raw)), raw)
-            except DatabaseUnavailable:
-                if attempt == 2:
+        # Reads have no effects: one that finds its connection dead at any point runs once
+        # more on a fresh connection.
+        def attempt() -> T:
+            with self._read_pool.connection(timeout=self._acquire_timeout()) as raw:
+                try:
+                    return fn(PgConn(raw))
+                except psycopg.Error as exc:
+                    if is_unavailable(exc, raw):
+                        raise _Stale(exc) from exc
                     raise
-        raise AssertionError("unreachable")
+
+        return self._guard(lambda: self._once_more_if_stale(attempt), None)
 
     def _write_unit(self, fn: Callable[[Any], T], serialised: bool) -> T:
         def work(raw: psycopg.Connection[Any]) -> T:
-            begun = False
+            _begin_on(raw, _BEGIN_SERIALISED if serialised else "BEGIN")
             try:
-                raw.execute(_BEGIN_SERIALISED if serialised else "BEGIN")
-                begun = True
                 result = fn(PgConn(raw))
                 raw.execute("COMMIT")
                 return result
             except BaseException:
-                if (
-                    begun
-                    and not raw.broken
-                    and raw.info.transaction_status != pq.TransactionStatus.IDLE
-                ):
+                if not raw.broken and raw.info.transaction_status != pq.TransactionStatus.IDLE:
                     raw.execute("ROLLBACK")
                 raise
 
@@ -423,14 +502,17 @@ class PostgresDatabase:
         """BEGIN (taking the write lock) … COMMIT, or ROLLBACK on any exception, on one pooled
         connection held for the block; cancellation cannot split it (see the module docstring)."""
 
-        def begin() -> psycopg.Connection[Any]:
-            raw = self._write_pool.getconn(timeout=ACQUIRE_TIMEOUT_SECONDS)
+        def attempt() -> psycopg.Connection[Any]:
+            raw = self._write_pool.getconn(timeout=self._acquire_timeout())
             try:
-                self._guard(lambda: raw.execute(_BEGIN_SERIALISED), raw)
+                self._guard(lambda: _begin_on(raw, _BEGIN_SERIALISED), raw)
             except BaseException:
                 self._write_pool.putconn(raw)
                 raise
             return raw
+
+        def begin() -> psycopg.Connection[Any]:
+            return self._once_more_if_stale(attempt)
 
         def end(raw: psycopg.Connection[Any], statement: str) -> None:
             try:

@@ -17,7 +17,8 @@ What it does:
   port when that one was taken meanwhile), waits until it accepts connections, creates the
   database and gives its `postgresql://` URL.
 - `stop()` (also `__exit__`, and an `atexit` hook for a session that ends without reaching it)
-  runs `pg_ctl stop -m fast` and removes the temp dir.
+  runs `pg_ctl stop -m fast` and removes the temp dir. `stop_server()` / `start_server()` stop
+  and start the same server (data dir and port kept), for tests of a database restart.
 
 `initdb` and `postgres` refuse to run as root. When the process runs as root, every server
 binary runs as an unprivileged account (subprocess `user=`/`group=`, no supplementary groups):
@@ -486,6 +487,29 @@ class ThrowawayPostgres:
         finally:
             self.port = None
             shutil.rmtree(directory, ignore_errors=True)
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the running server (`pg_ctl stop -m fast`, or `smart` / `immediate`) but keep
+        its data dir and port: `start_server()` brings the same database back, as a restart
+        of a real server would (tests of a database going away under load)."""
+        directory = self._require_dir()
+        if self.port is None:
+            raise PostgresUnavailable("the throwaway server was never started")
+        self._run(
+            "pg_ctl", "stop", "-D", str(directory / "data"), "-m", mode, "-w", "-t", "60",
+            cwd=directory,
+        )  # fmt: skip
+
+    def start_server(self) -> None:
+        """Start the server stopped by `stop_server()` again, on the same port."""
+        directory = self._require_dir()
+        if self.port is None:
+            raise PostgresUnavailable("the throwaway server was never started")
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(directory / "postgres.log"),
+            "-w", "-t", str(int(self._start_timeout)), cwd=directory,
+            timeout=self._start_timeout + 30,
+        )  # fmt: skip
 
     def __enter__(self) -> Self:
         return self.start()
