@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
+import anyio.lowlevel
 import psycopg
 import structlog
 from psycopg import pq
@@ -102,15 +103,14 @@ _QUOTED_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 @functools.lru_cache(maxsize=4096)
 def to_pg(sql: str) -> str:
-    """`?` placeholders to psycopg's `%s` (and a literal `%` to `%%`), outside quoted text."""
+    """`?` placeholders to psycopg's `%s` outside quoted text (a `?` inside quotes is text), and
+    every `%` to `%%`: psycopg reads `%` as a placeholder even inside quotes."""
 
     def replace(match: re.Match[str]) -> str:
         found = match.group(0)
         if found == "?":
             return "%s"
-        if found == "%":
-            return "%%"
-        return found
+        return found.replace("%", "%%")
 
     return _QUOTED_OR_MARK.sub(replace, sql)
 
@@ -367,6 +367,14 @@ class PostgresDatabase:
                     await asyncio.wait((done,))
                 except asyncio.CancelledError as exc:
                     cancelled = exc
+        if cancelled is None:
+            # An anyio scope cancelled meanwhile was held off by the shield and is delivered
+            # only at an unshielded checkpoint; every await of a unit is shielded, so take it
+            # here, or a transaction cancelled during BEGIN or its work would go on to commit.
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except asyncio.CancelledError as exc:
+                cancelled = exc
         return done, cancelled
 
     async def _in_thread(self, work: Callable[[], T], *, held: bool = False) -> T:
