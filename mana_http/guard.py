@@ -221,9 +221,18 @@ class McpGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - lifespan is handled by the app
             return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._guarded(scope, receive, send)
+            await self._guarded(scope, receive, tracked)
         except DatabaseUnavailable as exc:
+            if started:  # bookkeeping after the answer failed: nothing left to answer
+                raise
             # the session registry could not be read or written: nothing was served
             await self._reject(send, 503, exc.reason, exc.message, [(b"retry-after", b"1")])
 
@@ -388,7 +397,7 @@ class McpGuard:
                 with anyio.CancelScope(shield=True):
                     await self.sessions.set_listener(entry.session_id, None, was=self.instance)
             self.sessions.end(entry, stream=stream)
-            if method == "DELETE" and status < 300:
+            if method == "DELETE" and 200 <= status < 300:
                 # ended by the client: for every replica
                 await self.close_sessions([entry.session_id])
             elif status == 404:
