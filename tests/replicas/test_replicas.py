@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,7 +37,9 @@ from tests.mcp.support import (
     Installation,
     ServerProcess,
     World,
+    free_port,
     http_client,
+    mana_argv,
     seed_world,
 )
 from tool_registry.modules.me import IMAGE_GENERATOR, GeneratedImage, ReferenceImage
@@ -358,6 +361,72 @@ async def test_the_session_channel_reconnects_after_losing_its_connection(
         assert await other.app.backends_changed() == 1
         await changes.next()  # A listens again and pushed it
         assert changes.count == 1
+
+
+# -- `mana serve --http --workers N` ------------------------------------------------------------
+
+
+class _Workers:
+    """`mana serve --http --workers 2` on the replicas' database; always stopped."""
+
+    def __init__(self, installation: Installation, data_dir: Path) -> None:
+        self.port = free_port()
+        self.mcp_url = f"http://127.0.0.1:{self.port}/mcp"
+        self.stderr_path = data_dir / "workers.err"
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        argv = ["serve", "--http", "--port", str(self.port), "--workers", "2"]
+        self.proc = subprocess.Popen(
+            mana_argv(installation.data_dir, *argv),
+            cwd=REPO,
+            env=installation.env(),
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+
+    def wait_listening(self) -> None:
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline():  # the parent prints once every worker serves
+            raise RuntimeError(self.stderr_path.read_text(errors="replace")[-3000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+        self._stderr.close()
+
+
+async def test_a_session_is_served_by_every_worker_of_one_port(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """The kernel hands each new connection to any worker: one session's requests reach both,
+    and all of them are served."""
+    workers = _Workers(replicas.installation, tmp_path)
+    try:
+        await asyncio.to_thread(workers.wait_listening)
+        opened = await _post(workers.mcp_url, INITIALIZE, _auth(replicas.demo))
+        assert opened.status_code == 200, opened.text
+        session_id = str(opened.headers["mcp-session-id"])
+        hdrs = [*_in_session(replicas.demo, session_id), ("connection", "close")]
+        pids: set[str] = set()
+        for _ in range(2000):  # until both workers served it (bounded)
+            listed = await _post(workers.mcp_url, TOOLS_LIST, hdrs)
+            assert listed.status_code == 200, listed.text
+            assert "notes.create" in listed.text
+            pids.add(listed.headers["mana-worker"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            ended = await http.delete(workers.mcp_url, headers=hdrs)
+        assert ended.status_code < 300
+        for _ in range(4):  # ended for every worker
+            assert (await _post(workers.mcp_url, TOOLS_LIST, hdrs)).status_code == 404
+    finally:
+        await asyncio.to_thread(workers.stop)
 
 
 # -- the TypeScript SDK --------------------------------------------------------------------------
