@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +34,7 @@ from tool_registry.store.allowlist import (
     log_changes,
     remove_tools,
 )
+from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
 
 Action = Literal["allow", "revoke"]
@@ -190,7 +190,7 @@ class DestructiveAllowlist:
         now = iso(self.clock.now())
         space_id = space.id
 
-        def work(conn: sqlite3.Connection) -> AllowlistChange:
+        def work(conn: Conn) -> AllowlistChange:
             # Permission, validation and change in one write transaction: a role revoked in the
             # meantime cannot slip a change through.
             role = check_role(member_role(conn, space_id, actor_id), space_ref)

@@ -1,4 +1,7 @@
-"""The SQLite store: migrations, WAL, scoping, LWW, soft delete, non-blocking execution."""
+"""The store on both backends (`database_target`): migrations, scoping, LWW, soft delete,
+non-blocking execution, write units that cancellation cannot split, typed field filters that
+answer alike on SQLite and PostgreSQL; and the SQLite file's own internals (WAL, the writer
+thread, query plans) on SQLite alone."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import psycopg
 import pytest
 
 from tool_registry.clock import FixedClock
@@ -21,6 +25,7 @@ from tool_registry.errors import ConflictError, NotAMemberError, ToolError, Vali
 from tool_registry.store import (
     Accounts,
     Filter,
+    PostgresDatabase,
     ScopedStore,
     SqliteDatabase,
     database,
@@ -28,8 +33,11 @@ from tool_registry.store import (
 )
 from tool_registry.store import audit as audit_module
 from tool_registry.store.audit import AuditLog, AuditRow, insert_rows
+from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database, Migration
+from tool_registry.store.migrations import CORE_MIGRATIONS
 from tool_registry.store.records import ReadOnlyStoreError, ReadRunner
+from tool_registry.testing import hold_write_lock
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -41,24 +49,36 @@ async def _store(db: Database, accounts: Accounts, email: str, clock: FixedClock
     return ScopedStore(ReadRunner(db), user_id=user.id, access=access, clock=clock, writable=False)
 
 
-async def test_migrations_apply_once_and_wal_is_on(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    extra = (Migration("ext", 1, "t", "CREATE TABLE ext_t (x INTEGER);"),)
-    db = await open_database(path, extra)
-    await db.close()
-    db = await open_database(path, extra)  # reopening must not re-apply
+async def _migrations(db: Database) -> list[tuple[str, int]]:
     rows = await db.read(
         lambda c: c.execute(
-            "SELECT component, version FROM schema_migrations ORDER BY component"
+            "SELECT component, version FROM schema_migrations ORDER BY component, version"
         ).fetchall()
     )
+    return [(r["component"], r["version"]) for r in rows]
+
+
+async def test_migrations_apply_once(database_target: str) -> None:
+    extra = (Migration("ext", 1, "t", "CREATE TABLE ext_t (x INTEGER);"),)
+    db = await open_database(database_target, extra)
+    first = await _migrations(db)
+    await db.close()
+    db = await open_database(database_target, extra)  # reopening must not re-apply
+    second = await _migrations(db)
+    await db.write(lambda c: c.execute("INSERT INTO ext_t (x) VALUES (1)"))
+    await db.close()
+    assert first == second and len(set(first)) == len(first)
+    assert {(m.component, m.version) for m in CORE_MIGRATIONS} | {("ext", 1)} <= set(first)
+
+
+async def test_sqlite_journal_is_wal(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "m.db")
     mode = await db.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
     await db.close()
-    assert [(r["component"], r["version"]) for r in rows] == [("core", 1), ("ext", 1)]
     assert mode == "wal"
 
 
-async def test_reads_use_the_space_index(tmp_path: Path) -> None:
+async def test_sqlite_reads_use_the_space_index(tmp_path: Path) -> None:
     db = await open_database(tmp_path / "m.db")
     plan = await db.read(
         lambda c: c.execute(
@@ -71,15 +91,20 @@ async def test_reads_use_the_space_index(tmp_path: Path) -> None:
     assert any("records_by_space" in row["detail"] for row in plan), [r["detail"] for r in plan]
 
 
-async def test_reader_connections_refuse_writes(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
-    with pytest.raises(sqlite3.OperationalError):
+async def test_reader_connections_refuse_writes(database_target: str) -> None:
+    db = await open_database(database_target)
+    refused = (
+        sqlite3.OperationalError
+        if db.dialect == "sqlite"
+        else psycopg.errors.ReadOnlySqlTransaction
+    )
+    with pytest.raises(refused):
         await db.read(lambda c: c.execute("DELETE FROM users"))
     await db.close()
 
 
-async def test_creating_a_user_creates_an_owned_personal_space(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_creating_a_user_creates_an_owned_personal_space(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     user = await accounts.create_user("Ada@Example.test", name="Ada")
     spaces = await accounts.spaces_of(user.id)
@@ -92,8 +117,31 @@ async def test_creating_a_user_creates_an_owned_personal_space(tmp_path: Path) -
     assert [(a.space.type, a.role) for a in spaces] == [("personal", "owner")]
 
 
-async def test_passwords_are_hashed_and_checked(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_emails_match_whatever_their_case(database_target: str) -> None:
+    """Lookups, password checks and the duplicate check fold case on both backends, also for
+    a row stored with capitals (an older install or an import wrote it as given)."""
+    db = await open_database(database_target)
+    accounts = Accounts(db)
+    ada = await accounts.create_user("Ada@Example.test", password="correct horse")
+    await db.write(
+        lambda c: c.execute(
+            "INSERT INTO users (id, email, name, kind, created_at, updated_at) "
+            "VALUES ('usr_legacy', 'Bob@Example.TEST', 'Bob', 'human', 't', 't')"
+        )
+    )
+    found_ada = await accounts.user_by_email("ADA@example.TEST")
+    found_bob = await accounts.user_by_email("bob@example.test")
+    checked = await accounts.check_password("aDa@EXAMPLE.test", "correct horse")
+    with pytest.raises(ConflictError):
+        await accounts.create_user("BOB@example.test")
+    await db.close()
+    assert found_ada is not None and found_ada.id == ada.id
+    assert found_bob is not None and found_bob.id == "usr_legacy"
+    assert checked is not None and checked.id == ada.id
+
+
+async def test_passwords_are_hashed_and_checked(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     await accounts.create_user("p@x.test", password="correct horse")
     stored = await db.read(lambda c: c.execute("SELECT password_hash FROM users").fetchone()[0])
@@ -105,8 +153,8 @@ async def test_passwords_are_hashed_and_checked(tmp_path: Path) -> None:
     assert good is not None and bad is None and missing is None
 
 
-async def test_scoped_store_rejects_non_members(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_scoped_store_rejects_non_members(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     owner = await accounts.create_user("o@x.test")
     stranger = await accounts.create_user("s@x.test")
@@ -120,16 +168,16 @@ async def test_scoped_store_rejects_non_members(tmp_path: Path) -> None:
         )
 
 
-async def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_read_only_store_refuses_writes(database_target: str) -> None:
+    db = await open_database(database_target)
     store = await _store(db, Accounts(db), "r@x.test", FixedClock(T0))
     with pytest.raises(ReadOnlyStoreError):
         await store.insert("notes", {"title": "x"})
     await db.close()
 
 
-async def test_field_level_last_writer_wins(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_field_level_last_writer_wins(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     clock = FixedClock(T0)
     user = await accounts.create_user("lww@x.test")
@@ -149,10 +197,10 @@ async def test_field_level_last_writer_wins(tmp_path: Path) -> None:
     assert after.data["body"] == "b1"  # but the body, last set at T0, did change
 
 
-async def test_an_explicit_null_is_a_stamped_field_write(tmp_path: Path) -> None:
+async def test_an_explicit_null_is_a_stamped_field_write(database_target: str) -> None:
     """What update tools' `clear` relies on: None is written (not skipped) and stamped, so a
     stale write cannot bring the value back, while a newer one can set it again."""
-    db = await open_database(tmp_path / "m.db")
+    db = await open_database(database_target)
     accounts = Accounts(db)
     user = await accounts.create_user("null@x.test")
     access = await accounts.access(user.id, None)
@@ -178,8 +226,8 @@ async def test_an_explicit_null_is_a_stamped_field_write(tmp_path: Path) -> None
     assert newer.data["dueDate"] == "2030-03-03"
 
 
-async def test_soft_delete_hides_but_keeps_the_row(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_soft_delete_hides_but_keeps_the_row(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     user = await accounts.create_user("sd@x.test")
     access = await accounts.access(user.id, None)
@@ -201,13 +249,20 @@ async def test_soft_delete_hides_but_keeps_the_row(tmp_path: Path) -> None:
     assert again.deleted_at == kept.deleted_at
 
 
-async def test_filters_reject_unsafe_field_paths(tmp_path: Path) -> None:
+async def test_filters_reject_unsafe_field_paths(database_target: str) -> None:
     with pytest.raises(ValidationFailed):
-        Filter("title') OR 1=1 --", "eq", "x").sql()
+        Filter("title') OR 1=1 --", "eq", "x")
+    db = await open_database(database_target)
+    store = await _store(db, Accounts(db), "paths@x.test", FixedClock(T0))
+    with pytest.raises(ValidationFailed):
+        await store.list("notes", order_by="title' DESC --")
+    with pytest.raises(ValidationFailed):
+        await store.search("notes", "x", ["title", "body) --"])
+    await db.close()
 
 
-async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "m.db")
+async def test_failed_transaction_rolls_back(database_target: str) -> None:
+    db = await open_database(database_target)
     accounts = Accounts(db)
     user = await accounts.create_user("rb@x.test")
     access = await accounts.access(user.id, None)
@@ -224,15 +279,15 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
     assert count == 0
 
 
-async def test_slow_store_work_does_not_stall_other_calls(tmp_path: Path) -> None:
+async def test_slow_store_work_does_not_stall_other_calls(database_target: str) -> None:
     """A store call blocked inside SQLite work must not block the event loop: another call
     completes while the first is still stuck (the first is released only afterwards)."""
-    db = await open_database(tmp_path / "m.db")
+    db = await open_database(database_target)
     accounts = Accounts(db)
     user = await accounts.create_user("slow@x.test")
     release = threading.Event()
 
-    def slow(conn: sqlite3.Connection) -> int:
+    def slow(conn: Conn) -> int:
         assert release.wait(timeout=10), "never released: the event loop was blocked"
         return int(conn.execute("SELECT 1").fetchone()[0])
 
@@ -246,9 +301,10 @@ async def test_slow_store_work_does_not_stall_other_calls(tmp_path: Path) -> Non
     assert len(other) == 1
 
 
-async def test_two_databases_on_one_file_serialise_writes(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    a, b = await open_database(path), await open_database(path)
+async def test_two_databases_on_one_target_serialise_writes(database_target: str) -> None:
+    """Two processes' worth of `Database` on one file or one PostgreSQL database: concurrent
+    check-then-write units (the duplicate email check) all land."""
+    a, b = await open_database(database_target), await open_database(database_target)
     acc_a, acc_b = Accounts(a), Accounts(b)
     await asyncio.gather(
         *((acc_a if i % 2 else acc_b).create_user(f"u{i}@x.test") for i in range(20))
@@ -260,11 +316,11 @@ async def test_two_databases_on_one_file_serialise_writes(tmp_path: Path) -> Non
 
 
 async def test_a_failing_single_write_rolls_back_and_the_writer_stays_usable(
-    tmp_path: Path,
+    database_target: str,
 ) -> None:
-    db = await open_database(tmp_path / "m.db")
+    db = await open_database(database_target)
 
-    def half_then_fail(conn: sqlite3.Connection) -> None:
+    def half_then_fail(conn: Conn) -> None:
         conn.execute(
             "INSERT INTO users (id, email, name, kind, created_at, updated_at) "
             "VALUES ('u1', 'x@x.test', 'x', 'human', 't', 't')"
@@ -279,13 +335,13 @@ async def test_a_failing_single_write_rolls_back_and_the_writer_stays_usable(
     assert emails == ["after@x.test"]
 
 
-async def test_a_write_inside_a_held_transaction_joins_it(tmp_path: Path) -> None:
+async def test_a_write_inside_a_held_transaction_joins_it(database_target: str) -> None:
     """A backend calling `db.write` from inside a write tool's transaction must not deadlock on
     the writer lock its own task holds; its work commits or rolls back with the transaction."""
-    db = await open_database(tmp_path / "m.db")
+    db = await open_database(database_target)
 
-    def add(email: str) -> Callable[[sqlite3.Connection], None]:
-        def work(conn: sqlite3.Connection) -> None:
+    def add(email: str) -> Callable[[Conn], None]:
+        def work(conn: Conn) -> None:
             conn.execute(
                 "INSERT INTO users (id, email, name, kind, created_at, updated_at) "
                 "VALUES (?, ?, 'x', 'human', 't', 't')",
@@ -313,15 +369,15 @@ Style = Literal["anyio", "task"]
 STYLES: tuple[Style, ...] = ("anyio", "task")
 
 
-def _half(unit: int, half: int) -> Callable[[sqlite3.Connection], None]:
-    def work(conn: sqlite3.Connection) -> None:
+def _half(unit: int, half: int) -> Callable[[Conn], None]:
+    def work(conn: Conn) -> None:
         conn.execute("INSERT INTO pairs (unit, half) VALUES (?, ?)", (unit, half))
 
     return work
 
 
-def _pair(unit: int) -> Callable[[sqlite3.Connection], None]:
-    def work(conn: sqlite3.Connection) -> None:
+def _pair(unit: int) -> Callable[[Conn], None]:
+    def work(conn: Conn) -> None:
         _half(unit, 0)(conn)
         _half(unit, 1)(conn)
 
@@ -392,6 +448,46 @@ class _Cancellable:
         return "cancelled" if self.scope.cancelled_caught else "done"
 
 
+def _gate_step(
+    monkeypatch: pytest.MonkeyPatch, db: Database, step: Literal["begin", "commit"], gate: _Gate
+) -> None:
+    """Hold the database thread in BEGIN or COMMIT of the next write unit until `gate` opens:
+    SQLite's writer-thread steps, or the statements a PostgreSQL unit sends."""
+    if isinstance(db, SqliteDatabase):
+        if step == "begin":
+            monkeypatch.setattr(database, "_begin", gate.wrap(database._begin))
+        else:
+            monkeypatch.setattr(db, "_commit_unit", gate.wrap(db._commit_unit))
+        return
+    prefix = "BEGIN" if step == "begin" else "COMMIT"
+    original = psycopg.Connection.execute
+
+    def gated(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query.startswith(prefix):
+            gate.wrap(lambda: None)()
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", gated)
+
+
+async def _left_in_transaction(db: Database) -> bool:
+    """Whether a write connection of `db` is inside a transaction outside any unit (the wedge
+    every cancellation test guards against)."""
+    if isinstance(db, SqliteDatabase):
+        return await db.writer_in_transaction()
+    assert isinstance(db, PostgresDatabase)
+
+    def open_transactions() -> int:
+        with psycopg.connect(db.url, autocommit=True) as other:
+            row = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    return await asyncio.to_thread(open_transactions) > 0
+
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize(
     ("how", "step", "kept"),
@@ -404,20 +500,17 @@ class _Cancellable:
     ],
 )
 async def test_a_cancelled_write_unit_ends_on_the_writer(
-    tmp_path: Path,
+    database_target: str,
     monkeypatch: pytest.MonkeyPatch,
     style: Style,
     how: str,
-    step: str,
+    step: Literal["begin", "work", "commit"],
     kept: bool,
 ) -> None:
-    db = await open_database(tmp_path / "c.db", [PAIRS])
-    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
+    db = await open_database(database_target, [PAIRS])
     gate = _Gate()
-    if step == "begin":
-        monkeypatch.setattr(database, "_begin", gate.wrap(database._begin))
-    elif step == "commit":
-        monkeypatch.setattr(db, "_commit_unit", gate.wrap(db._commit_unit))
+    if step != "work":
+        _gate_step(monkeypatch, db, step, gate)
 
     async def work() -> None:
         if how == "write":
@@ -439,7 +532,7 @@ async def test_a_cancelled_write_unit_ends_on_the_writer(
 
     if style == "task":
         assert outcome == "cancelled"  # never swallowed
-    assert not await db.writer_in_transaction()
+    assert not await _left_in_transaction(db)
     await asyncio.wait_for(_as_write(db, 2), 10)  # the next write goes through
     stored = await _stored(db)
     await db.close()
@@ -447,13 +540,12 @@ async def test_a_cancelled_write_unit_ends_on_the_writer(
 
 
 async def test_cancelling_write_units_at_random_points_never_wedges_the_writer(
-    tmp_path: Path,
+    database_target: str,
 ) -> None:
     """Hundreds of concurrent transactions and writes, each cancelled 0-3 ms after it started,
     by an anyio scope or `Task.cancel()`: the writer is never left in a transaction, every unit
     is stored whole or not at all, and writes still go through afterwards."""
-    db = await open_database(tmp_path / "r.db", [PAIRS])
-    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
+    db = await open_database(database_target, [PAIRS])
     rng = random.Random(10)
     outcomes: Counter[str] = Counter()
 
@@ -467,7 +559,7 @@ async def test_cancelling_write_units_at_random_points_never_wedges_the_writer(
     units = range(1, 301)
     for start in range(0, len(units), 10):
         await asyncio.gather(*(one(u) for u in units[start : start + 10]))
-    assert not await db.writer_in_transaction()
+    assert not await _left_in_transaction(db)
     await _as_write(db, 0)
     stored = await _stored(db)
     await db.close()
@@ -477,15 +569,14 @@ async def test_cancelling_write_units_at_random_points_never_wedges_the_writer(
 
 
 async def test_a_cancelled_audit_flush_loses_and_repeats_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = await open_database(tmp_path / "a.db")
-    assert isinstance(db, SqliteDatabase)  # the writer-thread internals
+    db = await open_database(database_target)
     audit = AuditLog(db, flush_delay=60)
     for i in range(5):
         audit.enqueue(_audit_row(i))
     gate = _Gate()
-    monkeypatch.setattr(db, "_commit_unit", gate.wrap(db._commit_unit))
+    _gate_step(monkeypatch, db, "commit", gate)
     flush = asyncio.create_task(audit.flush())
     assert await asyncio.to_thread(gate.reached.wait, 10)
     flush.cancel()
@@ -503,15 +594,15 @@ async def test_a_cancelled_audit_flush_loses_and_repeats_nothing(
 
 
 async def test_a_failing_background_audit_flush_keeps_its_rows_and_raises_nowhere(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = await open_database(tmp_path / "f.db")
+    db = await open_database(database_target)
     loop = asyncio.get_running_loop()
     unhandled: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: unhandled.append(context))
-    failures = iter([sqlite3.OperationalError("database is locked")])
+    failures = iter([RuntimeError("the database refused the batch")])
 
-    def flaky(conn: sqlite3.Connection, rows: Any) -> None:
+    def flaky(conn: Conn, rows: Any) -> None:
         failure = next(failures, None)
         if failure is not None:
             raise failure
@@ -549,25 +640,48 @@ def _audit_row(i: int) -> AuditRow:
     )
 
 
-async def test_probe_write_says_why_a_write_cannot_start(tmp_path: Path) -> None:
-    db = await open_database(tmp_path / "p.db")
-    assert await db.probe_write(1.0) is None
-    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    try:
+async def test_probe_write_says_why_a_write_cannot_start(database_target: str) -> None:
+    """None while a write could start; a reason while another session holds the write lock
+    (another process's write unit), and None again once it let go."""
+    db = await open_database(database_target)
+    healthy = await db.probe_write(1.0)
+    with hold_write_lock(db):
         problem = await db.probe_write(0.05)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-    assert problem is not None and "database is locked" in problem
-    assert await db.probe_write(1.0) is None
+    again = await db.probe_write(1.0)
     await db.close()
+    assert healthy is None
+    assert problem is not None and "could not start within 0.05 s" in problem
+    assert again is None
 
 
-async def test_an_ended_transaction_refuses_further_work(tmp_path: Path) -> None:
+async def test_sqlite_probe_names_the_lock(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "p.db")
+    with hold_write_lock(db):
+        problem = await db.probe_write(0.05)
+    await db.close()
+    assert problem is not None and "database is locked" in problem
+
+
+async def test_a_write_waits_for_another_sessions_write_lock(database_target: str) -> None:
+    """A serialised write does not start while another session holds the write lock (so a
+    check-then-write in another process cannot interleave with it), and lands once it is
+    released."""
+    db = await open_database(database_target, [PAIRS])
+    with hold_write_lock(db):
+        pending = asyncio.create_task(_as_write(db, 1))
+        await asyncio.sleep(0.3)
+        waited = not pending.done()
+    await asyncio.wait_for(pending, 30)
+    stored = await _stored(db)
+    await db.close()
+    assert waited
+    assert stored == {1: 2}
+
+
+async def test_an_ended_transaction_refuses_further_work(database_target: str) -> None:
     """Work handed to a transaction after it ended (e.g. by a task the tool left behind) would
     run outside any unit, inside whichever unit holds the writer next: it is refused."""
-    db = await open_database(tmp_path / "e.db", [PAIRS])
+    db = await open_database(database_target, [PAIRS])
     async with db.transaction() as tx:
         await tx.run(_half(1, 0))
     with pytest.raises(RuntimeError, match="ended"):
@@ -575,6 +689,32 @@ async def test_an_ended_transaction_refuses_further_work(tmp_path: Path) -> None
     stored = await _stored(db)
     await db.close()
     assert stored == {1: 1}
+
+
+async def test_on_commit_runs_only_for_a_committed_write(database_target: str) -> None:
+    """`on_commit` hears of a unit that committed and never of one that rolled back; a write
+    joining a held transaction refuses it (the commit is the transaction's)."""
+    db = await open_database(database_target, [PAIRS])
+    heard: list[str] = []
+
+    def fail(conn: Conn) -> str:
+        _half(2, 0)(conn)
+        raise ValueError("boom")
+
+    def ok(conn: Conn) -> str:
+        _pair(1)(conn)
+        return "committed"
+
+    assert await db.write(ok, on_commit=heard.append) == "committed"
+    with pytest.raises(ValueError, match="boom"):
+        await db.write(fail, on_commit=heard.append)
+    async with db.transaction():
+        with pytest.raises(ValueError, match="joined"):
+            await db.write(ok, on_commit=heard.append)
+    stored = await _stored(db)
+    await db.close()
+    assert heard == ["committed"]
+    assert stored == {1: 2}
 
 
 async def test_probe_write_reports_a_writer_left_inside_a_transaction(
@@ -592,3 +732,173 @@ async def test_probe_write_reports_a_writer_left_inside_a_transaction(
     await db.close()
     assert wedged is not None and "database is locked" in wedged
     assert healthy is None
+
+
+# -- data fields compare and sort like SQLite's json_extract, on both backends -----------------
+
+# Ids in insertion order; the expectations below are SQLite's json_extract semantics: a JSON
+# number compares with numbers, true/false are 1/0, JSON null and a missing field are SQL NULL
+# (no comparison holds), and across types every number sorts before every string.
+FIELD_ROWS: dict[str, dict[str, Any]] = {
+    "a": {"n": 5, "s": "apple", "b": True, "z": None, "nested": {"k": 2}},
+    "b": {"n": 10, "s": "Banana", "b": False},
+    "c": {"n": "7", "s": 3, "f": 2.5},
+    "d": {},
+}
+
+
+async def _field_store(database_target: str) -> tuple[Database, ScopedStore]:
+    db = await open_database(database_target)
+    accounts = Accounts(db)
+    user = await accounts.create_user("fields@x.test")
+    access = await accounts.access(user.id, None)
+    assert access is not None
+    async with db.transaction() as tx:
+        writer = ScopedStore(
+            tx, user_id=user.id, access=access, clock=FixedClock(T0), writable=True
+        )
+        for rid, data in FIELD_ROWS.items():
+            await writer.insert("things", data, record_id=rid)
+    reader = ScopedStore(
+        ReadRunner(db), user_id=user.id, access=access, clock=FixedClock(T0), writable=False
+    )
+    return db, reader
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (Filter("n", "eq", 5), {"a"}),
+        (Filter("n", "ne", 5), {"b", "c"}),
+        (Filter("n", "gt", 6), {"b", "c"}),  # "7" is a string: greater than any number
+        (Filter("n", "lt", 6), {"a"}),
+        (Filter("n", "ge", 10), {"b", "c"}),
+        (Filter("n", "le", 10.0), {"a", "b"}),
+        (Filter("n", "eq", "7"), {"c"}),
+        (Filter("f", "gt", 2), {"c"}),
+        (Filter("s", "eq", "apple"), {"a"}),
+        (Filter("s", "lt", "b"), {"a", "b", "c"}),  # byte order: "B" < "a" < "b"; 3 < any text
+        (Filter("s", "gt", "B"), {"a", "b"}),
+        (Filter("s", "ne", "apple"), {"b", "c"}),
+        (Filter("b", "eq", True), {"a"}),
+        (Filter("b", "eq", False), {"b"}),
+        (Filter("b", "eq", 1), {"a"}),
+        (Filter("b", "lt", 1), {"b"}),
+        (Filter("z", "is_null"), {"a", "b", "c", "d"}),
+        (Filter("z", "not_null"), set()),
+        (Filter("z", "eq", None), set()),
+        (Filter("n", "not_null"), {"a", "b", "c"}),
+        (Filter("nested.k", "eq", 2), {"a"}),
+        (Filter("nested.k", "ge", 3), set()),
+        (Filter("n", "in", [5, "7", 11]), {"a", "c"}),
+        (Filter("n", "in", []), set()),
+        (Filter("id", "in", ["a", "d"]), {"a", "d"}),
+        (Filter("s", "contains", "AN"), {"b"}),
+        (Filter("s", "contains", "3"), {"c"}),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, Filter) else f"{v.field}-{v.op}-{v.value!r}",
+)
+async def test_field_filters_behave_like_json_extract(
+    database_target: str, condition: Filter, expected: set[str]
+) -> None:
+    db, store = await _field_store(database_target)
+    found = {r.id for r in await store.list("things", filters=[condition])}
+    counted = await store.count("things", filters=[condition])
+    await db.close()
+    assert found == expected
+    assert counted == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("field", "descending", "expected"),
+    [
+        ("n", False, ["d", "a", "b", "c"]),  # missing first, numbers by value, then strings
+        ("n", True, ["c", "b", "a", "d"]),
+        ("s", False, ["d", "c", "b", "a"]),  # 3, then "Banana" before "apple" (byte order)
+        ("b", False, ["c", "d", "b", "a"]),  # missing (ties by id), false, true
+        ("id", True, ["d", "c", "b", "a"]),
+    ],
+)
+async def test_ordering_by_a_field_behaves_like_json_extract(
+    database_target: str, field: str, descending: bool, expected: list[str]
+) -> None:
+    db, store = await _field_store(database_target)
+    ordered = [r.id for r in await store.list("things", order_by=field, descending=descending)]
+    await db.close()
+    assert ordered == expected
+
+
+async def test_search_and_contains_fold_non_ascii_case(database_target: str) -> None:
+    """Both sides of a match go through the database's fold, so "éCLAIR" finds "Éclair" on
+    either backend, whatever the PostgreSQL database's locale."""
+    db = await open_database(database_target)
+    accounts = Accounts(db)
+    user = await accounts.create_user("fold@x.test")
+    access = await accounts.access(user.id, None)
+    assert access is not None
+    async with db.transaction() as tx:
+        store = ScopedStore(tx, user_id=user.id, access=access, clock=FixedClock(T0), writable=True)
+        await store.insert("notes", {"title": "Éclair recipe", "body": "x"}, record_id="n1")
+        await store.insert("notes", {"title": "Bread", "body": "no ÉCLAIR here"}, record_id="n2")
+        await store.insert("notes", {"title": "Soup", "body": "nothing"}, record_id="n3")
+        searched = await store.search("notes", "éCLAIR", ["title", "body"])
+        contained = await store.list("notes", filters=[Filter("body", "contains", "éclair")])
+    await db.close()
+    assert [r.id for r in searched] == ["n1", "n2"]  # a title match outranks a body match
+    assert [r.id for r in contained] == ["n2"]
+
+
+# -- PostgreSQL connections as the stores see them ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "translated"),
+    [
+        ("SELECT * FROM t WHERE a = ? AND b = ?", "SELECT * FROM t WHERE a = %s AND b = %s"),
+        ("SELECT '?' , ?", "SELECT '?' , %s"),
+        # psycopg reads `%` as a placeholder even inside quotes: it is doubled everywhere.
+        ("SELECT 'it''s ? 100%' , ?", "SELECT 'it''s ? 100%%' , %s"),
+        ('SELECT "odd?name", ? FROM t', 'SELECT "odd?name", %s FROM t'),
+        ("SELECT ? LIKE 'a%' AND x LIKE ?", "SELECT %s LIKE 'a%%' AND x LIKE %s"),
+        ("SELECT 5 % 2, ?", "SELECT 5 %% 2, %s"),
+    ],
+)
+def test_pg_placeholders_are_translated_outside_quotes_only(sql: str, translated: str) -> None:
+    from tool_registry.store.postgres import to_pg
+
+    assert to_pg(sql) == translated
+
+
+def test_pg_rows_read_by_position_and_by_name() -> None:
+    from tool_registry.store.postgres import PgRow
+
+    row = PgRow(["u1", "a@x.test", None], {"id": 0, "email": 1, "name": 2})
+    assert (row[0], row["email"], row[-1]) == ("u1", "a@x.test", None)
+    assert row.keys() == ["id", "email", "name"]
+    assert dict(row) == {"id": "u1", "email": "a@x.test", "name": None}
+    assert list(row) == ["u1", "a@x.test", None] and len(row) == 3
+    assert row == PgRow(["u1", "a@x.test", None], {"id": 0, "email": 1, "name": 2})
+    with pytest.raises(IndexError, match="no such column: missing"):
+        row["missing"]
+
+
+async def test_pg_conn_runs_store_sql_with_quoted_marks_and_percent(postgres_database: str) -> None:
+    """On a live server: a `?` or `%` inside a quoted literal is text, `?` outside is a
+    parameter, bools arrive as 0/1, rows read by position and name, executemany works."""
+    from tool_registry.store.postgres import PgConn, pg_row
+
+    with psycopg.connect(postgres_database, autocommit=True, row_factory=pg_row) as raw:
+        conn = PgConn(raw)
+        conn.execute("CREATE TABLE t (k TEXT, n INTEGER)")
+        conn.executemany("INSERT INTO t (k, n) VALUES (?, ?)", [("a?", 1), ("100%", True)])
+        row = conn.execute(
+            "SELECT 'what?' AS q, '50%' AS pct, CAST(? AS TEXT) AS p, "
+            "(SELECT count(*) FROM t WHERE k LIKE '%?%' OR k LIKE ?) AS c",
+            ("x", "100%"),
+        ).fetchone()
+        flags = [r["n"] for r in conn.execute("SELECT n FROM t WHERE n = ? ORDER BY k", (True,))]
+        assert not conn.in_transaction
+    assert row is not None
+    assert (row[0], row["pct"], row["p"], row["c"]) == ("what?", "50%", "x", 2)
+    assert row.keys() == ["q", "pct", "p", "c"]
+    assert flags == [1, 1]

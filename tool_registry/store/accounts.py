@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -12,6 +11,7 @@ from typing import Literal, get_args
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import ConflictError, NotFoundError, ValidationFailed
 from tool_registry.ids import looks_like_id
+from tool_registry.store.connection import Conn, Row
 from tool_registry.store.database import Database
 from tool_registry.store.passwords import hash_password, verify_password
 
@@ -97,23 +97,29 @@ def slugify(text: str) -> str:
     return check_slug(slug)
 
 
-# The id of the space a reference (`:ref`) names: the space with that id, else the one with that
-# slug. Explicit rather than `id = ? OR slug = ?`, which leaves the choice to the query plan when
-# both match (a slug equal to an id cannot be created, but an older database may hold one).
+# The id of the space a reference names (two `?`, both the reference): the space with that id,
+# else the one with that slug. Explicit rather than `id = ? OR slug = ?`, which leaves the choice
+# to the query plan when both match (a slug equal to an id cannot be created, but an older
+# database may hold one).
 SPACE_BY_REF = (
-    "COALESCE((SELECT id FROM spaces WHERE id = :ref), (SELECT id FROM spaces WHERE slug = :ref))"
+    "COALESCE((SELECT id FROM spaces WHERE id = ?), (SELECT id FROM spaces WHERE slug = ?))"
 )
 
+# A user by email (one `?`), whatever the case of either side: the one form both backends index
+# (SQLite's `users_by_lower_email`, PostgreSQL's unique `users_email_nocase`) and fold alike
+# (ASCII letters, as SQLite's NOCASE column did).
+EMAIL_IS = "lower(email) = lower(?)"
 
-def _user(row: sqlite3.Row) -> User:
+
+def _user(row: Row) -> User:
     return User(row["id"], row["email"], row["name"], row["kind"], row["tier"], row["created_at"])
 
 
-def space_from_row(row: sqlite3.Row) -> Space:
+def space_from_row(row: Row) -> Space:
     return Space(row["id"], row["slug"], row["name"], row["type"], row["created_at"])
 
 
-def member_role(conn: sqlite3.Connection, space_id: str, user_id: str) -> str | None:
+def member_role(conn: Conn, space_id: str, user_id: str) -> str | None:
     """The user's role in the space, None when not a member; on the caller's connection, so a
     check made inside a write transaction holds for the change it guards."""
     row = conn.execute(
@@ -122,15 +128,15 @@ def member_role(conn: sqlite3.Connection, space_id: str, user_id: str) -> str | 
     return None if row is None else str(row["role"])
 
 
-def _slug_taken(conn: sqlite3.Connection, slug: str) -> bool:
+def _slug_taken(conn: Conn, slug: str) -> bool:
     # A slug is unique among slugs and never another space's id.
     return (
-        conn.execute("SELECT 1 FROM spaces WHERE slug = ?1 OR id = ?1", (slug,)).fetchone()
+        conn.execute("SELECT 1 FROM spaces WHERE slug = ? OR id = ?", (slug, slug)).fetchone()
         is not None
     )
 
 
-def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
+def _unique_slug(conn: Conn, base: str) -> str:
     """`base`, or `base` cut short enough to carry `-2`, `-3`, ... when it is taken."""
     slug, n = base, 2
     while _slug_taken(conn, slug):
@@ -140,7 +146,7 @@ def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
 
 
 def _insert_space(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     space_id: str,
     owner_id: str,
@@ -197,8 +203,8 @@ class Accounts:
         user_id = self.clock.new_id("usr")
         space_id = self.clock.new_id("spc")
 
-        def work(conn: sqlite3.Connection) -> User:
-            if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
+        def work(conn: Conn) -> User:
+            if conn.execute(f"SELECT 1 FROM users WHERE {EMAIL_IS}", (email,)).fetchone():
                 raise ConflictError(f"a user with email {email} already exists")
             conn.execute(
                 "INSERT INTO users (id, email, name, kind, tier, password_hash, created_at, "
@@ -221,7 +227,7 @@ class Accounts:
     async def user_by_email(self, email: str) -> User | None:
         row = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)
+                f"SELECT * FROM users WHERE {EMAIL_IS}", (email.strip(),)
             ).fetchone()
         )
         return _user(row) if row else None
@@ -239,7 +245,7 @@ class Accounts:
         return _user(row) if row else None
 
     async def list_users(self, kind: str | None = None) -> list[User]:
-        def work(conn: sqlite3.Connection) -> list[User]:
+        def work(conn: Conn) -> list[User]:
             if kind is None:
                 rows = conn.execute("SELECT * FROM users ORDER BY email").fetchall()
             else:
@@ -253,18 +259,20 @@ class Accounts:
     async def set_password(self, user_id: str, password: str) -> None:
         pw_hash = await asyncio.to_thread(hash_password, password)
         now = iso(self.clock.now())
-        await self.db.write(
-            lambda c: c.execute(
+
+        def work(conn: Conn) -> None:
+            conn.execute(
                 "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
                 (pw_hash, now, user_id),
             )
-        )
+
+        await self.db.write(work)
 
     async def check_password(self, email: str, password: str) -> User | None:
         """The user when the password matches; None for an unknown email or a wrong password."""
         row = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM users WHERE email = ?", (email.strip().lower(),)
+                f"SELECT * FROM users WHERE {EMAIL_IS}", (email.strip(),)
             ).fetchone()
         )
         stored = row["password_hash"] if row is not None else None
@@ -278,7 +286,7 @@ class Accounts:
             raise ValidationFailed(f"tier must be one of {', '.join(TIERS)}")
         now = iso(self.clock.now())
 
-        def work(conn: sqlite3.Connection) -> User:
+        def work(conn: Conn) -> User:
             cur = conn.execute(
                 "UPDATE users SET tier = ?, updated_at = ? WHERE id = ?", (tier, now, user_id)
             )
@@ -319,7 +327,7 @@ class Accounts:
             raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
         now = iso(self.clock.now())
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: Conn) -> None:
             space = conn.execute("SELECT type FROM spaces WHERE id = ?", (space_id,)).fetchone()
             if space is None:
                 raise NotFoundError(f"no space {space_id}")
@@ -337,7 +345,7 @@ class Accounts:
         """A space by id or slug (id first, see `SPACE_BY_REF`)."""
         row = await self.db.read(
             lambda c: c.execute(
-                f"SELECT * FROM spaces WHERE id = {SPACE_BY_REF}", {"ref": ref}
+                f"SELECT * FROM spaces WHERE id = {SPACE_BY_REF}", (ref, ref)
             ).fetchone()
         )
         return space_from_row(row) if row else None
@@ -363,20 +371,22 @@ class Accounts:
 
     async def access(self, user_id: str, space_ref: str | None) -> SpaceAccess | None:
         """The space (by id or slug; None = personal) with the user's role, in one query."""
+        params: tuple[str, ...]
         if space_ref is None:
             sql = (
                 "SELECT s.*, m.role, u.kind AS user_kind FROM spaces s "
                 "JOIN memberships m ON m.space_id = s.id JOIN users u ON u.id = m.user_id "
-                "WHERE m.user_id = :user AND s.type = 'personal' AND m.role = 'owner' "
+                "WHERE m.user_id = ? AND s.type = 'personal' AND m.role = 'owner' "
                 "ORDER BY s.created_at, s.id LIMIT 1"
             )
+            params = (user_id,)
         else:
             sql = (
-                "SELECT s.*, m.role, (SELECT kind FROM users WHERE id = :user) AS user_kind "
-                "FROM spaces s LEFT JOIN memberships m ON m.space_id = s.id AND m.user_id = :user "
+                "SELECT s.*, m.role, (SELECT kind FROM users WHERE id = ?) AS user_kind "
+                "FROM spaces s LEFT JOIN memberships m ON m.space_id = s.id AND m.user_id = ? "
                 f"WHERE s.id = {SPACE_BY_REF}"
             )
-        params = {"user": user_id, "ref": space_ref}
+            params = (user_id, user_id, space_ref, space_ref)
         row = await self.db.read(lambda c: c.execute(sql, params).fetchone())
         if row is None:
             return None

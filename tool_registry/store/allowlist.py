@@ -5,9 +5,10 @@ check and the change it guards commit together."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from tool_registry.store.connection import Conn
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class PolicyAuditEntry:
     at: str
 
 
-def allowed_tool_names(conn: sqlite3.Connection, space_id: str) -> frozenset[str]:
+def allowed_tool_names(conn: Conn, space_id: str) -> frozenset[str]:
     """The tool names the space has opted in to."""
     return frozenset(
         r["tool"]
@@ -39,7 +40,7 @@ def allowed_tool_names(conn: sqlite3.Connection, space_id: str) -> frozenset[str
     )
 
 
-def allowed_tools(conn: sqlite3.Connection, space_id: str) -> list[AllowedTool]:
+def allowed_tools(conn: Conn, space_id: str) -> list[AllowedTool]:
     """The space's allowlist by tool name, with who added each entry (and their email)."""
     rows = conn.execute(
         "SELECT a.tool, a.added_by, a.added_at, u.email FROM space_destructive_allowlist a "
@@ -49,9 +50,7 @@ def allowed_tools(conn: sqlite3.Connection, space_id: str) -> list[AllowedTool]:
     return [AllowedTool(r["tool"], r["added_by"], r["email"], r["added_at"]) for r in rows]
 
 
-def add_tools(
-    conn: sqlite3.Connection, space_id: str, tools: Sequence[str], *, added_by: str, at: str
-) -> None:
+def add_tools(conn: Conn, space_id: str, tools: Sequence[str], *, added_by: str, at: str) -> None:
     """Put `tools` (none of them on the list yet) on the space's allowlist."""
     conn.executemany(
         "INSERT INTO space_destructive_allowlist (space_id, tool, added_by, added_at) "
@@ -60,7 +59,7 @@ def add_tools(
     )
 
 
-def remove_tools(conn: sqlite3.Connection, space_id: str, tools: Sequence[str]) -> None:
+def remove_tools(conn: Conn, space_id: str, tools: Sequence[str]) -> None:
     """Take `tools` off the space's allowlist."""
     conn.executemany(
         "DELETE FROM space_destructive_allowlist WHERE space_id = ? AND tool = ?",
@@ -69,7 +68,7 @@ def remove_tools(conn: sqlite3.Connection, space_id: str, tools: Sequence[str]) 
 
 
 def log_changes(
-    conn: sqlite3.Connection,
+    conn: Conn,
     space_id: str,
     tools: Sequence[str],
     *,
@@ -84,7 +83,7 @@ def log_changes(
     )
 
 
-def change_log(conn: sqlite3.Connection, space_id: str, *, limit: int) -> list[PolicyAuditEntry]:
+def change_log(conn: Conn, space_id: str, *, limit: int) -> list[PolicyAuditEntry]:
     """The space's allowlist changes, newest first."""
     rows = conn.execute(
         "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at "

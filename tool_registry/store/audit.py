@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 import structlog
 
+from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
 
 log = structlog.get_logger("mana.audit")
@@ -36,7 +36,7 @@ class AuditRow:
     latency_ms: float
 
 
-def insert_rows(conn: sqlite3.Connection, rows: Sequence[AuditRow]) -> None:
+def insert_rows(conn: Conn, rows: Sequence[AuditRow]) -> None:
     conn.executemany(_INSERT, [astuple(r) for r in rows])
 
 
@@ -107,7 +107,8 @@ class AuditLog:
         self, *, limit: int = 50, space_id: str | None = None, tool: str | None = None
     ) -> list[dict[str, object]]:
         await self.flush()
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if space_id is not None:
             clauses.append("space_id = ?")
             params.append(space_id)
@@ -116,6 +117,6 @@ class AuditLog:
             params.append(tool)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?"
-        params.append(str(limit))
+        params.append(int(limit))
         rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
         return [dict(r) for r in rows]

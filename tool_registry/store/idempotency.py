@@ -6,8 +6,9 @@ so a key is stored in the same unit as the write and its audit row."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from tool_registry.store.connection import Conn
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class StoredKey:
     outcome: str
 
 
-def find_key(conn: sqlite3.Connection, user_id: str, key: str) -> StoredKey | None:
+def find_key(conn: Conn, user_id: str, key: str) -> StoredKey | None:
     """The call `user_id` made with `key`, or None when the key is new for that user."""
     row = conn.execute(
         "SELECT tool, space_id, input_hash, outcome FROM idempotency_keys "
@@ -33,7 +34,7 @@ def find_key(conn: sqlite3.Connection, user_id: str, key: str) -> StoredKey | No
 
 
 def store_key(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     user_id: str,
     key: str,

@@ -184,4 +184,27 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX space_policy_audit_by_space ON space_policy_audit (space_id, at);
         """,
     ),
+    Migration(
+        "core",
+        2,
+        "email-lookup-and-unicode-fold",
+        # Email lookups read `lower(email) = lower(?)` on both backends: index that on SQLite.
+        """
+        CREATE INDEX users_by_lower_email ON users (lower(email));
+        """,
+        # PostgreSQL's unique index is already on lower(email). lower() under the C locale folds
+        # ASCII only: fold with ICU's root locale when the server has it, so a search for
+        # "éclair" finds "Éclair" whatever the database's locale.
+        postgres="""
+        DO $mana$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu') THEN
+                EXECUTE 'CREATE OR REPLACE FUNCTION mana_fold(text) RETURNS text '
+                    'LANGUAGE sql IMMUTABLE PARALLEL SAFE '
+                    'AS ''SELECT lower($1 COLLATE "und-x-icu")''';
+            END IF;
+        END
+        $mana$;
+        """,
+    ),
 )

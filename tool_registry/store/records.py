@@ -8,8 +8,8 @@ a read-only tool refuses writes, so a `read` policy hint is enforced, not just d
 from __future__ import annotations
 
 import builtins
+import functools
 import re
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,11 +20,13 @@ import orjson
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ManaError, NotAMemberError, ToolError, ValidationFailed
 from tool_registry.store.accounts import Space, SpaceAccess, space_from_row
+from tool_registry.store.connection import Conn, Dialect, Row, dialect_of
 
 T = TypeVar("T")
 
 FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 META_COLUMNS = {"id", "created_at", "updated_at", "deleted_at", "author_id"}
+_NOT_NULL_COLUMNS = META_COLUMNS - {"deleted_at"}
 
 Op = Literal["eq", "ne", "lt", "le", "gt", "ge", "contains", "is_null", "not_null", "in"]
 _SQL_OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -35,7 +37,7 @@ class ReadOnlyStoreError(ManaError):
 
 
 class Runner(Protocol):
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    async def run(self, fn: Callable[[Conn], T]) -> T: ...
 
 
 @dataclass(frozen=True)
@@ -46,20 +48,25 @@ class Filter:
     op: Op
     value: Any = None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        column = _column(self.field)
+    def __post_init__(self) -> None:
+        check_field(self.field)
+
+    def sql(self, dialect: Dialect) -> tuple[str, list[Any]]:
+        """The condition as SQL for `dialect`, with its parameters."""
+        column = field_sql(dialect, self.field)
         if self.op == "is_null":
-            return f"{column} IS NULL", []
+            return f"{column.text} IS NULL", []
         if self.op == "not_null":
-            return f"{column} IS NOT NULL", []
+            return f"{column.text} IS NOT NULL", []
         if self.op == "contains":
-            return "instr(mana_fold(" + column + "), ?) > 0", [str(self.value).casefold()]
+            return f"instr(mana_fold({column.text}), mana_fold(?)) > 0", [str(self.value)]
         if self.op == "in":
             values = list(self.value)
             if not values:
-                return "0", []
-            return f"{column} IN ({','.join('?' * len(values))})", [_sql_value(v) for v in values]
-        return f"{column} {_SQL_OPS[self.op]} ?", [_sql_value(self.value)]
+                return "1 = 0", []
+            params = [p for v in values for p in column.params(_sql_value(v))]
+            return column.one_of(len(values)), params
+        return column.compare(_SQL_OPS[self.op]), column.params(_sql_value(self.value))
 
 
 def _sql_value(value: Any) -> Any:
@@ -72,12 +79,99 @@ def _sql_value(value: Any) -> Any:
     return value
 
 
-def _column(path: str) -> str:
-    if path in META_COLUMNS:
-        return path
-    if not FIELD_PATH.match(path):
+@dataclass(frozen=True)
+class FieldSql:
+    """How one backend's SQL reads a field for filtering and ordering, so both backends answer
+    like SQLite's `json_extract`: `text` is the field as text (NULL when missing or JSON null),
+    for `contains`, search and null tests; `key` are the expressions whose lexicographic order
+    and equality are the field's (nulls first, then numbers and booleans as 1/0 by value, then
+    strings by code point), and `params(value)` the matching parameters for a value."""
+
+    text: str
+    key: tuple[str, ...]
+    typed: bool  # whether `key` is (class, number, text) rather than the value itself
+    nullable: bool = True
+
+    def params(self, value: Any) -> list[Any]:
+        if not self.typed:
+            return [value]
+        if value is None:
+            return [None, None, None]
+        if isinstance(value, int | float):
+            return [1, value, ""]
+        return [2, 0, str(value)]
+
+    def compare(self, op: str) -> str:
+        """`field op value` for `params(value)`."""
+        if not self.typed:
+            return f"{self.key[0]} {op} ?"
+        return f"({', '.join(self.key)}) {op} (?, ?, ?)"
+
+    def one_of(self, count: int) -> str:
+        """`field IN (values)` for the concatenated `params` of `count` values."""
+        if not self.typed:
+            return f"{self.key[0]} IN ({', '.join('?' * count)})"
+        return "(" + " OR ".join([self.compare("=")] * count) + ")"
+
+    def order(self, descending: bool) -> str:
+        """ORDER BY terms: SQL NULL (missing, JSON null) sorts first ascending, last descending,
+        as in SQLite (said only where a NULL can occur, so a plain column keeps its index
+        order on PostgreSQL)."""
+        direction = "DESC" if descending else "ASC"
+        if self.nullable:
+            direction += " NULLS LAST" if descending else " NULLS FIRST"
+        return ", ".join(f"{k} {direction}" for k in self.key)
+
+
+def check_field(path: str) -> str:
+    """`path` when it names a meta column or a dotted data field; `ValidationFailed` otherwise
+    (paths are written into SQL, so nothing else may pass)."""
+    if path not in META_COLUMNS and not FIELD_PATH.match(path):
         raise ValidationFailed(f"invalid field path {path!r}")
-    return f"json_extract(data, '$.{path}')"
+    return path
+
+
+@functools.lru_cache(maxsize=1024)
+def field_sql(dialect: Dialect, path: str) -> FieldSql:
+    """The one place where the backends differ on reading a field: a meta column is itself; a
+    data field is `json_extract` on SQLite and the jsonb path operators on PostgreSQL, where
+    the value is split by JSON type into (class, number, text) so that typed comparisons and
+    ordering behave like SQLite's (a JSON number compares with numbers, `true` is 1, a string
+    compares with strings byte-wise, JSON null is SQL NULL, numbers sort before strings)."""
+    if check_field(path) in META_COLUMNS:
+        return FieldSql(path, (path,), typed=False, nullable=path not in _NOT_NULL_COLUMNS)
+    if dialect == "sqlite":
+        column = f"json_extract(data, '$.{path}')"
+        return FieldSql(column, (column,), typed=False)
+    value = f"(data::jsonb #> '{{{path.replace('.', ',')}}}')"
+    kind = f"jsonb_typeof({value})"
+    scalar = "('number', 'boolean')"
+    textual = "('string', 'object', 'array')"
+    return FieldSql(
+        text=f"(data::jsonb #>> '{{{path.replace('.', ',')}}}')",
+        key=(
+            f"(CASE WHEN {kind} IN {scalar} THEN 1 WHEN {kind} IN {textual} THEN 2 END)",
+            f"(CASE WHEN {kind} = 'number' THEN {value}::numeric "
+            f"WHEN {kind} = 'boolean' THEN CASE WHEN {value}::boolean THEN 1 ELSE 0 END "
+            f"WHEN {kind} IN {textual} THEN 0 END)",
+            f"(CASE WHEN {kind} = 'string' THEN {value} #>> '{{}}' "
+            f"WHEN {kind} IN ('object', 'array') THEN {value}::text "
+            f"WHEN {kind} IN {scalar} THEN '' END) COLLATE \"C\"",
+        ),
+        typed=True,
+    )
+
+
+def _where(
+    dialect: Dialect, clauses: Sequence[str], params: Sequence[Any], filters: Sequence[Filter]
+) -> tuple[str, builtins.list[Any]]:
+    """`clauses` and `filters` joined with AND, and their parameters in order."""
+    parts, values = builtins.list(clauses), builtins.list(params)
+    for f in filters:
+        clause, extra = f.sql(dialect)
+        parts.append(clause)
+        values.extend(extra)
+    return " AND ".join(parts), values
 
 
 @dataclass(slots=True)
@@ -108,7 +202,7 @@ class Record:
 _COLS = "id, collection, space_id, author_id, data, created_at, updated_at, deleted_at"
 
 
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+def _record(row: Row | tuple[Any, ...]) -> Record:
     return Record(
         id=row[0],
         collection=row[1],
@@ -135,7 +229,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__}")
 
 
-def _one(row: sqlite3.Row | None) -> Record | None:
+def _one(row: Row | None) -> Record | None:
     return _record(row) if row else None
 
 
@@ -195,34 +289,35 @@ class ScopedStore:
         offset: int = 0,
     ) -> builtins.list[Record]:
         clauses = ["space_id = ?", "collection = ?"]
-        params: builtins.list[Any] = [self.space_id, collection]
         if not include_deleted:
             clauses.append("deleted_at IS NULL")
         all_filters = [Filter(k, "eq", v) for k, v in (where or {}).items()] + list(filters)
-        for f in all_filters:
-            clause, values = f.sql()
-            clauses.append(clause)
-            params.extend(values)
-        order = _column(order_by)
+        check_field(order_by)
         direction = "DESC" if descending else "ASC"
-        sql = (
-            f"SELECT {_COLS} FROM records WHERE {' AND '.join(clauses)} "
-            f"ORDER BY {order} {direction}, id {direction}"
-        )
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            params.extend([int(limit), int(offset)])
-        return await self._runner.run(lambda c: [_record(r) for r in c.execute(sql, params)])
+        space_id = self.space_id
+
+        def work(conn: Conn) -> builtins.list[Record]:
+            dialect = dialect_of(conn)
+            where_sql, params = _where(dialect, clauses, [space_id, collection], all_filters)
+            order = field_sql(dialect, order_by).order(descending)
+            sql = f"SELECT {_COLS} FROM records WHERE {where_sql} ORDER BY {order}, id {direction}"
+            if limit is not None:
+                sql += " LIMIT ? OFFSET ?"
+                params.extend([int(limit), int(offset)])
+            return [_record(r) for r in conn.execute(sql, params)]
+
+        return await self._runner.run(work)
 
     async def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int:
         clauses = ["space_id = ?", "collection = ?", "deleted_at IS NULL"]
-        params: builtins.list[Any] = [self.space_id, collection]
-        for f in filters:
-            clause, values = f.sql()
-            clauses.append(clause)
-            params.extend(values)
-        sql = f"SELECT count(*) FROM records WHERE {' AND '.join(clauses)}"
-        return int(await self._runner.run(lambda c: c.execute(sql, params).fetchone()[0]))
+        space_id = self.space_id
+
+        def work(conn: Conn) -> int:
+            where_sql, params = _where(dialect_of(conn), clauses, [space_id, collection], filters)
+            sql = f"SELECT count(*) FROM records WHERE {where_sql}"
+            return int(conn.execute(sql, params).fetchone()[0])
+
+        return await self._runner.run(work)
 
     async def search(
         self,
@@ -237,45 +332,47 @@ class ScopedStore:
 
         Rank: a match in an earlier field weighs more (fields are given most important first),
         a match at the start of a field adds a bonus; ties go to the most recently updated.
+        Text and fields are folded by the database's `mana_fold`, so both sides of a match are
+        folded alike on either backend.
         """
-        needle = text.casefold()
-        score_parts: builtins.list[str] = []
-        match_parts: builtins.list[str] = []
-        score_params: builtins.list[str] = []
-        match_params: builtins.list[str] = []
-        for i, name in enumerate(fields):
-            column = f"mana_fold({_column(name)})"
-            weight = 2 ** (len(fields) - i)
-            score_parts.append(
-                f"(CASE WHEN instr({column}, ?) = 1 THEN {weight * 2} "
-                f"WHEN instr({column}, ?) > 1 THEN {weight} ELSE 0 END)"
+        for name in fields:
+            check_field(name)
+        space_id = self.space_id
+
+        def work(conn: Conn) -> builtins.list[Record]:
+            dialect = dialect_of(conn)
+            score_parts: builtins.list[str] = []
+            match_parts: builtins.list[str] = []
+            for i, name in enumerate(fields):
+                column = f"mana_fold({field_sql(dialect, name).text})"
+                weight = 2 ** (len(fields) - i)
+                score_parts.append(
+                    f"(CASE WHEN instr({column}, mana_fold(?)) = 1 THEN {weight * 2} "
+                    f"WHEN instr({column}, mana_fold(?)) > 1 THEN {weight} ELSE 0 END)"
+                )
+                match_parts.append(f"instr({column}, mana_fold(?)) > 0")
+            clauses = [
+                "space_id = ?",
+                "collection = ?",
+                "deleted_at IS NULL",
+                f"({' OR '.join(match_parts)})",
+            ]
+            where_params = [space_id, collection, *[text] * len(fields)]
+            where_sql, params = _where(dialect, clauses, where_params, filters)
+            sql = (
+                f"SELECT {_COLS}, ({' + '.join(score_parts)}) AS score FROM records "
+                f"WHERE {where_sql} ORDER BY score DESC, updated_at DESC, id LIMIT ?"
             )
-            score_params.extend([needle, needle])
-            match_parts.append(f"instr({column}, ?) > 0")
-            match_params.append(needle)
-        clauses = [
-            "space_id = ?",
-            "collection = ?",
-            "deleted_at IS NULL",
-            f"({' OR '.join(match_parts)})",
-        ]
-        params: builtins.list[Any] = [*score_params, self.space_id, collection, *match_params]
-        for f in filters:
-            clause, values = f.sql()
-            clauses.append(clause)
-            params.extend(values)
-        sql = (
-            f"SELECT {_COLS}, ({' + '.join(score_parts)}) AS score FROM records "
-            f"WHERE {' AND '.join(clauses)} ORDER BY score DESC, updated_at DESC, id LIMIT ?"
-        )
-        params.append(int(limit))
-        return await self._runner.run(lambda c: [_record(r) for r in c.execute(sql, params)])
+            params = [*[text] * (2 * len(fields)), *params, int(limit)]
+            return [_record(r) for r in conn.execute(sql, params)]
+
+        return await self._runner.run(work)
 
     async def my_spaces(self) -> builtins.list[SpaceAccess]:
         """The bound user's own memberships (used by `spaces.list`)."""
         user_id = self.user_id
 
-        def work(conn: sqlite3.Connection) -> builtins.list[SpaceAccess]:
+        def work(conn: Conn) -> builtins.list[SpaceAccess]:
             rows = conn.execute(
                 "SELECT s.*, m.role FROM spaces s JOIN memberships m ON m.space_id = s.id "
                 "WHERE m.user_id = ? ORDER BY s.type != 'personal', s.created_at, s.id",
@@ -309,7 +406,7 @@ class ScopedStore:
         field_ts = _dump({k: now for k in data})
         space_id, author = self.space_id, self.user_id
 
-        def work(conn: sqlite3.Connection) -> Record:
+        def work(conn: Conn) -> Record:
             conn.execute(
                 "INSERT INTO records (id, space_id, collection, author_id, data, "
                 "field_updated_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -338,7 +435,7 @@ class ScopedStore:
         space_id = self.space_id
         encoded = orjson.loads(_dump(changes))
 
-        def work(conn: sqlite3.Connection) -> Record:
+        def work(conn: Conn) -> Record:
             row = conn.execute(
                 "SELECT * FROM records WHERE id = ? AND space_id = ? AND collection = ? "
                 "AND deleted_at IS NULL",
@@ -378,7 +475,7 @@ class ScopedStore:
         now = iso(self._clock.now())
         space_id = self.space_id
 
-        def work(conn: sqlite3.Connection) -> Record:
+        def work(conn: Conn) -> Record:
             conn.execute(
                 "UPDATE records SET deleted_at = ?, updated_at = ? WHERE id = ? AND space_id = ? "
                 "AND collection = ? AND deleted_at IS NULL",
@@ -404,6 +501,6 @@ class ReadRunner:
     def __init__(self, db: Any) -> None:
         self._db = db
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[Conn], T]) -> T:
         result: T = await self._db.read(fn)
         return result

@@ -1,6 +1,6 @@
-"""Testing kit for tool authors: a registry on a temporary SQLite store, factories for users,
-spaces and memberships, `call_as` through the real pipeline, and a reusable assertion that a
-read tool never returns another space's rows.
+"""Testing kit for tool authors: a registry on a throwaway database (a SQLite file or a
+PostgreSQL database), factories for users, spaces and memberships, `call_as` through the real
+pipeline, and a reusable assertion that a read tool never returns another space's rows.
 
     async def test_my_tool(mana_kit):
         alice = await mana_kit.user("alice@example.test")
@@ -11,8 +11,9 @@ read tool never returns another space's rows.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,17 @@ from tool_registry.modules import build_registry
 from tool_registry.offer import ToolOffer
 from tool_registry.pipeline import Outcome, Pipeline
 from tool_registry.registry import Registry
-from tool_registry.store import Accounts, Database, Migration, Space, User, open_database
+from tool_registry.store import (
+    Accounts,
+    Database,
+    Migration,
+    PostgresDatabase,
+    Space,
+    SqliteDatabase,
+    User,
+    open_database,
+)
+from tool_registry.store.postgres import WRITE_LOCK_KEY
 
 SpaceRef = Space | str | None
 
@@ -103,7 +114,7 @@ class ToolKit:
 
 @asynccontextmanager
 async def tool_kit(
-    path: Path,
+    target: Path | str,
     *,
     registry: Registry | None = None,
     gate: Gate | None = None,
@@ -112,9 +123,10 @@ async def tool_kit(
     migrations: tuple[Migration, ...] = (),
     offer: ToolOffer | None = None,
 ) -> AsyncIterator[ToolKit]:
-    """A `ToolKit` on a fresh database at `path`; `gate` and `offer` (e.g. `policy`'s
+    """A `ToolKit` on a fresh database at `target` (a SQLite file path, or a `postgresql://` URL
+    such as the `database_target` fixture gives); `gate` and `offer` (e.g. `policy`'s
     `PolicyGate` and `InvokerToolRule`) default to allowing everything."""
-    db = await open_database(path, migrations)
+    db = await open_database(target, migrations)
     pipeline = Pipeline(
         registry or build_registry(),
         db,
@@ -128,6 +140,31 @@ async def tool_kit(
     finally:
         await pipeline.aclose()
         await db.close()
+
+
+@contextmanager
+def hold_write_lock(db: Database) -> Iterator[None]:
+    """Hold `db`'s write lock from a session of its own for the block, as another process
+    would: SQLite's `BEGIN IMMEDIATE` on a second connection, PostgreSQL's write advisory lock
+    in a second session. Writes and `probe_write` wait for it meanwhile."""
+    if isinstance(db, SqliteDatabase):
+        other = sqlite3.connect(db.path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            yield
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    elif isinstance(db, PostgresDatabase):
+        import psycopg
+
+        with psycopg.connect(db.url, autocommit=True) as session:
+            session.execute("BEGIN")
+            session.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            yield
+            session.execute("ROLLBACK")
+    else:
+        raise TypeError(f"no way to hold the write lock of {type(db).__name__}")
 
 
 def iter_ids(value: Any) -> Iterator[str]:
@@ -179,4 +216,4 @@ async def assert_space_isolated(
     assert denied.error.reason == "not-a-member", denied.public()
 
 
-__all__ = ["ToolKit", "assert_space_isolated", "iter_ids", "tool_kit"]
+__all__ = ["ToolKit", "assert_space_isolated", "hold_write_lock", "iter_ids", "tool_kit"]
