@@ -515,6 +515,47 @@ class Phase:
     extra: int
     audited: int
     open_sessions: float
+    sampled: DbSample | None = None
+
+
+@dataclass
+class DbSample:
+    """What PostgreSQL's sessions of the benchmark database were doing, sampled every 50 ms
+    during the load: averages of sessions running a statement, waiting for a lock (the
+    database-wide write lock of serialised write units is an advisory lock) and idle inside a
+    transaction (a unit holding its connection while the server works in Python)."""
+
+    samples: int = 0
+    active: float = 0.0
+    lock_waits: float = 0.0
+    idle_in_tx: float = 0.0
+
+    def add(self, active: int, lock_waits: int, idle_in_tx: int) -> None:
+        self.samples += 1
+        self.active += active
+        self.lock_waits += lock_waits
+        self.idle_in_tx += idle_in_tx
+
+    def mean(self, total: float) -> float:
+        return total / max(1, self.samples)
+
+
+async def _sample_db(url: str, out: DbSample, stop: asyncio.Event) -> None:
+    import psycopg
+
+    query = (
+        "SELECT count(*) FILTER (WHERE state = 'active'), "
+        "count(*) FILTER (WHERE wait_event_type = 'Lock'), "
+        "count(*) FILTER (WHERE state = 'idle in transaction') "
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            row = await (await conn.execute(query)).fetchone()
+            if row is not None:
+                out.add(int(row[0]), int(row[1]), int(row[2]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
 
 
 def _pg_counts(url: str) -> tuple[dict[str, int], int]:
@@ -598,8 +639,17 @@ async def _phase(
                 user_id, token = tokens[i]
                 await drive_ours(urls[i % len(urls)], user_id, token, ns.calls, out)
 
+            sampled: DbSample | None = None
+            sampler: asyncio.Task[None] | None = None
+            stop_sampling = asyncio.Event()
+            if database_url is not None:
+                sampled = DbSample()
+                sampler = asyncio.create_task(_sample_db(database_url, sampled, stop_sampling))
             result, wall = await load(ns.sessions, one, deployment)
             db_cpu = (tree_cpu_seconds(postmaster) - db_cpu) if postmaster else 0.0
+            stop_sampling.set()
+            if sampler is not None:
+                await sampler
             await asyncio.sleep(0.5)
             open_sessions = await deployment.open_sessions()
         finally:
@@ -622,6 +672,7 @@ async def _phase(
         extra,
         audited,
         open_sessions,
+        sampled,
     )
 
 
@@ -730,6 +781,15 @@ def _report_postgres(ns: argparse.Namespace, phases: list[Phase]) -> None:
             f"throughput, {ns.replicas} {_spread_label(ns.spread)} / 1 server: "
             f"{rate(many) / rate(one):.2f}x (goal >= 1.5x)"
         )
+    print("\nPostgreSQL sessions of the benchmark database during the load (mean of samples):")
+    for p in phases:
+        if p.sampled is not None:
+            d = p.sampled
+            print(
+                f"  {p.name}: running a statement {d.mean(d.active):.1f}, waiting for a lock "
+                f"{d.mean(d.lock_waits):.1f}, idle in a transaction {d.mean(d.idle_in_tx):.1f} "
+                f"({d.samples} samples)"
+            )
     for p in phases:
         for err in p.result.errors[:3]:
             print(f"error ({p.name}): {err}")
