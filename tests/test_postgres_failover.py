@@ -18,20 +18,24 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import mcp_types as types
 import pytest
 
+from mana_http.testing import McpTestServer
 from mcp_server import META_ERROR
 from tests.mcp.support import Installation, ServerProcess, World, seed_world
 from tool_registry.context import CallContext
 from tool_registry.gate import Decision, GateRequest
-from tool_registry.store.postgres import DatabaseUnavailable
-from tool_registry.testing import tool_kit
+from tool_registry.store import Transaction
+from tool_registry.store.postgres import UNAVAILABLE_MESSAGE, DatabaseUnavailable
+from tool_registry.testing import ToolKit, tool_kit
 from tool_registry.testing.postgres import PostgresUnavailable, ThrowawayPostgres
 
 PROTOCOL = "2026-07-28"
@@ -215,7 +219,7 @@ def test_a_server_rides_out_a_postgres_restart(
 
 class _LostGate:
     async def check(self, request: GateRequest) -> Decision:
-        raise DatabaseUnavailable("the database is unavailable right now; try again shortly")
+        raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
 
 
 async def test_the_pipeline_reports_a_lost_database_as_unavailable(tmp_path: Path) -> None:
@@ -227,7 +231,7 @@ async def test_the_pipeline_reports_a_lost_database_as_unavailable(tmp_path: Pat
         assert "try again" in outcome.error.message
 
         async def lost(*args: Any, **kwargs: Any) -> Any:
-            raise DatabaseUnavailable("the database is unavailable right now; try again shortly")
+            raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
 
         kit.pipeline.resolve = lost  # type: ignore[method-assign]
         outcome = await kit.pipeline.invoke(
@@ -236,3 +240,24 @@ async def test_the_pipeline_reports_a_lost_database_as_unavailable(tmp_path: Pat
         assert (outcome.status, outcome.reason) == ("error", "unavailable")
         audit = await kit.audit()
         assert [row["reason"] for row in audit].count("unavailable") == 2
+
+
+async def test_an_mcp_client_sees_unavailable_not_an_internal_error(
+    mana_kit: ToolKit, mana_mcp: McpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await mana_kit.user()
+
+    @asynccontextmanager
+    async def lost() -> AsyncIterator[Transaction]:
+        raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
+        yield  # pragma: no cover - makes this an async generator
+
+    monkeypatch.setattr(mana_kit.db, "transaction", lost)
+    async with mana_mcp.client(user) as client:
+        result = await client.call_tool("habits.create", {"name": "never"})
+    monkeypatch.undo()
+    assert result.is_error and result.meta is not None
+    assert result.meta["mana/error"]["reason"] == "unavailable"
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    assert "unavailable right now" in block.text and "Traceback" not in block.text
