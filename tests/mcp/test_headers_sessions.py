@@ -24,6 +24,7 @@ from mana_http import HttpConfig
 from mana_http.testing import McpTestServer
 from tool_registry.errors import ValidationFailed
 from tool_registry.store.accounts import User
+from tool_registry.store.postgres import DatabaseUnavailable
 from tool_registry.testing import ToolKit
 
 from .support import (
@@ -549,3 +550,26 @@ async def test_activity_on_one_server_keeps_a_session_alive_on_the_other(
         assert await a.app.sessions.lookup(sid) is None
         assert await _raw(a, ann, sid) == 404
         assert await _raw(b, ann, sid) == 404
+
+
+async def test_a_session_request_gets_503_while_the_registry_is_unreachable(
+    mana_kit: ToolKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session registry is the database's: when it cannot be read, a session request is
+    refused with `unavailable` (retry), not served on a guess and not a crash."""
+    async with McpTestServer(mana_kit.pipeline, tmp_path) as srv:
+        ann = await mana_kit.user()
+        sid = (await _raw_open(srv, ann)).headers["mcp-session-id"]
+
+        async def unreachable(session_id: str) -> None:
+            raise DatabaseUnavailable("the database at db.example:5432/mana is unavailable")
+
+        monkeypatch.setattr(srv.app.sessions, "lookup", unreachable)
+        hdrs = {**JSON_ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
+        async with srv.http(ann) as http:
+            refused = await http.post("/mcp", json=TOOLS_LIST, headers=hdrs)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["data"]["reason"] == "unavailable"
+        monkeypatch.undo()
+        assert await _raw(srv, ann, sid) == 200  # reachable again: the session is still there
