@@ -1,29 +1,35 @@
-"""The demo seed: idempotent, and `me.listReferenceImages` visibly filters on it."""
+"""The demo seed: idempotent, and `me.listReferenceImages` visibly filters on it (on both
+backends)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from mana_cli.config import Settings
 from mana_cli.demo import BRAND_SLUG, DEMO_EMAIL, REFERENCE_IMAGE_SEED, seed_demo
 from mana_cli.runtime import open_runtime
 from tool_registry.context import CallContext
+from tool_registry.store.postgres import is_postgres_url
 
 
-async def _snapshot(db_path: Path) -> list[tuple[str, ...]]:
-    async with open_runtime(Settings.load({"db": str(db_path)}, environ={})) as rt:
+def _settings(target: str) -> Settings:
+    """Settings for the test's database: a SQLite file or a PostgreSQL URL."""
+    key = "database_url" if is_postgres_url(target) else "db"
+    return Settings.load({key: target}, environ={})
+
+
+async def _snapshot(target: str) -> list[tuple[str, ...]]:
+    async with open_runtime(_settings(target)) as rt:
         rows = await rt.db.read(
             lambda c: c.execute(
                 "SELECT id, space_id, data, deleted_at FROM records ORDER BY id"
             ).fetchall()
         )
-        users = await rt.db.read(lambda c: c.execute("SELECT id FROM users").fetchall())
+        users = await rt.db.read(lambda c: c.execute("SELECT id FROM users ORDER BY id").fetchall())
     return [tuple(str(v) for v in r) for r in rows] + [tuple(u) for u in users]
 
 
-async def test_seed_is_idempotent(tmp_path: Path) -> None:
-    db = tmp_path / "demo.db"
-    settings = Settings.load({"db": str(db)}, environ={})
+async def test_seed_is_idempotent(database_target: str) -> None:
+    db = database_target
+    settings = _settings(db)
     async with open_runtime(settings, create=True) as rt:
         first = await seed_demo(rt)
     before = await _snapshot(db)
@@ -34,8 +40,8 @@ async def test_seed_is_idempotent(tmp_path: Path) -> None:
     assert before == after
 
 
-async def test_reference_images_filter_by_space_opt_in_and_deletion(tmp_path: Path) -> None:
-    settings = Settings.load({"db": str(tmp_path / "demo.db")}, environ={})
+async def test_reference_images_filter_by_space_opt_in_and_deletion(database_target: str) -> None:
+    settings = _settings(database_target)
     async with open_runtime(settings, create=True) as rt:
         await seed_demo(rt)
         user = await rt.accounts.require_user(DEMO_EMAIL)

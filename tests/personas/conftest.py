@@ -66,8 +66,9 @@ def secret() -> PersonaSecret:
 
 
 @pytest_asyncio.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(tmp_path / "mana.db", PERSONAS_MIGRATIONS)
+async def db(database_target: str) -> AsyncIterator[Database]:
+    """The personas schema on this test's backend (SQLite file or fresh PostgreSQL database)."""
+    database = await open_database(database_target, PERSONAS_MIGRATIONS)
     try:
         yield database
     finally:

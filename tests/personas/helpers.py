@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from tool_registry.store import Database
+from tool_registry.store.connection import Conn, dialect_of
+
+_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' "
+    "AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    "postgres": "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() "
+    "ORDER BY tablename",
+}
 
 
 async def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted: two equal dumps mean two identical databases."""
+    """Every row of every table, sorted: two equal dumps mean two identical databases (on
+    either backend)."""
 
-    def work(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
-        tables = [
-            r["name"]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
+    def work(conn: Conn) -> dict[str, list[tuple[Any, ...]]]:
+        tables = [r["name"] for r in conn.execute(_TABLES[dialect_of(conn)])]
         out: dict[str, list[tuple[Any, ...]]] = {}
         for table in tables:
             rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()  # noqa: S608

@@ -17,6 +17,7 @@ from tests.personas.conftest import small_catalog
 from tool_registry.clock import FixedClock
 from tool_registry.registry import Registry
 from tool_registry.store import Accounts, Database, User
+from tool_registry.store.postgres import is_postgres_url
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -109,16 +110,21 @@ async def test_report_numbers(
     assert empty.read_bytes().startswith(PNG_MAGIC)
 
 
-def _mana(db: Path, *argv: str) -> int:
-    return main(["--db", str(db), *argv])
+def _mana(db: str, *argv: str) -> int:
+    """`mana` on the test's database: `--db FILE` or `--database-url URL`."""
+    flag = "--database-url" if is_postgres_url(db) else "--db"
+    return main([flag, db, *argv])
 
 
 def test_cli_seed_list_show_report_cleanup(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    database_target: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for var in ("MANA_ENV", "PERSONA_SEED_SECRET", "MANA_DB", "MANA_DATA_DIR"):
+    for var in ("MANA_ENV", "PERSONA_SEED_SECRET", "MANA_DB", "MANA_DATA_DIR", "MANA_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    db = tmp_path / "p.db"
+    db = database_target
     assert _mana(db, "init") == 0
     assert _mana(db, "personas", "seed", "--dry-run") == 0
     out = capsys.readouterr().out
@@ -158,11 +164,15 @@ def test_cli_seed_list_show_report_cleanup(
 
 
 def test_cli_production_refuses_the_development_secret(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    database_target: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANA_ENV", "production")
     monkeypatch.delenv("PERSONA_SEED_SECRET", raising=False)
-    db = tmp_path / "p.db"
+    monkeypatch.delenv("MANA_DATABASE_URL", raising=False)
+    db = database_target
     assert _mana(db, "init") == 0
     assert _mana(db, "personas", "seed") == 1
     assert "with MANA_ENV=production the built-in development secret is refused" in (

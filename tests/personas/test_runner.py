@@ -282,7 +282,9 @@ async def test_timeout_and_failure_are_recorded_and_the_others_go_on(world: Worl
             return SlowClient()
         return scripted(persona)
 
-    runner = world.runner(factory, tick_timeout=1.0, concurrency=3)
+    # Long enough that a scripted tick never reaches it on a loaded machine or on PostgreSQL;
+    # the slow model never answers at all.
+    runner = world.runner(factory, tick_timeout=5.0, concurrency=3)
     wrong = PersonaSecret(b"another-secret", "test")
     lena = await world.persona("lena.weber@mana.test")
     # Lena logs in with a password derived from another secret: a login failure.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sqlite3
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from tool_registry.errors import ConflictError, PermissionDeniedError
 from tool_registry.pipeline import Pipeline
 from tool_registry.registry import Registry
 from tool_registry.store import Accounts, Database
+from tool_registry.store.connection import Conn
 from tool_registry.testing import ToolKit
 
 TRIO = ["lena.weber@mana.test", "jonas.weber@mana.test", "sam.lindqvist@mana.test"]
@@ -279,7 +279,7 @@ async def test_cleanup_warns_about_personas_not_in_the_catalog(
 async def _snapshot(db: Database) -> dict[str, Any]:
     """Users, memberships, spaces and record counts per space, as the cleanup report names them."""
 
-    def work(conn: sqlite3.Connection) -> dict[str, Any]:
+    def work(conn: Conn) -> dict[str, Any]:
         return {
             "users": {r["email"] for r in conn.execute("SELECT email FROM users")},
             "memberships": {
