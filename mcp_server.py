@@ -39,7 +39,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol, cast
@@ -51,7 +51,6 @@ import structlog
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
-from mcp.server.session import ServerSession
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
@@ -97,14 +96,14 @@ def _server_version() -> str:
 
 @dataclass
 class ToolSetWatch:
-    """Per handshake-era connection: the tool names it last saw (None: it has not looked yet),
-    the space type they were computed for, and its session for pushing notifications.
-    `listening` says whether a server-initiated message can reach the client right now: always
-    over stdio; over HTTP only while its GET stream is open (the transport sets it)."""
+    """Per handshake-era connection: the tool names it last saw (None: it has not looked yet)
+    and the space type they were computed for. `listening` says whether a server-initiated
+    message can reach the client right now: always over stdio; over HTTP only while its GET
+    stream is open (the transport sets it; `mana_http` pushes on it after a server-side
+    change)."""
 
     seen: frozenset[str] | None = None
     space_type: str | None = None
-    session: ServerSession | None = field(default=None, repr=False)
     listening: bool = True
     # Called with the new view whenever it changes, before the request is answered: HTTP
     # sessions keep it in their database row, so every replica compares against one view.
@@ -526,7 +525,7 @@ class McpAdapter:
         space_type = caller.access.space.type
         if caller.watch is not None:
             try:
-                await self._remember(caller.watch, ctx, space_type)
+                await self._remember(caller.watch, space_type)
             except Exception:
                 log.exception("tools/list: saving the session's tool view failed")
                 raise _protocol_error("the session could not be updated; retry") from None
@@ -578,14 +577,11 @@ class McpAdapter:
 
     # -- list_changed ------------------------------------------------------------------------
 
-    async def _remember(
-        self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
-    ) -> None:
+    async def _remember(self, watch: ToolSetWatch, space_type: str) -> None:
         names = self.catalog.names(space_type)
         changed = (names, space_type) != (watch.seen, watch.space_type)
         watch.seen = names
         watch.space_type = space_type
-        watch.session = ctx.session
         if changed and watch.persist is not None:
             await watch.persist(names, space_type)
 
@@ -593,32 +589,12 @@ class McpAdapter:
         self, watch: ToolSetWatch, ctx: ServerRequestContext[Any, Any], space_type: str
     ) -> None:
         before = watch.seen
-        await self._remember(watch, ctx, space_type)
+        await self._remember(watch, space_type)
         if before is not None and before != watch.seen:
             # Rides this request's own response stream, so the client sees it before the result.
             await ctx.session.send_notification(
                 types.ToolListChangedNotification(), related_request_id=ctx.request_id
             )
-
-    async def push_tools_changed(self, watches: Iterable[ToolSetWatch]) -> int:
-        """After a server-side change (e.g. a backend configured): tell every connection whose
-        visible tool set changed, on its standalone stream. A connection that cannot hear
-        server-initiated messages now (no GET stream open) keeps its old view, so its next call
-        carries the notification on that call's own response. Returns how many were notified."""
-        sent = 0
-        for watch in list(watches):
-            if watch.session is None or watch.space_type is None or watch.seen is None:
-                continue
-            now = self.catalog.names(watch.space_type)
-            if now == watch.seen or not watch.listening:
-                continue
-            watch.seen = now
-            try:
-                await watch.session.send_tool_list_changed()
-                sent += 1
-            except Exception as exc:  # a closed session is not an error worth more than a line
-                log.info("tools list_changed not delivered", error=type(exc).__name__)
-        return sent
 
 
 def _protocol_error(message: str) -> Exception:

@@ -128,10 +128,6 @@ class SessionRegistry:
     def of_user(self, user_id: str) -> list[SessionEntry]:
         return [self._entries[s] for s in self._by_user.get(user_id, ())]
 
-    def watches(self) -> Iterator[ToolSetWatch]:
-        for entry in list(self._entries.values()):
-            yield entry.watch
-
     def attach(self, row: SessionRow) -> SessionEntry:
         """The local entry of a session whose row exists (created on first use here)."""
         entry = self._entries.get(row.id)
