@@ -74,6 +74,7 @@ log = structlog.get_logger("mana.missions.runner")
 
 SHUTDOWN_REASON = "daemon-shutdown"
 USER_CANCEL_REASON = "cancel-requested"
+LEASE_LOST_REASON = "lease-lost"
 
 
 # -- tools --------------------------------------------------------------------------------------
@@ -216,15 +217,31 @@ class IterationRecorder:
     def usage_tuple(self) -> tuple[int, int, int]:
         return (self.usage.input_tokens, self.usage.output_tokens, self.usage.total_tokens)
 
+    def lease_lost(self) -> None:
+        """A write was refused by the lease fence: another runner owns the mission now, so the
+        loop stops at the end of this round (the loop itself only logs a failing hook)."""
+        if self.cancel.reason != LEASE_LOST_REASON:
+            log.warning(
+                "mission lease lost; the iteration stops",
+                iteration=self.iteration_id,
+                mission=self.lease.mission_id,
+                epoch=self.lease.epoch,
+            )
+        self.cancel.cancel(LEASE_LOST_REASON)
+
     async def _save(self, *, plan: bool = False, usage: bool = False) -> None:
-        cancel = await self.store.save_progress(
-            self.lease,
-            self.iteration_id,
-            phase=self.phase,
-            round_=self.round,
-            plan=self.steps if plan else None,
-            usage=self.usage_tuple if usage else None,
-        )
+        try:
+            cancel = await self.store.save_progress(
+                self.lease,
+                self.iteration_id,
+                phase=self.phase,
+                round_=self.round,
+                plan=self.steps if plan else None,
+                usage=self.usage_tuple if usage else None,
+            )
+        except LeaseLost:
+            self.lease_lost()
+            return
         if cancel:
             self.cancel.cancel(USER_CANCEL_REASON)
 
@@ -340,11 +357,6 @@ class MissionRunner:
             end = self._failed(recorder, SHUTDOWN, "the run was stopped by a shutdown", retry=True)
             await asyncio.shield(self._finish(claim, end))
             raise
-        except LeaseLost as exc:
-            # Another daemon took the mission over (this one was paused or cut off past its
-            # lease): the refused write rolled back, and so will the finish below.
-            log.warning("mission lease lost; iteration stops", iteration=claim.iteration_id)
-            end = self._failed(recorder, type(exc).__name__, exc.message)
         except ManaError as exc:
             log.warning("mission iteration failed", iteration=claim.iteration_id, reason=exc.reason)
             end = self._failed(recorder, type(exc).__name__, exc.message)
@@ -377,19 +389,23 @@ class MissionRunner:
         now = self.clock.now()
 
         async def on_propose(request: ProposalRequest) -> str:
-            staged = await stage_proposal(
-                self.store,
-                self.settings,
-                lease=claim.lease,
-                iteration_id=claim.iteration_id,
-                mission=mission,
-                call_id=request.call.id,
-                tool=request.call.name,
-                arguments=dict(request.call.arguments),
-                rationale=request.rationale,
-                reason=request.reason,
-                call_key=request.idempotency_key,
-            )
+            try:
+                staged = await stage_proposal(
+                    self.store,
+                    self.settings,
+                    lease=claim.lease,
+                    iteration_id=claim.iteration_id,
+                    mission=mission,
+                    call_id=request.call.id,
+                    tool=request.call.name,
+                    arguments=dict(request.call.arguments),
+                    rationale=request.rationale,
+                    reason=request.reason,
+                    call_key=request.idempotency_key,
+                )
+            except LeaseLost:
+                recorder.lease_lost()
+                return "Not staged: this run lost its lease to another runner and stops now."
             proposal = staged.proposal
             recorder.proposals[request.call.id] = proposal.id
             return proposal_text(
@@ -439,6 +455,16 @@ class MissionRunner:
             "usage": recorder.usage_tuple,
             "transcript": transcript,
         }
+        if result.stop_reason == "cancelled" and cancel.reason == LEASE_LOST_REASON:
+            # Its finish is refused by the fence too: recorded only in the log.
+            return IterationEnd(
+                status="failed",
+                phase=recorder.phase,
+                error_name="LeaseLost",
+                error_message="another runner took the mission over while this one ran",
+                error_phase=recorder.phase,
+                **common,
+            )
         if result.stop_reason == "cancelled" and cancel.reason == SHUTDOWN_REASON:
             return IterationEnd(
                 status="failed",

@@ -5,14 +5,18 @@ lease was taken over (progress, proposals, its end, the next run, the release) i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from agent_loop.scripted import ScriptedClient
+from agent_loop.state import CancelFlag
 from missions.leases import LeaseLost, new_owner
 from missions.proposals import stage_proposal
+from missions.runner import LEASE_LOST_REASON
 from missions.scheduler import Claim, IterationEnd
-from tests.missions.helpers import HOURLY, World
+from tests.missions.helpers import HOURLY, Blocker, World, call, open_world, scripted, turn
 
 
 def _end(status: str = "completed") -> IterationEnd:
@@ -141,3 +145,48 @@ async def test_each_claim_and_takeover_moves_the_epoch_on(world: World) -> None:
     assert row["lease_owner"] is None and row["lease_epoch"] > claim.epoch
     with pytest.raises(LeaseLost):
         await world.store.save_progress(claim.lease, claim.iteration_id, phase="model", round_=1)
+
+
+async def test_a_runner_that_lost_its_lease_stops_at_the_end_of_the_round(
+    database_target: str,
+) -> None:
+    blocker = Blocker()
+    async with open_world(database_target, extra_tools=[blocker.spec()]) as world:
+        owner = await world.user()
+        space = await world.personal(owner)
+        agent = await world.agent(owner, space)
+        mission = await world.mission(owner, space, agent, cadence=HOURLY)
+        await world.make_due(mission.id)
+        clients: list[ScriptedClient] = []
+        llm = scripted(
+            [
+                turn("Waiting.", call("block.wait")),
+                turn("Next.", call("todo.list")),
+                turn("Done."),
+            ],
+            clients,
+        )
+        runner = world.runner(llm)
+        [claim] = (await runner.scheduler.claim_due(1)).claimed
+        flag = CancelFlag()
+        task = asyncio.create_task(runner.run_claim(claim, cancel=flag))
+        await blocker.entered.wait()
+
+        # Meanwhile its lease expires and another daemon takes the mission over.
+        world.clock.advance(seconds=world.settings.lease.total_seconds() + 1)
+        takeover = await world.scheduler(new_owner()).claim_due(1)
+        assert takeover.recovered == [claim.iteration_id]
+        blocker.release.set()
+        ended = await task
+        listed = await world.count(
+            "SELECT COUNT(*) FROM audit_log WHERE tool = ? AND invoker = 'mission-runner'",
+            "todo.list",
+        )
+
+    # The refused progress write stopped the loop before its next round (through the run's
+    # cancel flag): the model was asked once, the next round's call never ran, and the row is
+    # as the takeover recorded it.
+    assert flag.reason == LEASE_LOST_REASON
+    assert [len(c.requests) for c in clients] == [1]
+    assert listed == 0
+    assert (ended.status, ended.error_name) == ("failed", "Interrupted")
