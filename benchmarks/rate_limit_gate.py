@@ -75,12 +75,19 @@ def _requests(tool: str, count: int, *, users: int, step: timedelta) -> list[Gat
     ]
 
 
-async def _per_call_us(gate: PolicyGate, requests: list[GateRequest]) -> float:
-    started = time.perf_counter()
-    for request in requests:
-        decision = await gate.check(request)
-        assert decision.allow or request.spec.name == DENIED_TOOL, decision
-    return (time.perf_counter() - started) / len(requests) * 1e6
+async def _per_call_us(gate: PolicyGate, requests: list[GateRequest], repeat: int = 3) -> float:
+    """The best of `repeat` runs over `requests` split in `repeat` slices (each slice a fresh
+    part of the load, so no run replays another's calls): the machine's noise only slows."""
+    size = len(requests) // repeat
+    best = float("inf")
+    for start in range(0, size * repeat, size):
+        chunk = requests[start : start + size]
+        started = time.perf_counter()
+        for request in chunk:
+            decision = await gate.check(request)
+            assert decision.allow or request.spec.name == DENIED_TOOL, decision
+        best = min(best, (time.perf_counter() - started) / len(chunk) * 1e6)
+    return best
 
 
 async def _measure(log: RateLog, settings: PolicySettings, calls: int) -> dict[str, float]:
@@ -129,7 +136,7 @@ async def _shared(target: str, settings: PolicySettings, calls: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="gate checks per load")
+    parser.add_argument("--calls", type=int, default=3000, help="gate checks per load")
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--database-url", help="PostgreSQL to use instead of a throwaway server")
     opts = parser.parse_args(argv)
@@ -147,7 +154,10 @@ def main(argv: list[str] | None = None) -> None:
             results["shared, PostgreSQL"] = asyncio.run(_shared(url, settings, opts.calls))
 
     base = results["in memory (one process)"]
-    print(f"PolicyGate.check per call, {opts.calls} calls per load, limit 30 per 60 s")
+    print(
+        f"PolicyGate.check per call (best of 3 runs of {opts.calls // 3} calls per load), "
+        "limit 30 per 60 s"
+    )
     for name, figures in results.items():
         print(f"{name}:")
         for load, value in figures.items():

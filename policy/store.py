@@ -1,33 +1,47 @@
 """SQL of the shared rate-limit log (`policy_rate_log`, see `policy.schema`).
 
-The check-and-record of one (user, tool) is one write unit: `lock_events` upserts the key's
-row and returns its events, which takes the row's lock on PostgreSQL (a concurrent unit of the
-same key waits for this one's commit and then reads what it wrote; a unit of another key never
-waits), and SQLite's single writer serialises every unit anyway. `store_events` writes the new
-list in the same unit. `sweep` deletes the rows whose newest event left the window, in a unit of
+The check-and-record of one (user, tool) is one write unit: `lock_events` reads the key's
+events so that no other unit can change them before this one ends (PostgreSQL: the row's lock,
+so a concurrent unit of the same key waits for this one's commit and then reads what it wrote,
+and a unit of another key never waits; SQLite: its single writer serialises every unit anyway),
+and `store_events` writes the new list in the same unit. `sweep` deletes the rows whose newest event left the window, in a unit of
 its own, so the table holds only keys called within about one window.
 """
 
 from __future__ import annotations
 
-from tool_registry.store.connection import Conn
+from tool_registry.store.connection import Conn, dialect_of
+
+_SELECT = "SELECT events FROM policy_rate_log WHERE user_id = ? AND tool = ?"
+_SELECT_FOR_UPDATE = "SELECT events FROM policy_rate_log WHERE user_id = ? AND tool = ? FOR UPDATE"
 
 
 def lock_events(conn: Conn, user_id: str, tool: str) -> str:
-    """The events text of (user, tool), its row locked until the unit ends (created empty)."""
-    row = conn.execute(
-        "INSERT INTO policy_rate_log (user_id, tool, events, last_at) VALUES (?, ?, '', 0.0) "
-        "ON CONFLICT (user_id, tool) DO UPDATE SET events = policy_rate_log.events "
-        "RETURNING events",
-        (user_id, tool),
-    ).fetchone()
-    return str(row[0]) if row is not None else ""
+    """The events text of (user, tool) ('' for a new key), no other unit able to change it
+    before this one ends. SQLite: the unit's BEGIN IMMEDIATE already excludes every other
+    writer, so a plain read. PostgreSQL: `FOR UPDATE` locks the key's row; a key without a row
+    gets one created (empty) and locked by an upsert, so two first calls of a key wait for each
+    other too."""
+    postgres = dialect_of(conn) == "postgres"
+    found = conn.execute(_SELECT_FOR_UPDATE if postgres else _SELECT, (user_id, tool)).fetchone()
+    if found is None and postgres:
+        found = conn.execute(
+            "INSERT INTO policy_rate_log (user_id, tool, events, last_at) "
+            "VALUES (?, ?, '', 0.0) "
+            "ON CONFLICT (user_id, tool) DO UPDATE SET events = policy_rate_log.events "
+            "RETURNING events",
+            (user_id, tool),
+        ).fetchone()
+    return str(found[0]) if found is not None else ""
 
 
 def store_events(conn: Conn, user_id: str, tool: str, events: str, last_at: float) -> None:
+    """Write the key's events (after `lock_events` in the same unit)."""
     conn.execute(
-        "UPDATE policy_rate_log SET events = ?, last_at = ? WHERE user_id = ? AND tool = ?",
-        (events, last_at, user_id, tool),
+        "INSERT INTO policy_rate_log (user_id, tool, events, last_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (user_id, tool) DO UPDATE SET events = excluded.events, "
+        "last_at = excluded.last_at",
+        (user_id, tool, events, last_at),
     )
 
 
