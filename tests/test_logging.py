@@ -4,9 +4,9 @@ iterations at INFO by default, and every stderr line is JSON when stderr is not 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,10 +22,10 @@ from mana_cli.main import main
 from tests.mcp.support import (
     JSON_ACCEPT,
     REPO,
+    Installation,
     World,
     free_port,
     mana_argv,
-    mana_env,
     modern_tools_list,
     seed_world,
 )
@@ -59,8 +59,8 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def _server_env(**extra: str) -> dict[str, str]:
-    env = mana_env(extra)
+def _server_env(world: World, **extra: str) -> dict[str, str]:
+    env = world.installation.env(extra)
     if "MANA_LOG_LEVEL" not in extra:
         env.pop("MANA_LOG_LEVEL", None)  # the default, not the suite's WARNING
     return env
@@ -132,8 +132,9 @@ def _exercise(world: World, port: int, url: str) -> None:
             pass
 
 
-def test_every_stderr_line_of_serve_http_is_json(tmp_path: Path) -> None:
-    code, err = _run_server(seed_world(tmp_path), _server_env(), exercise=True)
+def test_every_stderr_line_of_serve_http_is_json(tmp_path: Path, database_target: str) -> None:
+    world = seed_world(Installation(tmp_path, database_target))
+    code, err = _run_server(world, _server_env(world), exercise=True)
     assert code == 0, err
     events = json_lines(err)
     names = [e.get("event") for e in events]
@@ -143,9 +144,11 @@ def test_every_stderr_line_of_serve_http_is_json(tmp_path: Path) -> None:
     assert all({"level", "timestamp"} <= e.keys() for e in events)
 
 
-def test_log_level_from_the_environment_quietens_serve(tmp_path: Path) -> None:
-    world = seed_world(tmp_path)
-    code, err = _run_server(world, _server_env(MANA_LOG_LEVEL="warning"), exercise=False)
+def test_log_level_from_the_environment_quietens_serve(
+    tmp_path: Path, database_target: str
+) -> None:
+    world = seed_world(Installation(tmp_path, database_target))
+    code, err = _run_server(world, _server_env(world, MANA_LOG_LEVEL="warning"), exercise=False)
     assert code == 0, err
     assert not [e for e in json_lines(err) if e["level"] == "info"], err
 
@@ -194,13 +197,16 @@ def test_stdlib_logging_warnings_and_uncaught_exceptions_render_as_json() -> Non
 
 
 def test_daemon_logs_ticks_and_iterations_at_info_by_default(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    database_target: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("MANA_LOG_LEVEL", raising=False)
-    db = str(tmp_path / "d.db")
+    installation = Installation(tmp_path / "data", database_target)
 
     def mana(*argv: str) -> tuple[int, str, str]:
-        code = main(["--db", db, *argv])
+        code = main([*installation.flags(), *argv])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -215,12 +221,13 @@ def test_daemon_logs_ticks_and_iterations_at_info_by_default(
     assert code == 0, err
     assert not err  # one-shot commands stay quiet (warning by default)
     mission = json.loads(out)["id"]
-    with sqlite3.connect(db) as conn:
-        conn.execute(
+    asyncio.run(
+        installation.execute(
             "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
             "window_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
-            (mission,),
+            mission,
         )
+    )
     code, _, err = mana("daemon", "--once", "--llm", f"scripted:{DEMO_SCRIPT}")
     assert code == 0, err
     events = json_lines(err)

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from mana_cli.commands.run import INSPECTOR_VERSION, SNIPPET_END, SNIPPET_START
-from tests.mcp.support import REPO, ServerProcess, free_port, mana_argv, mana_env
+from tests.mcp.support import REPO, Installation, ServerProcess, free_port, mana_argv
+from tool_registry.store.postgres import is_postgres_url
 
 README = REPO / "README.md"
 EXAMPLES = REPO / "examples"
@@ -60,13 +61,19 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def test_the_cli_walkthrough_runs_top_to_bottom_as_written(tmp_path: Path) -> None:
+def test_the_cli_walkthrough_runs_top_to_bottom_as_written(
+    tmp_path: Path, database_target: str
+) -> None:
+    """As written, with `MANA_DATA_DIR` set; on the PostgreSQL leg `MANA_DATABASE_URL` too, as
+    the README's scaling-out section tells an operator to."""
     text = README.read_text(encoding="utf-8")
     assert MARKER in section(text, "Using the CLI")
     blocks = walkthrough_blocks(text)
     assert len(blocks) >= 2 and all(blocks)
     data_dir = tmp_path / "data"
     env = clean_env(data_dir)
+    if is_postgres_url(database_target):
+        env["MANA_DATABASE_URL"] = database_target
     setup: list[str] = []  # `source`/`export` lines stay in effect for the later commands
     outputs: dict[str, str] = {}
     for command in (c for block in blocks for c in block):
@@ -91,7 +98,7 @@ def test_the_cli_walkthrough_runs_top_to_bottom_as_written(tmp_path: Path) -> No
         if command.startswith(("source ", "export ")):
             setup.append(command)
         outputs[command] = done.stdout
-    assert (data_dir / "mana.db").is_file()
+    assert (data_dir / "mana.db").is_file() != is_postgres_url(database_target)
     brand = next(out for cmd, out in outputs.items() if "--space demo-studio" in cmd)
     assert json.loads(brand)["result"]["images"][0]["id"] == "ref_demo_brand_half"
     assert json.loads((tmp_path / "tools.json").read_text())["tools"]
@@ -196,12 +203,15 @@ def test_the_script_map_names_every_shipped_persona_script() -> None:
 
 
 @pytest.mark.parametrize("llm", ["scripted:examples", "scripted:examples/persona-scripts.json"])
-def test_every_shipped_persona_script_succeeds(tmp_path: Path, llm: str) -> None:
-    data_dir = tmp_path / "data"
-    env = mana_env()
+def test_every_shipped_persona_script_succeeds(
+    tmp_path: Path, database_target: str, llm: str
+) -> None:
+    installation = Installation(tmp_path / "data", database_target)
+    data_dir = installation.data_dir
+    env = installation.env()
     for argv in (["init"], ["personas", "seed"]):
         subprocess.run(mana_argv(data_dir, *argv), cwd=REPO, env=env, check=True, timeout=120)
-    server = ServerProcess(data_dir)
+    server = ServerProcess(installation)
     try:
         server.wait_ready()
         done = subprocess.run(

@@ -97,6 +97,14 @@ class Installation:
         finally:
             await db.close()
 
+    async def execute(self, sql: str, *params: Any) -> None:
+        """One write statement through the store layer (a test's setup of stored state)."""
+        db = await open_database(self.database, EXTRA_MIGRATIONS, create=False)
+        try:
+            await db.write(lambda c: c.execute(sql, params))
+        finally:
+            await db.close()
+
     def _flag(self) -> dict[str, str]:
         if self.database_url is not None:
             return {"database_url": self.database_url}
