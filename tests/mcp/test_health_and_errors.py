@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mcp_types as types
 import pytest
@@ -19,30 +20,34 @@ from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.modules import build_registry
 from tool_registry.spec import ToolSpec
 from tool_registry.store import database
-from tool_registry.store.database import SqliteDatabase, Transaction
-from tool_registry.testing import ToolKit, tool_kit
+from tool_registry.store.database import Transaction
+from tool_registry.testing import ToolKit, hold_write_lock, tool_kit
+
+# What each backend says when a write cannot start: SQLite's busy timeout, PostgreSQL's
+# lock_timeout on the write advisory lock.
+LOCKED_REASON = {"sqlite": "database is locked", "postgres": "lock timeout"}
 
 
-async def test_health_is_503_with_the_reason_while_the_database_cannot_take_a_write(
-    mana_kit: ToolKit, mana_mcp: McpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_health_is_503_with_the_reason_while_another_session_holds_the_write_lock(
+    database_target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.05)
-    async with mana_mcp.http() as http:
+    monkeypatch.setattr(database, "WRITE_PROBE_SECONDS", 0.2)
+    async with (
+        tool_kit(database_target) as kit,
+        McpTestServer(kit.pipeline, tmp_path / "mcp-keys") as server,
+        server.http() as http,
+    ):
         healthy = await http.get("/health")
-        assert isinstance(mana_kit.db, SqliteDatabase)
-        other = sqlite3.connect(mana_kit.db.path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        try:
+        with hold_write_lock(kit.db):  # as another process would
             locked = await http.get("/health")
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
         again = await http.get("/health")
     assert healthy.status_code == 200 and healthy.json() == {"status": "ok", "database": "ok"}
     assert locked.status_code == 503
     body = locked.json()
     assert body["status"] == "unavailable" and body["database"] == "cannot-write"
-    assert "database is locked" in body["reason"]
+    assert LOCKED_REASON[kit.db.dialect] in body["reason"]
+    password = urlsplit(database_target).password
+    assert password is None or password not in body["reason"]
     assert again.status_code == 200
 
 
@@ -97,8 +102,8 @@ BOOM: ToolSpec[Any, Any] = ToolSpec(
 )
 
 
-async def test_metrics_count_handler_errors_per_tool(tmp_path: Path) -> None:
-    async with tool_kit(tmp_path / "m.db", registry=build_registry([BOOM])) as kit:
+async def test_metrics_count_handler_errors_per_tool(database_target: str) -> None:
+    async with tool_kit(database_target, registry=build_registry([BOOM])) as kit:
         metrics = Metrics()
         kit.pipeline.observers.append(metrics.observe)
         user = await kit.user()
