@@ -210,6 +210,8 @@ class ManaHttpApp:
                     await self._expire()
             except DatabaseUnavailable as exc:
                 log.warning("session sweep skipped: database unavailable", error=exc.message)
+            except Exception:  # the sweeper must outlive one bad round; the next one retries
+                log.exception("session sweep failed")
             if self.drain.draining:
                 idle = self.sessions.idle()
                 if idle:

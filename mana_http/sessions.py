@@ -352,6 +352,7 @@ class SessionRegistry:
                 activity.append((entry.session_id, at))
         if not activity:
             return
+        activity.sort()  # one lock order for every process (PostgreSQL row locks)
         await self.db.write(lambda c: store.touch_sessions(c, activity), serialised=False)
         for session_id, at in activity:
             held = self._entries.get(session_id)
