@@ -4,8 +4,6 @@ the "not configured" error) are unchanged."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tool_registry.context import BackendKey, Backends, ScopedBackendKey, ToolContext
@@ -123,10 +121,10 @@ PROBE = ToolSpec(
 )
 
 
-async def test_a_handler_gets_the_bound_view_not_the_service(tmp_path: Path) -> None:
+async def test_a_handler_gets_the_bound_view_not_the_service(database_target: str) -> None:
     backends = Backends()
     async with tool_kit(
-        tmp_path / "k.db", registry=build_registry([PROBE]), backends=backends
+        database_target, registry=build_registry([PROBE]), backends=backends
     ) as kit:
         user = await kit.user()
         missing = await kit.call_as(user, None, "test.probe")

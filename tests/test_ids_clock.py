@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -41,9 +40,9 @@ def frozen_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest_asyncio.fixture
-async def clocked(tmp_path: Path) -> AsyncIterator[tuple[ToolKit, FixedClock]]:
+async def clocked(database_target: str) -> AsyncIterator[tuple[ToolKit, FixedClock]]:
     clock = FixedClock(START)
-    async with tool_kit(tmp_path / "ids.db", clock=clock) as kit:
+    async with tool_kit(database_target, clock=clock) as kit:
         yield kit, clock
 
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from mana_cli.demo import _image_data
 from tool_registry.modules.me import REFERENCE_IMAGES
 from tool_registry.store import ScopedStore, Space, User
 from tool_registry.testing import ToolKit, iter_ids, tool_kit
+from tool_registry.testing.plugin import new_database
 
 SHARED_TYPES = ["brand", "club", "family", "team", "practice"]
 
@@ -78,53 +80,68 @@ async def _add_image(kit: ToolKit, user: User, space: Space, n: int, opted_in: b
         )
 
 
-async def _check_world(spec: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        async with tool_kit(Path(tmp) / "iso.db") as kit:
-            users = [await kit.user() for _ in range(spec["users"])]
-            spaces: list[Space] = [await kit.personal(u) for u in users]
-            for owner_ix, type_ in spec["shared"]:
-                spaces.append(await kit.space(users[owner_ix % len(users)], type_))
-            shared = spaces[len(users) :]
-            for space_ix, user_ix, role in spec["members"]:
-                if shared:
-                    space = shared[space_ix % len(shared)]
-                    user = users[user_ix % len(users)]
-                    access = await kit.accounts.access(user.id, space.id)
-                    if access is None or access.role is None:
-                        await kit.add_member(space, user, role)
-            for n, (author_ix, where, kind) in enumerate(spec["records"]):
-                author = users[author_ix % len(users)]
-                memberships = [a.space for a in await kit.accounts.spaces_of(author.id)]
-                space = memberships[where % len(memberships)] if where >= 0 else memberships[0]
-                if kind == "image":
-                    await _add_image(kit, author, space, n, opted_in=n % 2 == 0)
-                    continue
-                tool, args = WRITES[kind]
-                await kit.call_as(author, space, tool, args)  # may be refused by space type
+async def _check_world(target: str, spec: dict[str, Any]) -> None:
+    async with tool_kit(target) as kit:
+        users = [await kit.user() for _ in range(spec["users"])]
+        spaces: list[Space] = [await kit.personal(u) for u in users]
+        for owner_ix, type_ in spec["shared"]:
+            spaces.append(await kit.space(users[owner_ix % len(users)], type_))
+        shared = spaces[len(users) :]
+        for space_ix, user_ix, role in spec["members"]:
+            if shared:
+                space = shared[space_ix % len(shared)]
+                user = users[user_ix % len(users)]
+                access = await kit.accounts.access(user.id, space.id)
+                if access is None or access.role is None:
+                    await kit.add_member(space, user, role)
+        for n, (author_ix, where, kind) in enumerate(spec["records"]):
+            author = users[author_ix % len(users)]
+            memberships = [a.space for a in await kit.accounts.spaces_of(author.id)]
+            space = memberships[where % len(memberships)] if where >= 0 else memberships[0]
+            if kind == "image":
+                await _add_image(kit, author, space, n, opted_in=n % 2 == 0)
+                continue
+            tool, args = WRITES[kind]
+            await kit.call_as(author, space, tool, args)  # may be refused by space type
 
-            for user in users:
-                for space in spaces:
-                    access = await kit.accounts.access(user.id, space.id)
-                    member = access is not None and access.role is not None
-                    for tool_spec in kit.pipeline.visible_tools(space.type):
-                        if not tool_spec.read_only:
-                            continue
-                        args = READ_ARGS.get(tool_spec.name, {})
-                        out = await kit.call_as(user, space, tool_spec.name, args)
-                        if not member:
-                            assert out.status == "denied", out.public()
-                            assert out.error is not None
-                            assert out.error.reason == "not-a-member"
-                            continue
-                        assert out.ok, out.public()
-                        for rid in iter_ids(out.result):
-                            home = await kit.record_space(rid)
-                            if home is not None:
-                                assert home == space.id, (tool_spec.name, rid, home, space.id)
+        for user in users:
+            for space in spaces:
+                access = await kit.accounts.access(user.id, space.id)
+                member = access is not None and access.role is not None
+                for tool_spec in kit.pipeline.visible_tools(space.type):
+                    if not tool_spec.read_only:
+                        continue
+                    args = READ_ARGS.get(tool_spec.name, {})
+                    out = await kit.call_as(user, space, tool_spec.name, args)
+                    if not member:
+                        assert out.status == "denied", out.public()
+                        assert out.error is not None
+                        assert out.error.reason == "not-a-member"
+                        continue
+                    assert out.ok, out.public()
+                    for rid in iter_ids(out.result):
+                        home = await kit.record_space(rid)
+                        if home is not None:
+                            assert home == space.id, (tool_spec.name, rid, home, space.id)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(world)
-def test_reads_never_cross_spaces(spec: dict[str, Any]) -> None:
-    asyncio.run(_check_world(spec))
+# Examples per backend: each builds a world on a database of its own. A PostgreSQL call costs
+# a few round trips more than SQLite's in-process ones, so that leg draws fewer worlds.
+EXAMPLES = {"sqlite": 20, "postgres": 10}
+
+
+def test_reads_never_cross_spaces(database_backend: str, request: pytest.FixtureRequest) -> None:
+    @settings(
+        max_examples=EXAMPLES[database_backend],
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(world)
+    def check(spec: dict[str, Any]) -> None:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            new_database(request, database_backend, Path(tmp) / "iso.db") as target,
+        ):
+            asyncio.run(_check_world(target, spec))
+
+    check()

@@ -30,10 +30,9 @@ from tests.mcp.support import (
     World,
     headers,
     mana_argv,
-    mana_env,
     modern_tools_list,
     raw_post,
-    seed_world,
+    seeded_world,
     settings_for,
 )
 from tool_registry.context import CallContext, Invoker
@@ -47,8 +46,12 @@ HIDDEN = "<ref>"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return seed_world(tmp_path_factory.mktemp("membership"))
+def world(
+    request: pytest.FixtureRequest, database_backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One seeded world per backend for the module's surfaces."""
+    with seeded_world(request, database_backend, tmp_path_factory.mktemp("membership")) as seeded:
+        yield seeded
 
 
 def pairs(world: World) -> list[tuple[str, str]]:
@@ -84,7 +87,7 @@ async def refusal(action: Awaitable[Any]) -> dict[str, str]:
 
 def run(world: World, body: Callable[[Runtime, str], Awaitable[None]]) -> None:
     async def go() -> None:
-        async with open_runtime(settings_for(world.data_dir)) as rt:
+        async with open_runtime(settings_for(world.installation)) as rt:
             await body(rt, world.demo_id)
 
     asyncio.run(go())
@@ -121,7 +124,7 @@ def test_pipeline_answers_alike_for_every_invoker(world: World) -> None:
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.data_dir)
+    proc = ServerProcess(world.installation)
     try:
         proc.wait_ready()
         yield proc
@@ -172,7 +175,7 @@ def test_http_answers_alike_with_403(world: World, server: ServerProcess) -> Non
 
 def _cli(world: World, capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     capsys.readouterr()
-    code = main(["--data-dir", str(world.data_dir), *argv])
+    code = main([*world.installation.flags(), *argv])
     out, err = capsys.readouterr()
     return {"code": code, "out": out, "err": err}
 
@@ -218,7 +221,7 @@ def test_serve_stdio_refuses_alike(world: World) -> None:
         proc = subprocess.run(
             mana_argv(world.data_dir, "serve", "--stdio", "--as", DEMO_EMAIL, "--space", ref),
             cwd=REPO,
-            env=mana_env(),
+            env=world.installation.env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

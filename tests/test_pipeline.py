@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,8 +98,8 @@ class DenyDestructive:
 
 
 @pytest.fixture
-async def kit(tmp_path: Path) -> Any:
-    async with tool_kit(tmp_path / "p.db", registry=build_registry(TEST_TOOLS)) as k:
+async def kit(database_target: str) -> Any:
+    async with tool_kit(database_target, registry=build_registry(TEST_TOOLS)) as k:
         yield k
 
 
@@ -193,14 +192,14 @@ async def test_module_not_allowed_and_not_listed(kit: ToolKit) -> None:
     assert "mood.log" not in visible and "notes.search" in visible
 
 
-async def test_required_backend_missing_then_configured(tmp_path: Path) -> None:
+async def test_required_backend_missing_then_configured(database_target: str) -> None:
     class FakeGenerator:
         async def generate(
             self, prompt: str, references: list[ReferenceImage], size: str
         ) -> GeneratedImage:
             return GeneratedImage(url=f"https://img.test/{len(references)}.png", width=8, height=8)
 
-    async with tool_kit(tmp_path / "a.db") as kit:
+    async with tool_kit(database_target) as kit:
         user = await kit.user()
         assert "me.generateWithReference" not in {
             s.name for s in kit.pipeline.visible_tools("personal")
@@ -215,11 +214,11 @@ async def test_required_backend_missing_then_configured(tmp_path: Path) -> None:
         assert "not configured" in out.error.message
     backends = Backends()
     backends.set(IMAGE_GENERATOR, FakeGenerator())
-    async with tool_kit(tmp_path / "b.db", backends=backends) as kit:
+    async with tool_kit(database_target, backends=backends) as kit:
         assert "me.generateWithReference" in {
             s.name for s in kit.pipeline.visible_tools("personal")
         }
-        user = await kit.user()
+        user = await kit.user("configured@kit.test")  # the same database: a new user
         out = await kit.call_as(
             user,
             None,
@@ -346,9 +345,9 @@ async def test_failed_call_does_not_consume_its_idempotency_key(kit: ToolKit) ->
     assert out.ok
 
 
-async def test_gate_denial_and_flag_surface_reason_and_reminder(tmp_path: Path) -> None:
+async def test_gate_denial_and_flag_surface_reason_and_reminder(database_target: str) -> None:
     gate = DenyDestructive()
-    async with tool_kit(tmp_path / "g.db", gate=gate) as kit:
+    async with tool_kit(database_target, gate=gate) as kit:
         user = await kit.user()
         habit = await kit.call_ok(user, None, "habits.create", {"name": "inject me"})
         denied = await kit.call_as(user, None, "habits.delete", {"id": habit["id"]})
@@ -380,8 +379,8 @@ class ExplodingGate:
         raise RuntimeError("policy store unreachable")
 
 
-async def test_a_failing_gate_denies_instead_of_crashing(tmp_path: Path) -> None:
-    async with tool_kit(tmp_path / "x.db", gate=ExplodingGate()) as kit:
+async def test_a_failing_gate_denies_instead_of_crashing(database_target: str) -> None:
+    async with tool_kit(database_target, gate=ExplodingGate()) as kit:
         user = await kit.user()
         out = await kit.call_as(user, None, "habits.list")
         rows = await kit.audit(tool="habits.list")

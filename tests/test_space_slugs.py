@@ -12,6 +12,7 @@ import pytest
 
 from mana_cli.main import main
 from personas.catalog import PERSONAS_CATALOG, PERSONAS_SCHEMA, CatalogError, parse_catalog
+from tests.mcp.support import Installation
 from tool_registry.errors import ConflictError, ValidationFailed
 from tool_registry.modules import build_registry
 from tool_registry.store.accounts import (
@@ -154,13 +155,13 @@ async def test_a_reference_is_an_id_first_then_a_slug(mana_kit: ToolKit) -> None
 
 
 def test_cli_refuses_an_invalid_slug_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = str(tmp_path / "cli.db")
-    assert main(["--db", db, "init"]) == 0
-    assert main(["--db", db, "users", "create", "--email", "ana@example.test"]) == 0
+    flags = Installation(tmp_path, database_target).flags()
+    assert main([*flags, "init"]) == 0
+    assert main([*flags, "users", "create", "--email", "ana@example.test"]) == 0
     capsys.readouterr()
-    base = ["--db", db, "spaces", "create", "--as", "ana@example.test", "--type", "team"]
+    base = [*flags, "spaces", "create", "--as", "ana@example.test", "--type", "team"]
     assert main([*base, "--name", "Crew", "--slug", "Crew_One"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mana: error: slug 'Crew_One' is not valid")

@@ -8,7 +8,6 @@ plain strings, enums, ids, dates, lists of strings and nested objects.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,8 +59,8 @@ def text_fields() -> list[tuple[str, str, Any]]:
 
 
 @pytest.fixture
-async def kit(tmp_path: Path) -> Any:
-    async with tool_kit(tmp_path / "text.db", registry=registry()) as k:
+async def kit(database_target: str) -> Any:
+    async with tool_kit(database_target, registry=registry()) as k:
         yield k
 
 
