@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -196,3 +198,44 @@ def test_reaper_removes_dirs_of_dead_owners_only(tmp_path: Path) -> None:
     (alive / OWNER_FILE).write_text(f"{os.getpid()}\n")
     assert reap_stale(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and unowned.exists()
+
+
+NO_SERVER_CONFTEST = """
+import pytest
+
+from tool_registry.testing.postgres import PostgresNotFound, ThrowawayPostgres
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_binaries():
+    def start(self):
+        raise PostgresNotFound("no PostgreSQL server binaries (this test's stand-in)")
+
+    ThrowawayPostgres.start = start
+"""
+
+
+@pytest.mark.parametrize(("ci", "exit_code", "summary"), [
+    ("true", 1, "1 passed, 1 error"),
+    ("", 0, "1 passed, 1 skipped"),
+])  # fmt: skip
+def test_the_postgres_leg_skips_without_a_server_and_fails_under_ci(
+    tmp_path: Path, ci: str, exit_code: int, summary: str
+) -> None:
+    (tmp_path / "conftest.py").write_text(NO_SERVER_CONFTEST)
+    (tmp_path / "test_both.py").write_text("def test_x(database_target):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANA_", "CI"))}
+    env.update({"CI": ci, "MANA_TEST_BACKEND": "both"})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfEs", "test_both.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert summary in done.stdout
+    expected = "CI=true requires PostgreSQL" if ci else "PostgreSQL unavailable"
+    assert expected in done.stdout and "this test's stand-in" in done.stdout
