@@ -135,7 +135,9 @@ def shared_gate(db: Database, settings: PolicySettings, allowlist: object = None
     return PolicyGate(
         settings,
         allowlist or MemoryAllowlist(),  # type: ignore[arg-type]
-        rate_log=SharedRateLimitLog(db, window_seconds=settings.window_seconds, max_events=3),
+        rate_log=SharedRateLimitLog(
+            db, window_seconds=settings.window_seconds, max_events=settings.max_limit
+        ),
     )
 
 
@@ -152,7 +154,8 @@ async def test_two_gates_on_one_database_share_the_limit(database_target: str) -
 
 
 async def test_log_only_mode_records_would_be_denials_like_before(database_target: str) -> None:
-    settings = PolicySettings(mode="log-only", rate_limit=2)
+    # Another tool's larger limit makes the log keep up to 5 events per key.
+    settings = PolicySettings(mode="log-only", rate_limit=2, tool_limits={READ.name: 5})
     async with databases(database_target, 1) as (db,):
         gate = shared_gate(db, settings)
         decisions = [await gate.check(request(WRITE)) for _ in range(3)]
@@ -198,24 +201,35 @@ async def test_the_shared_gate_decides_like_evaluate(database_target: str) -> No
 # -- through the pipeline: concurrent calls at the boundary -------------------------------------
 
 
-@pytest.mark.parametrize("limit", [3])
+@pytest.mark.parametrize("earlier", [0, 2], ids=["new-key", "key-with-calls"])
 async def test_concurrent_calls_at_the_boundary_admit_exactly_the_limit(
-    database_target: str, limit: int
+    database_target: str, earlier: int
 ) -> None:
-    """2 * limit calls of one user and tool at once through two pipelines ("processes") on one
-    database: exactly `limit` run, and they run concurrently (the probe's barrier lets through
-    only `limit` calls that are in their handlers at the same time), the rest are refused."""
-    probe = Probe(parties=limit)
+    """After `earlier` calls, 2 * limit calls of one user and tool at once through two pipelines
+    ("processes") on one database: exactly the slots left run, and they run concurrently (the
+    probe's barrier lets through only that many calls in their handlers at the same time); the
+    rest are refused. A new key (no row yet) and a key with a row take different paths to the
+    row lock on PostgreSQL."""
+    limit = 4
+    left = limit - earlier
+    probe = Probe(parties=left)
     registry = build_registry(extra=probe_specs(probe))
     settings = PolicySettings(rate_limit=limit)
     clock = FixedClock(T0)
     async with databases(database_target) as dbs:
+        gates = [shared_gate(db, settings) for db in dbs]
         pipelines = [
-            Pipeline(registry, db, gate=shared_gate(db, settings), clock=clock) for db in dbs
+            Pipeline(registry, db, gate=gate, clock=clock)
+            for db, gate in zip(dbs, gates, strict=True)
         ]
         kit = ToolKit(pipelines[0])
         user = await kit.user()
         space = await kit.personal(user)
+        meet = registry.get("probe.meet")
+        assert meet is not None
+        for _ in range(earlier):  # earlier calls, through the gate only (no barrier to meet)
+            earlier_call = replace(request(meet, user=user.id, space=space), now=T0)
+            assert (await gates[1].check(earlier_call)).allow
         call = CallContext(user_id=user.id, space=space.id, invoker="mcp")
         outcomes = await asyncio.gather(
             *(
@@ -227,9 +241,9 @@ async def test_concurrent_calls_at_the_boundary_admit_exactly_the_limit(
             await pipeline.aclose()
     ok = [o for o in outcomes if o.ok]
     refused = [o for o in outcomes if not o.ok]
-    assert len(ok) == limit, [o.public() for o in outcomes]
+    assert len(ok) == left, [o.public() for o in outcomes]
     assert {o.reason for o in refused} == {"rate-limit-exceeded"}
-    assert probe.max_in_flight == limit
+    assert probe.max_in_flight == left
 
 
 async def test_a_tool_without_a_limit_never_reaches_the_log(database_target: str) -> None:
