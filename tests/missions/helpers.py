@@ -137,6 +137,27 @@ def query(target: str | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
         conn.close()
 
 
+def execute(target: str | Path, sql: str, *params: Any) -> int:
+    """Run one write (`?` placeholders) on a connection of its own and commit; rows changed."""
+    if is_postgres(target):
+        import psycopg
+
+        with psycopg.connect(str(target), autocommit=True) as pg:
+            return pg.execute(sql.replace("?", "%s"), params).rowcount
+    conn = sqlite3.connect(target)
+    try:
+        changed = conn.execute(sql, params).rowcount
+        conn.commit()
+        return changed
+    finally:
+        conn.close()
+
+
+def database_args(target: str | Path) -> list[str]:
+    """The global `mana` flag that points a command at this database."""
+    return ["--database-url", str(target)] if is_postgres(target) else ["--db", str(target)]
+
+
 @contextmanager
 def hold_write_lock(target: str | Path) -> Iterator[None]:
     """Hold the database's write lock from another connection, as another process would."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mana_cli.main import main
+from tests.missions.helpers import database_args, execute
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCRIPT = ROOT / "examples" / "mission-demo.json"
@@ -19,11 +19,11 @@ Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def mana(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    db = tmp_path / "cli.db"
+def mana(database_target: str, capsys: pytest.CaptureFixture[str]) -> Run:
+    db = database_target
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--db", str(db), *argv])
+        code = main([*database_args(db), *argv])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -133,14 +133,12 @@ def test_daemon_once_runs_what_is_due(mana: Run) -> None:
     assert code == 0, err
     assert out.startswith("ran 0 iteration(s)")
 
-    conn = sqlite3.connect(mana.db)  # type: ignore[attr-defined]
-    conn.execute(
+    execute(
+        mana.db,  # type: ignore[attr-defined]
         "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
         "window_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
-        (mission["id"],),
+        mission["id"],
     )
-    conn.commit()
-    conn.close()
     code, out, err = mana("daemon", "--once", "--json", "--llm", f"scripted:{DEMO_SCRIPT}")
     assert code == 0, err
     summary = json.loads(out)
@@ -183,13 +181,11 @@ def test_missions_complete_archive_resume_and_list(mana: Run) -> None:
     assert shown["state"] == "done" and shown["nextRunAt"] is None
 
     # Nothing done or archived is claimed, even when its row looks due.
-    conn = sqlite3.connect(mana.db)  # type: ignore[attr-defined]
-    conn.execute(
+    execute(
+        mana.db,  # type: ignore[attr-defined]
         "UPDATE missions SET next_run_at = '2000-01-01T00:00:00.000000Z', "
-        "window_at = '2000-01-01T00:00:00.000000Z'"
+        "window_at = '2000-01-01T00:00:00.000000Z'",
     )
-    conn.commit()
-    conn.close()
     code, out, err = mana("daemon", "--once", "--json", "--llm", f"scripted:{DEMO_SCRIPT}")
     assert code == 0, err
     assert json.loads(out)["claimed"] == 1

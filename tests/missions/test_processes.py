@@ -28,7 +28,7 @@ from mana_cli.runtime import open_runtime
 from missions.cadence import IntervalCadence
 from missions.view import MISSIONS
 from policy.agent_policy import AgentToolPolicy
-from tests.missions.helpers import is_postgres, query
+from tests.missions.helpers import database_args, is_postgres, query
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 90.0  # failure guard only
@@ -51,11 +51,6 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
         }
     )
     return env
-
-
-def database_args(target: str) -> list[str]:
-    """The global flag that points a `mana` process at the test's database."""
-    return ["--database-url", target] if is_postgres(target) else ["--db", target]
 
 
 def settings_for(target: str, env: dict[str, str]) -> Settings:

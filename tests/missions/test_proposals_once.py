@@ -1,12 +1,11 @@
 """A proposal's call runs exactly once: ten `mana proposals approve` processes by the space's
-owner and an admin on one SQLite file lead to one write, one audited execution and ten equal
+owner and an admin on one database (SQLite or PostgreSQL) lead to one write, one audited execution and ten equal
 answers; an approval that crashed after claiming is finished by a later approval under the same
 idempotency key (the write is replayed, not repeated)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from mana_cli.main import main
 from missions.proposals import Claim, Decision, ProposalService, execution_key
 from missions.store import MissionStore
-from tests.missions.helpers import World, call, scripted, turn
+from tests.missions.helpers import World, call, database_args, query, scripted, turn
 from tests.missions.test_processes import env_for
 from tool_registry.pipeline import Outcome
 
@@ -29,25 +28,22 @@ SPACE = "demo-studio"
 DEADLINE = 120.0  # failure guard only
 
 
-def _mana(db: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(["--db", str(db), *argv])
+def _mana(db: str, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
+    code = main([*database_args(db), *argv])
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
 
 
-def _count(db: Path, sql: str, *params: Any) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute(sql, params).fetchone()[0])
-    finally:
-        conn.close()
+def _count(db: str, sql: str, *params: Any) -> int:
+    [row] = query(db, sql, *params)
+    return int(next(iter(row.values())))
 
 
 def test_ten_concurrent_approvals_in_separate_processes_execute_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "once.db"
+    db = database_target
     owner = ("--as", OWNER, "--space", SPACE)
     _mana(db, "init", capsys=capsys)
     _mana(db, "seed", "demo", capsys=capsys)
@@ -95,8 +91,7 @@ def test_ten_concurrent_approvals_in_separate_processes_execute_once(
                 sys.executable,
                 "-m",
                 "mana_cli",
-                "--db",
-                str(db),
+                *database_args(db),
                 "proposals",
                 "approve",
                 proposal["id"],
