@@ -383,6 +383,9 @@ class McpGuard:
         self.sessions.begin(entry, stream=stream)
         try:
             await self.manager.adopt(row.id, row.protocol_version, stored_params(row.client_params))
+            if method == "DELETE":
+                # ended for every replica before the client hears so
+                await self.sessions.remove([entry.session_id])
             if method == "POST":
                 # bounded exactly like the SDK bounds it, before the body is read
                 limited = RequestBodyLimitMiddleware(
@@ -397,8 +400,8 @@ class McpGuard:
                 with anyio.CancelScope(shield=True):
                     await self.sessions.set_listener(entry.session_id, None, was=self.instance)
             self.sessions.end(entry, stream=stream)
-            if method == "DELETE" and 200 <= status < 300:
-                # ended by the client: for every replica
+            if method == "DELETE":
+                # ended by the client: the other replicas close their transports too
                 await self.close_sessions([entry.session_id])
             elif status == 404:
                 # gone from this process's SDK meanwhile (its transport ended): the row decides
