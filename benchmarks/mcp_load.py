@@ -31,7 +31,10 @@ connection to a worker; `--spread ports` starts REPLICAS separate `mana serve` p
 own ports and the generator deals the sessions out round-robin (a client-side balancer: a proxy
 process would take CPU from the two cores the servers need). Prints throughput of REPLICAS over
 one, CPU per call of the Mana processes and of PostgreSQL against SQLite, errors and lost writes
-(each must be 0) per phase. `--replicas 1` runs the SQLite and the one-server phases only.
+(each must be 0) per phase, and what PostgreSQL's sessions were doing meanwhile (running,
+waiting for the write lock, idle in a transaction). `--replicas 1` runs the SQLite and the
+one-server phases only; `--mix reads` calls the read tools only (how far the servers scale when
+no call takes the database-wide write lock).
 """
 
 from __future__ import annotations
@@ -221,13 +224,23 @@ class Session:
             await self.http.close()
 
 
-async def drive_ours(url: str, user_id: str, token: str, calls: int, out: Result) -> None:
+READ_ROUND = tuple(tool for tool in ROUND if tool not in WRITES)
+
+
+async def drive_ours(
+    url: str,
+    user_id: str,
+    token: str,
+    calls: int,
+    out: Result,
+    round_: tuple[str, ...] = ROUND,
+) -> None:
     session = Session(url, token)
     await session.open()
     habit_id = ""
     try:
         for i in range(calls):
-            tool = ROUND[i % len(ROUND)]
+            tool = round_[i % len(round_)]
             all_args: dict[str, dict[str, Any]] = {
                 "habits.create": {"name": f"Load habit {i}"},
                 "habits.log": {"habitId": habit_id},
@@ -637,7 +650,8 @@ async def _phase(
 
             async def one(i: int, out: Result) -> None:
                 user_id, token = tokens[i]
-                await drive_ours(urls[i % len(urls)], user_id, token, ns.calls, out)
+                round_ = READ_ROUND if ns.mix == "reads" else ROUND
+                await drive_ours(urls[i % len(urls)], user_id, token, ns.calls, out, round_)
 
             sampled: DbSample | None = None
             sampler: asyncio.Task[None] | None = None
@@ -713,7 +727,8 @@ def _spread_label(spread: str) -> str:
 def _report_postgres(ns: argparse.Namespace, phases: list[Phase]) -> None:
     print(
         f"\nMCP load on {os.cpu_count()} CPUs: {ns.sessions} concurrent 2025-11-25 sessions x "
-        f"{ns.calls} calls (50/50 read/write, rate limit 30/tool/user/min), raw-HTTP load "
+        f"{ns.calls} calls ({'reads only' if ns.mix == 'reads' else '50/50 read/write'}, rate "
+        "limit 30/tool/user/min), raw-HTTP load "
         "generator, all phases in this run\n"
     )
     rows = []
@@ -813,6 +828,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("workers", "ports"),
         default="workers",
         help="postgres: replicas as --workers on one port (default) or processes on own ports",
+    )
+    p.add_argument(
+        "--mix",
+        choices=("mixed", "reads"),
+        default="mixed",
+        help="postgres: half reads and half writes (default), or the read tools only",
     )
     ns = p.parse_args(argv)
     if ns.replicas < 1:
