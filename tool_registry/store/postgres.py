@@ -58,6 +58,8 @@ ACQUIRE_TIMEOUT_SECONDS = 15.0
 # The same while the server is known to be down (since the last unit that failed as unavailable,
 # until one succeeds): calls fail fast, and each still gives the pool a chance to reconnect.
 OUTAGE_ACQUIRE_SECONDS = 1.0
+# How long a unit that found its pooled connection dead waits for a fresh one.
+STALE_RETRY_ACQUIRE_SECONDS = 5.0
 # How long a pool keeps retrying (with backoff) to replace a lost connection before it leaves
 # reconnecting to the next call that needs a connection; short, so that a restarted server is
 # used again within seconds.
@@ -416,23 +418,21 @@ class PostgresDatabase:
     def _acquire_timeout(self) -> float:
         return OUTAGE_ACQUIRE_SECONDS if self._outage else ACQUIRE_TIMEOUT_SECONDS
 
-    def _once_more_if_stale(self, attempt: Callable[[], T]) -> T:
-        """Run `attempt`; if its connection turned out dead before it did anything, run it
-        once more on a fresh one (a restarted server leaves every pooled connection dead)."""
+    def _once_more_if_stale(self, attempt: Callable[[float], T]) -> T:
+        """Run `attempt(acquire_timeout)`; if its connection turned out dead before it did
+        anything, run it once more on a fresh one (a restarted server leaves every pooled
+        connection dead), waiting at most `STALE_RETRY_ACQUIRE_SECONDS` for it: if the server
+        is still down, the call fails soon instead of after the full timeout."""
         try:
-            return attempt()
+            return attempt(self._acquire_timeout())
         except _Stale as stale:
-            # Wait for the fresh connection as in an outage: if the server is still down, the
-            # call fails within `OUTAGE_ACQUIRE_SECONDS` instead of the full timeout.
-            if not self._outage:
-                self._outage = True
-                log.info(
-                    "database connection lost; retrying on a fresh one",
-                    database=self.description,
-                    error=_detail(stale.cause),
-                )
+            log.info(
+                "database connection lost; retrying on a fresh one",
+                database=self.description,
+                error=_detail(stale.cause),
+            )
             self._drop_broken()
-        return attempt()
+        return attempt(min(self._acquire_timeout(), STALE_RETRY_ACQUIRE_SECONDS))
 
     def _drop_broken(self) -> None:
         for pool in (self._read_pool, self._write_pool):
@@ -444,8 +444,8 @@ class PostgresDatabase:
         """`work` on a pooled write connection; it may raise `_Stale` (see `_begin_on`) to
         be run once more on a fresh connection."""
 
-        def attempt() -> T:
-            with self._write_pool.connection(timeout=self._acquire_timeout()) as raw:
+        def attempt(timeout: float) -> T:
+            with self._write_pool.connection(timeout=timeout) as raw:
                 return self._guard(lambda: work(raw), raw)
 
         return self._guard(lambda: self._once_more_if_stale(attempt), None)
@@ -453,8 +453,8 @@ class PostgresDatabase:
     def _read_unit(self, fn: Callable[[Any], T]) -> T:
         # Reads have no effects: one that finds its connection dead at any point runs once
         # more on a fresh connection.
-        def attempt() -> T:
-            with self._read_pool.connection(timeout=self._acquire_timeout()) as raw:
+        def attempt(timeout: float) -> T:
+            with self._read_pool.connection(timeout=timeout) as raw:
                 try:
                     return fn(PgConn(raw))
                 except psycopg.Error as exc:
@@ -510,8 +510,8 @@ class PostgresDatabase:
         """BEGIN (taking the write lock) … COMMIT, or ROLLBACK on any exception, on one pooled
         connection held for the block; cancellation cannot split it (see the module docstring)."""
 
-        def attempt() -> psycopg.Connection[Any]:
-            raw = self._write_pool.getconn(timeout=self._acquire_timeout())
+        def attempt(timeout: float) -> psycopg.Connection[Any]:
+            raw = self._write_pool.getconn(timeout=timeout)
             try:
                 self._guard(lambda: _begin_on(raw, _BEGIN_SERIALISED), raw)
             except BaseException:
