@@ -1,4 +1,5 @@
-"""The embedded store: SQLite file, migrations, accounts, space-scoped records, audit."""
+"""The store: one `Database` contract on an embedded SQLite file or on PostgreSQL (`open_database`
+picks by target), migrations, accounts, space-scoped records, audit."""
 
 from __future__ import annotations
 

@@ -143,20 +143,33 @@ def field_sql(dialect: Dialect, path: str) -> FieldSql:
     if dialect == "sqlite":
         column = f"json_extract(data, '$.{path}')"
         return FieldSql(column, (column,), typed=False)
-    value = f"(data::jsonb #> '{{{path.replace('.', ',')}}}')"
-    kind = f"jsonb_typeof({value})"
-    scalar = "('number', 'boolean')"
-    textual = "('string', 'object', 'array')"
+    pg_path = "{" + path.replace(".", ",") + "}"
+    value = f"(data::jsonb #> '{pg_path}')"
+
+    def by_type(**cases: str) -> str:
+        # A simple CASE evaluates its operand once: the row's JSON is parsed once per term.
+        whens = " ".join(f"WHEN '{kind}' THEN {then}" for kind, then in cases.items())
+        return f"(CASE jsonb_typeof({value}) {whens} END)"
+
     return FieldSql(
-        text=f"(data::jsonb #>> '{{{path.replace('.', ',')}}}')",
+        text=f"(data::jsonb #>> '{pg_path}')",
         key=(
-            f"(CASE WHEN {kind} IN {scalar} THEN 1 WHEN {kind} IN {textual} THEN 2 END)",
-            f"(CASE WHEN {kind} = 'number' THEN {value}::numeric "
-            f"WHEN {kind} = 'boolean' THEN CASE WHEN {value}::boolean THEN 1 ELSE 0 END "
-            f"WHEN {kind} IN {textual} THEN 0 END)",
-            f"(CASE WHEN {kind} = 'string' THEN {value} #>> '{{}}' "
-            f"WHEN {kind} IN ('object', 'array') THEN {value}::text "
-            f"WHEN {kind} IN {scalar} THEN '' END) COLLATE \"C\"",
+            by_type(number="1", boolean="1", string="2", object="2", array="2"),
+            by_type(
+                number=f"{value}::numeric",
+                boolean=f"{value}::boolean::int",
+                string="0",
+                object="0",
+                array="0",
+            ),
+            by_type(
+                string=f"{value} #>> '{{}}'",
+                object=f"{value}::text",
+                array=f"{value}::text",
+                number="''",
+                boolean="''",
+            )
+            + ' COLLATE "C"',
         ),
         typed=True,
     )
