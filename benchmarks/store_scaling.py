@@ -7,17 +7,23 @@ and the per-call cost of the pipeline over a direct store read, measured in the 
 
     .venv/bin/python benchmarks/store_scaling.py              # 1,000,000 rows in 10,000 spaces
     .venv/bin/python benchmarks/store_scaling.py --other-rows 100000 --other-spaces 1000
+    .venv/bin/python benchmarks/store_scaling.py --backend postgres
+
+`--backend postgres` starts a throwaway PostgreSQL server (tool_registry.testing.postgres) and
+measures on two fresh databases of it; the other rows are generated inside the server (one
+INSERT ... SELECT over generate_series, then ANALYZE), not sent a row at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,30 +74,17 @@ def _bulk_other_spaces(path: Path, rows: int, spaces: int) -> None:
     )
     per_space = rows // spaces
 
+    shapes = [_other_record(r, now) for r in range(per_space)]
+
     def records() -> Any:
         for s in range(spaces):
-            for r in range(per_space):
-                data: dict[str, Any]
-                if r % 2:
-                    collection = "notes"
-                    data = {"title": f"Alpha other {r}", "body": "alpha alpha", "tags": []}
-                else:
-                    collection = "habits"
-                    data = {
-                        "name": f"H{r}",
-                        "frequency": "daily",
-                        "targetPerPeriod": 1,
-                        "archived": False,
-                        "description": None,
-                        "color": None,
-                    }
-                field_ts = json.dumps({k: now for k in data})
+            for r, (collection, data, field_ts) in enumerate(shapes):
                 yield (
                     f"rec_o{s}_{r}",
                     f"spc_o{s}",
                     collection,
                     f"usr_o{s}",
-                    json.dumps(data),
+                    data,
                     field_ts,
                     now,
                     now,
@@ -107,6 +100,75 @@ def _bulk_other_spaces(path: Path, rows: int, spaces: int) -> None:
     conn.close()
 
 
+def _other_record(r: int, now: str) -> tuple[str, str, str]:
+    """(collection, data JSON, field timestamps JSON) of the r-th row of every other space."""
+    data: dict[str, Any]
+    if r % 2:
+        collection = "notes"
+        data = {"title": f"Alpha other {r}", "body": "alpha alpha", "tags": []}
+    else:
+        collection = "habits"
+        data = {
+            "name": f"H{r}",
+            "frequency": "daily",
+            "targetPerPeriod": 1,
+            "archived": False,
+            "description": None,
+            "color": None,
+        }
+    return collection, json.dumps(data), json.dumps({k: now for k in data})
+
+
+def _bulk_other_spaces_pg(url: str, rows: int, spaces: int) -> None:
+    """The same rows as `_bulk_other_spaces`, generated inside PostgreSQL: users, spaces and
+    memberships from generate_series, records as spaces x the per-space row shapes (passed once
+    as arrays), all in one transaction; then ANALYZE."""
+    import psycopg
+
+    now = iso(SystemClock().now())
+    per_space = rows // spaces
+    shapes = [_other_record(r, now) for r in range(per_space)]
+    last = spaces - 1
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO users (id, email, name, kind, tier, created_at, updated_at) "
+            "SELECT 'usr_o' || i, 'other' || i || '@bench.test', 'Other ' || i, 'human', "
+            "'free', %s, %s FROM generate_series(0, %s) AS i",
+            (now, now, last),
+        )
+        conn.execute(
+            "INSERT INTO spaces (id, slug, name, type, created_by, created_at) "
+            "SELECT 'spc_o' || i, 'other-' || i, 'Other ' || i, 'personal', 'usr_o' || i, %s "
+            "FROM generate_series(0, %s) AS i",
+            (now, last),
+        )
+        conn.execute(
+            "INSERT INTO memberships (space_id, user_id, role, created_at) "
+            "SELECT 'spc_o' || i, 'usr_o' || i, 'owner', %s FROM generate_series(0, %s) AS i",
+            (now, last),
+        )
+        conn.execute(
+            "INSERT INTO records (id, space_id, collection, author_id, data, field_updated_at, "
+            "created_at, updated_at) "
+            "SELECT 'rec_o' || s || '_' || t.r, 'spc_o' || s, t.collection, 'usr_o' || s, "
+            "t.data, t.field_ts, %s, %s "
+            "FROM generate_series(0, %s) AS s CROSS JOIN "
+            "unnest(%s::int[], %s::text[], %s::text[], %s::text[]) AS t(r, collection, data, "
+            "field_ts)",
+            (
+                now,
+                now,
+                last,
+                list(range(per_space)),
+                [c for c, _, _ in shapes],
+                [d for _, d, _ in shapes],
+                [f for _, _, f in shapes],
+            ),
+        )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 async def _time(fn: Callable[[], Awaitable[Any]], n: int) -> float:
     for _ in range(20):
         await fn()
@@ -118,20 +180,24 @@ async def _time(fn: Callable[[], Awaitable[Any]], n: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-async def _measure(path: Path, other_rows: int, other_spaces: int, n: int) -> dict[str, float]:
-    db = await open_database(path)
+async def _measure(target: str, other_rows: int, other_spaces: int, n: int) -> dict[str, float]:
+    """Per-call medians in the database at `target` (a SQLite path or a PostgreSQL URL)."""
+    db = await open_database(target)
     pipeline = Pipeline(build_registry(), db)
     user_id, space_id = await _fill_target(pipeline)
     await pipeline.aclose()
     await db.close()
     if other_rows:
         t0 = time.perf_counter()
-        _bulk_other_spaces(path, other_rows, other_spaces)
+        if db.dialect == "postgres":
+            _bulk_other_spaces_pg(target, other_rows, other_spaces)
+        else:
+            _bulk_other_spaces(Path(target), other_rows, other_spaces)
         print(
             f"  inserted {other_rows:,} rows in {other_spaces:,} other spaces "
             f"({time.perf_counter() - t0:.1f} s)"
         )
-    db = await open_database(path)
+    db = await open_database(target)
     pipeline = Pipeline(build_registry(), db)
     accounts = Accounts(db)
     access = await accounts.access(user_id, space_id)
@@ -162,18 +228,38 @@ async def _measure(path: Path, other_rows: int, other_spaces: int, n: int) -> di
     return result
 
 
+@contextlib.contextmanager
+def _targets(backend: str) -> Iterator[tuple[str, str]]:
+    """Where the small and the big database live: two files in a temp dir, or two fresh
+    databases on a throwaway PostgreSQL server (stopped afterwards)."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield str(Path(tmp) / "small.db"), str(Path(tmp) / "big.db")
+        return
+    from tool_registry.testing.postgres import ThrowawayPostgres, temporary_database
+
+    with (
+        ThrowawayPostgres() as pg,
+        temporary_database(pg.admin_url, prefix="bench_small") as small,
+        temporary_database(pg.admin_url, prefix="bench_big") as big,
+    ):
+        yield small, big
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--other-rows", type=int, default=1_000_000)
     parser.add_argument("--other-spaces", type=int, default=10_000)
     parser.add_argument("-n", type=int, default=300, help="timed calls per measurement")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     configure_logging("WARNING")
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"backend: {args.backend}")
+    with _targets(args.backend) as (small_db, big_db):
         print(f"small database: one space with {ROWS_IN_SPACE} notes and {ROWS_IN_SPACE} habits")
-        small = await _measure(Path(tmp) / "small.db", 0, 0, args.n)
+        small = await _measure(small_db, 0, 0, args.n)
         print(f"big database: the same space plus {args.other_rows:,} rows")
-        big = await _measure(Path(tmp) / "big.db", args.other_rows, args.other_spaces, args.n)
+        big = await _measure(big_db, args.other_rows, args.other_spaces, args.n)
     print()
     print(f"{'median µs per call':32} {'small db':>10} {'big db':>10} {'big/small':>10}")
     for key in small:
