@@ -90,7 +90,6 @@ def test_fresh_databases_start_with_the_runtime_schema_and_stay_apart(
             users = conn.execute("SELECT count(*) FROM users").fetchone()
     assert applied == expected
     assert users == (0,)
-    assert not _database_exists(postgres_databases.admin_url, first.rsplit("/", 1)[1])
 
 
 def test_database_target_on_postgres_is_a_copy_of_the_template(database_target: str) -> None:
@@ -121,6 +120,7 @@ def test_template_databases_survive_a_lost_admin_connection(postgres_url: str) -
     finally:
         databases.close()
     assert not _database_exists(postgres_url, template)
+    assert not _database_exists(postgres_url, url.rsplit("/", 1)[1])  # dropped behind
 
 
 def test_throwaway_server_listens_on_loopback_only(postgres_url: str) -> None:
@@ -239,3 +239,27 @@ def test_the_postgres_leg_skips_without_a_server_and_fails_under_ci(
     assert summary in done.stdout
     expected = "CI=true requires PostgreSQL" if ci else "PostgreSQL unavailable"
     assert expected in done.stdout and "this test's stand-in" in done.stdout
+
+
+def test_a_copy_made_ahead_that_failed_is_made_again_when_asked_for(postgres_url: str) -> None:
+    databases = TemplateDatabases(postgres_url, lambda conn: migrate(conn, CORE_MIGRATIONS))
+    databases.start()
+    template = databases.template
+    assert template is not None
+    template_url = urlunsplit(urlsplit(postgres_url)._replace(path="/" + template))
+    try:
+        with databases.fresh():
+            pass
+        assert databases._ahead is not None
+        databases._ahead.result()  # the next copy is ready before anyone holds the template
+        with psycopg.connect(template_url):  # PostgreSQL copies no template in use
+            with databases.fresh():
+                pass
+            ahead = databases._ahead
+            assert ahead is not None
+            assert isinstance(ahead.exception(), psycopg.OperationalError)
+        with databases.fresh() as url, psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+    finally:
+        databases.close()
+    assert not _database_exists(postgres_url, template)

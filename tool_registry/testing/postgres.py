@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -290,15 +291,23 @@ class TemplateDatabases:
 
     Migrating a database costs more than copying one, so `start()` creates a template database
     (from template0) and applies the schema to it once (`migrate(connection)`, given by the
-    caller, on an autocommit connection: e.g. the core migrations plus an application's); `fresh()` then makes each test's
-    database with `CREATE DATABASE x TEMPLATE <template>` and drops it after. PostgreSQL copies
-    a template only while no session is connected to it: the template's own connection is
-    closed as soon as it is migrated, and nothing else ever connects to it.
+    caller, on an autocommit connection: e.g. the core migrations plus an application's);
+    `fresh()` then gives each test a database made with `CREATE DATABASE x TEMPLATE <template>`
+    and drops it after (`DROP DATABASE ... WITH (FORCE)`). PostgreSQL copies a template only while no session is connected to it:
+    the template's own connection is closed as soon as it is migrated, and nothing else ever
+    connects to it.
 
-    One autocommit admin connection serves every create and drop (a new connection per test
-    costs a password handshake); when it is found broken (the server restarted under a test) it
-    is replaced once. On PostgreSQL 15 and later the copy uses `STRATEGY FILE_COPY`, faster than
-    the WAL-logged copy for databases this small. `close()` drops the template."""
+    The copy is made ahead and the drop happens behind: while a test runs, a worker thread
+    already copies the database the next `fresh()` hands out and drops the previous test's, so
+    the server does that work beside the tests instead of between them; `close()` waits for
+    every drop and raises one that failed. A copy made ahead that failed (the server was restarting under a test) is made again
+    when it is asked for, where a failure that persists is raised.
+
+    One autocommit admin connection, used only by that worker thread, serves every create and
+    drop (a new connection per test costs a password handshake); when it is found broken it is
+    replaced once. On PostgreSQL 15 and later the copy uses `STRATEGY FILE_COPY`, faster than
+    the WAL-logged copy for databases this small. `close()` drops the template and the copy
+    made ahead."""
 
     def __init__(
         self,
@@ -315,21 +324,26 @@ class TemplateDatabases:
         self._copy_clause = ""
         # How the admin connection shows in pg_stat_activity (this process's, on a shared server).
         self.application_name = f"mana-tests-{os.getpid()}"
+        self._worker: ThreadPoolExecutor | None = None
+        self._ahead: Future[str] | None = None
+        self._drops: list[Future[None]] = []
 
     def start(self) -> Self:
-        """Create and migrate the template (idempotent)."""
+        """Create and migrate the template (idempotent), and start copying the first database."""
         if self.template is not None:
             return self
         import psycopg
 
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mana-test-dbs")
         name = unique_database_name(self._prefix + "_template")
         create_database(self.admin_url, name)
         self.template = name
         try:
             with psycopg.connect(database_url(self.admin_url, name), autocommit=True) as conn:
                 self._migrate(conn)
-            version = int(self._execute("SHOW server_version_num", fetch=True))
+            version = int(self._on_worker(self._execute, "SHOW server_version_num", fetch=True))
             self._copy_clause = " STRATEGY FILE_COPY" if version >= 150000 else ""
+            self._ahead = self._worker.submit(self._create)
         except BaseException:
             self.close()
             raise
@@ -338,31 +352,75 @@ class TemplateDatabases:
     @contextlib.contextmanager
     def fresh(self) -> Iterator[str]:
         """The URL of a new database holding the template's schema and rows; dropped after."""
+        if self.template is None or self._worker is None:
+            raise RuntimeError("TemplateDatabases.start() was not called")
+        dbname = self._take_ahead()
+        self._ahead = self._worker.submit(self._create)  # the next one, while this test runs
+        try:
+            yield database_url(self.admin_url, dbname)
+        finally:
+            # Dropped on the worker after the next copy, while the next test runs; a failed drop
+            # is raised by close().
+            self._drops = [d for d in self._drops if not d.done() or d.exception() is not None]
+            self._drops.append(self._worker.submit(self._drop, dbname))
+
+    def close(self) -> None:
+        """Drop the copy made ahead and the template, close the admin connection and stop the
+        worker. Safe to call more than once."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        ahead, self._ahead = self._ahead, None
+        template, self.template = self.template, None
+        drops, self._drops = self._drops, []
+
+        def finish() -> None:
+            try:
+                if ahead is not None and ahead.exception() is None:
+                    self._drop(ahead.result())
+                if template is not None:
+                    self._drop(template)
+            finally:
+                admin, self._admin = self._admin, None
+                if admin is not None:
+                    admin.close()
+
+        try:
+            worker.submit(finish).result()
+        finally:
+            worker.shutdown(wait=True)
+        for drop in drops:  # all ran before `finish`
+            drop.result()
+
+    def _take_ahead(self) -> str:
+        """The database copied ahead, or a new copy when it failed (see the class docstring)."""
+        import psycopg
+
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                return ahead.result()
+            except psycopg.Error:
+                pass  # copied again just below, on the worker, where a lasting failure raises
+        name: str = self._on_worker(self._create)
+        return name
+
+    def _on_worker(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` on the worker thread, the only user of the admin connection, and wait."""
+        assert self._worker is not None
+        return self._worker.submit(fn, *args, **kwargs).result()
+
+    def _create(self) -> str:
         from psycopg import sql
 
-        if self.template is None:
-            raise RuntimeError("TemplateDatabases.start() was not called")
+        assert self.template is not None
         dbname = unique_database_name(self._prefix)
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}" + self._copy_clause).format(
                 sql.Identifier(dbname), sql.Identifier(self.template)
             )
         )
-        try:
-            yield database_url(self.admin_url, dbname)
-        finally:
-            self._drop(dbname)
-
-    def close(self) -> None:
-        """Drop the template and close the admin connection. Safe to call more than once."""
-        template, self.template = self.template, None
-        try:
-            if template is not None:
-                self._drop(template)
-        finally:
-            admin, self._admin = self._admin, None
-            if admin is not None:
-                admin.close()
+        return dbname
 
     def _drop(self, dbname: str) -> None:
         from psycopg import sql
