@@ -3,7 +3,10 @@ identity/session header is refused before anything reads it (so the value checke
 used), a JSON-RPC id already in flight in a session is refused for the second request, every
 session is counted against its user's cap (recent sessions are never evicted: 429 instead),
 `DELETE` ends one's own session whatever the space header says, and CORS preflights allow the
-2026-07-28 headers."""
+2026-07-28 headers. In-process (where a test must hold a call, or run two servers on one
+database on both backends): ids of handlers still running stay taken, and sessions registered
+in the database are shared by every server on it (served, refused to other users, capped,
+ended and expired alike) and answer 503 while the registry cannot be read."""
 
 from __future__ import annotations
 
