@@ -127,8 +127,10 @@ def query(target: str | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
         import psycopg
         from psycopg.rows import dict_row
 
+        from tool_registry.store.postgres import to_pg
+
         with psycopg.connect(str(target), row_factory=dict_row, autocommit=True) as pg:
-            return list(pg.execute(sql.replace("?", "%s"), params).fetchall())
+            return list(pg.execute(to_pg(sql), params).fetchall())
     conn = sqlite3.connect(target)
     conn.row_factory = sqlite3.Row
     try:
@@ -142,8 +144,10 @@ def execute(target: str | Path, sql: str, *params: Any) -> int:
     if is_postgres(target):
         import psycopg
 
+        from tool_registry.store.postgres import to_pg
+
         with psycopg.connect(str(target), autocommit=True) as pg:
-            return pg.execute(sql.replace("?", "%s"), params).rowcount
+            return pg.execute(to_pg(sql), params).rowcount
     conn = sqlite3.connect(target)
     try:
         changed = conn.execute(sql, params).rowcount

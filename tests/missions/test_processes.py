@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -315,6 +316,44 @@ def running_of(db: str, pid: int) -> list[dict[str, Any]]:
     )
 
 
+def holds_a_transaction(db: str) -> bool:
+    """Whether a (stopped) process has held a write transaction open for a second: on
+    PostgreSQL a session idle in a transaction, on SQLite the write lock."""
+    if is_postgres(db):
+        [row] = query(
+            db,
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state LIKE 'idle in transaction%' "
+            "AND state_change < now() - interval '1 second'",
+        )
+        return bool(row["n"])
+    conn = sqlite3.connect(db, timeout=2.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def stop_between_transactions(proc: subprocess.Popen[str], db: str) -> None:
+    """SIGSTOP `proc` at a moment it holds no transaction open. A client stopped inside one
+    keeps its locks (any database client does) until the server ends its session; that is not
+    what this test is about, so a stop that caught one is undone and tried again."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.2)
+        if not holds_a_transaction(db):
+            return
+        proc.send_signal(signal.SIGCONT)
+        if time.monotonic() > deadline:
+            pytest.fail("the daemon was inside a transaction at every stop")
+        time.sleep(0.05)
+
+
 def iterations_of(db: str, pid: int) -> list[dict[str, Any]]:
     """Every iteration the daemon with this pid started."""
     return query(db, "SELECT * FROM iterations WHERE runner LIKE ?", f"%:{pid}:%")
@@ -357,7 +396,7 @@ def test_three_daemons_one_killed_one_paused_run_every_window_exactly_once(
         )
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=DEADLINE)
-    paused.send_signal(signal.SIGSTOP)
+    stop_between_transactions(paused, db)
     try:
         stopped = running_of(db, paused.pid)
         assert stopped, "the paused daemon holds running iterations"
