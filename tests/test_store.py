@@ -129,13 +129,18 @@ async def test_emails_match_whatever_their_case(database_target: str) -> None:
             "VALUES ('usr_legacy', 'Bob@Example.TEST', 'Bob', 'human', 't', 't')"
         )
     )
+    unal = await accounts.create_user("Ünal@Example.test")
     found_ada = await accounts.user_by_email("ADA@example.TEST")
     found_bob = await accounts.user_by_email("bob@example.test")
+    found_unal = await accounts.user_by_email("ÜNAL@example.test")  # SQL lower() folds ASCII
     checked = await accounts.check_password("aDa@EXAMPLE.test", "correct horse")
     with pytest.raises(ConflictError):
         await accounts.create_user("BOB@example.test")
+    with pytest.raises(ConflictError):
+        await accounts.create_user("ÜNAL@EXAMPLE.TEST")
     await db.close()
     assert found_ada is not None and found_ada.id == ada.id
+    assert found_unal is not None and found_unal.id == unal.id
     assert found_bob is not None and found_bob.id == "usr_legacy"
     assert checked is not None and checked.id == ada.id
 

@@ -105,10 +105,16 @@ SPACE_BY_REF = (
     "COALESCE((SELECT id FROM spaces WHERE id = ?), (SELECT id FROM spaces WHERE slug = ?))"
 )
 
-# A user by email (one `?`), whatever the case of either side: the one form both backends index
-# (SQLite's `users_by_lower_email`, PostgreSQL's unique `users_email_nocase`) and fold alike
-# (ASCII letters, as SQLite's NOCASE column did).
+# A user by email (one `?`, given as `email_key(address)`), whatever the case of either side: the
+# one form both backends index (SQLite's `users_by_lower_email`, PostgreSQL's unique
+# `users_email_nocase`) and fold alike (ASCII letters, as SQLite's NOCASE column did).
 EMAIL_IS = "lower(email) = lower(?)"
+
+
+def email_key(email: str) -> str:
+    """The form `create_user` stores and `EMAIL_IS` is given: folded in Python too, so a query
+    with non-ASCII capitals still finds the address (SQL's lower() folds ASCII only)."""
+    return email.strip().lower()
 
 
 def _user(row: Row) -> User:
@@ -190,7 +196,7 @@ class Accounts:
         password: str | None = None,
     ) -> User:
         """Create a user and its personal space (the user is its owner), atomically."""
-        email = email.strip().lower()
+        email = email_key(email)
         if not EMAIL_PATTERN.match(email):
             raise ValidationFailed(f"email {email!r} is not a valid address")
         if kind not in USER_KINDS:
@@ -227,7 +233,7 @@ class Accounts:
     async def user_by_email(self, email: str) -> User | None:
         row = await self.db.read(
             lambda c: c.execute(
-                f"SELECT * FROM users WHERE {EMAIL_IS}", (email.strip(),)
+                f"SELECT * FROM users WHERE {EMAIL_IS}", (email_key(email),)
             ).fetchone()
         )
         return _user(row) if row else None
@@ -235,7 +241,7 @@ class Accounts:
     async def require_user(self, email: str) -> User:
         user = await self.user_by_email(email)
         if user is None:
-            raise NotFoundError(f"no user with email {email.strip().lower()}")
+            raise NotFoundError(f"no user with email {email_key(email)}")
         return user
 
     async def user_by_id(self, user_id: str) -> User | None:
@@ -272,7 +278,7 @@ class Accounts:
         """The user when the password matches; None for an unknown email or a wrong password."""
         row = await self.db.read(
             lambda c: c.execute(
-                f"SELECT * FROM users WHERE {EMAIL_IS}", (email.strip(),)
+                f"SELECT * FROM users WHERE {EMAIL_IS}", (email_key(email),)
             ).fetchone()
         )
         stored = row["password_hash"] if row is not None else None
