@@ -22,9 +22,12 @@ server-to-client *requests*, whose answers could land on another replica.
 - Each user has at most `per_user` open sessions, counted in the database in the same write
   unit that adds the new one (serialised across processes). Opening one more evicts that
   user's least recently active session that has nothing in flight here and was not used in
-  the last `protect_seconds`; a session held by another replica is evictable only when its row
-  also shows no activity for `2 × touch_seconds` (a request in flight there keeps it fresh). If
-  none can go the new session is refused (429, with the time until one can be evicted).
+  the last `protect_seconds` (as far as its row and this process know: a request in flight on
+  another replica keeps its row's activity within `touch_seconds` of now, so a `protect_seconds`
+  of at least `2 × touch_seconds`, as the default 600 s, never evicts a session busy anywhere;
+  one this process has never served also needs `2 × touch_seconds` without activity in its
+  row). If none can go the new session is refused (429, with the time until one can be
+  evicted).
   Eviction of old sessions, because clients such as the Inspector CLI open a session per run
   and never close it; never of recent ones, because a client that opens many sessions must not
   end another client's live session.
