@@ -5,7 +5,8 @@ Public API:
 - `evaluate(spec, call_context, parsed_input, settings, recent_invocations, now) -> Decision`
   (pure; `policy.rules`), `apply_mode`, `find_injection_marker`, `PolicyContext`;
 - `PolicySettings` (mode, limits; `from_env`);
-- `PolicyGate` (the pipeline's gate), `PolicyMetrics`, `RateLimitLog`;
+- `PolicyGate` (the pipeline's gate), `PolicyMetrics`; its rate-limit log `SharedRateLimitLog`
+  (in the database, shared by every process on it) or `RateLimitLog` (in memory), both `RateLog`;
 - `DestructiveAllowlist` (the per-space opt-in list: show / allow / revoke / audit);
 - `AgentToolPolicy` (auto / propose / deny per agent).
 """
@@ -14,7 +15,7 @@ from policy.agent_policy import AgentToolPolicy
 from policy.allowlist import DestructiveAllowlist
 from policy.gate import PolicyGate
 from policy.metrics import DecisionKey, PolicyMetrics
-from policy.rate_limit import RateLimitLog
+from policy.rate_limit import RateLimitLog, RateLog, SharedRateLimitLog
 from policy.rules import (
     ADMIN_SCOPE,
     DESTRUCTIVE_NOT_ALLOWED,
@@ -42,6 +43,8 @@ __all__ = [
     "PolicyMetrics",
     "PolicySettings",
     "RateLimitLog",
+    "RateLog",
+    "SharedRateLimitLog",
     "apply_mode",
     "evaluate",
     "find_injection_marker",
