@@ -847,10 +847,16 @@ async def test_search_and_contains_fold_non_ascii_case(database_target: str) -> 
         await store.insert("notes", {"title": "Bread", "body": "no ÉCLAIR here"}, record_id="n2")
         await store.insert("notes", {"title": "Soup", "body": "nothing"}, record_id="n3")
         searched = await store.search("notes", "éCLAIR", ["title", "body"])
+        narrowed = await store.search(
+            "notes", "éclair", ["title", "body"], filters=[Filter("title", "ne", "Éclair recipe")]
+        )
         contained = await store.list("notes", filters=[Filter("body", "contains", "éclair")])
+        counted = await store.count("notes", filters=[Filter("title", "contains", "ÉCLAIR")])
     await db.close()
     assert [r.id for r in searched] == ["n1", "n2"]  # a title match outranks a body match
+    assert [r.id for r in narrowed] == ["n2"]
     assert [r.id for r in contained] == ["n2"]
+    assert counted == 1
 
 
 # -- PostgreSQL connections as the stores see them ---------------------------------------------
