@@ -206,8 +206,12 @@ class Scheduler:
         due_stamp = iso(due_at)
         slots: dict[str, _AgentSlot | None] = {}
         last_at, last_id = "", ""
+        # A batch holds (PostgreSQL) no more due rows than this claim can take, plus one to see
+        # whether more are due, so daemons claiming at the same moment pass over few of each
+        # other's rows; rows it cannot take (live leases, skips) just lead to the next batch.
+        batch = min(CLAIM_BATCH, limit + 1)
         while True:
-            rows = due_batch_sql(conn, due_stamp, after=(last_at, last_id), limit=CLAIM_BATCH)
+            rows = due_batch_sql(conn, due_stamp, after=(last_at, last_id), limit=batch)
             for row in rows:
                 last_at, last_id = row["next_run_at"], row["id"]
                 if len(report.claimed) >= limit:
@@ -225,7 +229,7 @@ class Scheduler:
                     continue
                 report.claimed.append(self._take(conn, row, slot, now, trigger="schedule"))
                 slot.running += 1
-            if len(rows) < CLAIM_BATCH:
+            if len(rows) < batch:
                 return report
 
     def _slot(
