@@ -42,6 +42,7 @@ class WorkersServer:
 
     def __init__(self, data_dir: Path, database_url: str) -> None:
         self.port = free_port()
+        # Its own process group, as a terminal's foreground job is (Ctrl-C reaches the group).
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = data_dir / "workers.err"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -54,6 +55,7 @@ class WorkersServer:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            start_new_session=True,
         )
 
     def wait_listening(self) -> str:
@@ -87,11 +89,13 @@ class WorkersServer:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that never reaps it, e.g. a container's init
+    after the supervisor was killed, has ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def _token(data_dir: Path, database_url: str) -> str:
@@ -192,6 +196,39 @@ def test_a_killed_worker_is_replaced(served: tuple[WorkersServer, str]) -> None:
     assert server.proc.poll() is None
     code, _ = server.stop()
     assert code == 0, server.stderr()
+
+
+def _gone_within(pids: set[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_ctrl_c_on_the_process_group_stops_every_worker_cleanly(
+    served: tuple[WorkersServer, str],
+) -> None:
+    server, token = served
+    server.wait_listening()
+    pids = _serve_until(server, token, WORKERS)
+    os.killpg(server.proc.pid, signal.SIGINT)  # parent and workers alike, as a terminal does
+    assert server.proc.wait(timeout=60) == 0, server.stderr()
+    assert _gone_within(pids, 10)
+    assert "worker ended uncleanly" not in server.stderr()
+
+
+def test_workers_stop_by_themselves_when_the_parent_is_killed(
+    served: tuple[WorkersServer, str],
+) -> None:
+    server, token = served
+    server.wait_listening()
+    pids = _serve_until(server, token, WORKERS)
+    server.proc.kill()
+    server.proc.wait(timeout=10)
+    assert _gone_within(pids, 60), server.stderr()
+    assert "the supervising process is gone" in server.stderr()
 
 
 def test_workers_on_the_sqlite_file_are_refused_with_one_line(tmp_path: Path) -> None:
