@@ -155,7 +155,7 @@ MISSIONS_MIGRATIONS: tuple[Migration, ...] = (
             updated_at TEXT NOT NULL
         );
         -- SQLite's `name COLLATE NOCASE` + UNIQUE (space_id, name): one name per space whatever
-        -- its case (`missions.store.agent_name_is` matches names the same way).
+        -- its case (`missions.store.AGENT_NAME_IS` matches names the same way).
         CREATE UNIQUE INDEX agents_name_nocase ON agents (space_id, lower(name));
         -- COLLATE "C" on the due order's columns: byte order, as SQLite's BINARY.
         CREATE TABLE missions (
