@@ -202,11 +202,9 @@ def test_the_script_map_names_every_shipped_persona_script() -> None:
     assert set(_persona_scripts().values()) == shipped
 
 
-@pytest.mark.parametrize("llm", ["scripted:examples", "scripted:examples/persona-scripts.json"])
-def test_every_shipped_persona_script_succeeds(
-    tmp_path: Path, database_target: str, llm: str
-) -> None:
-    installation = Installation(tmp_path / "data", database_target)
+def _run_every_persona_script(installation: Installation, llm: str) -> None:
+    """`mana init`, `personas seed`, then one `personas run --once` tick of every shipped
+    persona against a `mana serve --http` on the installation: each tick succeeds."""
     data_dir = installation.data_dir
     env = installation.env()
     for argv in (["init"], ["personas", "seed"]):
@@ -232,6 +230,19 @@ def test_every_shipped_persona_script_succeeds(
         line = next(x for x in done.stdout.splitlines() if x.startswith(f"{email}:"))
         assert line.startswith(f"{email}: ok tick"), done.stdout
     assert "3 tick(s) run, 0 failed" in done.stdout
+
+
+def test_every_shipped_persona_script_succeeds(tmp_path: Path, database_target: str) -> None:
+    """The scripts directory (`scripted:examples`), on both backends."""
+    _run_every_persona_script(Installation(tmp_path / "data", database_target), "scripted:examples")
+
+
+def test_the_persona_script_map_names_the_scripts_to_run(tmp_path: Path) -> None:
+    """The same run through the map file: how a `--llm` spec is resolved, not about storage, so
+    on the embedded default only."""
+    _run_every_persona_script(
+        Installation.of(tmp_path / "data"), "scripted:examples/persona-scripts.json"
+    )
 
 
 def readme_mana_commands(text: str) -> list[list[str]]:
