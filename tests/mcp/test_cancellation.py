@@ -350,8 +350,8 @@ def tracebacks(text: str) -> list[str]:
     return [marker for marker in TRACEBACK_MARKERS if marker in text]
 
 
-async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path) -> None:
-    world = await seed_world_async(tmp_path)
+async def test_cancelled_calls_never_wedge_the_server(tmp_path: Path, database_target: str) -> None:
+    world = await seed_world_async(Installation(tmp_path, database_target))
     server = ServerProcess(world.installation, env=SERVER_ENV)
     figures: dict[str, Tally] = {}
     stdio: RawStdio | None = None
