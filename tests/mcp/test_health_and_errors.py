@@ -3,7 +3,6 @@ failing pipeline step is an audited `internal-error` outcome, never an escaped e
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,7 +57,7 @@ async def test_a_failing_write_transaction_is_an_audited_counted_internal_error(
 
     @asynccontextmanager
     async def refused() -> AsyncIterator[Transaction]:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise OSError("disk I/O error")  # what a broken disk or server raises
         yield  # pragma: no cover - makes this an async generator
 
     monkeypatch.setattr(mana_kit.db, "transaction", refused)
