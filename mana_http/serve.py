@@ -39,8 +39,12 @@ from tool_registry.errors import ManaError
 log = structlog.get_logger("mana.serve")
 
 WORKER_HEADER = b"mana-worker"
-# Consecutive workers that die before they are ready, after which the pool gives up.
+# Consecutive workers that die before they are ready, after which a pool that has not served
+# yet gives up. Once it served, such a worker is replaced after a growing delay instead: the
+# others keep serving (e.g. through a database outage) while it is retried.
 MAX_START_FAILURES = 3
+RESTART_BACKOFF_SECONDS = 0.5
+MAX_RESTART_DELAY_SECONDS = 30.0
 # How long the parent gives a worker to stop after SIGTERM beyond the shutdown grace.
 STOP_MARGIN_SECONDS = 15.0
 
@@ -235,8 +239,14 @@ class WorkerPool:
     count: int
     grace_seconds: float
     max_start_failures: int = MAX_START_FAILURES
+    restart_backoff_seconds: float = RESTART_BACKOFF_SECONDS
     poll_seconds: float = 0.1
     _ctx: Any = field(init=False, default_factory=lambda: multiprocessing.get_context("spawn"))
+    _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        """Stop the pool as SIGTERM would (from the loop running `run`)."""
+        self._stop.set()
 
     def _start(self) -> _Worker:
         reader, writer = self._ctx.Pipe(duplex=False)
@@ -249,11 +259,12 @@ class WorkerPool:
         return _Worker(process, reader)
 
     async def run(self, on_ready: Callable[[], None]) -> int:
-        """Supervise until SIGTERM/SIGINT, then stop every worker; `on_ready` runs once, when
-        the first N workers all serve. Returns 0 when every worker stopped cleanly, 1 if one
-        had to be killed; raises `WorkersFailed` when start-ups keep failing."""
+        """Supervise until SIGTERM/SIGINT (or `stop()`), then stop every worker; `on_ready`
+        runs once, when the first N workers all serve. Returns 0 when every worker stopped
+        cleanly, else 1; raises `WorkersFailed` when workers keep dying before the pool first
+        served (see MAX_START_FAILURES)."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop
         signals = (signal.SIGTERM, signal.SIGINT)
         main = threading.current_thread() is threading.main_thread()
         if main:
@@ -275,29 +286,41 @@ class WorkerPool:
         self, workers: list[_Worker], stop: asyncio.Event, on_ready: Callable[[], None]
     ) -> None:
         announced = False
-        failures = 0
+        failures = 0  # workers in a row that exited before serving
+        restart_at: dict[int, float] = {}  # slot -> when its replacement starts
         while not stop.is_set():
+            now = time.monotonic()
             for i, worker in enumerate(workers):
                 if worker.poll_ready():
                     failures = 0
                 code = worker.process.exitcode
                 if code is None:
                     continue
-                if not worker.ready:
-                    failures += 1
-                    if failures >= self.max_start_failures:
-                        raise WorkersFailed(
-                            f"{failures} worker processes in a row exited before serving "
-                            f"(last exit code {code}); see their log lines above"
+                if i not in restart_at:
+                    delay = 0.0
+                    if not worker.ready:
+                        failures += 1
+                        if not announced and failures >= self.max_start_failures:
+                            raise WorkersFailed(
+                                f"{failures} worker processes in a row exited before serving "
+                                f"(last exit code {code}); see their log lines above"
+                            )
+                        delay = min(
+                            MAX_RESTART_DELAY_SECONDS,
+                            self.restart_backoff_seconds * 2 ** (failures - 1),
                         )
-                log.warning(
-                    "worker exited: starting another",
-                    pid=worker.process.pid,
-                    exit_code=code,
-                    served=worker.ready,
-                )
-                worker.ready_pipe.close()
-                workers[i] = self._start()
+                    log.warning(
+                        "worker exited: starting another",
+                        pid=worker.process.pid,
+                        exit_code=code,
+                        served=worker.ready,
+                        after_seconds=delay,
+                    )
+                    restart_at[i] = now + delay
+                if now >= restart_at[i]:
+                    del restart_at[i]
+                    worker.ready_pipe.close()
+                    workers[i] = self._start()
             if not announced and all(w.ready for w in workers):
                 announced = True
                 on_ready()
@@ -307,7 +330,9 @@ class WorkerPool:
 
     async def _stop_all(self, workers: list[_Worker]) -> bool:
         """SIGTERM every live worker, wait for each to drain (bounded), SIGKILL stragglers.
-        True when every worker ended with exit code 0."""
+        True when each of them ended with exit code 0 (workers that had already exited were
+        reported when they did)."""
+        workers = [w for w in workers if w.process.exitcode is None]
         for worker in workers:
             if worker.process.exitcode is None and worker.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -321,7 +346,9 @@ class WorkerPool:
                 worker.process.kill()
             worker.process.join(5)
             worker.ready_pipe.close()
-            if worker.process.exitcode != 0:
+            # A worker still starting has nothing in flight: SIGTERM ending it is a clean stop.
+            stopped_starting = not worker.ready and worker.process.exitcode == -signal.SIGTERM
+            if worker.process.exitcode != 0 and not stopped_starting:
                 clean = False
                 log.warning(
                     "worker ended uncleanly", pid=worker.process.pid, code=worker.process.exitcode

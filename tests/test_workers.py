@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ import pytest
 from mana_auth import KeyStore, TokenIssuer
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
-from mana_http.serve import WorkerPool, WorkersFailed, bind_socket
+from mana_http.serve import MAX_START_FAILURES, WorkerPool, WorkersFailed, bind_socket
 from tests.mcp.support import MODERN_HEADERS, free_port, modern_tools_list
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,3 +288,53 @@ def test_a_pool_whose_workers_keep_failing_at_start_gives_up() -> None:
         asyncio.run(pool.run(lambda: announced.append(True)))
     assert announced == []
     assert pool.sock.fileno() == -1  # the listening socket is closed
+
+
+def serve_first_then_fail(sock: object, ready_pipe: Connection, directory: str) -> None:
+    """A worker target (spawned by the pool test below): the first two starts serve (the very
+    first ends after a moment, as a crash would), every later one fails before serving."""
+    start = 0
+    while True:
+        try:
+            os.close(os.open(Path(directory) / f"start-{start}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            start += 1
+    if start >= 2:
+        sys.exit(5)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ready_pipe.send(os.getpid())
+    time.sleep(0.5 if start == 0 else 600)
+
+
+def test_a_pool_that_served_keeps_retrying_a_worker_that_cannot_start(tmp_path: Path) -> None:
+    pool = WorkerPool(
+        target=serve_first_then_fail,
+        payload=str(tmp_path),
+        sock=bind_socket("127.0.0.1", 0),
+        count=2,
+        grace_seconds=1.0,
+        restart_backoff_seconds=0.05,
+    )
+    announced: list[bool] = []
+    failed_starts = MAX_START_FAILURES + 1
+
+    async def stop_after_failed_starts() -> None:
+        await asyncio.to_thread(_wait_for_files, tmp_path, 2 + failed_starts)
+        pool.stop()
+
+    async def run() -> int:
+        stopper = asyncio.create_task(stop_after_failed_starts())
+        code = await pool.run(lambda: announced.append(True))
+        await stopper
+        return code
+
+    asyncio.run(run())  # no WorkersFailed: it kept retrying while the other worker served
+    assert announced == [True]
+    assert len(list(tmp_path.glob("start-*"))) >= 2 + failed_starts
+
+
+def _wait_for_files(directory: Path, count: int, within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while len(list(directory.glob("start-*"))) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
