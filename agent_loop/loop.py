@@ -577,7 +577,7 @@ class _Run:
             if inspect.isawaitable(maybe):
                 await maybe
         except Exception:
-            self.log.exception("agent event hook failed", event=type(event).__name__)
+            self.log.exception("agent event hook failed", event_type=type(event).__name__)
 
     def _close_open_calls(self) -> None:
         """After a cancellation mid-round, answer the last turn's unanswered calls in the
