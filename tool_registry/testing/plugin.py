@@ -66,7 +66,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def database_backend(request: pytest.FixtureRequest) -> str:
-    """ "sqlite" or "postgres": the backend this test, and its module's shared fixtures, run on."""
+    """The backend ("sqlite" or "postgres") this test and its module's shared fixtures run on."""
     backend: str = getattr(request, "param", "sqlite")
     return backend
 
