@@ -30,7 +30,7 @@ async def test_a_hook_that_raises_is_logged_and_the_run_finishes() -> None:
     async def echo(args: dict[str, Any]) -> str:
         return "ok"
 
-    tools = FunctionTools([FunctionTool("echo", "echo", {"type": "object"}, echo)])
+    tools = FunctionTools([FunctionTool("echo", "echo", echo, {"type": "object"})])
     client = ScriptedClient([turn(None, ("echo", {})), turn("done")])
     with capture_logs() as logs:
         result = await run_loop(client, tools, "system", "go", LoopOptions(on_event=hook))
