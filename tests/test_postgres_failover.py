@@ -33,7 +33,8 @@ from mcp_server import META_ERROR
 from tests.mcp.support import Installation, ServerProcess, World, seed_world
 from tool_registry.context import CallContext
 from tool_registry.gate import Decision, GateRequest
-from tool_registry.store import Transaction, open_database
+from tool_registry.store import CORE_MIGRATIONS, Transaction, open_database
+from tool_registry.store import postgres as postgres_store
 from tool_registry.store.postgres import UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from tool_registry.testing import ToolKit, tool_kit
 from tool_registry.testing.postgres import PostgresUnavailable, ThrowawayPostgres
@@ -332,5 +333,34 @@ async def test_a_dead_pooled_connection_is_replaced_without_failing_the_unit(
         await asyncio.to_thread(private_postgres.start_server)
         async with db.transaction() as tx:
             assert await tx.run(_one) == 0
+    finally:
+        await db.close()
+
+
+async def test_a_busy_pool_is_not_taken_for_an_outage(
+    private_postgres: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write connection held past the wait: the waiting call fails as `unavailable`, but
+    the server still answers, so later calls are not switched to the short outage wait."""
+    monkeypatch.setattr(postgres_store, "ACQUIRE_TIMEOUT_SECONDS", 0.5)
+    db = await postgres_store.PostgresDatabase.open(
+        private_postgres.url, CORE_MIGRATIONS, writers=1
+    )
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction():
+            held.set()
+            await release.wait()
+
+    try:
+        holder = asyncio.create_task(hold())
+        await held.wait()
+        with pytest.raises(DatabaseUnavailable):
+            await db.write(_one)
+        assert not db._outage
+        release.set()
+        await holder
+        assert await db.write(_one) == 0
     finally:
         await db.close()

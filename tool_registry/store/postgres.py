@@ -407,13 +407,30 @@ class PostgresDatabase:
 
     def _lost(self, exc: BaseException) -> DatabaseUnavailable:
         """Note the outage (logged once, with the driver's detail), have the pools drop their
-        broken connections, and give the error the caller raises."""
+        broken connections, and give the error the caller raises. A pool timeout while the
+        server still accepts connections is a busy pool, not an outage: the call fails, but
+        later calls keep the full wait."""
+        if isinstance(exc, PoolTimeout) and not self._outage and self._server_answers():
+            log.warning(
+                "no pooled database connection within the wait; the server is up",
+                database=self.description,
+                error=_detail(exc),
+            )
+            return DatabaseUnavailable(UNAVAILABLE_MESSAGE)
         self._outage = True
         if not self._reported:
             self._reported = True
             log.warning("database unavailable", database=self.description, error=_detail(exc))
         self._drop_broken()
         return DatabaseUnavailable(UNAVAILABLE_MESSAGE)
+
+    def _server_answers(self) -> bool:
+        """Whether a new connection to the server can be made right now (outside the pools)."""
+        try:
+            psycopg.connect(self.url, connect_timeout=2, application_name="mana-check").close()
+        except psycopg.Error:
+            return False
+        return True
 
     def _acquire_timeout(self) -> float:
         return OUTAGE_ACQUIRE_SECONDS if self._outage else ACQUIRE_TIMEOUT_SECONDS
