@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
@@ -40,21 +41,41 @@ def selected_group(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
-    parser.add_argument("--data-dir", help="data directory (default ./.mana, env MANA_DATA_DIR)")
-    parser.add_argument("--db", help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)")
+def add_global_options(parser: argparse.ArgumentParser, *, default: object = None) -> None:
+    """The options every command takes. Given after a command they override the ones given
+    before it (`mana serve --database-url URL` and `mana --database-url URL serve` both work)."""
+    parser.add_argument(
+        "--data-dir", default=default, help="data directory (default ./.mana, env MANA_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--db", default=default, help="SQLite file (default DATA_DIR/mana.db, env MANA_DB)"
+    )
     parser.add_argument(
         "--database-url",
+        default=default,
         help="PostgreSQL instead of the SQLite file: postgresql://user:password@host:port/db "
         "(env MANA_DATABASE_URL)",
     )
     parser.add_argument(
         "--log-level",
+        default=default,
         help="debug, info, warning or error (env MANA_LOG_LEVEL; default info for serve, run and "
         "daemon, warning otherwise)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+
+class _CommandParser(_Parser):
+    """A command's parser: it also takes the global options (absent unless given)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_global_options(self, default=argparse.SUPPRESS)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = _Parser(prog="mana", description="Mana agent runtime: tools, MCP server, agents.")
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
     commands.register(sub, selected_group(argv))
     return parser
