@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +258,7 @@ async def test_an_mcp_client_sees_unavailable_not_an_internal_error(
     user = await mana_kit.user()
 
     @asynccontextmanager
-    async def lost() -> AsyncIterator[Transaction]:
+    async def lost(scopes: Sequence[str] = ()) -> AsyncIterator[Transaction]:
         raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
         yield  # pragma: no cover - makes this an async generator
 

@@ -491,7 +491,10 @@ class Pipeline:
         started: float,
     ) -> Outcome:
         try:
-            async with self.db.transaction() as tx:
+            # A write tool's work touches its space's data and its caller's idempotency keys
+            # only, so calls in other spaces by other users need not wait for it.
+            scopes = (f"space:{access.space.id}", f"user:{call.user_id}")
+            async with self.db.transaction(scopes) as tx:
                 if call.idempotency_key:
                     replay = await self._replay(tx, spec, call, access, hashed, started)
                     if replay is not None:

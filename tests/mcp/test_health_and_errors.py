@@ -3,7 +3,7 @@ failing pipeline step is an audited `internal-error` outcome, never an escaped e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ async def test_a_failing_write_transaction_is_an_audited_counted_internal_error(
     user = await mana_kit.user()
 
     @asynccontextmanager
-    async def refused() -> AsyncIterator[Transaction]:
+    async def refused(scopes: Sequence[str] = ()) -> AsyncIterator[Transaction]:
         raise OSError("disk I/O error")  # what a broken disk or server raises
         yield  # pragma: no cover - makes this an async generator
 

@@ -101,8 +101,12 @@ class Database(Protocol):
         database; `serialised=False` is for units built for concurrency (row locks)."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A write transaction held across awaits by the current task."""
+    def transaction(self, scopes: Sequence[str] = ()) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction held across awaits by the current task. Unscoped, it is
+        serialised with every other write. With `scopes` (e.g. `space:<id>`, `user:<id>`: every
+        domain whose invariants its work checks), it excludes only serialised writes and
+        transactions sharing one of those scopes, so calls in different spaces commit side by
+        side on PostgreSQL. Its work must then touch only data of those scopes."""
         ...
 
     async def probe_write(self, wait_seconds: float | None = None) -> str | None:
@@ -211,10 +215,11 @@ class SqliteDatabase:
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader_connection()))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
+    async def transaction(self, scopes: Sequence[str] = ()) -> AsyncIterator[SqliteTransaction]:
         """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK` on any exception) on the writer thread,
         as one unit that cancellation cannot split (see the module docstring): the writer lock
-        is released only after the writer has left the transaction."""
+        is released only after the writer has left the transaction. SQLite has one writer, so
+        `scopes` change nothing here."""
         async with self._lock():
             begun, cancelled = await self._to_end(_begin)
             if cancelled is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,24 @@ T = TypeVar("T")
 WRITE_LOCK_KEY = 0x6D616E61_77726974  # "manawrit"
 MIGRATE_LOCK_KEY = 0x6D616E61_6D696772  # "manamigr"
 _BEGIN_SERIALISED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+
+
+def scope_lock_key(scope: str) -> int:
+    """The advisory lock key (a signed 64-bit number) of one write scope such as `space:<id>`."""
+    return int.from_bytes(hashlib.blake2b(scope.encode(), digest_size=8).digest(), signed=True)
+
+
+def begin_statement(scopes: Sequence[str]) -> str:
+    """BEGIN and the write locks, in one round trip. Unscoped: the write lock, exclusive. Scoped:
+    the write lock shared (so unscoped writes still exclude everything) and then each scope's
+    lock, exclusive, in key order (the same order for every transaction, so none deadlock)."""
+    if not scopes:
+        return _BEGIN_SERIALISED
+    keys = sorted({scope_lock_key(s) for s in scopes})
+    locks = "".join(f"; SELECT pg_advisory_xact_lock({k})" for k in keys)
+    return f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY}){locks}"
+
+
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How long a call waits for a pooled connection before it reports the database unavailable.
 ACQUIRE_TIMEOUT_SECONDS = 15.0
@@ -317,18 +336,17 @@ class PostgresDatabase:
         create: bool = True,
     ) -> PostgresDatabase:
         """Connect (a one-line `DatabaseUnreachable` naming host and database if that fails),
-        then apply pending `migrations` (with `create`) or refuse an uninitialised database."""
+        refuse an uninitialised database unless `create`, then apply pending `migrations`."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, check_reachable, url)
         db = cls(url, readers=readers, writers=writers)
         try:
             await loop.run_in_executor(None, db._open_pools)
-            if create:
-                await db._in_thread(
-                    lambda: db._with_write_conn(lambda raw: migrate(raw, migrations))
-                )
-            else:
+            if not create:
                 await db._in_thread(lambda: db._with_write_conn(db._require_schema))
+            # Pending migrations apply on open, as on SQLite: an install upgraded in place
+            # needs no extra step (the migration lock lets several processes open at once).
+            await db._in_thread(lambda: db._with_write_conn(lambda raw: migrate(raw, migrations)))
         except BaseException:
             await db.close()
             raise
@@ -523,14 +541,15 @@ class PostgresDatabase:
         return done.result()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PgTransaction]:
-        """BEGIN (taking the write lock) … COMMIT, or ROLLBACK on any exception, on one pooled
-        connection held for the block; cancellation cannot split it (see the module docstring)."""
+    async def transaction(self, scopes: Sequence[str] = ()) -> AsyncIterator[PgTransaction]:
+        """BEGIN (taking the write lock, or with `scopes` the locks of those scopes: see
+        `begin_statement`) … COMMIT, or ROLLBACK on any exception, on one pooled connection held
+        for the block; cancellation cannot split it (see the module docstring)."""
 
         def attempt(timeout: float) -> psycopg.Connection[Any]:
             raw = self._write_pool.getconn(timeout=timeout)
             try:
-                self._guard(lambda: _begin_on(raw, _BEGIN_SERIALISED), raw)
+                self._guard(lambda: _begin_on(raw, begin_statement(scopes)), raw)
             except BaseException:
                 self._write_pool.putconn(raw)
                 raise
