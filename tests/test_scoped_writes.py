@@ -11,10 +11,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import psycopg
+import pytest
 import pytest_asyncio
 
 from tool_registry.store import Database, Migration, open_database
-from tool_registry.store.postgres import begin_statement, scope_lock_key
+from tool_registry.store.postgres import (
+    DatabaseUnavailable,
+    PostgresDatabase,
+    begin_statement,
+    scope_lock_key,
+)
 
 PAIRS = Migration("scoped", 1, "pairs", "CREATE TABLE pairs (k TEXT PRIMARY KEY, v INTEGER)")
 LIVENESS_SECONDS = 20.0  # a bound on a wait that should end at once; never a timing claim
@@ -135,3 +141,29 @@ async def test_a_scoped_transaction_commits_on_either_backend(database_target: s
     finally:
         await db.close()
     assert row[0] == 2
+
+
+async def test_a_writer_stalled_inside_a_transaction_lets_the_others_go(
+    postgres_database: str,
+) -> None:
+    """A session idle inside its transaction past the limit is ended by the server: its locks
+    go, other writers proceed, and the stalled unit's work never commits."""
+    stalled = await PostgresDatabase.open(
+        postgres_database, [PAIRS], idle_in_transaction_seconds=0.5
+    )
+    other = await open_database(postgres_database, [PAIRS])
+
+    async def stall() -> None:
+        async with stalled.transaction() as tx:
+            await tx.run(_insert("stalled"))
+            # Another writer waits for the lock until the server ends the stalled session.
+            await asyncio.wait_for(other.write(_insert("other")), LIVENESS_SECONDS)
+
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await stall()
+        rows = await other.read(lambda c: c.execute("SELECT k FROM pairs").fetchall())
+    finally:
+        await stalled.close()
+        await other.close()
+    assert [r[0] for r in rows] == ["other"]

@@ -72,6 +72,10 @@ def begin_statement(scopes: Sequence[str]) -> str:
 
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+# A write session idle inside a transaction this long is ended by the server, which releases its
+# locks: a process that stopped mid-transaction (SIGSTOP, a paused VM, a wedged handler) cannot
+# hold every other writer up for longer. Its own unit then fails (nothing of it commits).
+IDLE_IN_TRANSACTION_SECONDS = 120.0
 # How long a call waits for a pooled connection before it reports the database unavailable.
 ACQUIRE_TIMEOUT_SECONDS = 15.0
 # The same while the server is known to be down (since the last unit that failed as unavailable,
@@ -279,7 +283,14 @@ class PostgresDatabase:
 
     dialect: Dialect = "postgres"
 
-    def __init__(self, url: str, *, readers: int = 4, writers: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        readers: int = 4,
+        writers: int = 4,
+        idle_in_transaction_seconds: float = IDLE_IN_TRANSACTION_SECONDS,
+    ) -> None:
         self.url = url
         self.description = describe_url(url)
         common: dict[str, Any] = {
@@ -302,7 +313,11 @@ class PostgresDatabase:
             min_size=1,
             max_size=writers,
             open=False,
-            kwargs=common,
+            kwargs={
+                **common,
+                "options": "-c idle_in_transaction_session_timeout="
+                f"{max(1, int(idle_in_transaction_seconds * 1000))}",
+            },
             name="mana-write",
             reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
         )
@@ -334,12 +349,18 @@ class PostgresDatabase:
         readers: int = 4,
         writers: int = 4,
         create: bool = True,
+        idle_in_transaction_seconds: float = IDLE_IN_TRANSACTION_SECONDS,
     ) -> PostgresDatabase:
         """Connect (a one-line `DatabaseUnreachable` naming host and database if that fails),
         refuse an uninitialised database unless `create`, then apply pending `migrations`."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, check_reachable, url)
-        db = cls(url, readers=readers, writers=writers)
+        db = cls(
+            url,
+            readers=readers,
+            writers=writers,
+            idle_in_transaction_seconds=idle_in_transaction_seconds,
+        )
         try:
             await loop.run_in_executor(None, db._open_pools)
             if not create:
