@@ -64,6 +64,9 @@ INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 # Only a failure guard: a notification that never comes fails the test after this long.
 ARRIVAL_GUARD_SECONDS = 20.0
 CALLS = 6
+# A tool only the shared rate-limit test calls, with a small per-user limit on both replicas.
+LIMITED_TOOL = "habits.create"
+TOOL_LIMIT = 3
 
 
 class Replicas:
@@ -97,7 +100,10 @@ def replicas(
     with new_database(request, "postgres", data_dir / "mana.db") as url:
         world = seed_world(Installation(data_dir, url))
         carol_id = asyncio.run(_add_carol(world.installation))
-        env = {"MANA_SESSIONS_PER_USER": str(PER_USER)}
+        env = {
+            "MANA_SESSIONS_PER_USER": str(PER_USER),
+            "MANA_RATE_LIMITS": f"{LIMITED_TOOL}={TOOL_LIMIT}",
+        }
         a = ServerProcess(world.installation, env=env)
         b = ServerProcess(world.installation, env=env)
         try:
@@ -175,6 +181,21 @@ async def test_python_client_both_eras_through_round_robin(replicas: Replicas, m
             assert client.protocol_version == (MODERN if mode == "auto" else LEGACY)
         # consecutive requests alternated: each replica served a good share of this client's
         assert proxy.served_by(0) >= CALLS and proxy.served_by(1) >= CALLS
+
+
+async def test_a_users_rate_limit_is_shared_by_both_replicas(replicas: Replicas) -> None:
+    """Calls alternate replicas, yet the user gets TOOL_LIMIT calls in all, not per replica."""
+    async with replicas.proxy() as proxy:
+        async with http_client(proxy.url + "/mcp", replicas.bob, mode="legacy") as (client, _):
+            results = [
+                await client.call_tool(LIMITED_TOOL, {"name": f"replica habit {i}"})
+                for i in range(TOOL_LIMIT + 2)
+            ]
+        assert proxy.served_by(0) >= 2 and proxy.served_by(1) >= 2
+    assert [r.is_error for r in results] == [False] * TOOL_LIMIT + [True, True]
+    for refused in results[TOOL_LIMIT:]:
+        assert refused.meta is not None
+        assert refused.meta["mana/error"]["reason"] == "rate-limit-exceeded"
 
 
 async def test_a_session_opened_on_one_replica_is_served_by_the_other(replicas: Replicas) -> None:
