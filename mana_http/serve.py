@@ -5,9 +5,14 @@ SIGTERM (or SIGINT): uvicorn stops accepting connections; we refuse new MCP requ
 end sessions with no call in flight (so their GET streams close); calls in flight finish, bounded
 by `shutdown_grace_seconds`; then the app's lifespan ends and the process exits 0.
 
-Workers (`WorkerPool`): the parent binds the socket once and starts N spawned processes that
-each serve it with their own runtime (database pool included); the kernel hands each accepted
-connection to one of them. The parent only supervises: a worker that dies is replaced, SIGTERM
+Workers (`WorkerPool`): the parent binds the port and starts N spawned processes that each
+serve it with their own runtime (database pool included). Where the system has SO_REUSEPORT,
+each worker gets a listening socket of its own on that port and the kernel spreads new
+connections evenly over them (on one shared socket, the worker that wakes first accepts a whole
+burst of connections and the others idle). A worker that dies is replaced at once on the same
+socket (connections queued meanwhile wait for it, none is reset); a slot whose workers keep
+failing to start has its socket closed, so the kernel sends new connections to the living ones
+until a replacement binds a new one. The parent only supervises: a worker that dies is replaced, SIGTERM
 or SIGINT is forwarded as SIGTERM to every worker (each drains as above), and start-up failures
 that keep repeating end the pool with an error. Each worker's responses carry `Mana-Worker: PID`.
 """
@@ -188,13 +193,16 @@ def _stop_when_parent_dies(server: _Server) -> Any:
         loop.remove_reader(sentinel)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port that worker processes can inherit. An address that
-    cannot be bound is one `ListenFailed` line."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on host:port that worker processes can inherit; with `reuse_port`
+    (where the system has SO_REUSEPORT) more sockets may listen on the same port beside it (see
+    `WorkerPool`). An address that cannot be bound is one `ListenFailed` line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
@@ -229,9 +237,17 @@ class _Worker:
         return False
 
 
+def _reuses_port(sock: socket.socket) -> bool:
+    return hasattr(socket, "SO_REUSEPORT") and bool(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    )
+
+
 @dataclass
 class WorkerPool:
-    """N worker processes serving one listening socket, supervised by this process."""
+    """N worker processes serving one port, supervised by this process. When `sock` was bound
+    with `reuse_port`, every worker gets a socket of its own on that port (`sock` is the first
+    slot's); else they all share `sock`."""
 
     target: WorkerTarget
     payload: Any
@@ -243,15 +259,45 @@ class WorkerPool:
     poll_seconds: float = 0.1
     _ctx: Any = field(init=False, default_factory=lambda: multiprocessing.get_context("spawn"))
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _socks: dict[int, socket.socket] = field(init=False, default_factory=dict)
+    _address: tuple[str, int] | None = field(init=False, default=None)
+
+    def _socket_for(self, slot: int) -> socket.socket:
+        """The listening socket the worker of `slot` serves: its own one when the port is
+        reused (bound anew after its previous worker died), else the shared one."""
+        if not _reuses_port(self.sock):
+            return self.sock
+        sock = self._socks.get(slot)
+        if sock is None:
+            if self._address is None:  # the first slot serves the socket the pool was given
+                self._address = self.sock.getsockname()[:2]
+                sock = self.sock
+            else:
+                host, port = self._address
+                sock = bind_socket(host, port, reuse_port=True)
+            self._socks[slot] = sock
+        return sock
+
+    def _release_socket(self, slot: int, workers: list[_Worker]) -> None:
+        """Close the socket of a slot whose worker keeps failing to start (its replacement
+        waits a while), so the kernel stops queueing connections nobody accepts, while another
+        worker still listens on the port (the port stays ours). A worker that dies after it
+        served keeps its socket: the replacement, started at once, accepts what queued."""
+        if not _reuses_port(self.sock) or slot not in self._socks:
+            return
+        others = [w for j, w in enumerate(workers) if j != slot and w.process.exitcode is None]
+        if others:
+            self._socks.pop(slot).close()
 
     def stop(self) -> None:
         """Stop the pool as SIGTERM would (from the loop running `run`)."""
         self._stop.set()
 
-    def _start(self) -> _Worker:
+    def _start(self, slot: int) -> _Worker:
         reader, writer = self._ctx.Pipe(duplex=False)
+        sock = self._socket_for(slot)
         process = self._ctx.Process(
-            target=self.target, args=(self.sock, writer, self.payload), name="mana-worker"
+            target=self.target, args=(sock, writer, self.payload), name="mana-worker"
         )
         process.start()
         writer.close()
@@ -272,13 +318,15 @@ class WorkerPool:
                 loop.add_signal_handler(sig, stop.set)
         workers: list[_Worker] = []
         try:
-            workers = [self._start() for _ in range(self.count)]
+            workers = [self._start(slot) for slot in range(self.count)]
             await self._supervise(workers, stop, on_ready)
         finally:
             if main:
                 for sig in signals:
                     loop.remove_signal_handler(sig)
             self.sock.close()
+            for sock in self._socks.values():
+                sock.close()
             clean = await self._stop_all(workers)
         return 0 if clean else 1
 
@@ -317,10 +365,12 @@ class WorkerPool:
                         after_seconds=delay,
                     )
                     restart_at[i] = now + delay
+                    if delay > 0:
+                        self._release_socket(i, workers)
                 if now >= restart_at[i]:
                     del restart_at[i]
                     worker.ready_pipe.close()
-                    workers[i] = self._start()
+                    workers[i] = self._start(i)
             if not announced and all(w.ready for w in workers):
                 announced = True
                 on_ready()

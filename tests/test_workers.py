@@ -176,6 +176,62 @@ def test_two_workers_answer_on_one_port_and_stop_on_sigterm(
     assert "worker ended uncleanly" not in server.stderr()
 
 
+BURST = 40
+# Each connection lands on a worker by the kernel's hash of its addresses: with two workers and
+# BURST connections, one worker getting fewer than this many is a one-in-100,000 event.
+FAIR_SHARE = 8
+
+
+async def _burst(server: WorkersServer, token: str) -> list[int]:
+    """BURST requests at once, each on a connection of its own; the answering worker pids."""
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
+
+        async def one() -> int:
+            response = await http.post(
+                f"{server.url}/mcp",
+                json=modern_tools_list(),
+                headers={
+                    "accept": "application/json, text/event-stream",
+                    "content-type": "application/json",
+                    "authorization": f"Bearer {token}",
+                    **MODERN_HEADERS,
+                },
+            )
+            assert response.status_code == 200, response.text
+            return int(response.headers["mana-worker"])
+
+        return list(await asyncio.gather(*(one() for _ in range(BURST))))
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(
+    served: tuple[WorkersServer, str],
+) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT), so a burst of new connections
+    is not all accepted by whichever worker woke first."""
+    server, token = served
+    server.wait_listening()
+    pids = asyncio.run(_burst(server, token))
+    shares = {pid: pids.count(pid) for pid in set(pids)}
+    assert len(shares) == WORKERS, shares
+    assert min(shares.values()) >= FAIR_SHARE, shares
+    # After a worker is killed and replaced, the replacement gets its share of a burst too,
+    # and no connection is lost meanwhile (they queue on the dead worker's socket).
+    victim = min(shares)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        again = asyncio.run(_burst(server, token))
+        newcomers = set(again) - set(shares)
+        if newcomers or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert victim not in again
+    assert newcomers and newcomers <= server.children(), server.stderr()
+    code, _ = server.stop()
+    assert code == 0, server.stderr()
+
+
 def test_a_killed_worker_is_replaced(served: tuple[WorkersServer, str]) -> None:
     server, token = served
     server.wait_listening()

@@ -218,7 +218,7 @@ async def serve_http_workers(settings: Settings, workers: int) -> int:
     pool = WorkerPool(
         target=run_worker,
         payload=settings,
-        sock=bind_socket(settings.host, settings.port),
+        sock=bind_socket(settings.host, settings.port, reuse_port=True),
         count=workers,
         grace_seconds=float(settings.shutdown_grace_seconds),
     )
