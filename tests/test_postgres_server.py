@@ -92,9 +92,13 @@ def test_fresh_databases_start_with_the_runtime_schema_and_stay_apart(
     assert users == (0,)
 
 
-def test_database_target_on_postgres_is_a_copy_of_the_template(database_target: str) -> None:
-    if not database_target.startswith("postgresql://"):
-        pytest.skip("the SQLite leg is a path to a file not created yet")
+def test_database_target_is_a_new_file_or_a_copy_of_the_template(
+    database_target: str, database_backend: str, tmp_path: Path
+) -> None:
+    if database_backend == "sqlite":
+        assert Path(database_target) == tmp_path / "mana.db"
+        assert not Path(database_target).exists()  # created by whatever opens it
+        return
     with psycopg.connect(database_target) as conn:
         found = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
     assert found == (len(CORE_MIGRATIONS) + len(EXTRA_MIGRATIONS),)
