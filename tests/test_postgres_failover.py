@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -37,18 +36,13 @@ from tool_registry.store import CORE_MIGRATIONS, Transaction, open_database
 from tool_registry.store import postgres as postgres_store
 from tool_registry.store.postgres import UNAVAILABLE_MESSAGE, DatabaseUnavailable
 from tool_registry.testing import ToolKit, tool_kit
+from tool_registry.testing.plugin import postgres_unavailable
 from tool_registry.testing.postgres import PostgresUnavailable, ThrowawayPostgres
 
 PROTOCOL = "2026-07-28"
 WRITERS = 3
 # Failure guards only: how long each phase may take at most.
 PHASE_TIMEOUT = 90.0
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true requires PostgreSQL for this test: {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL unavailable: {reason}")
 
 
 @pytest.fixture
@@ -58,7 +52,7 @@ def private_postgres() -> Iterator[ThrowawayPostgres]:
     try:
         server.start()
     except PostgresUnavailable as exc:
-        _unavailable(str(exc))
+        postgres_unavailable(str(exc))
     try:
         yield server
     finally:

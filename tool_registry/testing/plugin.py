@@ -123,7 +123,7 @@ def postgres_databases(
         databases.close()
 
 
-def _postgres_unavailable(reason: str) -> NoReturn:
+def postgres_unavailable(reason: str) -> NoReturn:
     """Skip, except under `CI=true`, where the PostgreSQL leg is mandatory."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true requires PostgreSQL for this test: {reason}", pytrace=False)
@@ -144,14 +144,14 @@ def postgres_url() -> Iterator[str]:
         try:
             psycopg.connect(given, connect_timeout=10).close()
         except psycopg.Error as exc:
-            _postgres_unavailable(f"MANA_TEST_DATABASE_URL does not connect: {exc}")
+            postgres_unavailable(f"MANA_TEST_DATABASE_URL does not connect: {exc}")
         yield given
         return
     server = ThrowawayPostgres()
     try:
         server.start()
     except PostgresUnavailable as exc:
-        _postgres_unavailable(str(exc))
+        postgres_unavailable(str(exc))
     try:
         yield server.url
     finally:
