@@ -155,13 +155,18 @@ class LocalKeys:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens against a key source; raises `AuthError` with a stable reason."""
+    """Verifies bearer tokens against a key source; raises `AuthError` with a stable reason.
+
+    A token is for this server when its `aud` names `audience` (the local audience of
+    `mana token issue` and `POST /auth/token`) or one of `also_audiences` (e.g. the MCP
+    endpoint's resource URL, RFC 8707)."""
 
     def __init__(
         self,
         keys: KeySource,
         *,
         audience: str = DEFAULT_AUDIENCE,
+        also_audiences: tuple[str, ...] = (),
         issuer: str | None = None,
         leeway: int = LEEWAY_SECONDS,
         cache_size: int = 4096,
@@ -170,12 +175,28 @@ class TokenVerifier:
     ) -> None:
         self.keys = keys
         self.audience = audience
+        self.also_audiences = also_audiences
         self.issuer = issuer
         self.leeway = leeway
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._clock = clock
+
+    def accepting(self, audience: str) -> TokenVerifier:
+        """A verifier like this one that also accepts tokens whose audience is `audience`."""
+        if audience == self.audience or audience in self.also_audiences:
+            return self
+        return TokenVerifier(
+            self.keys,
+            audience=self.audience,
+            also_audiences=(*self.also_audiences, audience),
+            issuer=self.issuer,
+            leeway=self.leeway,
+            cache_size=self._cache_size,
+            cache_seconds=self._cache_seconds,
+            clock=self._clock,
+        )
 
     async def verify(self, token: str) -> Principal:
         now = self._clock()
@@ -218,7 +239,7 @@ class TokenVerifier:
                 token,
                 key.key,
                 algorithms=[key.algorithm],
-                audience=self.audience,
+                audience=[self.audience, *self.also_audiences],
                 issuer=self.issuer,
                 leeway=self.leeway,
                 options={"require": REQUIRED_CLAIMS},

@@ -109,6 +109,10 @@ class Settings:
     jwt_audience: str = "mana"
     jwt_issuer: str | None = None
     jwks_url: str | None = None
+    # the externally visible base URL (MANA_PUBLIC_URL); None: the server's loopback URL
+    public_url: str | None = None
+    # the external authorization server the resource metadata names (MANA_OAUTH_ISSUER)
+    oauth_issuer: str | None = None
     allowed_origins: tuple[str, ...] = tuple(DEFAULT_ALLOWED_ORIGINS.split(","))
     session_idle_seconds: int = 1800
     sessions_per_user: int = 16
@@ -179,6 +183,14 @@ class Settings:
                 check_jwks_url(jwks_url)
             except ValueError as exc:
                 raise ValidationFailed(f"MANA_JWKS_URL: {exc}") from None
+        public_url = _optional(env.get("MANA_PUBLIC_URL"))
+        if public_url is not None:
+            from mana_http.resource_metadata import check_public_url
+
+            try:
+                public_url = check_public_url(public_url)
+            except ValueError as exc:
+                raise ValidationFailed(f"MANA_PUBLIC_URL: {exc}") from None
         return cls(
             data_dir=data_dir,
             db_path=db_path,
@@ -191,6 +203,8 @@ class Settings:
             jwt_audience=audience,
             jwt_issuer=_optional(env.get("MANA_JWT_ISSUER")),
             jwks_url=jwks_url,
+            public_url=public_url,
+            oauth_issuer=_optional(env.get("MANA_OAUTH_ISSUER")),
             allowed_origins=_origins(
                 get("allowed_origins", "MANA_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS)
             ),

@@ -4,6 +4,7 @@ Routes:
     /mcp                      MCP endpoint (both protocol eras), behind `McpGuard`
     POST /auth/token          email + password → short-lived JWT (local keys only)
     GET /.well-known/jwks.json  the public signing keys (local keys only)
+    GET /.well-known/oauth-protected-resource[/mcp]  RFC 9728 resource metadata (public)
     GET /health               200 when the database can take a write, else 503 with the reason
     GET /metrics              Prometheus text
 
@@ -50,6 +51,7 @@ from mana_http.guard import DrainState, McpGuard, OriginGuard, RunningRequests, 
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.notify import ENDED, LIST_CHANGED, SessionBus, bus_for
+from mana_http.resource_metadata import METADATA_PATHS, ResourceServer
 from mana_http.sessions import SessionRegistry, seen_names
 from mcp_server import McpAdapter, RequestScopeCaller
 from tool_registry.json_input import JsonInputError, loads_json
@@ -77,6 +79,8 @@ class HttpConfig:
     session_touch_seconds: float = 1.0
     max_sessions: int = 10_000
     shutdown_grace_seconds: float = 10.0
+    # the externally visible base URL (MANA_PUBLIC_URL, e.g. behind a proxy); None: loopback
+    public_url: str | None = None
 
     @property
     def loopback(self) -> bool:
@@ -92,6 +96,8 @@ class AuthSetup:
     keys: KeyStore | None = None
     issuer: TokenIssuer | None = None
     remote: RemoteJwks | None = None
+    # the external authorization server the resource metadata names (remote JWKS only)
+    external_issuer: str | None = None
 
     @classmethod
     def local(
@@ -108,10 +114,21 @@ class AuthSetup:
 
     @classmethod
     def remote_jwks(
-        cls, url: str, *, audience: str = DEFAULT_AUDIENCE, issuer: str | None = None
+        cls,
+        url: str,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        issuer: str | None = None,
+        oauth_issuer: str | None = None,
     ) -> AuthSetup:
+        """`oauth_issuer` (MANA_OAUTH_ISSUER) names the authorization server clients sign in
+        at; without it, the tokens' expected `issuer` (MANA_JWT_ISSUER)."""
         remote = RemoteJwks(url)
-        return cls(verifier=TokenVerifier(remote, audience=audience, issuer=issuer), remote=remote)
+        return cls(
+            verifier=TokenVerifier(remote, audience=audience, issuer=issuer),
+            remote=remote,
+            external_issuer=oauth_issuer or issuer,
+        )
 
 
 @dataclass
@@ -128,6 +145,7 @@ class ManaHttpApp:
     drain: DrainState
     login: PasswordLogin | None
     bus: SessionBus
+    resource: ResourceServer
     # this process, as named in a session row's `listener` (the holder of its GET stream)
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     asgi: ASGIApp = field(init=False)
@@ -359,6 +377,12 @@ def build_http_app(
         session_idle_timeout=config.session_idle_seconds,
         max_sessions=config.max_sessions,
     )
+    resource = ResourceServer.of(
+        public_url=config.public_url,
+        host=config.host,
+        port=config.port,
+        external_issuer=auth.external_issuer,
+    )
     if login is None and auth.issuer is not None:
         login = PasswordLogin(pipeline.accounts, auth.issuer, LoginThrottle())
     app = ManaHttpApp(
@@ -372,10 +396,12 @@ def build_http_app(
         drain=DrainState(),
         login=login,
         bus=bus_for(pipeline.db),
+        resource=resource,
     )
     guard = McpGuard(
         manager,
-        verifier=auth.verifier,
+        # tokens for the local audience or for this resource (RFC 8707)
+        verifier=auth.verifier.accepting(resource.resource),
         accounts=pipeline.accounts,
         sessions=sessions,
         metrics=metrics,
@@ -384,16 +410,19 @@ def build_http_app(
         close_local=app.close_local,
         instance=app.instance,
         tool_view=adapter.catalog.names,
+        resource=resource,
     )
     origin_check: dict[str, Any] = {
         "allowed_origins": config.allowed_origins,
         "loopback_only_hosts": config.loopback,
         "metrics": metrics,
+        "public_paths": frozenset(METADATA_PATHS),
     }
     rest = Starlette(
         routes=[
             Route("/auth/token", endpoint=app.token, methods=["POST"]),
             Route("/.well-known/jwks.json", endpoint=app.jwks, methods=["GET"]),
+            *(Route(path, endpoint=resource.metadata, methods=["GET"]) for path in METADATA_PATHS),
             Route("/health", endpoint=app.health, methods=["GET"]),
             Route("/metrics", endpoint=app.metrics_text, methods=["GET"]),
         ],

@@ -7,7 +7,8 @@ and the SDK the first) sees the same value, and the value checked here is the va
 
 For every request to `/mcp`, in both protocol eras, before the `mcp` session manager sees it:
 
-1. bearer token verified (signature against the JWKS, `exp`, audience) → 401 + `WWW-Authenticate`;
+1. bearer token verified (signature against the JWKS, `exp`, audience) → 401 + `WWW-Authenticate`
+   naming the resource metadata (`ResourceServer.challenge`);
 2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
    query → 403 when the caller is not a member (or there is no such space);
 3. `Mcp-Session-Id` (2025-11-25 sessions, registered in the database: `mana_http.sessions`):
@@ -50,7 +51,8 @@ from mana_auth.errors import AuthError
 from mana_auth.tokens import TokenVerifier
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import Metrics
-from mana_http.responses import rpc_error, send_json, www_authenticate
+from mana_http.resource_metadata import ResourceServer
+from mana_http.responses import rpc_error, send_json
 from mana_http.sessions import SessionEntry, SessionRegistry
 from mana_http.store import SessionRow
 from mcp_server import CALLER_SCOPE_KEY, Caller
@@ -193,9 +195,11 @@ class McpGuard:
         close_local: SessionCloser,
         instance: str,
         tool_view: Callable[[str], frozenset[str]],
+        resource: ResourceServer,
     ) -> None:
         self.manager = manager
         self.verifier = verifier
+        self.resource = resource  # the 401 challenge names its metadata document
         self.accounts = accounts
         self.sessions = sessions
         self.metrics = metrics
@@ -261,13 +265,13 @@ class McpGuard:
                 401,
                 "missing-token",
                 "missing bearer token: send Authorization: Bearer <JWT>",
-                [(b"www-authenticate", www_authenticate())],
+                [(b"www-authenticate", self.resource.challenge())],
             )
             return
         try:
             principal = await self.verifier.verify(token.strip().decode("latin-1"))
         except AuthError as exc:
-            headers = [(b"www-authenticate", www_authenticate("invalid_token", exc.message))]
+            headers = [(b"www-authenticate", self.resource.challenge("invalid_token", exc.message))]
             if exc.status == 503:
                 headers = [(b"retry-after", b"5")]
             await self._reject(send, exc.status, exc.reason, exc.message, headers)
@@ -296,7 +300,7 @@ class McpGuard:
                 401,
                 "unknown-user",
                 "the token's user does not exist on this server",
-                [(b"www-authenticate", www_authenticate("invalid_token", "unknown user"))],
+                [(b"www-authenticate", self.resource.challenge("invalid_token", "unknown user"))],
             )
             return
         try:
@@ -513,7 +517,8 @@ class OriginGuard:
     """Browsers send `Origin`; a request with an Origin not on the allowlist is refused (403).
     Requests without Origin (non-browser clients) pass. When bound to loopback the `Host` header
     must name a loopback host too (DNS-rebinding defence) → 421 otherwise. Allowed browser
-    origins get minimal CORS headers (and OPTIONS preflights an answer)."""
+    origins get minimal CORS headers (and OPTIONS preflights an answer). `public_paths` are
+    public documents (e.g. the resource metadata) any origin may read: `*`, no credentials."""
 
     def __init__(
         self,
@@ -522,8 +527,10 @@ class OriginGuard:
         allowed_origins: tuple[str, ...],
         loopback_only_hosts: bool,
         metrics: Metrics,
+        public_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        self.public_paths = public_paths
         self.origins = [_pattern(o) for o in allowed_origins]
         self.loopback_only_hosts = loopback_only_hosts
         self.metrics = metrics
@@ -552,6 +559,9 @@ class OriginGuard:
         if origin is None:
             await self.app(scope, receive, send)
             return
+        if scope["path"] in self.public_paths:
+            await self._public(scope, receive, send)
+            return
         text = origin.decode("latin-1")
         if not self.origin_allowed(text):
             self.metrics.auth_failure("origin-not-allowed")
@@ -576,6 +586,32 @@ class OriginGuard:
                             b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, "
                             b"Last-Event-ID",
                         ),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *cors]}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+    async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A browser reading a public document: any origin, read-only methods."""
+        cors = [(b"access-control-allow-origin", b"*")]
+        if scope["method"] == "OPTIONS":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        *cors,
+                        (b"access-control-allow-methods", b"GET, OPTIONS"),
+                        (b"access-control-allow-headers", b"MCP-Protocol-Version"),
                         (b"access-control-max-age", b"600"),
                     ],
                 }

@@ -39,16 +39,3 @@ def rpc_error(
         "id": request_id,
         "error": {"code": code, "message": message, "data": {"reason": reason, **(data or {})}},
     }
-
-
-def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', "'")
-
-
-def www_authenticate(error: str | None = None, description: str | None = None) -> bytes:
-    parts = ['Bearer realm="mana"']
-    if error:
-        parts.append(f'error="{error}"')
-    if description:
-        parts.append(f'error_description="{_quoted(description)}"')
-    return ", ".join(parts).encode()

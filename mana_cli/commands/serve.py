@@ -132,7 +132,9 @@ def build_app(rt: Runtime) -> Any:
 
     s = rt.settings
     if s.jwks_url:
-        auth = AuthSetup.remote_jwks(s.jwks_url, audience=s.jwt_audience, issuer=s.jwt_issuer)
+        auth = AuthSetup.remote_jwks(
+            s.jwks_url, audience=s.jwt_audience, issuer=s.jwt_issuer, oauth_issuer=s.oauth_issuer
+        )
     else:
         auth = AuthSetup.local(s.data_dir, audience=s.jwt_audience, issuer=s.jwt_issuer)
     config = HttpConfig(
@@ -143,6 +145,7 @@ def build_app(rt: Runtime) -> Any:
         sessions_per_user=s.sessions_per_user,
         session_protect_seconds=float(s.session_protect_seconds),
         shutdown_grace_seconds=float(s.shutdown_grace_seconds),
+        public_url=s.public_url,
     )
     return build_http_app(rt.pipeline, auth, config)
 
