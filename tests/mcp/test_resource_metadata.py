@@ -12,6 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp.client.auth.utils import (
+    extract_resource_metadata_from_www_auth,
+    extract_scope_from_www_auth,
+)
+from mcp.shared.auth import ProtectedResourceMetadata
+from mcp.shared.auth_utils import check_resource_allowed
 
 from mana_auth import TokenIssuer
 from mana_auth.tokens import LOCAL_ISSUER
@@ -231,3 +237,16 @@ def test_jwt_issuer_names_the_authorization_server_without_oauth_issuer() -> Non
         oauth_issuer=settings.oauth_issuer,
     )
     assert auth.external_issuer == "https://tokens.example"
+
+
+async def test_the_sdk_client_reads_the_challenge_and_the_document(mana_mcp: McpTestServer) -> None:
+    """What the `mcp` client's OAuth discovery does with our answers: it finds the metadata URL
+    and scope in the challenge, validates the document and accepts its resource for /mcp."""
+    async with mana_mcp.http() as http:
+        resp = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+        url = extract_resource_metadata_from_www_auth(resp)
+        assert url == f"{BASE_URL}/.well-known/oauth-protected-resource/mcp"
+        assert extract_scope_from_www_auth(resp) == "mana:read mana:write"
+        doc = ProtectedResourceMetadata.model_validate((await http.get(url)).json())
+    assert check_resource_allowed(f"{BASE_URL}/mcp", str(doc.resource))
+    assert [str(server).rstrip("/") for server in doc.authorization_servers] == [BASE_URL]
