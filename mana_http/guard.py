@@ -567,42 +567,43 @@ class OriginGuard:
             self.metrics.auth_failure("origin-not-allowed")
             await send_json(send, 403, rpc_error(f"origin {text!r} is not allowed", "origin"))
             return
-        cors = [
-            (b"access-control-allow-origin", origin),
-            (b"vary", b"Origin"),
-            (b"access-control-expose-headers", b"Mcp-Session-Id, WWW-Authenticate"),
-        ]
-        if scope["method"] == "OPTIONS":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": [
-                        *cors,
-                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                        (
-                            b"access-control-allow-headers",
-                            b"Authorization, Content-Type, Accept, X-Mana-Space, "
-                            b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, "
-                            b"Last-Event-ID",
-                        ),
-                        (b"access-control-max-age", b"600"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-
-        async def with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *cors]}
-            await send(message)
-
-        await self.app(scope, receive, with_cors)
+        await self._with_cors(
+            scope,
+            receive,
+            send,
+            [
+                (b"access-control-allow-origin", origin),
+                (b"vary", b"Origin"),
+                (b"access-control-expose-headers", b"Mcp-Session-Id, WWW-Authenticate"),
+            ],
+            methods=b"GET, POST, DELETE, OPTIONS",
+            allow_headers=b"Authorization, Content-Type, Accept, X-Mana-Space, "
+            b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID",
+        )
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A browser reading a public document: any origin, read-only methods."""
-        cors = [(b"access-control-allow-origin", b"*")]
+        await self._with_cors(
+            scope,
+            receive,
+            send,
+            [(b"access-control-allow-origin", b"*")],
+            methods=b"GET, OPTIONS",
+            allow_headers=b"MCP-Protocol-Version",
+        )
+
+    async def _with_cors(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        cors: list[tuple[bytes, bytes]],
+        *,
+        methods: bytes,
+        allow_headers: bytes,
+    ) -> None:
+        """Answer a preflight (OPTIONS) with `cors` plus the allowed methods and headers, or
+        pass the request on and add `cors` to its response."""
         if scope["method"] == "OPTIONS":
             await send(
                 {
@@ -610,8 +611,8 @@ class OriginGuard:
                     "status": 204,
                     "headers": [
                         *cors,
-                        (b"access-control-allow-methods", b"GET, OPTIONS"),
-                        (b"access-control-allow-headers", b"MCP-Protocol-Version"),
+                        (b"access-control-allow-methods", methods),
+                        (b"access-control-allow-headers", allow_headers),
                         (b"access-control-max-age", b"600"),
                     ],
                 }
