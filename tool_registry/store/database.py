@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import anyio
-
 from tool_registry.store.connection import Dialect
+from tool_registry.store.units import run_to_end
 
 T = TypeVar("T")
 
@@ -190,23 +189,9 @@ class SqliteDatabase:
     async def _to_end(
         self, fn: Callable[[sqlite3.Connection], T]
     ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
-        """Hand `fn` to the writer and wait until it has ended there, whatever cancellation
-        arrives meanwhile. Returns its finished future and the cancellation that arrived (None
-        if none); the caller re-raises that cancellation once its unit has ended."""
+        """`run_to_end` on the writer thread: `fn` ends there, whatever cancellation arrives."""
         self._check_open()
-        done = asyncio.wrap_future(self._writer.submit(lambda: fn(self._writer_connection())))
-        cancelled: asyncio.CancelledError | None = None
-        # The shield keeps anyio cancel scopes (which re-deliver at every await while they are
-        # cancelled) out of this wait; a plain `Task.cancel()` still interrupts it, so that
-        # cancellation is kept for the caller and the wait goes on. `asyncio.wait` never
-        # cancels `done`, so the writer work always runs.
-        with anyio.CancelScope(shield=True):
-            while not done.done():
-                try:
-                    await asyncio.wait((done,))
-                except asyncio.CancelledError as exc:
-                    cancelled = exc
-        return done, cancelled
+        return await run_to_end(self._writer, lambda: fn(self._writer_connection()))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run read-only work on a reader thread; the connection refuses writes."""

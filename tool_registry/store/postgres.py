@@ -36,8 +36,6 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import anyio
-import anyio.lowlevel
 import psycopg
 import structlog
 from psycopg import pq
@@ -45,6 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tool_registry.errors import ManaError
 from tool_registry.store.connection import Dialect
+from tool_registry.store.units import run_to_end
 
 T = TypeVar("T")
 
@@ -394,29 +393,10 @@ class PostgresDatabase:
     async def _to_end(
         self, work: Callable[[], T], *, held: bool = False
     ) -> tuple[asyncio.Future[T], BaseException | None]:
-        """Run `work` on a database thread and wait until it has ended there, whatever
-        cancellation arrives meanwhile; returns its future and the cancellation that arrived
-        (None if none) for the caller to re-raise once its unit has ended. `held`: the work
-        of a transaction already holding its connection (runs on the held threads)."""
+        """`run_to_end` on a database thread. `held`: the work of a transaction already
+        holding its connection (runs on the held threads)."""
         self._check_open()
-        executor = self._held_threads if held else self._threads
-        done = asyncio.wrap_future(executor.submit(work))
-        cancelled: asyncio.CancelledError | None = None
-        with anyio.CancelScope(shield=True):
-            while not done.done():
-                try:
-                    await asyncio.wait((done,))
-                except asyncio.CancelledError as exc:
-                    cancelled = exc
-        if cancelled is None:
-            # An anyio scope cancelled meanwhile was held off by the shield and is delivered
-            # only at an unshielded checkpoint; every await of a unit is shielded, so take it
-            # here, or a transaction cancelled during BEGIN or its work would go on to commit.
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-        return done, cancelled
+        return await run_to_end(self._held_threads if held else self._threads, work)
 
     async def _in_thread(self, work: Callable[[], T], *, held: bool = False) -> T:
         """Run `work` to its end on a database thread; then re-raise a cancellation that arrived
