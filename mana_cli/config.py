@@ -86,7 +86,9 @@ def _database_url(raw: Raw) -> str | None:
     text = raw.text.strip()
     if not text:
         return None
-    if not text.startswith(("postgresql://", "postgres://")):
+    from tool_registry.store.postgres import is_postgres_url
+
+    if not is_postgres_url(text):
         # The value is not echoed: a URL may carry a password.
         raise ValidationFailed(
             f"{raw.source} is not a PostgreSQL URL (postgresql://user:password@host:port/db)"

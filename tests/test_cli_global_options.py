@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from mana_cli.main import main
+from tool_registry.store.postgres import is_postgres_url
 
 
 def _target_args(database_target: str) -> list[str]:
-    if database_target.startswith("postgresql://"):
+    if is_postgres_url(database_target):
         return ["--database-url", database_target]
     return ["--db", database_target]
 

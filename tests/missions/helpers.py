@@ -42,6 +42,7 @@ from tool_registry.pipeline import Pipeline
 from tool_registry.registry import AnySpec
 from tool_registry.spec import ToolSpec
 from tool_registry.store import Database, Space, User, open_database
+from tool_registry.store.postgres import is_postgres_url
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # a Friday
 HOURLY = IntervalCadence(kind="interval", every_minutes=60)
@@ -118,7 +119,7 @@ class Blocker:
 
 
 def is_postgres(target: str | Path) -> bool:
-    return str(target).startswith(("postgresql://", "postgres://"))
+    return is_postgres_url(str(target))
 
 
 def query(target: str | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
