@@ -47,10 +47,11 @@ from mana_auth.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
-from mana_http.guard import DrainState, McpGuard, OriginGuard, RunningRequests, SingleHeaders
+from mana_http.guard import DrainState, McpGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.notify import ENDED, LIST_CHANGED, SessionBus, bus_for
+from mana_http.origin import OriginGuard
 from mana_http.resource_metadata import METADATA_PATHS, ResourceServer
 from mana_http.sessions import SessionRegistry, seen_names
 from mcp_server import McpAdapter, RequestScopeCaller
