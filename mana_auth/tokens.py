@@ -1,7 +1,8 @@
 """JWT issue and verification.
 
 Issuing: EdDSA (Ed25519) with the key store's active key, `kid` in the header; claims `iss`,
-`sub` (the Mana user id), `aud`, `iat`, `nbf`, `exp`, `jti` and `email`.
+`sub` (the Mana user id), `aud`, `iat`, `nbf`, `exp`, `jti` and `email`, plus any extra claims
+the caller adds (an OAuth access token's `scope`, `space`, `client_id`, `gid`).
 
 Verifying: the algorithm comes from the *key* (looked up by `kid`), never from the token, so
 `alg=none`, HMAC signed with a public key ("algorithm confusion") and unknown algorithms are
@@ -29,6 +30,8 @@ DEFAULT_AUDIENCE = "mana"
 LOCAL_ISSUER = "mana-local"
 LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud"]
+# Claims the issuer sets itself; extra claims passed to `issue` may not replace them.
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "iat", "nbf", "exp", "jti"})
 # Asymmetric algorithms only: a JWKS never carries a secret we would accept.
 ALLOWED_ALGORITHMS = frozenset(
     {"EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -49,12 +52,20 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified token speaks for."""
+    """Who a verified token speaks for, and what it was granted.
+
+    `scopes` is None for a token without a `scope` claim (local tokens: full access); an OAuth
+    access token names its scopes, the space the connection acts in (`space`), its client and
+    its connection (`grant_id`, from the `gid` claim)."""
 
     user_id: str
     email: str | None
     expires_at: float
     kid: str
+    scopes: frozenset[str] | None = None
+    space: str | None = None
+    client_id: str | None = None
+    grant_id: str | None = None
 
 
 class TokenIssuer:
@@ -73,7 +84,22 @@ class TokenIssuer:
         self.issuer = issuer
         self._clock = clock
 
-    def issue(self, user_id: str, *, email: str | None, ttl: timedelta) -> IssuedToken:
+    def issue(
+        self,
+        user_id: str,
+        *,
+        email: str | None,
+        ttl: timedelta,
+        audience: str | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedToken:
+        """Sign a token for `user_id`. `audience` replaces the issuer's default audience (an
+        OAuth access token names the resource URL); `claims` adds claims, never one of
+        `RESERVED_CLAIMS` (ValueError), which only the issuer sets."""
+        extra = dict(claims or {})
+        clash = sorted(RESERVED_CLAIMS.intersection(extra))
+        if clash:
+            raise ValueError(f"extra claims may not set {', '.join(clash)}")
         if ttl <= timedelta(0):
             raise ValueError("token lifetime must be positive")
         if ttl > self.keys.max_token_ttl:
@@ -83,19 +109,20 @@ class TokenIssuer:
         key = self.keys.signing_key()
         now = int(self._clock())
         exp = now + int(ttl.total_seconds())
-        claims: dict[str, Any] = {
+        payload: dict[str, Any] = {
+            **extra,
             "iss": self.issuer,
             "sub": user_id,
-            "aud": self.audience,
+            "aud": self.audience if audience is None else audience,
             "iat": now,
             "nbf": now,
             "exp": exp,
             "jti": secrets.token_urlsafe(12),
         }
         if email:
-            claims["email"] = email
+            payload["email"] = email
         token = jwt.encode(
-            claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"}
+            payload, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"}
         )
         expires_at = datetime.fromtimestamp(exp, UTC)
         self.keys.record_expiry(key.kid, expires_at)
@@ -262,9 +289,26 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub:
             raise AuthError("missing-claim", "the token has no subject") from None
         email = claims.get("email")
+        scope = claims.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise AuthError("malformed-claim", "the token's 'scope' claim is not a string")
         return Principal(
             user_id=sub,
             email=email if isinstance(email, str) else None,
             expires_at=float(claims["exp"]),
             kid=kid,
+            scopes=None if scope is None else frozenset(scope.split()),
+            space=_optional_name(claims, "space"),
+            client_id=_optional_name(claims, "client_id"),
+            grant_id=_optional_name(claims, "gid"),
         )
+
+
+def _optional_name(claims: Mapping[str, Any], name: str) -> str | None:
+    """A claim that is absent or a non-empty string; anything else makes the token malformed."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise AuthError("malformed-claim", f"the token's {name!r} claim is not a non-empty string")
+    return value
