@@ -1,9 +1,13 @@
 """The Origin/Host check in front of every route, and the CORS answers for allowed browser
-origins (the MCP endpoint) and for public documents any origin may read."""
+origins (the MCP endpoint) and for public endpoints any origin may call (documents such as the
+resource metadata, the authorization server's token, revocation and registration endpoints)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,12 +22,34 @@ def _pattern(allowed: str) -> re.Pattern[str]:
     return re.compile(re.escape(allowed))
 
 
+@dataclass(frozen=True)
+class PublicEndpoint:
+    """A route any browser origin may call without credentials (`Access-Control-Allow-Origin:
+    *`, never cookies): its preflight allows exactly `methods` (plus OPTIONS) and the request
+    `headers` a browser-based client sends beyond the CORS-safelisted ones. Such a route must
+    not rely on ambient authority (cookies): whatever it needs comes in the request itself."""
+
+    methods: tuple[str, ...] = ("GET",)
+    headers: tuple[str, ...] = ("MCP-Protocol-Version",)
+
+    def allow_methods(self) -> bytes:
+        return ", ".join((*self.methods, "OPTIONS")).encode("latin-1")
+
+    def allow_headers(self) -> bytes:
+        return ", ".join(self.headers).encode("latin-1")
+
+
+# a public document: read-only, with the MCP client's protocol version header
+PUBLIC_DOCUMENT = PublicEndpoint()
+
+
 class OriginGuard:
     """Browsers send `Origin`; a request with an Origin not on the allowlist is refused (403).
     Requests without Origin (non-browser clients) pass. When bound to loopback the `Host` header
     must name a loopback host too (DNS-rebinding defence) → 421 otherwise. Allowed browser
-    origins get minimal CORS headers (and OPTIONS preflights an answer). `public_paths` are
-    public documents (e.g. the resource metadata) any origin may read: `*`, no credentials."""
+    origins get minimal CORS headers (and OPTIONS preflights an answer). `public_endpoints`
+    (path → `PublicEndpoint`) may be called from any origin: `*`, no credentials;
+    `public_paths` is shorthand for public GET documents (e.g. the resource metadata)."""
 
     def __init__(
         self,
@@ -33,9 +59,13 @@ class OriginGuard:
         loopback_only_hosts: bool,
         metrics: Metrics,
         public_paths: frozenset[str] = frozenset(),
+        public_endpoints: Mapping[str, PublicEndpoint] = MappingProxyType({}),
     ) -> None:
         self.app = app
-        self.public_paths = public_paths
+        self.public: dict[str, PublicEndpoint] = {
+            **dict.fromkeys(public_paths, PUBLIC_DOCUMENT),
+            **public_endpoints,
+        }
         self.origins = [_pattern(o) for o in allowed_origins]
         self.loopback_only_hosts = loopback_only_hosts
         self.metrics = metrics
@@ -64,8 +94,16 @@ class OriginGuard:
         if origin is None:
             await self.app(scope, receive, send)
             return
-        if scope["path"] in self.public_paths:
-            await self._public(scope, receive, send)
+        public = self.public.get(scope["path"])
+        if public is not None:
+            await self._with_cors(
+                scope,
+                receive,
+                send,
+                [(b"access-control-allow-origin", b"*")],
+                methods=public.allow_methods(),
+                allow_headers=public.allow_headers(),
+            )
             return
         text = origin.decode("latin-1")
         if not self.origin_allowed(text):
@@ -84,17 +122,6 @@ class OriginGuard:
             methods=b"GET, POST, DELETE, OPTIONS",
             allow_headers=b"Authorization, Content-Type, Accept, X-Mana-Space, "
             b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID",
-        )
-
-    async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A browser reading a public document: any origin, read-only methods."""
-        await self._with_cors(
-            scope,
-            receive,
-            send,
-            [(b"access-control-allow-origin", b"*")],
-            methods=b"GET, OPTIONS",
-            allow_headers=b"MCP-Protocol-Version",
         )
 
     async def _with_cors(
@@ -133,4 +160,4 @@ class OriginGuard:
         await self.app(scope, receive, with_cors)
 
 
-__all__ = ["OriginGuard"]
+__all__ = ["PUBLIC_DOCUMENT", "OriginGuard", "PublicEndpoint"]
