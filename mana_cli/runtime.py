@@ -10,6 +10,7 @@ from typing import Any
 
 from mana_cli.config import Settings
 from mana_http.schema import HTTP_MIGRATIONS
+from mana_oauth.schema import OAUTH_MIGRATIONS
 from missions.schema import MISSIONS_MIGRATIONS
 from missions.service import MissionsService
 from missions.settings import MissionSettings
@@ -38,6 +39,7 @@ EXTRA_MIGRATIONS += PERSONAS_MIGRATIONS
 EXTRA_MIGRATIONS += MISSIONS_MIGRATIONS
 EXTRA_MIGRATIONS += HTTP_MIGRATIONS
 EXTRA_MIGRATIONS += POLICY_MIGRATIONS
+EXTRA_MIGRATIONS += OAUTH_MIGRATIONS
 
 
 @dataclass
