@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from tool_registry.store.connection import Conn
@@ -561,15 +561,32 @@ class OAuthStore:
         now = self._clock()
         return await self.db.write(lambda c: revoke(c, gid, now))
 
+    async def revoke_connection_of(self, user_id: str, gid: str) -> tuple[Connection, bool] | None:
+        """Revoke `gid` if it is `user_id`'s, in one unit: (the connection as it is now, whether
+        this call revoked it: False when it was revoked before), or None when the user has no
+        such connection (another user's is not revealed)."""
+        now = self._clock()
+
+        def unit(conn: Conn) -> tuple[Connection, bool] | None:
+            connection = select_connection(conn, gid)
+            if connection is None or connection.user_id != user_id:
+                return None
+            if not revoke(conn, gid, now):
+                return connection, False
+            return replace(connection, revoked_at=now), True
+
+        return await self.db.write(unit)
+
     async def revoke_connections_of(self, user_id: str) -> list[Connection]:
-        """Revoke every live connection of the user, in one unit; the ones it revoked."""
+        """Revoke every live connection of the user, in one unit; the ones it revoked (as they
+        are now)."""
         now = self._clock()
 
         def unit(conn: Conn) -> list[Connection]:
             live = select_connections_of(conn, user_id, include_revoked=False)
             for connection in live:
                 revoke(conn, connection.gid, now)
-            return live
+            return [replace(c, revoked_at=now) for c in live]
 
         return await self.db.write(unit)
 

@@ -21,6 +21,7 @@ COMMAND_GROUPS: dict[str, tuple[str, str]] = {
     "run": ("mana_cli.commands.run", "initialise, seed the demo on first run, and serve MCP"),
     "serve": ("mana_cli.commands.serve", "run the MCP server (stdio or Streamable HTTP)"),
     "token": ("mana_cli.commands.token", "issue bearer tokens and rotate the signing key"),
+    "connections": ("mana_cli.commands.connections", "list or revoke remote client sign-ins"),
     "policy": ("mana_cli.commands.policy", "show or change a space's destructive-tool allowlist"),
     "agent": ("mana_cli.commands.agent", "run an agent against your data"),
     "agents": ("mana_cli.commands.agents", "manage the agents of a space"),
