@@ -1,4 +1,5 @@
-"""Password login: email + password → a short-lived token (for `POST /auth/token`).
+"""Password login: email + password → a short-lived token (for `POST /auth/token`), or the
+user (for the OAuth sign-in page).
 
 Online guessing is capped by a `LoginThrottle` (one per server, built in the composition root):
 an attempt is reserved, and counted as a failure, before the password is checked, so any number
@@ -175,6 +176,13 @@ class PasswordLogin:
 
     async def login(self, email: str, password: str, *, client: str = "") -> IssuedToken:
         """A token for the user, `bad-credentials`, or `LoginThrottled` (before any check)."""
+        user = await self.authenticate(email, password, client=client)
+        return self.issuer.issue(user.id, email=user.email, ttl=self.ttl)
+
+    async def authenticate(self, email: str, password: str, *, client: str = "") -> User:
+        """The user whose password this is, under the same throttle as `login` (the OAuth
+        sign-in page uses it): `AuthError("bad-credentials")`, or `LoginThrottled` before any
+        check."""
         key = email.strip().lower()
         attempt = self.throttle.reserve(client, key)
         try:
@@ -187,7 +195,7 @@ class PasswordLogin:
         if user is None:
             raise AuthError("bad-credentials", "email or password is wrong")
         self.throttle.succeeded(attempt)
-        return self.issuer.issue(user.id, email=user.email, ttl=self.ttl)
+        return user
 
 
 async def _check_password_off_loop(accounts: Accounts, email: str, password: str) -> User | None:

@@ -5,6 +5,9 @@ Routes:
     POST /auth/token          email + password → short-lived JWT (local keys only)
     GET /.well-known/jwks.json  the public signing keys (local keys only)
     GET /.well-known/oauth-protected-resource[/mcp]  RFC 9728 resource metadata (public)
+    /oauth/authorize, /oauth/token, /oauth/revoke, /oauth/register and the RFC 8414 metadata
+                              the built-in OAuth authorization server (`mana_oauth.server`;
+                              local keys only, absent with MANA_JWKS_URL)
     GET /health               200 when the database can take a write, else 503 with the reason
     GET /metrics              Prometheus text
 
@@ -25,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mcp_types as types
 import structlog
@@ -51,9 +55,15 @@ from mana_http.guard import DrainState, McpGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
 from mana_http.notify import ENDED, LIST_CHANGED, SessionBus, bus_for
-from mana_http.origin import OriginGuard
+from mana_http.origin import OriginGuard, PublicEndpoint
 from mana_http.resource_metadata import METADATA_PATHS, ResourceServer
 from mana_http.sessions import SessionRegistry, seen_names
+from mana_oauth.cimd import CimdPolicy
+from mana_oauth.clients import ClientRegistry
+from mana_oauth.metadata import METADATA_PATHS as AS_METADATA_PATHS
+from mana_oauth.metadata import REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
+from mana_oauth.server import AuthorizationServer
+from mana_oauth.store import OAuthStore
 from mcp_server import McpAdapter, RequestScopeCaller
 from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.pipeline import Pipeline
@@ -82,6 +92,9 @@ class HttpConfig:
     shutdown_grace_seconds: float = 10.0
     # the externally visible base URL (MANA_PUBLIC_URL, e.g. behind a proxy); None: loopback
     public_url: str | None = None
+    # origins whose client metadata documents may be fetched from loopback
+    # (MANA_OAUTH_LOOPBACK_CLIENTS; development and tests)
+    oauth_loopback_clients: frozenset[str] = frozenset()
 
     @property
     def loopback(self) -> bool:
@@ -147,6 +160,8 @@ class ManaHttpApp:
     login: PasswordLogin | None
     bus: SessionBus
     resource: ResourceServer
+    # the built-in authorization server; None with an external issuer (MANA_JWKS_URL)
+    oauth: AuthorizationServer | None = None
     # this process, as named in a session row's `listener` (the holder of its GET stream)
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     asgi: ASGIApp = field(init=False)
@@ -386,6 +401,7 @@ def build_http_app(
     )
     if login is None and auth.issuer is not None:
         login = PasswordLogin(pipeline.accounts, auth.issuer, LoginThrottle())
+    oauth = _authorization_server(pipeline, auth, config, resource, login)
     app = ManaHttpApp(
         pipeline=pipeline,
         auth=auth,
@@ -398,6 +414,7 @@ def build_http_app(
         login=login,
         bus=bus_for(pipeline.db),
         resource=resource,
+        oauth=oauth,
     )
     guard = McpGuard(
         manager,
@@ -412,12 +429,23 @@ def build_http_app(
         instance=app.instance,
         tool_view=adapter.catalog.names,
         resource=resource,
+        registry=pipeline.registry,
     )
+    public_paths = frozenset(METADATA_PATHS)
+    public_endpoints: dict[str, PublicEndpoint] = {}
+    allowed_origins = config.allowed_origins
+    if oauth is not None:
+        public_paths |= frozenset(AS_METADATA_PATHS)
+        # browser-based clients call these without cookies; the sign-in pages are not public
+        public_endpoints = dict.fromkeys((TOKEN_PATH, REVOKE_PATH, REGISTER_PATH), OAUTH_CLIENT_API)
+        # the sign-in and consent forms post from this server's own public origin
+        allowed_origins = (*allowed_origins, _origin_of(resource.base_url))
     origin_check: dict[str, Any] = {
-        "allowed_origins": config.allowed_origins,
+        "allowed_origins": allowed_origins,
         "loopback_only_hosts": config.loopback,
         "metrics": metrics,
-        "public_paths": frozenset(METADATA_PATHS),
+        "public_paths": public_paths,
+        "public_endpoints": public_endpoints,
     }
     rest = Starlette(
         routes=[
@@ -426,6 +454,7 @@ def build_http_app(
             *(Route(path, endpoint=resource.metadata, methods=["GET"]) for path in METADATA_PATHS),
             Route("/health", endpoint=app.health, methods=["GET"]),
             Route("/metrics", endpoint=app.metrics_text, methods=["GET"]),
+            *(oauth.routes() if oauth is not None else ()),
         ],
         middleware=[Middleware(OriginGuard, **origin_check)],
         lifespan=app.lifespan,
@@ -433,6 +462,39 @@ def build_http_app(
     # outermost: no layer below may see a repeated identity/session header
     app.asgi = SingleHeaders(_Dispatch(OriginGuard(guard, **origin_check), rest), metrics=metrics)
     return app
+
+
+OAUTH_CLIENT_API = PublicEndpoint(methods=("POST",), headers=("Content-Type", "Authorization"))
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _authorization_server(
+    pipeline: Pipeline,
+    auth: AuthSetup,
+    config: HttpConfig,
+    resource: ResourceServer,
+    login: PasswordLogin | None,
+) -> AuthorizationServer | None:
+    """The built-in authorization server, when this server signs its own tokens (local keys);
+    with an external issuer (MANA_JWKS_URL) there is none and its routes answer 404."""
+    if auth.issuer is None or auth.keys is None or login is None:
+        return None
+    store = OAuthStore(pipeline.db)
+    return AuthorizationServer(
+        store=store,
+        clients=ClientRegistry(store, CimdPolicy(loopback_origins=config.oauth_loopback_clients)),
+        login=login,
+        accounts=pipeline.accounts,
+        issuer=auth.issuer,
+        keys=auth.keys,
+        base_url=resource.base_url,
+        resource=resource.resource,
+        scopes=resource.scopes,
+    )
 
 
 class _Dispatch:
