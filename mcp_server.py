@@ -54,6 +54,7 @@ from mcp.server.models import InitializationOptions
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from tool_registry.access_scopes import scope_allows
 from tool_registry.context import (
     CallContext,
     InvalidIdempotencyKey,
@@ -116,7 +117,8 @@ class ToolSetWatch:
 class Caller:
     """Who is calling and where, for this one request. `access` is the resolved space and role
     when the source resolved it (always over HTTP); otherwise `space_ref` (id or slug, None =
-    personal) is handed to the pipeline, which resolves it anyway."""
+    personal) is handed to the pipeline, which resolves it anyway. `scopes` are the access
+    scopes of the caller's token (None: unrestricted); listing and calling both follow them."""
 
     user_id: str
     access: SpaceAccess | None
@@ -124,6 +126,7 @@ class Caller:
     watch: ToolSetWatch | None = None
     space_ref: str | None = None
     known_space_type: str | None = None
+    scopes: frozenset[str] | None = None
 
     @property
     def space(self) -> str | None:
@@ -331,20 +334,34 @@ class ToolCatalog:
             tool = self._tools[spec.name] = tool_of(spec)
         return tool
 
-    def tools(self, space_type: str, invoker: str | None = None) -> list[types.Tool]:
+    def tools(
+        self,
+        space_type: str,
+        invoker: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> list[types.Tool]:
         """The list for this space type; given `invoker`, without the tools the pipeline's offer
-        hook refuses to that kind of caller (persona users never see the missions modules)."""
+        hook refuses to that kind of caller (persona users never see the missions modules);
+        given `scopes`, without the tools they do not cover (a read-only connection is listed
+        read tools only)."""
         tools = self._entry(space_type)[0]
-        if invoker is None:
+        if invoker is None and scopes is None:
             return tools
         registry, offered = self.pipeline.registry, self.pipeline.offered
         return [
             t
             for t in tools
-            if (spec := registry.get(t.name)) is not None and offered(spec, invoker)
+            if (spec := registry.get(t.name)) is not None
+            and (invoker is None or offered(spec, invoker))
+            and scope_allows(spec, scopes)
         ]
 
     def names(self, space_type: str) -> frozenset[str]:
+        """The names a connection's list_changed bookkeeping compares: every tool of the space
+        type, whatever the caller's invoker or scopes. Those narrow a list by a rule that never
+        changes for a connection, so a change of this set is the only way its list can change
+        (a narrowed connection may hear of a change outside its own subset; it never misses
+        one), and the one view per space type is what every replica stores and compares."""
         return self._entry(space_type)[1]
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
@@ -529,7 +546,9 @@ class McpAdapter:
             except Exception:
                 log.exception("tools/list: saving the session's tool view failed")
                 raise _protocol_error("the session could not be updated; retry") from None
-        return types.ListToolsResult(tools=self.catalog.tools(space_type, caller.invoker))
+        return types.ListToolsResult(
+            tools=self.catalog.tools(space_type, caller.invoker, caller.scopes)
+        )
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -563,6 +582,7 @@ class McpAdapter:
                     request_id=request_id,
                     idempotency_key=key,
                     session_id=caller.session_id,
+                    scopes=caller.scopes,
                 ),
                 resolved=caller.access,  # the HTTP guard resolved this request's space already
             )

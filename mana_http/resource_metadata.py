@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tool_registry.access_scopes import SCOPES
+
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 # RFC 9728 §3.1: the well-known suffix followed by the resource's path
 METADATA_PATHS = (METADATA_PATH, METADATA_PATH + MCP_PATH)
-SCOPES = ("mana:read", "mana:write")
 RESOURCE_NAME = "Mana"
 CACHE_SECONDS = 300
 _LOOPBACK_NAMES = frozenset({"localhost"})
@@ -102,12 +103,19 @@ class ResourceServer:
             "resource_name": RESOURCE_NAME,
         }
 
-    def challenge(self, error: str | None = None, description: str | None = None) -> bytes:
+    def challenge(
+        self,
+        error: str | None = None,
+        description: str | None = None,
+        *,
+        scope: tuple[str, ...] | None = None,
+    ) -> bytes:
         """The `WWW-Authenticate` value of a 401: where to find the metadata and which scopes
-        to ask for; `error="invalid_token"` when a token was presented and refused."""
+        to ask for; `error="invalid_token"` when a token was presented and refused. A 403
+        `error="insufficient_scope"` names in `scope` the scopes the request needs."""
         parts = [
             f'Bearer resource_metadata="{self.metadata_url}"',
-            f'scope="{" ".join(self.scopes)}"',
+            f'scope="{" ".join(self.scopes if scope is None else scope)}"',
         ]
         if error:
             parts.append(f'error="{error}"')

@@ -42,7 +42,9 @@ def idempotency_key_problem(key: str) -> str | None:
 @dataclass(frozen=True)
 class CallContext:
     """Identity and intent of one call. `space` is an id or slug; None means the caller's
-    personal space. `idempotency_key` makes a retried write return the first outcome."""
+    personal space. `idempotency_key` makes a retried write return the first outcome.
+    `scopes` are the access scopes a delegated caller was granted (an OAuth connection);
+    None means unrestricted (the CLI, agents, stdio, locally issued tokens)."""
 
     user_id: str
     space: str | None = None
@@ -50,6 +52,7 @@ class CallContext:
     request_id: str = field(default_factory=new_request_id)
     idempotency_key: str | None = None
     session_id: str | None = None
+    scopes: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.invoker not in INVOKERS:

@@ -1,7 +1,8 @@
 """The one invocation pipeline. The MCP server, the agent loop, proposal approval and the CLI all
 call `Pipeline.invoke`; a check that lives anywhere else is a bug.
 
-Steps: unknown tool → offered to this invoker (`offer`) → validate input → resolve space +
+Steps: unknown tool → offered to this invoker (`offer`) → within the caller's access scopes
+(`access_scopes`) → validate input → resolve space +
 membership → module allowed for the space type → required backend configured → gate →
 idempotency → handler → validate output → audit.
 """
@@ -18,6 +19,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tool_registry.access_scopes import insufficient_scope_message, missing_scope, scope_allows
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError
@@ -94,6 +96,8 @@ class Outcome(BaseModel):
 
 
 IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+# Reason of a `denied` outcome for a caller whose access scopes do not cover the tool.
+INSUFFICIENT_SCOPE = "insufficient-scope"
 # Reason of an `error` outcome when a step of the pipeline itself failed (not the handler).
 INTERNAL_ERROR = "internal-error"
 
@@ -185,14 +189,22 @@ class Pipeline:
         """Whether the offer hook lets callers of kind `invoker` see and call `spec`."""
         return self.offer.refusal(spec, invoker) is None
 
-    def visible_tools(self, space_type: str, invoker: str | None = None) -> list[AnySpec]:
+    def visible_tools(
+        self,
+        space_type: str,
+        invoker: str | None = None,
+        scopes: frozenset[str] | None = None,
+    ) -> list[AnySpec]:
         """Tools a client or agent may see in a space of this type (user-space scope, module
-        allowed for the type, required backends configured) and, given `invoker`, that the
-        offer hook lets that kind of caller use."""
+        allowed for the type, required backends configured), given `invoker`, that the offer
+        hook lets that kind of caller use, and, given `scopes`, that those access scopes cover
+        (a read-only connection sees read tools only)."""
         return [
             s
             for s in self.registry.exposable()
-            if self.available(s, space_type) and (invoker is None or self.offered(s, invoker))
+            if self.available(s, space_type)
+            and (invoker is None or self.offered(s, invoker))
+            and scope_allows(s, scopes)
         ]
 
     async def resolve(self, call: CallContext) -> SpaceAccess:
@@ -229,6 +241,10 @@ class Pipeline:
                 not_offered = self.offer.refusal(spec, call.invoker)
                 if not_offered is not None:
                     raise _Rejection("denied", "not-offered", not_offered)
+                lacking = missing_scope(spec, call.scopes)
+                if lacking is not None:
+                    message = insufficient_scope_message(spec.name, lacking)
+                    raise _Rejection("denied", INSUFFICIENT_SCOPE, message)
                 self._check_key(spec, call)
                 parsed = self._parse(spec, raw_args)
                 access = await self._access(call, resolved)
