@@ -8,9 +8,12 @@ and the SDK the first) sees the same value, and the value checked here is the va
 For every request to `/mcp`, in both protocol eras, before the `mcp` session manager sees it:
 
 1. bearer token verified (signature against the JWKS, `exp`, audience) → 401 + `WWW-Authenticate`
-   naming the resource metadata (`ResourceServer.challenge`);
-2. `X-Mana-Space` (default: the personal space) resolved with the caller's role in one indexed
-   query → 403 when the caller is not a member (or there is no such space);
+   naming the resource metadata (`ResourceServer.challenge`); a token of an OAuth connection
+   (`gid` claim) whose connection was revoked → 401 `invalid_token`; a token whose `scope` claim
+   lacks `mana:read` → 403 `insufficient_scope`;
+2. `X-Mana-Space` (default: the space the token names in its `space` claim, else the personal
+   space) resolved with the caller's role in one indexed query → 403 when the caller is not a
+   member (or there is no such space);
 3. `Mcp-Session-Id` (2025-11-25 sessions, registered in the database: `mana_http.sessions`):
    unknown or expired → 404, opened by another user → 403, on every replica alike; a session
    this process holds no transport for is adopted from its row (`BodyFirstSessionManager.adopt`);
@@ -20,15 +23,21 @@ For every request to `/mcp`, in both protocol eras, before the `mcp` session man
    without a space check; every request the SDK would open a session for is registered to the
    user under an id chosen here, counted against the user's cap in the same database write (an
    old, unused session evicted, else 429), and the session is opened with that id;
-4. the resolved `Caller` is put into the ASGI scope, where `mcp_server.RequestScopeCaller`
-   reads it in the tool handlers — so the space of every call is the space of *its* request.
+4. the resolved `Caller` (with the token's scopes) is put into the ASGI scope, where
+   `mcp_server.RequestScopeCaller` reads it in the tool handlers — so the space of every call is
+   the space of *its* request;
+5. a POST of a token whose scopes do not cover every tool (a read-only connection) is read
+   (bounded like the SDK bounds it) and refused with 403 `insufficient_scope` naming the scopes
+   needed when it calls a tool they do not cover (any element of a batch), so the client can
+   ask the user for more (MCP scope challenge); the pipeline enforces the same rule on every
+   call whatever the surface. Other tokens' bodies are not read here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from uuid import uuid4
 
 import anyio
@@ -55,8 +64,16 @@ from mana_http.responses import rpc_error, send_json
 from mana_http.sessions import SessionEntry, SessionRegistry
 from mana_http.store import SessionRow
 from mcp_server import CALLER_SCOPE_KEY, Caller
+from tool_registry.access_scopes import (
+    READ_SCOPE,
+    SCOPES,
+    insufficient_scope_message,
+    missing_scope,
+    required_scopes,
+)
 from tool_registry.errors import NotAMemberError
 from tool_registry.membership import check_member
+from tool_registry.registry import Registry
 from tool_registry.store.accounts import Accounts
 from tool_registry.store.postgres import DatabaseUnavailable
 
@@ -65,6 +82,8 @@ _SESSION_HEADER = b"mcp-session-id"
 _HANDSHAKE_VERSIONS = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 _MAX_SPACE_REF = 128
 SESSION_SCOPE_KEY = "mana.session"  # the guard's `SessionEntry` of a request in a session
+INSUFFICIENT_SCOPE = "insufficient-scope"
+CONNECTION_REVOKED = "connection-revoked"
 
 # Headers a request may carry at most once (lower-case wire name → name in messages).
 SINGLE_HEADERS: dict[bytes, str] = {
@@ -133,23 +152,70 @@ def stored_params(text: str | None) -> InitializeRequestParams | None:
     return None if text is None else InitializeRequestParams.model_validate_json(text)
 
 
-def jsonrpc_request_ids(body: bytes) -> list[RequestId]:
-    """The ids of the JSON-RPC requests in a POST body (one message or each element of a batch),
-    validated exactly as the SDK validates them; a body the SDK refuses yields no ids (it answers
-    that body itself)."""
+def jsonrpc_requests(body: bytes) -> list[JSONRPCRequest]:
+    """The JSON-RPC requests in a POST body (one message or each element of a batch), parsed
+    and validated exactly as the SDK parses and validates them, so what is checked here is what
+    the SDK runs; a body the SDK refuses yields none (it answers that body itself)."""
     try:
         raw = pydantic_core.from_json(body)
     except ValueError:
         return []
-    ids: list[RequestId] = []
+    requests: list[JSONRPCRequest] = []
     for item in raw if isinstance(raw, list) else [raw]:
         try:
             message = jsonrpc_message_adapter.validate_python(item, by_name=False)
         except ValidationError:
             continue
         if isinstance(message, JSONRPCRequest):
-            ids.append(message.id)
-    return ids
+            requests.append(message)
+    return requests
+
+
+def jsonrpc_request_ids(body: bytes) -> list[RequestId]:
+    """The ids of the JSON-RPC requests in a POST body (see `jsonrpc_requests`)."""
+    return [message.id for message in jsonrpc_requests(body)]
+
+
+def called_tool(message: JSONRPCRequest) -> str | None:
+    """The tool a `tools/call` request names (None for any other request)."""
+    if message.method != "tools/call" or message.params is None:
+        return None
+    name = message.params.get("name")
+    return name if isinstance(name, str) else None
+
+
+def narrowed(scopes: frozenset[str] | None) -> bool:
+    """Whether a token's scopes leave some tools out (then its POST bodies are checked)."""
+    return scopes is not None and not scopes.issuperset(SCOPES)
+
+
+def replaying(first: Message, receive: Receive) -> Receive:
+    """A `receive` that hands out `first` (a body already read) once, then the client's."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return replay
+
+
+def whole_body(first: Message) -> bytes | None:
+    """The request body of a message `RequestBodyLimitMiddleware` buffered, None when the client
+    left before all of it arrived."""
+    if first["type"] != "http.request" or first.get("more_body", False):
+        return None
+    body: bytes = first.get("body", b"")
+    return body
+
+
+class GrantStatus(Protocol):
+    """Whether an OAuth connection (the `gid` claim of its access tokens) is still granted."""
+
+    async def active(self, gid: str) -> bool: ...
 
 
 class DrainState:
@@ -195,9 +261,13 @@ class McpGuard:
         instance: str,
         tool_view: Callable[[str], frozenset[str]],
         resource: ResourceServer,
+        registry: Registry,
+        grants: GrantStatus | None = None,
     ) -> None:
         self.manager = manager
         self.verifier = verifier
+        self.registry = registry  # which tools a narrowed token's calls need more scope for
+        self.grants = grants  # connections of the built-in authorization server
         self.resource = resource  # the 401 challenge names its metadata document
         self.accounts = accounts
         self.sessions = sessions
@@ -220,6 +290,42 @@ class McpGuard:
     ) -> None:
         self.metrics.auth_failure(reason)
         await send_json(send, status, rpc_error(message, reason, request_id=request_id), headers)
+
+    async def _refused_scope(self, body: bytes, scopes: frozenset[str] | None, send: Send) -> bool:
+        """Send 403 `insufficient_scope` when a request of `body` calls a tool `scopes` do not
+        cover, naming the scopes that tool needs (MCP scope challenge); unknown tools go on to
+        the pipeline, which answers them."""
+        for message in jsonrpc_requests(body):
+            name = called_tool(message)
+            spec = self.registry.get(name) if name is not None else None
+            if spec is None or not spec.exposable:
+                continue
+            lacking = missing_scope(spec, scopes)
+            if lacking is None:
+                continue
+            text = insufficient_scope_message(spec.name, lacking)
+            needed = required_scopes(spec)
+            challenge = self.resource.challenge("insufficient_scope", text, scope=needed)
+            self.metrics.auth_failure(INSUFFICIENT_SCOPE)
+            body_out = rpc_error(
+                text,
+                INSUFFICIENT_SCOPE,
+                request_id=message.id,
+                data={"tool": spec.name, "scope": " ".join(needed)},
+            )
+            await send_json(send, 403, body_out, [(b"www-authenticate", challenge)])
+            return True
+        return False
+
+    async def _scope_checked(
+        self, scopes: frozenset[str] | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A POST outside a session of a narrowed token: its body checked, then handed on."""
+        first = await receive()  # the whole body: the limit middleware buffered it
+        body = whole_body(first)
+        if body is None or await self._refused_scope(body, scopes, send):
+            return
+        await self.manager.handle_request(scope, replaying(first, receive), send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # pragma: no cover - lifespan is handled by the app
@@ -275,6 +381,25 @@ class McpGuard:
                 headers = [(b"retry-after", b"5")]
             await self._reject(send, exc.status, exc.reason, exc.message, headers)
             return
+        gid = principal.grant_id
+        if gid is not None and self.grants is not None and not await self.grants.active(gid):
+            text = "this connection was revoked"
+            await self._reject(
+                send,
+                401,
+                CONNECTION_REVOKED,
+                text,
+                [(b"www-authenticate", self.resource.challenge("invalid_token", text))],
+            )
+            return
+        scopes = principal.scopes
+        if scopes is not None and READ_SCOPE not in scopes:
+            text = f"this token was not granted the {READ_SCOPE} scope"
+            challenge = self.resource.challenge("insufficient_scope", text, scope=(READ_SCOPE,))
+            await self._reject(
+                send, 403, INSUFFICIENT_SCOPE, text, [(b"www-authenticate", challenge)]
+            )
+            return
         user_id = principal.user_id
         method = scope["method"]
         raw_sid = found.get(_SESSION_HEADER)
@@ -288,7 +413,8 @@ class McpGuard:
 
         # 2. where
         raw_space = found.get(b"x-mana-space", b"").strip()
-        space_ref = raw_space.decode("utf-8", "replace") if raw_space else None
+        # the header overrides the space the connection was granted in (membership decides)
+        space_ref = raw_space.decode("utf-8", "replace") if raw_space else principal.space
         if space_ref is not None and len(space_ref) > _MAX_SPACE_REF:
             await self._reject(send, 400, "bad-space-header", "X-Mana-Space is too long")
             return
@@ -312,20 +438,29 @@ class McpGuard:
         if raw_sid is not None:
             row = await self._own_session(raw_sid, user_id, send)
             if row is not None:
-                await self._in_session(row, method, scope, receive, send, access=access)
+                await self._in_session(
+                    row, method, scope, receive, send, access=access, scopes=scopes
+                )
             return
 
-        scope[CALLER_SCOPE_KEY] = Caller(user_id, access, None, None)
+        scope[CALLER_SCOPE_KEY] = Caller(user_id, access, None, None, scopes=scopes)
         version = found.get(b"mcp-protocol-version")
         # The SDK's own rule: a request without a session id on the handshake-era path (no
         # version header, or a handshake version) is admitted as a new session.
         if version is not None and version not in _HANDSHAKE_VERSIONS:
-            await self.manager.handle_request(scope, receive, send)
+            if method == "POST" and narrowed(scopes):
+                # bounded exactly like the SDK bounds it, before the body is read
+                checked = RequestBodyLimitMiddleware(
+                    partial(self._scope_checked, scopes), self.manager.max_request_body_size
+                )
+                await checked(scope, receive, send)
+            else:
+                await self.manager.handle_request(scope, receive, send)
             return
         # bounded exactly like the SDK bounds it, before the body is read
         space_type = access.space.type
         opening = RequestBodyLimitMiddleware(
-            partial(self._open_session, user_id, (space_type, self.tool_view(space_type))),
+            partial(self._open_session, user_id, scopes, (space_type, self.tool_view(space_type))),
             self.manager.max_request_body_size,
         )
         await opening(scope, receive, send)
@@ -360,10 +495,13 @@ class McpGuard:
         send: Send,
         *,
         access: Any = None,
+        scopes: frozenset[str] | None = None,
     ) -> None:
         entry = self._entry(row)
         if method != "DELETE":
-            scope[CALLER_SCOPE_KEY] = Caller(entry.user_id, access, entry.session_id, entry.watch)
+            scope[CALLER_SCOPE_KEY] = Caller(
+                entry.user_id, access, entry.session_id, entry.watch, scopes=scopes
+            )
         stream = method == "GET"
         status = 0
         listening = False
@@ -392,7 +530,8 @@ class McpGuard:
             if method == "POST":
                 # bounded exactly like the SDK bounds it, before the body is read
                 limited = RequestBodyLimitMiddleware(
-                    partial(self._claim_and_forward, entry), self.manager.max_request_body_size
+                    partial(self._claim_and_forward, entry, scopes),
+                    self.manager.max_request_body_size,
                 )
                 await limited(scope, receive, watch)
             else:
@@ -416,14 +555,21 @@ class McpGuard:
                 await self.close_local([entry.session_id])
 
     async def _claim_and_forward(
-        self, entry: SessionEntry, scope: Scope, receive: Receive, send: Send
+        self,
+        entry: SessionEntry,
+        scopes: frozenset[str] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        """Refuse a POST that carries a JSON-RPC id already in flight in this session (409, the
-        first request keeps its answer); otherwise hold its ids until it is answered."""
+        """Refuse a POST that calls a tool the token's scopes do not cover (403), or that
+        carries a JSON-RPC id already in flight in this session (409, the first request keeps
+        its answer); otherwise hold its ids until it is answered."""
         first = await receive()  # the whole body: the limit middleware buffered it
-        ids: list[RequestId] = []
-        if first["type"] == "http.request" and not first.get("more_body", False):
-            ids = jsonrpc_request_ids(first.get("body", b""))
+        body = whole_body(first)
+        if narrowed(scopes) and (body is None or await self._refused_scope(body, scopes, send)):
+            return  # refused, or the client left before its request arrived
+        ids = [] if body is None else jsonrpc_request_ids(body)
         keys = [request_key(i) for i in ids]
         taken = self.sessions.claim_requests(entry, keys)
         if taken is not None:
@@ -436,23 +582,15 @@ class McpGuard:
                 request_id=ids[keys.index(taken)],
             )
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
-
         try:
-            await self.manager.handle_request(scope, replay, send)
+            await self.manager.handle_request(scope, replaying(first, receive), send)
         finally:
             self.sessions.release_requests(entry, keys)
 
     async def _open_session(
         self,
         user_id: str,
+        scopes: frozenset[str] | None,
         view: tuple[str, frozenset[str]],
         scope: Scope,
         receive: Receive,
@@ -460,11 +598,15 @@ class McpGuard:
     ) -> None:
         """Register a new session of `user_id` (its cap counted in the database) under an id
         chosen here, then let the SDK answer the opening request in it; a session whose opening
-        request is not a success is deleted again."""
+        request is not a success is deleted again. A request calling a tool the token's scopes
+        do not cover opens nothing (403)."""
         first = await receive()  # the whole body: the limit middleware buffered it
-        if first["type"] != "http.request" or first.get("more_body", False):
+        body = whole_body(first)
+        if body is None:
             return  # the client left before its request arrived
-        version, params = initialize_params(first.get("body", b""))
+        if narrowed(scopes) and await self._refused_scope(body, scopes, send):
+            return
+        version, params = initialize_params(body)
         session_id = uuid4().hex
         admission = await self.sessions.reserve(session_id, user_id, version, params, view)
         if admission.evicted:
@@ -480,20 +622,13 @@ class McpGuard:
             )
             return
         entry = self.sessions.get(session_id)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
-
         status = 0
         if entry is not None:
             self.sessions.begin(entry, stream=False)
         try:
-            status = await self.manager.open_session(session_id, scope, replay, send)
+            status = await self.manager.open_session(
+                session_id, scope, replaying(first, receive), send
+            )
         finally:
             if entry is not None:
                 self.sessions.end(entry, stream=False)
@@ -505,6 +640,7 @@ class McpGuard:
 __all__: list[Any] = [
     "SINGLE_HEADERS",
     "DrainState",
+    "GrantStatus",
     "McpGuard",
     "RunningRequests",
     "SingleHeaders",
