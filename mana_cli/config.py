@@ -115,6 +115,9 @@ class Settings:
     public_url: str | None = None
     # the external authorization server the resource metadata names (MANA_OAUTH_ISSUER)
     oauth_issuer: str | None = None
+    # origins (loopback only) whose client metadata documents the built-in authorization
+    # server may fetch from loopback (MANA_OAUTH_LOOPBACK_CLIENTS; development and tests)
+    oauth_loopback_clients: frozenset[str] = frozenset()
     allowed_origins: tuple[str, ...] = tuple(DEFAULT_ALLOWED_ORIGINS.split(","))
     session_idle_seconds: int = 1800
     sessions_per_user: int = 16
@@ -193,6 +196,13 @@ class Settings:
                 public_url = check_public_url(public_url)
             except ValueError as exc:
                 raise ValidationFailed(f"MANA_PUBLIC_URL: {exc}") from None
+        loopback_clients = env.get("MANA_OAUTH_LOOPBACK_CLIENTS", "")
+        from mana_oauth.cimd import parse_loopback_origins
+
+        try:
+            oauth_loopback_clients = parse_loopback_origins(loopback_clients)
+        except ValueError as exc:
+            raise ValidationFailed(f"MANA_OAUTH_LOOPBACK_CLIENTS: {exc}") from None
         return cls(
             data_dir=data_dir,
             db_path=db_path,
@@ -207,6 +217,7 @@ class Settings:
             jwks_url=jwks_url,
             public_url=public_url,
             oauth_issuer=_optional(env.get("MANA_OAUTH_ISSUER")),
+            oauth_loopback_clients=oauth_loopback_clients,
             allowed_origins=_origins(
                 get("allowed_origins", "MANA_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS)
             ),

@@ -146,6 +146,7 @@ def build_app(rt: Runtime) -> Any:
         session_protect_seconds=float(s.session_protect_seconds),
         shutdown_grace_seconds=float(s.shutdown_grace_seconds),
         public_url=s.public_url,
+        oauth_loopback_clients=s.oauth_loopback_clients,
     )
     return build_http_app(rt.pipeline, auth, config)
 

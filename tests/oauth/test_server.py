@@ -11,9 +11,11 @@ import jwt
 import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
+from mana_cli.config import Settings
 from mana_http import AuthSetup, HttpConfig
 from mana_http.testing import BASE_URL, McpTestServer
 from tests.oauth.support import PASSWORD, REDIRECT_URI, OAuthFlow, Pkce, query_of
+from tool_registry.errors import ValidationFailed
 from tool_registry.testing import ToolKit
 
 AS_METADATA = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
@@ -229,3 +231,24 @@ async def test_client_endpoints_answer_oauth_errors_as_json(
         assert big.status_code == 400 and big.json()["error"] == "invalid_request"
         not_form = await http.post(path, json={"client_id": "nobody"})
         assert not_form.status_code == 400 and not_form.json()["error"] == "invalid_request"
+
+
+def test_loopback_clients_setting_is_validated() -> None:
+    settings = Settings.load(
+        environ={"MANA_OAUTH_LOOPBACK_CLIENTS": "http://127.0.0.1:8123, http://localhost:9000/"}
+    )
+    assert settings.oauth_loopback_clients == {"http://127.0.0.1:8123", "http://localhost:9000"}
+    assert Settings.load(environ={}).oauth_loopback_clients == frozenset()
+    with pytest.raises(ValidationFailed, match="MANA_OAUTH_LOOPBACK_CLIENTS"):
+        Settings.load(environ={"MANA_OAUTH_LOOPBACK_CLIENTS": "https://clients.example"})
+
+
+async def test_loopback_clients_reach_the_client_registry(
+    mana_kit: ToolKit, tmp_path: Path
+) -> None:
+    config = HttpConfig(oauth_loopback_clients=frozenset({"http://127.0.0.1:8123"}))
+    async with McpTestServer(mana_kit.pipeline, tmp_path, config=config) as server:
+        oauth = server.app.oauth
+        assert oauth is not None
+        assert oauth.clients.policy.loopback_allowed("http", "127.0.0.1", 8123)
+        assert not oauth.clients.policy.loopback_allowed("http", "127.0.0.1", 8124)
