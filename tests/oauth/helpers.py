@@ -1,14 +1,20 @@
-"""Shared pieces of the OAuth store tests: a settable clock and a store on a test database."""
+"""Shared pieces of the OAuth store tests: a settable clock, a store on a test database, and a
+database handle that makes two write units contend."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from mana_cli.runtime import EXTRA_MIGRATIONS
 from mana_oauth.store import CODE_TTL, CodeRecord, OAuthStore
-from tool_registry.store import Database, open_database
+from tool_registry.store import Database, Transaction, open_database
+from tool_registry.store.connection import Dialect
+
+T = TypeVar("T")
 
 CLIENT = "https://client.example/metadata.json"
 RESOURCE = "http://127.0.0.1:8000/mcp"
@@ -74,3 +80,52 @@ async def connect_with_code(
         record.scopes,
     )
     return connection.gid, refresh
+
+
+# Only a failure guard: a barrier never reached fails the test after this long.
+BARRIER_TIMEOUT = 5.0
+
+
+class BarrierDatabase:
+    """A `Database` handle of a `pair`: the first write unit of each handle waits for the
+    other's before it is handed to the database, so two stores on the two handles (as two
+    replicas) really contend for the same rows at the same moment, and whatever their
+    operations read before writing, both have read."""
+
+    def __init__(self, inner: Database, barrier: asyncio.Barrier) -> None:
+        self._inner = inner
+        self._barrier = barrier
+        self._waiting = True
+
+    @classmethod
+    def pair(cls, first: Database, second: Database) -> tuple[BarrierDatabase, BarrierDatabase]:
+        barrier = asyncio.Barrier(2)
+        return cls(first, barrier), cls(second, barrier)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._inner.dialect
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        return await self._inner.read(fn)
+
+    async def write(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        on_commit: Callable[[T], None] | None = None,
+        serialised: bool = True,
+    ) -> T:
+        if self._waiting:
+            self._waiting = False
+            await asyncio.wait_for(self._barrier.wait(), BARRIER_TIMEOUT)
+        return await self._inner.write(fn, on_commit=on_commit, serialised=serialised)
+
+    def transaction(self, scopes: Sequence[str] = ()) -> AbstractAsyncContextManager[Transaction]:
+        return self._inner.transaction(scopes)
+
+    async def probe_write(self, wait_seconds: float | None = None) -> str | None:
+        return await self._inner.probe_write(wait_seconds)
+
+    async def close(self) -> None:
+        await self._inner.close()

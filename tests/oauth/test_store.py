@@ -18,11 +18,13 @@ from mana_oauth.store import (
     ClientRecord,
     OAuthStore,
     RefreshReused,
+    Rotated,
     secret_hash,
 )
 from tests.oauth.helpers import (
     CLIENT,
     READ_WRITE,
+    BarrierDatabase,
     SetClock,
     code_record,
     connect_with_code,
@@ -115,6 +117,17 @@ async def test_unknown_expired_and_foreign_codes_are_refused(
     await store.create_code("c2", code_record(clock))
     clock.advance(CODE_TTL)
     assert await store.redeem_code("c2", CLIENT) is None
+
+
+async def test_a_replay_after_the_code_expired_still_revokes_its_connection(
+    store: OAuthStore, clock: SetClock
+) -> None:
+    gid, _ = await connect_with_code(store, "late", code_record(clock))
+    clock.advance(CODE_TTL + CODE_RETENTION / 2)
+    replay = await store.redeem_code("late", CLIENT)
+    assert replay is not None and replay.replayed
+    connection = await store.connection(gid)
+    assert connection is not None and not connection.active
 
 
 async def test_codes_and_other_secrets_are_stored_only_as_hashes(
@@ -267,16 +280,28 @@ async def test_browser_sessions_expire_sign_in_rotates_the_id_and_end_forgets(
     assert await store.browser_session(again) is None
 
 
-async def test_two_concurrent_redemptions_one_wins_the_other_is_a_replay(
-    store: OAuthStore, database_target: str, clock: SetClock
+async def test_expired_browser_sessions_are_purged_when_one_is_opened(
+    store: OAuthStore, db: Database, clock: SetClock
 ) -> None:
-    """Two stores on two database handles (as two replicas) redeem one code at once."""
+    for _ in range(3):
+        await store.open_browser_session(None, BROWSER_TTL_ANONYMOUS)
+    clock.advance(BROWSER_TTL_ANONYMOUS)
+    live, _ = await store.open_browser_session(None, BROWSER_TTL_ANONYMOUS)
+    assert await _count(db, "oauth_browser_sessions") == 1
+    assert await store.browser_session(live) is not None
+
+
+async def test_two_concurrent_redemptions_one_wins_the_other_is_a_replay(
+    store: OAuthStore, db: Database, database_target: str, clock: SetClock
+) -> None:
+    """Two stores on two database handles (as two replicas) redeem one code at the same moment."""
     record = code_record(clock)
     await store.create_code("contested", record)
     async with oauth_database(database_target) as other_db:
-        other = OAuthStore(other_db, clock)
+        first, second = BarrierDatabase.pair(db, other_db)
         results = await asyncio.gather(
-            store.redeem_code("contested", CLIENT), other.redeem_code("contested", CLIENT)
+            OAuthStore(first, clock).redeem_code("contested", CLIENT),
+            OAuthStore(second, clock).redeem_code("contested", CLIENT),
         )
     assert all(r is not None for r in results)
     assert sorted(r.replayed for r in results if r is not None) == [False, True]
@@ -287,17 +312,21 @@ async def test_two_concurrent_redemptions_one_wins_the_other_is_a_replay(
 
 
 async def test_two_concurrent_rotations_one_wins_the_other_is_a_reuse(
-    store: OAuthStore, database_target: str, clock: SetClock
+    store: OAuthStore, db: Database, database_target: str, clock: SetClock
 ) -> None:
+    """Two replicas rotate one refresh token at the same moment: one new token, and the
+    other attempt is a reuse that revokes the connection (with the token just issued)."""
     gid, refresh = await connect_with_code(store, "code", code_record(clock))
     async with oauth_database(database_target) as other_db:
-        other = OAuthStore(other_db, clock)
+        first, second = BarrierDatabase.pair(db, other_db)
         results = await asyncio.gather(
-            store.rotate_refresh(refresh, CLIENT),
-            other.rotate_refresh(refresh, CLIENT),
+            OAuthStore(first, clock).rotate_refresh(refresh, CLIENT),
+            OAuthStore(second, clock).rotate_refresh(refresh, CLIENT),
             return_exceptions=True,
         )
     kinds = sorted(type(r).__name__ for r in results)
     assert kinds == ["RefreshReused", "Rotated"]
     connection = await store.connection(gid)
     assert connection is not None and not connection.active
+    (winner,) = (r for r in results if isinstance(r, Rotated))
+    assert await store.rotate_refresh(winner.refresh_token, CLIENT) is None
