@@ -320,3 +320,23 @@ async def test_revoked_connection_token_is_refused(
     async with mana_mcp.http(user) as http:
         assert (await _post(http, _initialize(), {})).status_code == 200
     assert grants.asked == ["conn_9", "conn_9"]
+
+
+async def test_read_only_session_keeps_one_tool_view_per_space_type(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    """A read-only 2025-11-25 session is listed read tools only, but its list_changed view is
+    the space type's full set (what every replica stores and compares), so listing and then
+    calling sends no spurious tools/list_changed."""
+    user = await mana_kit.user()
+    token = _token(mana_mcp, user, scope=READ_ONLY)
+    async with mana_mcp.http(headers=_bearer(token)) as http:
+        opened = await _post(http, _initialize(), {})
+        hdrs = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
+        listed = await _post(http, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, hdrs)
+        assert listed.status_code == 200 and "habits.create" not in listed.text
+        called = await _post(http, _call("habits.list", {}, 3), hdrs)
+        assert called.status_code == 200, called.text
+        assert '"id":3' in called.text and "list_changed" not in called.text
+    (entry,) = mana_mcp.app.sessions.of_user(user.id)
+    assert entry.watch.seen == mana_mcp.app.adapter.catalog.names("personal")
