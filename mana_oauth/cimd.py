@@ -59,7 +59,8 @@ def is_metadata_url(client_id: str) -> bool:
 
 
 def _origin_key(scheme: str, host: str, port: int | None) -> str:
-    return f"{scheme}://{host.lower()}:{port or _DEFAULT_PORTS[scheme]}"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown.lower()}:{port or _DEFAULT_PORTS[scheme]}"
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -217,7 +218,7 @@ def address_refusal(text: str, *, loopback_ok: bool) -> str | None:
         return None
     candidates: list[Address] = [address]
     if isinstance(address, ipaddress.IPv6Address):
-        candidates.extend(_embedded_ipv4(address))
+        candidates[:0] = _embedded_ipv4(address)
     for candidate in candidates:
         if candidate.is_loopback:
             return f"{candidate} is a loopback address"
@@ -278,14 +279,15 @@ class CimdFetcher:
         target = check_url(url, self.policy)
         try:
             with anyio.fail_after(self.policy.timeout):
-                address = await self._checked_address(target)
-                return await self._get(target, address)
+                addresses = await self._checked_addresses(target)
+                return await self._get(target, addresses)
         except TimeoutError:
             raise CimdError(
                 f"fetching {url!r} took longer than {self.policy.timeout:g} s"
             ) from None
 
-    async def _checked_address(self, target: MetadataUrl) -> str:
+    async def _checked_addresses(self, target: MetadataUrl) -> list[str]:
+        """Every address of the host, each checked before any connection is made."""
         try:
             addresses = list(await self._resolver(target.host, target.port))
         except OSError as exc:
@@ -296,28 +298,16 @@ class CimdFetcher:
             reason = address_refusal(address, loopback_ok=target.loopback_allowed)
             if reason is not None:
                 raise CimdError(f"{target.url!r} resolves to a refused address: {reason}")
-        return addresses[0]
+        return list(dict.fromkeys(addresses))
 
-    async def _get(self, target: MetadataUrl, address: str) -> FetchedDocument:
-        pinned = httpx.URL(target.url).copy_with(host=address)
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        headers = {
-            "Host": target.host_header,
-            "Accept": "application/json",
-            "Accept-Encoding": "identity",
-            "User-Agent": _USER_AGENT,
-        }
+    async def _get(self, target: MetadataUrl, addresses: list[str]) -> FetchedDocument:
         async with httpx.AsyncClient(
             transport=self._transport,
             follow_redirects=False,
             trust_env=False,
             timeout=self.policy.timeout,
         ) as client:
-            request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
-            try:
-                response = await client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise CimdError(f"cannot fetch {target.url!r}: {exc!r}") from None
+            response = await self._send(client, target, addresses)
             try:
                 body = await self._body(target, response)
             finally:
@@ -327,6 +317,31 @@ class CimdFetcher:
             document=document,
             cache_seconds=self.policy.cache_seconds(response.headers.get("cache-control")),
         )
+
+    async def _send(
+        self, client: httpx.AsyncClient, target: MetadataUrl, addresses: list[str]
+    ) -> httpx.Response:
+        """GET the document from the checked addresses in turn (the next one only when a
+        connection cannot be made): the URL names the address, `Host` and the TLS server
+        name the host, so nothing resolves the name again."""
+        headers = {
+            "Host": target.host_header,
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": _USER_AGENT,
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        failure: httpx.HTTPError | None = None
+        for address in addresses:
+            pinned = httpx.URL(target.url).copy_with(host=address)
+            request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
+            try:
+                return await client.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                failure = exc
+            except httpx.HTTPError as exc:
+                raise CimdError(f"cannot fetch {target.url!r}: {exc!r}") from None
+        raise CimdError(f"cannot connect to the host of {target.url!r}: {failure!r}")
 
     async def _body(self, target: MetadataUrl, response: httpx.Response) -> bytes:
         if response.is_redirect:
