@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from mana_http.metrics import Metrics
 from mana_http.origin import OriginGuard, PublicEndpoint
+from mana_http.testing import BASE_URL, McpTestServer
 
 TOKEN = PublicEndpoint(methods=("POST",), headers=("Content-Type", "Authorization"))
 FOREIGN = "https://claude.example"
@@ -129,3 +130,85 @@ async def test_public_endpoints_keep_the_loopback_host_check() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as http:
         resp = await http.post("/oauth/token", headers={"origin": FOREIGN})
         assert resp.status_code == 421
+
+
+# -- the HTTP app: the authorization server's endpoints for browser-based clients ---------------
+
+
+async def test_browser_clients_reach_the_authorization_servers_client_endpoints(
+    mana_mcp: McpTestServer,
+) -> None:
+    """A browser-based client (e.g. the MCP Inspector's web UI) on any origin reads the
+    metadata, registers, and talks to the token and revocation endpoints; it never gets
+    credentials (cookies) through CORS."""
+    origin = {"origin": FOREIGN}
+    async with mana_mcp.http() as http:
+        for path in (
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/openid-configuration",
+        ):
+            doc = await http.get(path, headers=origin)
+            assert doc.status_code == 200 and doc.json()["issuer"] == BASE_URL
+            assert doc.headers["access-control-allow-origin"] == "*"
+        for path in ("/oauth/register", "/oauth/token", "/oauth/revoke"):
+            pre = await http.options(
+                path,
+                headers={
+                    **origin,
+                    "access-control-request-method": "POST",
+                    "access-control-request-headers": "authorization, content-type",
+                },
+            )
+            assert pre.status_code == 204, path
+            assert pre.headers["access-control-allow-origin"] == "*"
+            assert "POST" in _listed(pre.headers["access-control-allow-methods"])
+            allowed = {h.lower() for h in _listed(pre.headers["access-control-allow-headers"])}
+            assert {"authorization", "content-type"} <= allowed
+            assert "access-control-allow-credentials" not in pre.headers
+        registered = await http.post(
+            "/oauth/register",
+            json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "web client"},
+            headers=origin,
+        )
+        assert registered.status_code == 201, registered.text
+        assert registered.headers["access-control-allow-origin"] == "*"
+        refused = await http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": "not-a-code",
+                "client_id": registered.json()["client_id"],
+                "redirect_uri": "http://127.0.0.1:9/cb",
+                "code_verifier": "v" * 43,
+            },
+            headers=origin,
+        )
+        # the page can read the OAuth error (CORS), and that is all it gets
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert refused.headers["access-control-allow-origin"] == "*"
+
+
+async def test_sign_in_pages_are_not_open_to_other_origins(mana_mcp: McpTestServer) -> None:
+    """The sign-in and consent forms take posts from this server's own origin (and the
+    allowlist) only: another site cannot post them, nor read them through CORS."""
+    async with mana_mcp.http() as http:
+        posted = await http.post(
+            "/oauth/authorize",
+            data={"action": "login", "email": "a@b.test", "password": "x", "csrf": "x"},
+            headers={"origin": FOREIGN},
+        )
+        assert posted.status_code == 403
+        assert "access-control-allow-origin" not in posted.headers
+        pre = await http.options(
+            "/oauth/authorize",
+            headers={"origin": FOREIGN, "access-control-request-method": "POST"},
+        )
+        assert pre.status_code == 403
+        # the server's own origin gets past the Origin check; its CSRF check is the pages' own
+        own = await http.post(
+            "/oauth/authorize",
+            data={"action": "login", "email": "a@b.test", "password": "x", "csrf": "x"},
+            headers={"origin": BASE_URL},
+        )
+        # (answered by the authorization server's own page, not the Origin check's JSON)
+        assert own.headers["content-type"].startswith("text/html"), own.text
