@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from mana_oauth.cimd import (
 )
 from mana_oauth.clients import Client, ClientError, ClientRegistry
 from mana_oauth.store import ClientRecord, OAuthStore
-from tests.oauth.document_server import Answer, DocumentServer
+from tests.oauth.document_server import Answer, DocumentServer, tls_contexts
 from tests.oauth.helpers import SetClock, oauth_database
 
 REDIRECT = "http://127.0.0.1:9999/callback"
@@ -466,3 +467,25 @@ def test_loopback_origins_are_checked_and_normalised() -> None:
         parse_loopback_origins("http://127.0.0.1:8123/path")
     policy = CimdPolicy(loopback_origins=frozenset({"http://LOCALHOST:8123"}))
     assert check_url("http://localhost:8123/c.json", policy).loopback_allowed
+
+
+@pytest.mark.parametrize("certified", ["localhost", "other.example"])
+async def test_tls_is_verified_for_the_host_name_while_connecting_to_the_checked_address(
+    tmp_path: Path, certified: str
+) -> None:
+    server_tls, client_tls = tls_contexts(tmp_path, certified)
+    with DocumentServer(tls=server_tls).running() as docs:
+        url = docs.url("/doc.json", host="localhost")
+        docs.serve_json("/doc.json", document(url))
+        policy = CimdPolicy(loopback_origins=frozenset({f"https://localhost:{docs.port}"}))
+        fetcher = CimdFetcher(policy, transport=httpx.AsyncHTTPTransport(verify=client_tls))
+
+        if certified == "localhost":
+            # the certificate names only "localhost": the connection to 127.0.0.1 verifies
+            # because the TLS server name is the URL's host
+            assert (await fetcher.fetch(url)).document["client_id"] == url
+            assert docs.hosts == [f"localhost:{docs.port}"]
+        else:
+            with pytest.raises(CimdError, match="CERTIFICATE_VERIFY_FAILED"):
+                await fetcher.fetch(url)
+            assert docs.hits["/doc.json"] == 0
