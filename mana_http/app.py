@@ -60,6 +60,8 @@ from mana_http.resource_metadata import METADATA_PATHS, ResourceServer
 from mana_http.sessions import SessionRegistry, seen_names
 from mana_oauth.cimd import CimdPolicy
 from mana_oauth.clients import ClientRegistry
+from mana_oauth.connections import CACHE_SECONDS as GRANT_CACHE_SECONDS
+from mana_oauth.connections import GrantCheck
 from mana_oauth.metadata import METADATA_PATHS as AS_METADATA_PATHS
 from mana_oauth.metadata import REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
 from mana_oauth.server import AuthorizationServer
@@ -95,6 +97,9 @@ class HttpConfig:
     # origins whose client metadata documents may be fetched from loopback
     # (MANA_OAUTH_LOOPBACK_CLIENTS; development and tests)
     oauth_loopback_clients: frozenset[str] = frozenset()
+    # how long a replica may go on trusting that an OAuth connection is live (a revocation
+    # anywhere takes effect within this)
+    grant_cache_seconds: float = GRANT_CACHE_SECONDS
 
     @property
     def loopback(self) -> bool:
@@ -430,6 +435,12 @@ def build_http_app(
         tool_view=adapter.catalog.names,
         resource=resource,
         registry=pipeline.registry,
+        # a revoked connection's access tokens are refused within `grant_cache_seconds`
+        grants=(
+            GrantCheck(oauth.store, cache_seconds=config.grant_cache_seconds)
+            if oauth is not None
+            else None
+        ),
     )
     public_paths = frozenset(METADATA_PATHS)
     public_endpoints: dict[str, PublicEndpoint] = {}

@@ -162,6 +162,7 @@ async def test_read_only_token_lists_and_calls_read_tools_only(
 async def test_read_only_token_gets_the_scope_challenge_for_a_write_tool(
     mana_mcp: McpTestServer, mana_kit: ToolKit, path: str
 ) -> None:
+    _guard(mana_mcp).grants = Grants()  # "conn_1" is live (the store knows no such connection)
     user = await mana_kit.user()
     token = _token(mana_mcp, user, scope=READ_ONLY, client_id="c1", gid="conn_1")
     async with mana_mcp.http(headers=_bearer(token)) as http:
@@ -211,6 +212,7 @@ async def test_unknown_tool_of_a_read_only_token_reaches_the_pipeline(
 async def test_write_token_lists_everything_and_writes(
     mana_mcp: McpTestServer, mana_kit: ToolKit, mode: Any
 ) -> None:
+    _guard(mana_mcp).grants = Grants()  # "conn_2" is live (the store knows no such connection)
     user = await mana_kit.user()
     token = _token(mana_mcp, user, scope=READ_WRITE, client_id="c1", gid="conn_2")
     every = {s.name for s in mana_kit.pipeline.visible_tools("personal", "mcp")}

@@ -190,9 +190,13 @@ class OAuthFlow:
         space: str | None = None,
         access: str | None = None,
     ) -> str:
-        """Sign in (if needed), allow, and return the code from the redirect."""
-        signed = await self.sign_in(params, email, password)
-        assert signed.status_code == 303, signed.text
+        """Sign in (unless this browser is signed in), allow, and return the code from the
+        redirect."""
+        page = await self.authorize(params)
+        assert page.status_code == 200, page.text
+        if ("action", "login") in page_form(page.text).buttons:
+            signed = await self.sign_in(params, email, password)
+            assert signed.status_code == 303, signed.text
         resp = await self.decide(params, space=space, access=access)
         assert resp.status_code == 302, resp.text
         location = resp.headers["location"]
