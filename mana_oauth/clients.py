@@ -71,12 +71,7 @@ _REFUSED_SCHEMES = frozenset(
     {"javascript", "vbscript", "data", "file", "blob", "about", "filesystem", "view-source"}
 )
 _LOOPBACK_HOSTS = re.compile(r"localhost|127(?:\.\d{1,3}){3}|::1", re.IGNORECASE)
-_CLAIM_HINTS = {
-    "grant_types": "must be a subset of " + ", ".join(GRANT_TYPES),
-    "response_types": 'must be ["code"]',
-    "token_endpoint_auth_method": "must be one of " + ", ".join(AUTH_METHODS),
-    "contacts": "must be a list of strings",
-}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ClientError(Exception):
@@ -188,6 +183,8 @@ def _check_shapes(metadata: Mapping[str, Any]) -> None:
             raise ClientError(
                 "invalid_client_metadata", f"{name} must be a string of at most {limit} characters"
             )
+        if value is not None and _CONTROL.search(value):
+            raise ClientError("invalid_client_metadata", f"{name} contains control characters")
     for name in _URI_FIELDS:
         value = metadata.get(name)
         if value is None:
@@ -210,6 +207,10 @@ def _check_shapes(metadata: Mapping[str, Any]) -> None:
             raise ClientError(error, f"{name} must be a list of strings")
         if len(value) > most:
             raise ClientError(error, f"{name} may hold at most {most} entries")
+        if name != "redirect_uris" and any(len(item) > MAX_TEXT_LENGTH for item in value):
+            raise ClientError(
+                error, f"each entry of {name} must be at most {MAX_TEXT_LENGTH} characters"
+            )
 
 
 def _claims_options(auth_methods: tuple[str, ...]) -> dict[str, Any]:
@@ -258,9 +259,15 @@ def validate_metadata(
     try:
         claims.validate()
     except JoseError as exc:
-        claim = str(getattr(exc, "claim", "") or "")
-        hint = _CLAIM_HINTS.get(claim, "is not valid")
-        raise ClientError("invalid_client_metadata", f"{claim or 'metadata'} {hint}") from None
+        claim = str(getattr(exc, "claim", "") or "metadata")
+        hints = {
+            "grant_types": "must be a subset of " + ", ".join(GRANT_TYPES),
+            "response_types": 'must be ["code"]',
+            "token_endpoint_auth_method": "must be one of " + ", ".join(auth_methods),
+        }
+        raise ClientError(
+            "invalid_client_metadata", f"{claim} {hints.get(claim, 'is not valid')}"
+        ) from None
     validated: dict[str, Any] = dict(claims.get_registered_claims())
     validated.setdefault("response_types", list(RESPONSE_TYPES))
     validated.setdefault("grant_types", list(DEFAULT_GRANT_TYPES))

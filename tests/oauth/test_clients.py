@@ -170,6 +170,7 @@ async def test_redirect_uris_of_web_loopback_and_native_clients_are_accepted(
         ),
         ({"client_name": "x" * 201}, "invalid_client_metadata", "client_name must be a string"),
         ({"client_name": ["x"]}, "invalid_client_metadata", "client_name must be a string"),
+        ({"client_name": "Claude\nAllow"}, "invalid_client_metadata", "control characters"),
         (
             {"client_uri": "javascript://x.example/"},
             "invalid_client_metadata",
@@ -177,6 +178,8 @@ async def test_redirect_uris_of_web_loopback_and_native_clients_are_accepted(
         ),
         ({"logo_uri": "not a url"}, "invalid_client_metadata", "logo_uri must be an http(s) URL"),
         ({"contacts": ["a@x.example"] * 11}, "invalid_client_metadata", "at most 10 entries"),
+        ({"contacts": ["a" * 201]}, "invalid_client_metadata", "at most 200 characters"),
+        ({"grant_types": "authorization_code"}, "invalid_client_metadata", "list of strings"),
     ],
 )
 async def test_bad_metadata_is_refused_and_nothing_is_stored(
