@@ -1,16 +1,24 @@
 """GrantCheck, the guard's "is this token's connection still live?": answers from the database,
 cached per gid for at most 2 s (a revocation on any replica takes effect within that), and a
-use recorded as `last_used_at` at most once a minute per connection."""
+use recorded as `last_used_at` at most once a minute per connection; the HTTP app's guard asks
+it for every token of a connection."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import jwt
 import pytest
 
+from mana_http.guard import McpGuard
+from mana_http.testing import McpTestServer
 from mana_oauth.connections import CACHE_SECONDS, TOUCH_SECONDS, GrantCheck
 from mana_oauth.store import Connection, OAuthStore
+from tests.mcp.support import JSON_ACCEPT, MODERN_HEADERS, modern_tools_list
 from tests.oauth.helpers import SetClock, code_record, connect_with_code, oauth_database
+from tests.oauth.support import PASSWORD, OAuthFlow
+from tool_registry.testing import ToolKit
 
 
 class CountingStore:
@@ -117,3 +125,40 @@ async def test_forget_drops_the_cached_answer(database_target: str) -> None:
 def test_negative_times_are_refused() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         GrantCheck(CountingStore(None), cache_seconds=-1)  # type: ignore[arg-type]
+
+
+def _guard(server: McpTestServer) -> McpGuard:
+    """The app's MCP guard, found through the ASGI layers in front of it."""
+    node: Any = server.app.asgi
+    while not isinstance(node, McpGuard):
+        node = node.mcp if hasattr(node, "mcp") else node.app
+    return node
+
+
+async def test_the_mcp_endpoint_refuses_the_tokens_of_a_revoked_connection(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register(client_name="Claude"))["client_id"]
+        tokens = await flow.connect(user.email, PASSWORD, client_id=client_id)
+    gid = jwt.decode(tokens.access_token, options={"verify_signature": False})["gid"]
+    oauth = mana_mcp.app.oauth
+    assert oauth is not None
+    bearer = {"Authorization": f"Bearer {tokens.access_token}", **JSON_ACCEPT, **MODERN_HEADERS}
+
+    async with mana_mcp.http() as http:
+        listed = await http.post("/mcp", json=modern_tools_list(), headers=bearer)
+        assert listed.status_code == 200, listed.text
+        connection = await oauth.store.connection(gid)
+        assert connection is not None and connection.last_used_at is not None  # use recorded
+
+        # `mana connections revoke` in another process; this one's cached answer runs out
+        assert await oauth.store.revoke_connection_of(user.id, gid) is not None
+        grants = _guard(mana_mcp).grants
+        assert isinstance(grants, GrantCheck)
+        grants.forget(gid)
+        refused = await http.post("/mcp", json=modern_tools_list(), headers=bearer)
+    assert refused.status_code == 401, refused.text
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
