@@ -21,8 +21,6 @@ from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
-from mana_oauth.metadata import AUTHORIZE_PATH
-
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.4rem}form{display:grid;gap:.8rem}label{display:block}
@@ -120,6 +118,7 @@ def login_page(
     params: Iterable[tuple[str, str]],
     csrf: str,
     *,
+    action: str,
     email: str = "",
     error: str | None = None,
 ) -> str:
@@ -130,7 +129,7 @@ def login_page(
         f"<h1>Sign in to Mana</h1>"
         f"<p><strong>{_e(client.name)}</strong> wants to connect to your Mana data. "
         f"Sign in to continue.</p>{problem}"
-        f'<form method="post" action="{AUTHORIZE_PATH}">'
+        f'<form method="post" action="{_e(action)}">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">{_hidden(params)}'
         f'<label>Email <input type="email" name="email" value="{_e(email)}" '
         'autocomplete="username" required autofocus></label>'
@@ -146,6 +145,7 @@ def consent_page(
     params: Iterable[tuple[str, str]],
     csrf: str,
     *,
+    action: str,
     user_email: str,
     spaces: Iterable[SpaceChoice],
     default_space: str,
@@ -175,7 +175,7 @@ def consent_page(
         f"After you allow it, you are sent to <strong>{_e(client.redirect_host)}</strong>.</p>"
         f'<p class="who">Client: <code>{_e(client.client_id)}</code><br>'
         f"Redirect: <code>{_e(redirect_uri)}</code></p>"
-        f'<form method="post" action="{AUTHORIZE_PATH}">'
+        f'<form method="post" action="{_e(action)}">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">{_hidden(params)}'
         f"<fieldset><legend>Space</legend>{space_inputs}</fieldset>"
         "<fieldset><legend>Access</legend>"

@@ -152,7 +152,11 @@ class AuthorizationServer:
         self.issuer_url = base_url
         self.resource = resource
         self.scopes = scopes
-        self.secure_cookie = urlsplit(base_url).scheme == "https"
+        public = urlsplit(base_url)
+        self.secure_cookie = public.scheme == "https"
+        # behind a proxy the public URL may have a path: the browser sees the pages below it
+        self.authorize_path = public.path.rstrip("/") + AUTHORIZE_PATH
+        self.cookie_path = public.path.rstrip("/") + "/oauth"
         self._clock = clock
 
     def routes(self) -> list[Route]:
@@ -193,10 +197,7 @@ class AuthorizationServer:
                 return await self._consent(auth, user_id, csrf)
         else:
             cookie, csrf = await self.store.open_browser_session(None, BROWSER_TTL_ANONYMOUS)
-        response = page_response(
-            login_page(self._client_view(auth), auth.params, csrf),
-            redirect_uri=auth.redirect_uri,
-        )
+        response = self._login_page(auth, csrf)
         self._set_cookie(response, cookie, BROWSER_TTL_ANONYMOUS)
         return response
 
@@ -262,35 +263,47 @@ class AuthorizationServer:
         try:
             user = await self.login.authenticate(email, password, client=_client_address(request))
         except LoginThrottled as exc:
-            return page_response(
-                login_page(
-                    self._client_view(auth), auth.params, csrf, email=email, error=exc.message
-                ),
+            return self._login_page(
+                auth,
+                csrf,
                 status=429,
-                redirect_uri=auth.redirect_uri,
+                email=email,
+                error=exc.message,
                 headers={"retry-after": str(exc.retry_after)},
             )
         except AuthError:
-            return page_response(
-                login_page(
-                    self._client_view(auth),
-                    auth.params,
-                    csrf,
-                    email=email,
-                    error="The email or password is wrong.",
-                ),
-                status=401,
-                redirect_uri=auth.redirect_uri,
+            return self._login_page(
+                auth, csrf, status=401, email=email, error="The email or password is wrong."
             )
         # a new session id and CSRF token once signed in: one planted before is worthless now
         new_cookie, _ = await self.store.sign_in_browser_session(
             cookie, user.id, BROWSER_TTL_SIGNED_IN
         )
         response = RedirectResponse(
-            f"{AUTHORIZE_PATH}?{urlencode(auth.params)}", status_code=303, headers=NO_STORE
+            f"{self.authorize_path}?{urlencode(auth.params)}", status_code=303, headers=NO_STORE
         )
         self._set_cookie(response, new_cookie, BROWSER_TTL_SIGNED_IN)
         return response
+
+    def _login_page(
+        self,
+        auth: AuthorizationRequest,
+        csrf: str,
+        *,
+        status: int = 200,
+        email: str = "",
+        error: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        page = login_page(
+            self._client_view(auth),
+            auth.params,
+            csrf,
+            action=self.authorize_path,
+            email=email,
+            error=error,
+        )
+        return page_response(page, status=status, redirect_uri=auth.redirect_uri, headers=headers)
 
     async def _consent(self, auth: AuthorizationRequest, user_id: str, csrf: str) -> Response:
         user = await self.accounts.user_by_id(user_id)
@@ -305,6 +318,7 @@ class AuthorizationServer:
                 self._client_view(auth),
                 auth.params,
                 csrf,
+                action=self.authorize_path,
                 user_email=user.email,
                 spaces=[
                     SpaceChoice(s.space.id, s.space.name, s.space.slug, s.space.type)
@@ -377,7 +391,7 @@ class AuthorizationServer:
             SESSION_COOKIE,
             value,
             max_age=int(ttl),
-            path="/oauth",
+            path=self.cookie_path,
             secure=self.secure_cookie,
             httponly=True,
             samesite="lax",

@@ -3,11 +3,13 @@ process app, both backends): code replay (and the first exchange's tokens dead a
 missing or wrong PKCE verifier, redirect URI mismatch at authorize and at token, open redirect
 attempts (never a Location to an unregistered place), refresh-token reuse revoking the whole
 family, a token for another resource, a read-only connection calling a write tool, a code of
-another client, and authorization errors sent back to the validated redirect URI only."""
+another client, authorization errors sent back to the validated redirect URI only, and client
+metadata documents at forbidden addresses, on another loopback port, oversized or naming
+another client_id."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from mana_http import HttpConfig
 from mana_http.testing import BASE_URL, McpTestServer
+from tests.oauth.document_server import DocumentServer
 from tests.oauth.support import PASSWORD, REDIRECT_URI, OAuthFlow, Pkce, query_of
 from tool_registry.store.accounts import User
 from tool_registry.testing import ToolKit
@@ -289,3 +292,102 @@ async def test_client_authentication_of_a_confidential_client(
         )
         assert _error(basic) == "invalid_client"
         assert basic.headers["www-authenticate"].startswith("Basic")
+
+
+# -- client metadata documents -------------------------------------------------------------------
+
+
+def _document(url: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "client_id": url,
+        "client_name": "Doc Client",
+        "redirect_uris": [REDIRECT_URI],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        **changes,
+    }
+
+
+@pytest.fixture
+def documents() -> Iterator[DocumentServer]:
+    with DocumentServer().running() as served:
+        yield served
+
+
+@pytest.fixture
+async def cimd_server(
+    mana_kit: ToolKit, tmp_path: Path, documents: DocumentServer
+) -> AsyncIterator[McpTestServer]:
+    """The app allowing metadata documents from `documents`' loopback origin only."""
+    config = HttpConfig(oauth_loopback_clients=frozenset({documents.origin}))
+    async with McpTestServer(mana_kit.pipeline, tmp_path / "keys", config=config) as started:
+        yield started
+
+
+@pytest.mark.parametrize(
+    "client_id",
+    [
+        "https://10.1.2.3/client.json",  # a private address
+        "https://169.254.169.254/latest/meta-data",  # link-local (cloud metadata)
+        "https://[::1]/client.json",  # loopback that is not allowlisted
+        "http://client.example/client.json",  # plain http off loopback
+    ],
+)
+async def test_metadata_documents_at_forbidden_addresses_are_not_fetched(
+    cimd_server: McpTestServer, client_id: str
+) -> None:
+    async with cimd_server.http() as http:
+        flow = OAuthFlow(http)
+        resp = await flow.authorize(flow.params(client_id, Pkce.new()))
+        assert resp.status_code == 400, resp.text
+        assert "location" not in resp.headers
+        token = await flow.exchange(client_id, "code", Pkce.new().verifier)
+        assert _error(token) == "invalid_client"
+
+
+async def test_a_loopback_document_on_another_port_is_refused_unfetched(
+    cimd_server: McpTestServer,
+) -> None:
+    with DocumentServer().running() as elsewhere:  # a loopback origin not on the allowlist
+        url = elsewhere.url("/client.json")
+        elsewhere.serve_json("/client.json", _document(url))
+        async with cimd_server.http() as http:
+            flow = OAuthFlow(http)
+            resp = await flow.authorize(flow.params(url, Pkce.new()))
+        assert resp.status_code == 400 and "location" not in resp.headers
+        assert elsewhere.hits["/client.json"] == 0
+
+
+async def test_oversized_or_mismatched_documents_are_refused(
+    cimd_server: McpTestServer, documents: DocumentServer
+) -> None:
+    big = documents.url("/big.json")
+    documents.serve_json("/big.json", _document(big, client_name="x" * 6000))
+    other_id = documents.url("/other.json")
+    documents.serve_json("/other.json", _document("https://client.example/other.json"))
+    async with cimd_server.http() as http:
+        flow = OAuthFlow(http)
+        for url in (big, other_id):
+            resp = await flow.authorize(flow.params(url, Pkce.new()))
+            assert resp.status_code == 400, url
+            assert "location" not in resp.headers
+    assert documents.hits["/big.json"] == 1
+
+
+async def test_a_metadata_document_client_signs_in_with_its_registered_redirect_only(
+    cimd_server: McpTestServer, documents: DocumentServer, user: User
+) -> None:
+    url = documents.url("/client.json")
+    documents.serve_json("/client.json", _document(url))
+    async with cimd_server.http() as http:
+        flow = OAuthFlow(http)
+        evil = await flow.authorize(
+            flow.params(url, Pkce.new(), redirect_uri="http://127.0.0.1:9/evil")
+        )
+        assert evil.status_code == 400 and "location" not in evil.headers
+        tokens = await flow.connect(user.email, PASSWORD, client_id=url)
+        assert tokens.scope == "mana:read mana:write"
+        assert await _mcp_status(cimd_server, tokens.access_token) == 200
+        assert (await flow.refresh(url, tokens.refresh_token)).status_code == 200
+    assert documents.hits["/client.json"] == 1  # fetched once, then cached

@@ -6,10 +6,12 @@ on the server."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx2
 import pytest
 
+from mana_http import HttpConfig
 from mana_http.testing import BASE_URL, McpTestServer
 from mana_oauth.server import SESSION_COOKIE
 from tests.oauth.support import PASSWORD, REDIRECT_URI, OAuthFlow, Pkce, page_form
@@ -215,3 +217,22 @@ async def test_the_consent_page_names_the_client_and_where_it_redirects(
         assert "<strong>app.example</strong>" in text
         assert user.email in text
         assert page.headers["content-security-policy"].count("https://app.example;") == 1
+
+
+async def test_pages_below_a_public_url_with_a_path(mana_kit: ToolKit, tmp_path: Path) -> None:
+    """Behind a proxy at https://mana.example/mana the browser posts and keeps its cookie
+    below that path, and the cookie is Secure."""
+    config = HttpConfig(public_url="https://mana.example/mana")
+    async with (
+        McpTestServer(mana_kit.pipeline, tmp_path, config=config) as server,
+        server.http() as http,
+    ):
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        doc = (await http.get("/.well-known/oauth-authorization-server")).json()
+        assert doc["authorization_endpoint"] == "https://mana.example/mana/oauth/authorize"
+        page = await flow.authorize(flow.params(client_id, Pkce.new()))
+        assert page.status_code == 200
+        assert page_form(page.text).action == "/mana/oauth/authorize"
+        cookie = page.headers["set-cookie"].lower()
+        assert "path=/mana/oauth" in cookie and "secure" in cookie
