@@ -5,12 +5,16 @@ at all with an external issuer."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
 import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
+from mana_auth import TokenIssuer
+from mana_auth.tokens import LOCAL_ISSUER
 from mana_cli.config import Settings
 from mana_http import AuthSetup, HttpConfig
 from mana_http.testing import BASE_URL, McpTestServer
@@ -252,3 +256,104 @@ async def test_loopback_clients_reach_the_client_registry(
         assert oauth is not None
         assert oauth.clients.policy.loopback_allowed("http", "127.0.0.1", 8123)
         assert not oauth.clients.policy.loopback_allowed("http", "127.0.0.1", 8124)
+
+
+async def test_an_expired_access_token_can_still_be_revoked(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        tokens = await flow.connect(user.email, PASSWORD, client_id=client_id)
+        claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
+        keys = mana_mcp.auth.keys
+        assert keys is not None
+        two_hours_ago = TokenIssuer(
+            keys, issuer=LOCAL_ISSUER, clock=lambda: time.time() - 7200
+        ).issue(
+            user.id,
+            email=user.email,
+            ttl=timedelta(hours=1),
+            audience=RESOURCE,
+            claims={k: claims[k] for k in ("scope", "space", "client_id", "gid")},
+        )
+        assert (await flow.revoke(client_id, two_hours_ago.token)).status_code == 200
+        oauth = mana_mcp.app.oauth
+        assert oauth is not None
+        connection = await oauth.store.connection(claims["gid"])
+        assert connection is not None and connection.revoked_at is not None
+        # a token not signed by our key (here HMAC under our key id) is none of ours: 200, and
+        # its connection is not looked up
+        kid = jwt.get_unverified_header(tokens.access_token)["kid"]
+        forged = jwt.encode(claims, "k" * 32, algorithm="HS256", headers={"kid": kid})
+        assert (await flow.revoke(client_id, forged)).status_code == 200
+
+
+async def test_token_and_revocation_request_errors(mana_mcp: McpTestServer) -> None:
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        cases = [
+            ("/oauth/token", {}, "invalid_request"),  # no grant_type
+            ("/oauth/token", {"grant_type": "password"}, "unsupported_grant_type"),
+            ("/oauth/token", {"grant_type": "authorization_code"}, "invalid_request"),  # no code
+            ("/oauth/token", {"grant_type": "refresh_token"}, "invalid_request"),
+            ("/oauth/revoke", {}, "invalid_request"),  # no token
+        ]
+        for path, data, error in cases:
+            resp = await http.post(path, data={"client_id": client_id, **data})
+            assert resp.status_code == 400, (path, data)
+            assert resp.json()["error"] == error, (path, data)
+            assert resp.headers["cache-control"] == "no-store"
+        repeated = await http.post(
+            "/oauth/token",
+            content=f"client_id={client_id}&grant_type=refresh_token&grant_type=password",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert repeated.status_code == 400 and repeated.json()["error"] == "invalid_request"
+
+
+async def test_registration_answers_201_or_an_rfc7591_error(mana_mcp: McpTestServer) -> None:
+    async with mana_mcp.http() as http:
+        ok = await http.post(
+            "/oauth/register",
+            json={"client_name": "Inspector", "redirect_uris": [REDIRECT_URI]},
+        )
+        assert ok.status_code == 201, ok.text
+        assert ok.headers["cache-control"] == "no-store"
+        body = ok.json()
+        assert body["client_id"] and body["redirect_uris"] == [REDIRECT_URI]
+        assert "client_secret" not in body  # a public client by default
+        bad_uri = await http.post(
+            "/oauth/register", json={"redirect_uris": ["javascript:alert(1)"]}
+        )
+        assert bad_uri.status_code == 400
+        assert bad_uri.json()["error"] in ("invalid_redirect_uri", "invalid_client_metadata")
+        for content, ctype in (
+            (b"not json", "application/json"),
+            (b"[1, 2]", "application/json"),
+            (b"redirect_uris=x", "application/x-www-form-urlencoded"),
+            (b'{"client_name": "' + b"x" * (17 * 1024) + b'"}', "application/json"),
+        ):
+            resp = await http.post(
+                "/oauth/register", content=content, headers={"content-type": ctype}
+            )
+            assert resp.status_code == 400, content[:20]
+            assert resp.json()["error"] == "invalid_client_metadata"
+
+
+async def test_the_sign_in_page_and_auth_token_share_one_login_throttle(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    login = mana_mcp.app.login
+    assert login is not None
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        params = flow.params(client_id, Pkce.new())
+        for _ in range(login.throttle.per_client):
+            assert (await flow.sign_in(params, user.email, "wrong")).status_code == 401
+        token = await http.post("/auth/token", json={"email": user.email, "password": PASSWORD})
+        assert token.status_code == 429
