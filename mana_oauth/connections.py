@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from mana_oauth.store import Connection
 
+V = TypeVar("V")
+
 CACHE_SECONDS = 2.0
 TOUCH_SECONDS = 60.0
-# Beyond this many cached gids, entries too old to be used are dropped before adding one.
+# A map of recent entries is pruned of stale ones when it reaches this size, or twice the
+# number of entries that were still fresh at the last prune (so pruning stays amortised O(1)).
 _PRUNE_AT = 4096
 
 
@@ -32,10 +34,36 @@ class ConnectionSource(Protocol):
     async def touch(self, gid: str, at: float) -> None: ...
 
 
-@dataclass
-class _Answer:
-    active: bool
-    checked_at: float
+class _Recent(Generic[V]):
+    """Values per gid, each valid for `ttl` seconds from when it was put; memory is bounded
+    by the gids seen within `ttl` (stale entries are dropped in batches)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[V, float]] = {}
+        self._limit = _PRUNE_AT
+
+    def get(self, gid: str, now: float) -> V | None:
+        entry = self._entries.get(gid)
+        if entry is None or not self._fresh(entry[1], now):
+            return None
+        return entry[0]
+
+    def put(self, gid: str, value: V, now: float) -> None:
+        if len(self._entries) >= self._limit:
+            self._entries = {g: e for g, e in self._entries.items() if self._fresh(e[1], now)}
+            self._limit = max(_PRUNE_AT, 2 * len(self._entries))
+        self._entries[gid] = (value, now)
+
+    def pop(self, gid: str) -> None:
+        self._entries.pop(gid, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _fresh(self, at: float, now: float) -> bool:
+        # a clock that went back also makes the entry stale
+        return at <= now < at + self.ttl
 
 
 class GrantCheck:
@@ -54,44 +82,27 @@ class GrantCheck:
             raise ValueError("cache_seconds and touch_seconds must not be negative")
         self._store = store
         self._clock = clock
-        self.cache_seconds = cache_seconds
-        self.touch_seconds = touch_seconds
-        self._answers: dict[str, _Answer] = {}
-        self._touched: dict[str, float] = {}
+        self._answers: _Recent[bool] = _Recent(cache_seconds)
+        self._touched: _Recent[bool] = _Recent(touch_seconds)
 
     async def active(self, gid: str) -> bool:
         now = self._clock()
-        answer = self._answers.get(gid)
-        if answer is None or not self._fresh(answer, now):
+        answer = self._answers.get(gid, now)
+        if answer is None:
             connection = await self._store.connection(gid)
             now = self._clock()
-            answer = _Answer(connection is not None and connection.active, now)
-            self._remember(gid, answer, now)
-        if answer.active:
-            await self._touch(gid, now)
-        return answer.active
+            answer = connection is not None and connection.active
+            self._answers.put(gid, answer, now)
+        if answer and self._touched.get(gid, now) is None:
+            # claimed before the write, so concurrent requests of this gid write once
+            self._touched.put(gid, True, now)
+            await self._store.touch(gid, now)
+        return answer
 
     def forget(self, gid: str) -> None:
         """Drop the cached answer (this process revoked the connection itself)."""
-        self._answers.pop(gid, None)
+        self._answers.pop(gid)
 
-    def _fresh(self, answer: _Answer, now: float) -> bool:
-        # a clock that went back also makes the answer stale
-        return answer.checked_at <= now < answer.checked_at + self.cache_seconds
-
-    def _remember(self, gid: str, answer: _Answer, now: float) -> None:
-        if len(self._answers) >= _PRUNE_AT:
-            self._answers = {g: a for g, a in self._answers.items() if self._fresh(a, now)}
-        self._answers[gid] = answer
-
-    async def _touch(self, gid: str, now: float) -> None:
-        last = self._touched.get(gid)
-        if last is not None and last <= now < last + self.touch_seconds:
-            return
-        if len(self._touched) >= _PRUNE_AT:
-            self._touched = {
-                g: t for g, t in self._touched.items() if t <= now < t + self.touch_seconds
-            }
-        # claimed before the write, so concurrent requests of this gid write once
-        self._touched[gid] = now
-        await self._store.touch(gid, now)
+    def cached(self) -> int:
+        """How many gids this process holds answers for (fresh or not yet pruned)."""
+        return len(self._answers)

@@ -535,6 +535,7 @@ class OAuthStore:
                 return _Reused(gid)
             if float(row["expires_at"]) <= now or not mark_rotated(conn, token_hash, now):
                 return None
+            purge_refresh(conn, now)
             insert_refresh(conn, secret_hash(fresh), gid, client_id, now)
             touch_connection(conn, gid, now)
             return Rotated(select_connection(conn, gid) or connection, fresh)

@@ -122,6 +122,25 @@ async def test_forget_drops_the_cached_answer(database_target: str) -> None:
         assert not await check.active(gid)
 
 
+class MemoryConnections:
+    """Every gid is a live connection; nothing is stored."""
+
+    async def connection(self, gid: str) -> Connection | None:
+        return Connection(gid, "usr", "client", "Client", "spc", ("mana:read",), 0.0, None, None)
+
+    async def touch(self, gid: str, at: float) -> None:
+        return None
+
+
+async def test_memory_holds_only_the_connections_seen_recently() -> None:
+    clock = SetClock()
+    check = GrantCheck(MemoryConnections(), clock=clock)
+    for i in range(20_000):  # 1000 new connections a second for 20 s
+        clock.advance(0.001)
+        assert await check.active(f"conn_{i}")
+    assert check.cached() <= 4096  # not 20 000: answers older than 2 s were dropped
+
+
 def test_negative_times_are_refused() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         GrantCheck(CountingStore(None), cache_seconds=-1)  # type: ignore[arg-type]

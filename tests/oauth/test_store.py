@@ -263,6 +263,21 @@ async def test_expired_codes_refresh_tokens_and_old_revocations_are_purged(
     assert await _count(db, "oauth_refresh_tokens") == 1
 
 
+async def test_rotated_refresh_tokens_are_purged_once_expired_by_later_rotations(
+    store: OAuthStore, db: Database, clock: SetClock
+) -> None:
+    """A client refreshing every hour for months leaves only the last 30 days of rotated
+    tokens (kept to recognise their reuse), not every token it ever had."""
+    _gid, refresh = await connect_with_code(store, "code", code_record(clock))
+    for _ in range(3):
+        clock.advance(REFRESH_TTL / 2)
+        rotated = await store.rotate_refresh(refresh, CLIENT)
+        assert rotated is not None
+        refresh = rotated.refresh_token
+    # rows left: the tokens issued in the last 30 days (two rotated ones and the current)
+    assert await _count(db, "oauth_refresh_tokens") == 3
+
+
 async def test_browser_sessions_expire_sign_in_rotates_the_id_and_end_forgets(
     store: OAuthStore, clock: SetClock
 ) -> None:
