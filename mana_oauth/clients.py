@@ -237,14 +237,17 @@ class _Claims(ClientMetadataClaims):  # type: ignore[misc]  # authlib is untyped
 def validate_metadata(
     raw: Mapping[str, Any], *, auth_methods: tuple[str, ...] = AUTH_METHODS
 ) -> dict[str, Any]:
-    """The client metadata this server stores: the RFC 7591 fields of `raw` (others are
-    ignored, as §2 allows), validated, with defaults filled in (`token_endpoint_auth_method`
-    none, `response_types` code, `grant_types` authorization_code). Raises `ClientError`
-    with `invalid_redirect_uri` or `invalid_client_metadata`."""
+    """The client metadata this server stores: the RFC 7591 fields of `raw` (others, and
+    nulls, are ignored, as §2 allows), validated, with defaults filled in
+    (`token_endpoint_auth_method` none, `response_types` code, `grant_types`
+    authorization_code). Raises `ClientError` with `invalid_redirect_uri` or
+    `invalid_client_metadata`."""
     metadata = {
         name: value
         for name, value in raw.items()
-        if name in ClientMetadataClaims.REGISTERED_CLAIMS and name not in _IGNORED_FIELDS
+        if name in ClientMetadataClaims.REGISTERED_CLAIMS
+        and name not in _IGNORED_FIELDS
+        and value is not None  # JSON null: as if absent (serialisers often write them)
     }
     _check_shapes(metadata)
     uris = metadata.get("redirect_uris")

@@ -84,6 +84,16 @@ async def test_a_public_client_is_registered_with_defaults_and_no_secret(
     assert again["client_id"] != client_id
 
 
+async def test_null_fields_count_as_absent(registry: ClientRegistry) -> None:
+    body = await registry.register(
+        metadata(token_endpoint_auth_method=None, contacts=None, grant_types=None, logo_uri=None)
+    )
+
+    assert body["token_endpoint_auth_method"] == "none"
+    assert body["grant_types"] == ["authorization_code"]
+    assert "contacts" not in body and "logo_uri" not in body
+
+
 @pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
 async def test_a_confidential_client_gets_a_secret_once_and_it_is_stored_hashed(
     registry: ClientRegistry, store: OAuthStore, method: str
