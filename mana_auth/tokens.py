@@ -297,7 +297,8 @@ class TokenVerifier:
             email=email if isinstance(email, str) else None,
             expires_at=float(claims["exp"]),
             kid=kid,
-            scopes=None if scope is None else frozenset(scope.split()),
+            # RFC 6749 §3.3: scope tokens are separated by spaces (nothing else)
+            scopes=None if scope is None else frozenset(filter(None, scope.split(" "))),
             space=_optional_name(claims, "space"),
             client_id=_optional_name(claims, "client_id"),
             grant_id=_optional_name(claims, "gid"),

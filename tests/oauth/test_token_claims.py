@@ -71,6 +71,15 @@ async def test_empty_scope_claim_grants_nothing(tmp_path: Path) -> None:
     assert principal.scopes == frozenset()
 
 
+async def test_scope_claim_is_split_on_spaces_only(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    verifier = _verifier(store)
+    spaced = await verifier.verify(_raw(store, scope=" mana:read  mana:write "))
+    assert spaced.scopes == frozenset({"mana:read", "mana:write"})
+    tabbed = await verifier.verify(_raw(store, scope="mana:read\tmana:write"))
+    assert tabbed.scopes == frozenset({"mana:read\tmana:write"})  # one unknown scope
+
+
 @pytest.mark.parametrize("reserved", ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"])
 def test_extra_claims_cannot_override_reserved(tmp_path: Path, reserved: str) -> None:
     issuer = TokenIssuer(KeyStore(tmp_path))
