@@ -112,7 +112,8 @@ class BrowserUser:
         """The client's `redirect_handler`."""
         self.authorizations.append(url)
         assert url.startswith(f"{self.server.url}/oauth/authorize?"), url
-        context = await self.browser.new_context()  # a fresh profile: not signed in yet
+        # a fresh profile (not signed in yet), JavaScript off: the pages need none
+        context = await self.browser.new_context(java_script_enabled=False)
         try:
             page = await context.new_page()
             response = await page.goto(url)
