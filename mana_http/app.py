@@ -406,7 +406,7 @@ def build_http_app(
     )
     if login is None and auth.issuer is not None:
         login = PasswordLogin(pipeline.accounts, auth.issuer, LoginThrottle())
-    oauth = _authorization_server(pipeline, auth, config, resource, login)
+    oauth = _authorization_server(pipeline, auth, config, resource, login, metrics)
     app = ManaHttpApp(
         pipeline=pipeline,
         auth=auth,
@@ -489,6 +489,7 @@ def _authorization_server(
     config: HttpConfig,
     resource: ResourceServer,
     login: PasswordLogin | None,
+    metrics: Metrics,
 ) -> AuthorizationServer | None:
     """The built-in authorization server, when this server signs its own tokens (local keys);
     with an external issuer (MANA_JWKS_URL) there is none and its routes answer 404."""
@@ -505,6 +506,7 @@ def _authorization_server(
         base_url=resource.base_url,
         resource=resource.resource,
         scopes=resource.scopes,
+        on_login_failure=metrics.auth_failure,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -84,6 +84,7 @@ from mana_oauth.store import (
 )
 from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.store.accounts import Accounts
+from tool_registry.store.postgres import DatabaseUnavailable
 
 log = structlog.get_logger("mana.oauth")
 
@@ -140,8 +141,10 @@ class AuthorizationServer:
         base_url: str,
         resource: str,
         scopes: tuple[str, ...],
+        on_login_failure: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`on_login_failure(reason)` hears of every refused sign-in (the server's metrics)."""
         self.store = store
         self.clients = clients
         self.login = login
@@ -157,15 +160,16 @@ class AuthorizationServer:
         # behind a proxy the public URL may have a path: the browser sees the pages below it
         self.authorize_path = public.path.rstrip("/") + AUTHORIZE_PATH
         self.cookie_path = public.path.rstrip("/") + "/oauth"
+        self._on_login_failure = on_login_failure
         self._clock = clock
 
     def routes(self) -> list[Route]:
         return [
             *(Route(path, self.metadata, methods=["GET"]) for path in METADATA_PATHS),
-            Route(AUTHORIZE_PATH, self.authorize, methods=["GET", "POST"]),
-            Route(TOKEN_PATH, self.token, methods=["POST"]),
-            Route(REVOKE_PATH, self.revoke, methods=["POST"]),
-            Route(REGISTER_PATH, self.register, methods=["POST"]),
+            Route(AUTHORIZE_PATH, _unavailable(self.authorize, page=True), methods=["GET", "POST"]),
+            Route(TOKEN_PATH, _unavailable(self.token), methods=["POST"]),
+            Route(REVOKE_PATH, _unavailable(self.revoke), methods=["POST"]),
+            Route(REGISTER_PATH, _unavailable(self.register), methods=["POST"]),
         ]
 
     # -- metadata ------------------------------------------------------------------------------
@@ -263,6 +267,7 @@ class AuthorizationServer:
         try:
             user = await self.login.authenticate(email, password, client=_client_address(request))
         except LoginThrottled as exc:
+            self._login_failed(exc.reason)
             return self._login_page(
                 auth,
                 csrf,
@@ -271,7 +276,8 @@ class AuthorizationServer:
                 error=exc.message,
                 headers={"retry-after": str(exc.retry_after)},
             )
-        except AuthError:
+        except AuthError as exc:
+            self._login_failed(exc.reason)
             return self._login_page(
                 auth, csrf, status=401, email=email, error="The email or password is wrong."
             )
@@ -284,6 +290,10 @@ class AuthorizationServer:
         )
         self._set_cookie(response, new_cookie, BROWSER_TTL_SIGNED_IN)
         return response
+
+    def _login_failed(self, reason: str) -> None:
+        if self._on_login_failure is not None:
+            self._on_login_failure(reason)
 
     def _login_page(
         self,
@@ -638,6 +648,32 @@ class AuthorizationServer:
         return JSONResponse(
             {"error": error, "error_description": description}, status_code=400, headers=NO_STORE
         )
+
+
+def _unavailable(
+    endpoint: Callable[[Request], Awaitable[Response]], *, page: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
+    """`endpoint`, answering 503 (`Retry-After: 1`) when the database is out of reach: a page
+    for the browser, else OAuth's `temporarily_unavailable` as JSON. Nothing was granted."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except DatabaseUnavailable as exc:
+            log.warning("oauth request failed: database unavailable", path=request.url.path)
+            retry = {"retry-after": "1"}
+            if page:
+                message = "The server cannot reach its database right now. Try again shortly."
+                return page_response(
+                    error_page("Temporarily unavailable", message), status=503, headers=retry
+                )
+            return JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": exc.message},
+                status_code=503,
+                headers={**NO_STORE, **retry},
+            )
+
+    return guarded
 
 
 def _describable(text: str) -> str:

@@ -20,6 +20,7 @@ from mana_http import AuthSetup, HttpConfig
 from mana_http.testing import BASE_URL, McpTestServer
 from tests.oauth.support import PASSWORD, REDIRECT_URI, OAuthFlow, Pkce, query_of
 from tool_registry.errors import ValidationFailed
+from tool_registry.store.postgres import DatabaseUnavailable
 from tool_registry.testing import ToolKit
 
 AS_METADATA = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
@@ -357,3 +358,47 @@ async def test_the_sign_in_page_and_auth_token_share_one_login_throttle(
             assert (await flow.sign_in(params, user.email, "wrong")).status_code == 401
         token = await http.post("/auth/token", json={"email": user.email, "password": PASSWORD})
         assert token.status_code == 429
+
+
+async def test_refused_sign_ins_are_counted_in_the_metrics(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        params = flow.params(client_id, Pkce.new())
+        assert (await flow.sign_in(params, user.email, "wrong")).status_code == 401
+        metrics = (await http.get("/metrics")).text
+    assert 'mana_auth_failures_total{reason="bad-credentials"} 1.0' in metrics
+
+
+async def test_database_outage_is_503_and_grants_nothing(
+    mana_mcp: McpTestServer, mana_kit: ToolKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    oauth = mana_mcp.app.oauth
+    assert oauth is not None
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        pkce = Pkce.new()
+        params = flow.params(client_id, pkce)
+        code = await flow.code(params, user.email, PASSWORD)
+
+        async def unavailable(*args: object, **kwargs: object) -> None:
+            raise DatabaseUnavailable("the database server is not reachable")
+
+        monkeypatch.setattr(oauth.store, "redeem_code", unavailable)
+        monkeypatch.setattr(oauth.store, "browser_session", unavailable)
+        token = await flow.exchange(client_id, code, pkce.verifier)
+        assert token.status_code == 503
+        assert token.json()["error"] == "temporarily_unavailable"
+        assert token.headers["retry-after"] == "1"
+        assert token.headers["cache-control"] == "no-store"
+        page = await flow.authorize(params)
+        assert page.status_code == 503 and page.headers["retry-after"] == "1"
+        assert page.headers["x-frame-options"] == "DENY"
+        monkeypatch.undo()
+        # the code was never redeemed: it still works once the database is back
+        assert (await flow.exchange(client_id, code, pkce.verifier)).status_code == 200
