@@ -11,6 +11,7 @@ authorization server sees either kind as one `Client`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -292,7 +293,8 @@ class ClientStore(Protocol):
 
 class ClientRegistry:
     """Resolves, registers and authenticates clients over the shared store: a metadata
-    document is fetched once per cache lifetime by whichever replica needs it first."""
+    document is fetched once per cache lifetime by whichever replica needs it first, and by
+    one caller at a time within a process."""
 
     def __init__(
         self,
@@ -306,6 +308,7 @@ class ClientRegistry:
         self.policy = policy
         self._fetcher = fetcher or CimdFetcher(policy)
         self._clock = clock
+        self._fetching: dict[str, asyncio.Future[ClientRecord]] = {}
 
     async def resolve(self, client_id: str) -> Client:
         """The client named `client_id`: a registered (DCR) client, or for a URL its metadata
@@ -324,15 +327,30 @@ class ClientRegistry:
         return record
 
     async def _metadata_record(self, url: str) -> ClientRecord:
-        now = self._clock()
         cached = await self._store.get_client(url)
         if (
             cached is not None
             and cached.kind == "cimd"
             and cached.expires_at is not None
-            and cached.expires_at > now
+            and cached.expires_at > self._clock()
         ):
             return cached
+        # One fetch per URL at a time in this process: callers arriving meanwhile share its
+        # outcome, so a burst of requests naming a URL does not become a burst of fetches.
+        pending = self._fetching.get(url)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_record(url, cached))
+            self._fetching[url] = pending
+            pending.add_done_callback(lambda done: self._fetched(url, done))
+        return await asyncio.shield(pending)
+
+    def _fetched(self, url: str, done: asyncio.Future[ClientRecord]) -> None:
+        del self._fetching[url]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone (its outcome is theirs)
+
+    async def _fetch_record(self, url: str, cached: ClientRecord | None) -> ClientRecord:
+        now = self._clock()
         try:
             fetched = await self._fetcher.fetch(url)
             document = check_document(url, fetched.document)

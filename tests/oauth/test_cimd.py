@@ -6,6 +6,7 @@ resolve to private, link-local or otherwise non-public addresses (no connection 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from mana_oauth.cimd import (
     CimdError,
     CimdFetcher,
     CimdPolicy,
+    FetchedDocument,
     address_refusal,
     check_url,
     is_metadata_url,
@@ -171,6 +173,80 @@ async def test_a_document_is_fetched_again_once_its_max_age_has_passed(
     assert (first.name, again.name) == ("Loopback Test Client", "Renamed")
     record = await store.get_client(url)
     assert record is not None and record.expires_at == clock() + DEFAULT_CACHE_SECONDS
+
+
+class HeldFetcher(CimdFetcher):
+    """Counts fetches and holds each until the test releases it."""
+
+    def __init__(self, policy: CimdPolicy, outcome: dict[str, Any] | None) -> None:
+        super().__init__(policy)
+        self.outcome = outcome
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def fetch(self, url: str) -> FetchedDocument:
+        self.calls += 1
+        await self.release.wait()
+        if self.outcome is None:
+            raise CimdError(f"{url!r} answered HTTP 503")
+        return FetchedDocument(self.outcome, DEFAULT_CACHE_SECONDS)
+
+
+class CountedClients(MemoryClients):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        self.reads += 1
+        return await super().get_client(client_id)
+
+
+@pytest.mark.parametrize("succeeds", [True, False])
+async def test_callers_arriving_during_a_fetch_share_it(clock: SetClock, succeeds: bool) -> None:
+    url = "https://client.example/doc.json"
+    fetcher = HeldFetcher(CimdPolicy(), document(url) if succeeds else None)
+    store = CountedClients()
+    registry = ClientRegistry(store, fetcher.policy, fetcher=fetcher, clock=clock)
+
+    callers = [asyncio.ensure_future(registry.resolve(url)) for _ in range(3)]
+    for _ in range(1000):  # until each caller found no cached document and waits on the fetch
+        if store.reads == 3:
+            break
+        await asyncio.sleep(0)
+    fetcher.release.set()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+
+    assert fetcher.calls == 1
+    if succeeds:
+        assert [client.client_id for client in outcomes if isinstance(client, Client)] == [url] * 3
+        await registry.resolve(url)  # cached now
+        assert fetcher.calls == 1
+    else:
+        assert [e.error for e in outcomes if isinstance(e, ClientError)] == ["invalid_client"] * 3
+        with pytest.raises(ClientError):  # a refusal is not remembered: the next caller fetches
+            await registry.resolve(url)
+        assert fetcher.calls == 2
+
+
+async def test_a_caller_that_gives_up_does_not_end_the_fetch_of_the_others(
+    clock: SetClock,
+) -> None:
+    url = "https://client.example/doc.json"
+    fetcher = HeldFetcher(CimdPolicy(), document(url))
+    store = CountedClients()
+    registry = ClientRegistry(store, fetcher.policy, fetcher=fetcher, clock=clock)
+    leaving, staying = (asyncio.ensure_future(registry.resolve(url)) for _ in range(2))
+    for _ in range(1000):
+        if store.reads == 2:
+            break
+        await asyncio.sleep(0)
+
+    leaving.cancel()
+    fetcher.release.set()
+
+    assert (await staying).client_id == url
+    assert leaving.cancelled() and fetcher.calls == 1
 
 
 @pytest.mark.parametrize(
