@@ -15,12 +15,14 @@ still sends no `Referer` to any other origin (the client's redirect URI included
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")  # RFC 3986 §3.1 (urlsplit lower-cases it)
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.4rem}form{display:grid;gap:.8rem}label{display:block}
@@ -44,7 +46,7 @@ def form_action_source(redirect_uri: str | None) -> str | None:
     if parts.scheme in ("http", "https") and parts.netloc:
         host = parts.netloc.rpartition("@")[2]
         return f"{parts.scheme}://{host}"
-    if parts.scheme and parts.scheme.isascii() and parts.scheme.replace("+", "").isalnum():
+    if _SCHEME.fullmatch(parts.scheme):
         return f"{parts.scheme}:"
     return None
 

@@ -393,7 +393,8 @@ class AuthorizationServer:
         return RedirectResponse(location, status_code=302, headers=NO_STORE)
 
     def _client_view(self, auth: AuthorizationRequest) -> ClientView:
-        host = urlsplit(auth.redirect_uri).netloc or auth.client.redirect_host
+        parts = urlsplit(auth.redirect_uri)
+        host = parts.netloc.rpartition("@")[2] or f"{parts.scheme}:"
         return ClientView(auth.client.name, auth.client.client_id, host)
 
     def _set_cookie(self, response: Response, value: str, ttl: float) -> None:

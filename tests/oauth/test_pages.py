@@ -236,3 +236,21 @@ async def test_pages_below_a_public_url_with_a_path(mana_kit: ToolKit, tmp_path:
         assert page_form(page.text).action == "/mana/oauth/authorize"
         cookie = page.headers["set-cookie"].lower()
         assert "path=/mana/oauth" in cookie and "secure" in cookie
+
+
+async def test_a_native_app_redirect_with_its_own_scheme(
+    mana_mcp: McpTestServer, user: User
+) -> None:
+    app_uri = "com.example.app:/oauth/callback"
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register(redirect_uris=[app_uri]))["client_id"]
+        params = flow.params(client_id, Pkce.new(), redirect_uri=app_uri)
+        assert (await flow.sign_in(params, user.email, PASSWORD)).status_code == 303
+        page = await flow.authorize(params)
+        assert "<strong>com.example.app:</strong>" in page.text
+        csp = page.headers["content-security-policy"]
+        assert "form-action 'self' com.example.app:;" in csp
+        resp = await flow.decide(params)
+        assert resp.status_code == 302
+        assert resp.headers["location"].startswith(app_uri + "?code=")
