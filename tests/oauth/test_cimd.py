@@ -565,3 +565,16 @@ async def test_tls_is_verified_for_the_host_name_while_connecting_to_the_checked
             with pytest.raises(CimdError, match="CERTIFICATE_VERIFY_FAILED"):
                 await fetcher.fetch(url)
             assert docs.hits["/doc.json"] == 0
+
+
+async def test_a_resolver_that_never_answers_is_bounded_by_the_time_limit() -> None:
+    async def silent(host: str, port: int) -> Sequence[str]:
+        await asyncio.Event().wait()
+        return []
+
+    wire = Wire()
+    fetcher = CimdFetcher(CimdPolicy(timeout=0.2), resolver=silent, transport=wire)
+
+    with pytest.raises(CimdError, match=r"took longer than 0\.2 s"):
+        await fetcher.fetch("https://client.example/doc.json")
+    assert wire.requests == []
