@@ -3,7 +3,8 @@ own OAuth client (discovery from the 401, client registration by a Client ID Met
 or by RFC 7591 dynamic registration, PKCE, token exchange and refresh), and Chromium as the
 user's browser: it signs in with the user's password, picks the brand space and the access on
 the consent page and allows; the redirect lands on the client's loopback listener. The client
-then works in the chosen space with the chosen access."""
+then works in the chosen space with the chosen access, until the user ends the connection with
+`mana connections revoke`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+import httpx
 import httpx2
 import mcp_types as types
 import pytest
@@ -34,10 +36,16 @@ from mana_cli.demo import DEMO_PASSWORD
 from tests.browser.support import LocalSite, Page
 from tests.mcp.support import (
     BRAND_IMAGES,
+    BRAND_SLUG,
     DEMO_EMAIL,
+    JSON_ACCEPT,
+    MODERN_HEADERS,
+    REPO,
     Mode,
     ServerProcess,
     World,
+    mana_argv,
+    modern_tools_list,
     seeded_world,
 )
 
@@ -45,6 +53,9 @@ Access = Literal["read", "write"]
 # modules a brand space may not use (intimate or personal-only): never listed there
 NOT_IN_BRAND = {"habits", "journal", "mood", "todo"}
 CALLBACK_WAIT = 30.0
+# polls (0.25 s apart) for a revoked connection's access token to be refused: the server's
+# grant check may answer from its cache for up to 2 s
+REVOCATION_POLLS = 40
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +231,43 @@ async def _connect(
         yield Connected(client, provider, storage, user)
 
 
+async def _mana(world: World, *args: str) -> str:
+    """`mana ARGS` on the server's installation, as its operator would run it; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        *mana_argv(world.data_dir, *args),
+        cwd=REPO,
+        env=world.installation.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def _assert_ended(server: ServerProcess, client_id: str, tokens: OAuthToken) -> None:
+    """After revocation: the refresh token is refused at once, and the access token at /mcp
+    as soon as the server's grant check learns of it (it caches an answer for up to 2 s)."""
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        refreshed = await http.post(
+            f"{server.url}/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": tokens.refresh_token or "",
+                "client_id": client_id,
+            },
+        )
+        assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+        bearer = {**JSON_ACCEPT, **MODERN_HEADERS, "authorization": f"Bearer {tokens.access_token}"}
+        for _ in range(REVOCATION_POLLS):
+            answer = await http.post(server.mcp_url, json=modern_tools_list(), headers=bearer)
+            if answer.status_code != 200:
+                break
+            await asyncio.sleep(0.25)
+        assert answer.status_code == 401, answer.text
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+
+
 def _image_ids(result: types.CallToolResult) -> set[str]:
     assert not result.is_error, result.content
     assert result.structured_content is not None
@@ -291,6 +339,14 @@ async def test_client_signs_in_picks_the_brand_space_and_works_there(
         assert storage.tokens.access_token != first.access_token
         assert storage.tokens.refresh_token not in (None, first.refresh_token)
         assert len(user.authorizations) == 1
+
+        # the user finds the connection with `mana connections list` and ends it
+        listed = json.loads(await _mana(world, "connections", "list", "--as", DEMO_EMAIL, "--json"))
+        (mine,) = [c for c in listed if c["client_name"] == f"Browser test {name}"]
+        assert mine["client_id"] == storage.client_info.client_id
+        assert (mine["space"], mine["scopes"]) == (BRAND_SLUG, ["mana:read", "mana:write"])
+        await _mana(world, "connections", "revoke", mine["id"], "--as", DEMO_EMAIL)
+        await _assert_ended(server, storage.client_info.client_id, storage.tokens)
 
 
 async def test_read_only_consent_lists_no_write_tools(
