@@ -36,6 +36,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.I)
 _UNCACHEABLE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|=|$)", re.I)
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _USER_AGENT = "Mana-OAuth (client metadata document fetch)"
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -155,10 +156,15 @@ class MetadataUrl:
 
 def check_url(url: str, policy: CimdPolicy) -> MetadataUrl:
     """The draft's URL rules: https (http only for an allowlisted loopback origin), a host, a
-    path other than `/` without `.`/`..` segments, no credentials, no fragment. Raises
-    `CimdError`."""
+    path other than `/` without `.`/`..` segments, no credentials, no fragment; and printable
+    ASCII only, so the URL is the same string to every parser. Raises `CimdError`."""
     if len(url) > MAX_URL_LENGTH:
         raise CimdError(f"client_id URL is longer than {MAX_URL_LENGTH} characters")
+    if not _PRINTABLE_ASCII.fullmatch(url):
+        raise CimdError(
+            f"client_id {url!r} must be printable ASCII without spaces "
+            "(percent-encoded, an IDN host in its xn-- form)"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -167,8 +173,6 @@ def check_url(url: str, policy: CimdPolicy) -> MetadataUrl:
     host = parts.hostname
     if parts.scheme not in _DEFAULT_PORTS or not host:
         raise CimdError(f"client_id {url!r} is not an absolute https URL")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
-        raise CimdError(f"client_id {url!r} contains whitespace or control characters")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise CimdError(f"client_id {url!r} must not carry credentials")
     if parts.fragment or "#" in url:
@@ -332,8 +336,12 @@ class CimdFetcher:
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         failure: httpx.HTTPError | None = None
+        try:
+            url = httpx.URL(target.url)
+        except httpx.InvalidURL as exc:
+            raise CimdError(f"client_id {target.url!r} is not a valid URL: {exc}") from None
         for address in addresses:
-            pinned = httpx.URL(target.url).copy_with(host=address)
+            pinned = url.copy_with(host=address)
             request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
             try:
                 return await client.send(request, stream=True)

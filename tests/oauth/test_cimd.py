@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mana_oauth.cimd import (
     DEFAULT_CACHE_SECONDS,
@@ -493,7 +495,9 @@ async def test_an_allowlisted_origin_still_may_not_resolve_to_a_private_address(
         ("https://client.example/doc.json#frag", "must not have a fragment"),
         ("https://user:pw@client.example/doc.json", "must not carry credentials"),
         ("https://client.example/a/../doc.json", "'.' or '..' path segments"),
-        ("https://client.example/a b.json", "whitespace"),
+        ("https://client.example/a b.json", "printable ASCII"),
+        ("https://client.example/\x7f.json", "printable ASCII"),
+        ("https://bücher.example/doc.json", "printable ASCII"),
         ("https://client.example:99999/doc.json", "is not a valid URL"),
         ("https://client.example/" + "a" * 2000, "longer than 2000 characters"),
     ],
@@ -578,3 +582,26 @@ async def test_a_resolver_that_never_answers_is_bounded_by_the_time_limit() -> N
     with pytest.raises(CimdError, match=r"took longer than 0\.2 s"):
         await fetcher.fetch("https://client.example/doc.json")
     assert wire.requests == []
+
+
+class NotFound(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.builds(lambda host, path: f"https://{host}/{path}", st.text(), st.text()),
+        st.builds(lambda host, path: f"http://{host}/{path}", st.text(), st.text()),
+    )
+)
+def test_any_client_id_is_fetched_or_refused_with_a_reason(url: str) -> None:
+    async def public(host: str, port: int) -> Sequence[str]:
+        return ["93.184.216.34"]
+
+    fetcher = CimdFetcher(CimdPolicy(), resolver=public, transport=NotFound())
+
+    with pytest.raises(CimdError):
+        asyncio.run(fetcher.fetch(url))
