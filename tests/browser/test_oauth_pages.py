@@ -53,14 +53,16 @@ def server(world: World, sites: tuple[LocalSite, LocalSite, LocalSite]) -> Itera
         proc.stop()
 
 
-def _authorize_url(server: ServerProcess, client_id: str, redirect_uri: str) -> str:
+def _authorize_url(
+    server: ServerProcess, client_id: str, redirect_uri: str, state: str | None = None
+) -> str:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
     query = {
         "response_type": "code",
         "client_id": client_id,
         "redirect_uri": redirect_uri,
-        "state": secrets.token_urlsafe(16),
+        "state": state or secrets.token_urlsafe(16),
         "code_challenge": challenge.decode(),
         "code_challenge_method": "S256",
         "scope": "mana:read mana:write",
@@ -92,6 +94,17 @@ async def _signed_in_consent(context: BrowserContext, url: str) -> BrowserPage:
     return page
 
 
+async def _register(server: ServerProcess, redirect_uri: str, name: str) -> str:
+    async with httpx.AsyncClient(timeout=10) as http:
+        registered = await http.post(
+            f"{server.url}/oauth/register",
+            json={"redirect_uris": [redirect_uri], "client_name": name},
+        )
+    assert registered.status_code == 201, registered.text
+    client_id: str = registered.json()["client_id"]
+    return client_id
+
+
 async def _connections(world: World) -> int:
     rows = await world.installation.query("SELECT COUNT(*) FROM oauth_connections")
     count: int = rows[0][0]
@@ -108,13 +121,7 @@ async def test_forged_consent_grants_nothing_and_the_real_one_works(
     callback = f"/cb/{world.installation.backend}"  # the sites serve both backends' runs
     redirect_uri = client_site.url(callback)
     client_site.pages[callback] = Page(b"<!doctype html><p>connected")
-    async with httpx.AsyncClient(timeout=10) as http:
-        registered = await http.post(
-            f"{server.url}/oauth/register",
-            json={"redirect_uris": [redirect_uri], "client_name": MARKUP_NAME},
-        )
-    assert registered.status_code == 201, registered.text
-    url = _authorize_url(server, registered.json()["client_id"], redirect_uri)
+    url = _authorize_url(server, await _register(server, redirect_uri, MARKUP_NAME), redirect_uri)
     before = await _connections(world)
 
     # the user's browser, JavaScript off: the Mana pages need none (nor do the attacks here)
@@ -180,3 +187,32 @@ async def test_forged_consent_grants_nothing_and_the_real_one_works(
     assert query["code"] and "error" not in query
     assert await _connections(world) == before  # a connection is made when the code is exchanged
     await mana.close()
+
+
+async def test_deny_sends_the_user_back_with_access_denied(
+    chromium: Browser,
+    server: ServerProcess,
+    world: World,
+    sites: tuple[LocalSite, LocalSite, LocalSite],
+) -> None:
+    client_site, _, _ = sites
+    callback = f"/denied/{world.installation.backend}"
+    redirect_uri = client_site.url(callback)
+    client_site.pages[callback] = Page(b"<!doctype html><p>not connected")
+    state = secrets.token_urlsafe(16)
+    client_id = await _register(server, redirect_uri, "Denied client")
+    before = await _connections(world)
+    context = await chromium.new_context(java_script_enabled=False)
+    try:
+        consent = await _signed_in_consent(
+            context, _authorize_url(server, client_id, redirect_uri, state)
+        )
+        await consent.click('button[name="decision"][value="deny"]')
+        await consent.wait_for_url(lambda landed: landed.startswith(redirect_uri + "?"))
+    finally:
+        await context.close()
+    query = await asyncio.to_thread(client_site.wait_for, callback, 10)
+    assert query["error"] == ["access_denied"] and query["state"] == [state]
+    assert "code" not in query
+    assert query["iss"] == [server.url]
+    assert await _connections(world) == before
