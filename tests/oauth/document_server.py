@@ -140,7 +140,7 @@ class DocumentServer:
 
     @contextmanager
     def running(self) -> Iterator[DocumentServer]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         try:
             yield self
