@@ -53,6 +53,12 @@ class PageError(Exception):
         self.message = message
 
 
+def names_resource(target: str, resource: str) -> bool:
+    """Whether a client's `resource` parameter names this resource: exactly, or with the
+    trailing slash a user may have typed in the connector URL."""
+    return target in (resource, resource + "/")
+
+
 def invalid_target(description: str, **where: str | None) -> OAuth2Error:
     """RFC 8707's `invalid_target` (authlib has no class of its own for it)."""
     return OAuth2Error(description=description, error="invalid_target", **where)
@@ -171,7 +177,7 @@ async def validate(
             )
         requested = asked or None
     target = params.get("resource")
-    if target is not None and target != resource:
+    if target is not None and not names_resource(target, resource):
         raise invalid_target(f"this server issues tokens for {resource} only", **to_client)
     return AuthorizationRequest(
         client=client,
@@ -200,5 +206,6 @@ __all__ = [
     "PageError",
     "granted_scopes",
     "invalid_target",
+    "names_resource",
     "validate",
 ]

@@ -53,6 +53,7 @@ from mana_oauth.authorization import (
     PageError,
     granted_scopes,
     invalid_target,
+    names_resource,
     validate,
 )
 from mana_oauth.clients import Client, ClientError, ClientRegistry
@@ -477,7 +478,7 @@ class AuthorizationServer:
         if verifier is None:
             raise InvalidRequestError("code_verifier is missing (PKCE)")
         target = params.get("resource")
-        if target is not None and target != self.resource:
+        if target is not None and not names_resource(target, self.resource):
             raise invalid_target(f"this server issues tokens for {self.resource} only")
         redeemed = await self.store.redeem_code(code, client.client_id)
         if redeemed is None:
@@ -489,8 +490,8 @@ class AuthorizationServer:
         redirect_uri = params.get("redirect_uri")
         if redirect_uri is not None and redirect_uri != record.redirect_uri:
             raise InvalidGrantError("redirect_uri differs from the authorization request")
-        if target is not None and target != record.resource:
-            raise invalid_target("resource differs from the authorization request")
+        if record.resource != self.resource:  # the server's public URL changed meanwhile
+            raise invalid_target("the code was issued for another resource")
         # the code is spent either way: a wrong verifier burns it
         if not CODE_VERIFIER_PATTERN.fullmatch(verifier) or not hmac.compare_digest(
             create_s256_code_challenge(verifier).encode(), record.code_challenge.encode()

@@ -391,3 +391,20 @@ async def test_a_metadata_document_client_signs_in_with_its_registered_redirect_
         assert await _mcp_status(cimd_server, tokens.access_token) == 200
         assert (await flow.refresh(url, tokens.refresh_token)).status_code == 200
     assert documents.hits["/client.json"] == 1  # fetched once, then cached
+
+
+async def test_a_code_is_only_good_for_the_resource_it_was_issued_for(
+    mana_kit: ToolKit, tmp_path: Path, user: User
+) -> None:
+    """A code issued while the server was http://127.0.0.1:3069 (say, before MANA_PUBLIC_URL
+    changed) gives no token for the resource of http://localhost:3069."""
+    a = McpTestServer(mana_kit.pipeline, tmp_path)
+    moved = HttpConfig(public_url="http://localhost:3069")
+    b = McpTestServer(mana_kit.pipeline, tmp_path, config=moved)
+    async with a, b, a.http() as on_a, b.http() as on_b:
+        flow = OAuthFlow(on_a)
+        client_id = await _registered(flow)
+        pkce = Pkce.new()
+        code = await flow.code(flow.params(client_id, pkce), user.email, PASSWORD)
+        elsewhere = await OAuthFlow(on_b).exchange(client_id, code, pkce.verifier)
+        assert _error(elsewhere) == "invalid_target"

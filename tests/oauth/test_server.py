@@ -402,3 +402,19 @@ async def test_database_outage_is_503_and_grants_nothing(
         monkeypatch.undo()
         # the code was never redeemed: it still works once the database is back
         assert (await flow.exchange(client_id, code, pkce.verifier)).status_code == 200
+
+
+async def test_the_resource_may_be_named_with_a_trailing_slash(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        pkce = Pkce.new()
+        params = flow.params(client_id, pkce, resource=RESOURCE + "/")
+        code = await flow.code(params, user.email, PASSWORD)
+        token = await flow.exchange(client_id, code, pkce.verifier, resource=RESOURCE + "/")
+        assert token.status_code == 200, token.text
+    claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == RESOURCE  # always the one resource URL
