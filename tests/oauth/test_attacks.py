@@ -408,3 +408,16 @@ async def test_a_code_is_only_good_for_the_resource_it_was_issued_for(
         code = await flow.code(flow.params(client_id, pkce), user.email, PASSWORD)
         elsewhere = await OAuthFlow(on_b).exchange(client_id, code, pkce.verifier)
         assert _error(elsewhere) == "invalid_target"
+
+
+async def test_a_reused_refresh_token_ends_the_family_whatever_scope_it_asks(
+    server: McpTestServer, user: User
+) -> None:
+    async with server.http() as http:
+        flow = OAuthFlow(http)
+        client_id = await _registered(flow)
+        first = await flow.connect(user.email, PASSWORD, client_id=client_id, access="read")
+        newest = (await flow.refresh(client_id, first.refresh_token)).json()
+        reuse = await flow.refresh(client_id, first.refresh_token, scope="mana:read mana:write")
+        assert _error(reuse) == "invalid_grant"
+        assert _error(await flow.refresh(client_id, newest["refresh_token"])) == "invalid_grant"

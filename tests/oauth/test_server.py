@@ -418,3 +418,19 @@ async def test_the_resource_may_be_named_with_a_trailing_slash(
         assert token.status_code == 200, token.text
     claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
     assert claims["aud"] == RESOURCE  # always the one resource URL
+
+
+async def test_a_refresh_never_widens_the_granted_scope(
+    mana_mcp: McpTestServer, mana_kit: ToolKit
+) -> None:
+    user = await mana_kit.user(password=PASSWORD)
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        client_id = (await flow.register())["client_id"]
+        read_only = await flow.connect(user.email, PASSWORD, client_id=client_id, access="read")
+        assert read_only.scope == "mana:read"
+        asked = await flow.refresh(client_id, read_only.refresh_token, scope="mana:read mana:write")
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["scope"] == "mana:read"
+        claims = jwt.decode(asked.json()["access_token"], options={"verify_signature": False})
+        assert claims["scope"] == "mana:read"
