@@ -134,9 +134,9 @@ def login_page(
         f'<form method="post" action="{_e(action)}">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">{_hidden(params)}'
         f'<label>Email <input type="email" name="email" value="{_e(email)}" '
-        'autocomplete="username" required autofocus></label>'
+        f'autocomplete="username" required{"" if email else " autofocus"}></label>'
         '<label>Password <input type="password" name="password" '
-        'autocomplete="current-password" required></label>'
+        f'autocomplete="current-password" required{" autofocus" if email else ""}></label>'
         '<button type="submit" name="action" value="login">Sign in</button>'
         "</form>",
     )

@@ -254,3 +254,16 @@ async def test_a_native_app_redirect_with_its_own_scheme(
         resp = await flow.decide(params)
         assert resp.status_code == 302
         assert resp.headers["location"].startswith(app_uri + "?code=")
+
+
+async def test_the_sign_in_form_focuses_what_is_left_to_type(
+    mana_mcp: McpTestServer, user: User
+) -> None:
+    async with mana_mcp.http() as http:
+        flow = OAuthFlow(http)
+        params = flow.params((await flow.register())["client_id"], Pkce.new())
+        first = (await flow.authorize(params)).text
+        assert re.search(r'name="email"[^>]*autofocus', first)
+        again = (await flow.sign_in(params, user.email, "wrong")).text
+        assert re.search(r'name="password"[^>]*autofocus', again)
+        assert not re.search(r'name="email"[^>]*autofocus', again)
