@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mana_cli.commands.run import INSPECTOR_VERSION, SNIPPET_END, SNIPPET_START
+from mana_cli.commands.run import INSPECTOR_VERSION, SNIPPET_END, SNIPPET_START, ready_text
+from mana_cli.config import Settings
 from tests.mcp.support import REPO, Installation, ServerProcess, free_port, mana_argv
 from tool_registry.store.postgres import is_postgres_url
 
@@ -160,6 +161,10 @@ def test_make_run_prints_commands_and_a_python_script_that_work(tmp_path: Path) 
         pinned = f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION} --cli"
         assert len(inspector) == 2 and all(pinned in line for line in inspector)
         assert f"127.0.0.1:{port}/mcp" in inspector[0] and "make run PORT=" in printed
+        # a client that signs in by itself is pointed at the same endpoint and the demo user
+        sign_in = printed.split("Or let a client sign in by itself", 1)[1]
+        assert f"  http://127.0.0.1:{port}/mcp\n" in sign_in and "demo@mana.test" in sign_in
+        assert "mana connections list --as demo@mana.test" in sign_in
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -280,3 +285,11 @@ def test_every_readme_mana_command_parses() -> None:
             build_parser(argv).parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"README command does not parse ({exc.code}): mana {shlex.join(argv)}")
+
+
+def test_make_run_names_the_sign_in_only_when_it_is_the_authorization_server() -> None:
+    """With an external auth server (MANA_JWKS_URL) this server signs no one in."""
+    own = ready_text(Settings(), "t0ken")
+    external = ready_text(Settings(jwks_url="https://auth.example/jwks.json"), "t0ken")
+    assert "sign in by itself" in own and "mana connections" in own
+    assert "sign in by itself" not in external and "mana connections" not in external

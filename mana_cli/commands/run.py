@@ -108,10 +108,27 @@ def ready_text(settings: Settings, token: str) -> str:
             SNIPPET_START,
             python_snippet(url),
             SNIPPET_END,
+            *_sign_in_lines(settings, url),
             "",
             "Serving; stop with Ctrl-C. Another port: make run PORT=8080 (or MANA_PORT=8080).",
         ]
     )
+
+
+def _sign_in_lines(settings: Settings, url: str) -> list[str]:
+    """How a client that signs in by itself (OAuth: Claude, Cursor, mcp-remote, the Inspector)
+    connects; only when this server is its own authorization server."""
+    if settings.jwks_url:
+        return []
+    return [
+        "",
+        "Or let a client sign in by itself (Claude Desktop through mcp-remote, Cursor, the "
+        "Inspector): add",
+        f"  {url}",
+        f"as a remote MCP server; it opens a browser: sign in as {DEMO_EMAIL}, pick a space and "
+        "the access, Allow.",
+        f"See or end those connections: mana connections list --as {DEMO_EMAIL}",
+    ]
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
