@@ -1,0 +1,253 @@
+"""Sign-in of the TypeScript SDK's OAuth client (`@modelcontextprotocol/client`, the code the MCP
+Inspector, mcp-remote and many editors use) at Mana's built-in authorization server, end to
+end: a real `mana serve --http`; the SDK in node (`ts_oauth_client.mjs`: a
+`StreamableHTTPClientTransport` with an in-memory `OAuthClientProvider`) meets the 401,
+discovers the resource and authorization server metadata, registers (RFC 7591) or names its
+Client ID Metadata Document, and asks for the authorization URL to be opened; Chromium signs in
+with the user's password, picks the brand space with read and write access and allows; the
+redirect lands on the client's loopback listener and its query goes back to the SDK
+(`transport.finishAuth`), which redeems the code with its PKCE verifier and reconnects. The
+client then lists the brand space's tools, calls `me.listReferenceImages` there, and refreshes
+its access token after a 401 without another sign-in. Both protocol eras the SDK offers
+(2025-11-25 by default, 2026-07-28 with `versionNegotiation: {mode: "auto"}`).
+
+Skips without node or the package (installed with the Inspector by
+`scripts/inspector-smoke.sh`), like the replicas test's TypeScript client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import pytest
+from playwright.async_api import Browser
+
+from mana_cli.commands.run import INSPECTOR_VERSION
+from tests.browser.support import LocalSite, Page
+from tests.browser.test_oauth_e2e import NOT_IN_BRAND, BrowserUser
+from tests.mcp.support import (
+    BRAND_IMAGES,
+    REPO,
+    Mode,
+    ServerProcess,
+    World,
+    seeded_world,
+)
+
+CLIENT_SCRIPT = REPO / "tests/browser/ts_oauth_client.mjs"
+# seconds for each line the node client prints (its first includes node's start and discovery)
+LINE_WAIT = 60.0
+CALLBACK_WAIT = 30.0
+ERAS: dict[Mode, str] = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+
+
+def ts_sdk_entry() -> Path | None:
+    """`@modelcontextprotocol/client`'s ESM entry as `scripts/inspector-smoke.sh` installs it
+    with the Inspector ($MANA_INSPECTOR_DIR, else the cache directory of the pinned version),
+    or None."""
+    cache = os.environ.get("MANA_INSPECTOR_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "mana"
+        / f"inspector-{INSPECTOR_VERSION}"
+    )
+    entry = Path(cache) / "node_modules/@modelcontextprotocol/client/dist/index.mjs"
+    return entry if entry.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def node_sdk() -> tuple[str, Path]:
+    node, entry = shutil.which("node"), ts_sdk_entry()
+    if node is None or entry is None:
+        pytest.skip("node and @modelcontextprotocol/client (scripts/inspector-smoke.sh) needed")
+    return node, entry
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    with seeded_world(request, database_backend, tmp_path_factory.mktemp("ts-sign-in")) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def client_site() -> Iterator[LocalSite]:
+    """The client's side on 127.0.0.1: its metadata documents and its redirect listener."""
+    with LocalSite().running() as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def server(world: World, client_site: LocalSite) -> Iterator[ServerProcess]:
+    # the documents are served over plain http from loopback: the operator allows that origin
+    proc = ServerProcess(
+        world.installation, env={"MANA_OAUTH_LOOPBACK_CLIENTS": client_site.origin}
+    )
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@dataclass
+class NodeClient:
+    """The running `ts_oauth_client.mjs`: JSON lines out, the callback's query in."""
+
+    proc: asyncio.subprocess.Process
+    stderr_path: Path
+
+    async def line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), LINE_WAIT)
+        assert raw, f"the node client ended without a line:\n{self.stderr()}"
+        parsed: dict[str, Any] = json.loads(raw)
+        return parsed
+
+    async def answer(self, query: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(query.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def finished(self) -> int:
+        return await asyncio.wait_for(self.proc.wait(), LINE_WAIT)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+
+@asynccontextmanager
+async def _node_client(node: str, argv: list[str], stderr_path: Path) -> AsyncIterator[NodeClient]:
+    """Start the client; at the block's end it is killed if it still runs."""
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            node,
+            str(CLIENT_SCRIPT),
+            *argv,
+            cwd=REPO,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+        try:
+            yield NodeClient(proc, stderr_path)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def _client_pages(
+    site: LocalSite, name: str, slug: str, *, document: bool
+) -> tuple[str, str | None]:
+    """The redirect listener of client `name` at a path of its own (`slug`) and (with
+    `document`) its metadata document on `site`. Returns (redirect URI, client_id URL or
+    None)."""
+    callback = f"/callback/{slug}"
+    site.pages[callback] = Page(b"<!doctype html><p>Connected. Close this window.")
+    redirect_uri = site.url(callback)
+    if not document:
+        return redirect_uri, None
+    client_id = site.url(f"/clients/{slug}.json")
+    metadata = {
+        "client_id": client_id,
+        "client_name": name,
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    }
+    site.pages[f"/clients/{slug}.json"] = Page(json.dumps(metadata).encode(), "application/json")
+    return redirect_uri, client_id
+
+
+def _asked(report: dict[str, Any], method: str, path: str) -> list[int]:
+    """The statuses of the client's requests `method path`, in order."""
+    return [r["status"] for r in report["requests"] if (r["method"], r["path"]) == (method, path)]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("registration", ["cimd", "dcr"])
+async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
+    node_sdk: tuple[str, Path],
+    chromium: Browser,
+    server: ServerProcess,
+    world: World,
+    client_site: LocalSite,
+    tmp_path: Path,
+    registration: Literal["cimd", "dcr"],
+    mode: Mode,
+) -> None:
+    node, entry = node_sdk
+    name = f"TS SDK {registration} {mode} {world.installation.backend}"
+    slug = name.replace(" ", "-").lower()
+    redirect_uri, client_id = _client_pages(
+        client_site, name, slug, document=registration == "cimd"
+    )
+    user = BrowserUser(chromium, server, world, world.brand_id, "write", redirect_uri)
+    argv = [
+        str(entry),
+        server.mcp_url,
+        mode,
+        redirect_uri,
+        name,
+        *([client_id] if client_id else []),
+    ]
+
+    async with _node_client(node, argv, tmp_path / "node.err") as client:
+        asked = await client.line()
+        assert "authorize" in asked, asked
+        # the user's browser: sign in, the brand space, read and write, Allow
+        await user.authorize(asked["authorize"])
+        query = await asyncio.to_thread(client_site.wait_for, f"/callback/{slug}", CALLBACK_WAIT)
+        assert set(query) == {"code", "state", "iss"}, query
+        await client.answer(urlencode(query, doseq=True))
+        answered = await client.line()
+        assert await client.finished() == 0, client.stderr()
+    report = answered["result"]
+
+    # one sign-in, started by the SDK from the 401, on a page naming the client and its host
+    assert report["firstConnect"] == "unauthorized"
+    assert report["redirects"] == 1 and len(user.authorizations) == 1
+    assert name in user.consent_text
+    assert client_site.origin.removeprefix("http://") in user.consent_text
+    # discovery from the 401: resource metadata, then the authorization server's
+    assert 401 in _asked(report, "POST", "/mcp")
+    assert _asked(report, "GET", "/.well-known/oauth-protected-resource/mcp") == [200]
+    assert 200 in _asked(report, "GET", "/.well-known/oauth-authorization-server")
+    if registration == "cimd":
+        assert report["clientId"] == client_id and not report["registered"]
+        assert _asked(report, "POST", "/oauth/register") == []
+        assert (f"/clients/{slug}.json", {}) in client_site.requests  # fetched by Mana
+    else:
+        assert report["registered"] and not report["clientId"].startswith("http")
+        assert _asked(report, "POST", "/oauth/register") == [201]
+    # the code exchange, then the refresh after the 401 of the run-out access token
+    assert _asked(report, "POST", "/oauth/token") == [200, 200]
+    assert set(report["scope"].split()) == {"mana:read", "mana:write"}
+
+    # the protocol era the SDK was told to use
+    assert report["protocol"] == ERAS[mode]
+    if mode == "legacy":
+        assert report["sessionId"]
+    else:
+        assert report["sessionId"] is None
+
+    # the connection acts in the brand space, without any X-Mana-Space header
+    tools = set(report["tools"])
+    assert {"me.listReferenceImages", "notes.create"} <= tools
+    assert not {t for t in tools if t.split(".")[0] in NOT_IN_BRAND}, tools
+    assert set(report["images"]) == BRAND_IMAGES
+    assert report["spaceId"] == world.brand_id
+
+    # the refresh rotated the refresh token and the client carried on in the same space
+    assert set(report["afterRefresh"]) == BRAND_IMAGES
+    assert report["accessRenewed"] and report["refreshRotated"]

@@ -1,0 +1,165 @@
+// The TypeScript SDK (@modelcontextprotocol/client, v2 line) signing in to Mana over OAuth, as
+// the MCP Inspector, mcp-remote and editors built on it do: StreamableHTTPClientTransport with an
+// OAuthClientProvider. Driven by tests/browser/test_ts_sign_in.py.
+//
+// argv: <dist/index.mjs of the package> <MCP URL> <mode: legacy|auto> <redirect URI>
+//       <client name> [client_id URL of a metadata document; absent: dynamic registration]
+//
+// stdout, one JSON object a line:
+//   {"authorize": URL}   the SDK's redirectToAuthorization; the driver opens it in a browser and
+//                        answers with one stdin line: the query string that reached the redirect URI
+//   {"result": {...}}    after the sign-in: what the client saw (see `report` below)
+// Any failure: a message on stderr and exit status 1.
+import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+
+const [entry, serverUrl, mode, redirectUri, clientName, metadataUrl] = process.argv.slice(2);
+const sdk = await import(pathToFileURL(entry).href);
+const { Client, StreamableHTTPClientTransport, UnauthorizedError } = sdk;
+
+const stdin = createInterface({ input: process.stdin });
+const lines = stdin[Symbol.asyncIterator]();
+async function nextLine() {
+  const { value, done } = await lines.next();
+  if (done) throw new Error("stdin closed before the authorization callback arrived");
+  return value;
+}
+function emit(object) {
+  process.stdout.write(JSON.stringify(object) + "\n");
+}
+
+/** The client's storage: everything the SDK keeps between the redirect and the callback. */
+class MemoryProvider {
+  constructor() {
+    // A metadata document URL is this client's id from the start (nothing to register). The
+    // SDK's own choice of a URL client id (`clientMetadataUrl`) accepts https URLs only, and
+    // the test's document is served over plain http from an allowlisted loopback origin, so the
+    // URL is given as the stored client information: what that branch of the SDK stores.
+    this.client = metadataUrl ? { client_id: metadataUrl } : undefined;
+    this.stored = undefined;
+    this.verifier = undefined;
+    this.discovery = undefined;
+    this.sentState = undefined;
+    this.redirects = 0;
+    this.registered = false;
+  }
+  get redirectUrl() {
+    return redirectUri;
+  }
+  get clientMetadata() {
+    return {
+      client_name: clientName,
+      redirect_uris: [redirectUri],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+    };
+  }
+  state() {
+    this.sentState = crypto.randomUUID();
+    return this.sentState;
+  }
+  clientInformation() {
+    return this.client;
+  }
+  saveClientInformation(info) {
+    this.registered ||= !metadataUrl;
+    this.client = info;
+  }
+  tokens() {
+    return this.stored;
+  }
+  saveTokens(tokens) {
+    this.stored = tokens;
+  }
+  saveCodeVerifier(verifier) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    if (!this.verifier) throw new Error("no PKCE verifier saved");
+    return this.verifier;
+  }
+  saveDiscoveryState(state) {
+    this.discovery = state;
+  }
+  discoveryState() {
+    return this.discovery;
+  }
+  redirectToAuthorization(url) {
+    this.redirects += 1;
+    emit({ authorize: url.href });
+  }
+}
+
+/** Every HTTP request the SDK makes (discovery, registration, tokens, MCP), for the report. */
+const requests = [];
+async function recordingFetch(input, init) {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const method = init?.method ?? (input instanceof Request ? input.method : "GET");
+  const response = await fetch(input, init);
+  requests.push({ method, path: url.pathname, status: response.status });
+  return response;
+}
+
+const provider = new MemoryProvider();
+const options = mode === "auto" ? { versionNegotiation: { mode: "auto" } } : {};
+const transportFor = () =>
+  new StreamableHTTPClientTransport(new URL(serverUrl), {
+    authProvider: provider,
+    fetch: recordingFetch,
+  });
+
+let client = new Client({ name: clientName, version: "0.0.1" }, options);
+let transport = transportFor();
+let firstConnect = "connected";
+try {
+  await client.connect(transport);
+} catch (error) {
+  if (!(error instanceof UnauthorizedError)) throw error;
+  firstConnect = "unauthorized";
+  const callback = new URLSearchParams(await nextLine());
+  if (callback.get("state") !== provider.sentState) {
+    throw new Error(`the callback's state ${callback.get("state")} is not the one sent`);
+  }
+  // the URLSearchParams form: the SDK checks `iss` (RFC 9207) before redeeming the code
+  await transport.finishAuth(callback);
+  await client.close();
+  client = new Client({ name: clientName, version: "0.0.1" }, options);
+  transport = transportFor();
+  await client.connect(transport);
+}
+stdin.close();
+
+const tools = (await client.listTools()).tools.map((tool) => tool.name);
+const images = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+const signedIn = provider.stored;
+
+// The access token runs out: the server answers 401 and the SDK refreshes (the refresh token
+// rotates) and retries, without another authorization.
+provider.stored = { ...signedIn, access_token: "expired" };
+const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+const refreshed = provider.stored;
+
+const imageIds = (result) =>
+  result.isError ? { error: result.content } : (result.structuredContent?.images ?? []).map((i) => i.id);
+emit({
+  result: {
+    firstConnect,
+    protocol: transport.protocolVersion ?? null,
+    sessionId: transport.sessionId ?? null,
+    clientId: provider.client?.client_id ?? null,
+    registered: provider.registered,
+    redirects: provider.redirects,
+    scope: signedIn?.scope ?? null,
+    tools,
+    images: imageIds(images),
+    spaceId: images._meta?.["mana/spaceId"] ?? null,
+    afterRefresh: imageIds(again),
+    refreshRotated: Boolean(
+      refreshed?.refresh_token && refreshed.refresh_token !== signedIn?.refresh_token,
+    ),
+    accessRenewed: Boolean(refreshed?.access_token && refreshed.access_token !== "expired"),
+    requests,
+  },
+});
+await client.close();
