@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from playwright.async_api import Browser
@@ -39,6 +39,7 @@ from tests.mcp.support import (
     Mode,
     ServerProcess,
     World,
+    free_port,
     seeded_world,
 )
 
@@ -174,6 +175,20 @@ def _asked(report: dict[str, Any], method: str, path: str) -> list[int]:
     return [r["status"] for r in report["requests"] if (r["method"], r["path"]) == (method, path)]
 
 
+def _authorization_request(url: str, server: ServerProcess) -> dict[str, str]:
+    """The parameters of the authorization URL the SDK built, after checking what every one
+    must carry at this server: PKCE S256, the MCP endpoint as the resource (RFC 8707), the
+    scopes of the resource metadata, a state."""
+    assert url.startswith(f"{server.url}/oauth/authorize?"), url
+    params = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert params["response_type"] == "code"
+    assert params["code_challenge_method"] == "S256" and params["code_challenge"]
+    assert params["resource"] == server.mcp_url
+    assert set(params["scope"].split()) == {"mana:read", "mana:write"}
+    assert params["state"]
+    return params
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 @pytest.mark.parametrize("registration", ["cimd", "dcr"])
 async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
@@ -205,6 +220,10 @@ async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     async with _node_client(node, argv, tmp_path / "node.err") as client:
         asked = await client.line()
         assert "authorize" in asked, asked
+        sent = _authorization_request(asked["authorize"], server)
+        assert sent["redirect_uri"] == redirect_uri
+        if client_id is not None:
+            assert sent["client_id"] == client_id
         # the user's browser: sign in, the brand space, read and write, Allow
         await user.authorize(asked["authorize"])
         query = await asyncio.to_thread(client_site.wait_for, f"/callback/{slug}", CALLBACK_WAIT)
@@ -251,3 +270,23 @@ async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     # the refresh rotated the refresh token and the client carried on in the same space
     assert set(report["afterRefresh"]) == BRAND_IMAGES
     assert report["accessRenewed"] and report["refreshRotated"]
+
+
+async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
+    node_sdk: tuple[str, Path], server: ServerProcess, client_site: LocalSite, tmp_path: Path
+) -> None:
+    """The SDK's own Client ID Metadata Document branch (`clientMetadataUrl`, https only): the
+    server's metadata says it supports such documents, so the SDK registers nothing and sends
+    the document's URL as the client id. (The sign-in itself is the test above: Mana fetches
+    https documents with the public CAs only, so a test cannot serve one over https.)"""
+    node, entry = node_sdk
+    redirect_uri, _ = _client_pages(client_site, "TS SDK https", "ts-sdk-https", document=False)
+    document = f"https://127.0.0.1:{free_port()}/clients/ts-sdk-https.json"
+    argv = [str(entry), server.mcp_url, "auto", redirect_uri, "TS SDK https", document]
+    async with _node_client(node, argv, tmp_path / "node.err") as client:
+        asked = await client.line()
+    assert "authorize" in asked, asked
+    sent = _authorization_request(asked["authorize"], server)
+    assert (sent["client_id"], sent["redirect_uri"]) == (document, redirect_uri)
+    assert _asked(asked, "GET", "/.well-known/oauth-authorization-server") == [200]
+    assert _asked(asked, "POST", "/oauth/register") == []

@@ -6,8 +6,10 @@
 //       <client name> [client_id URL of a metadata document; absent: dynamic registration]
 //
 // stdout, one JSON object a line:
-//   {"authorize": URL}   the SDK's redirectToAuthorization; the driver opens it in a browser and
-//                        answers with one stdin line: the query string that reached the redirect URI
+//   {"authorize": URL, "requests": [...]}
+//                        the SDK's redirectToAuthorization (and the requests made so far); the
+//                        driver opens it in a browser and answers with one stdin line: the query
+//                        string that reached the redirect URI
 //   {"result": {...}}    after the sign-in: what the client saw (see `report` below)
 // Any failure: a message on stderr and exit status 1.
 import { createInterface } from "node:readline";
@@ -31,11 +33,14 @@ function emit(object) {
 /** The client's storage: everything the SDK keeps between the redirect and the callback. */
 class MemoryProvider {
   constructor() {
-    // A metadata document URL is this client's id from the start (nothing to register). The
-    // SDK's own choice of a URL client id (`clientMetadataUrl`) accepts https URLs only, and
-    // the test's document is served over plain http from an allowlisted loopback origin, so the
-    // URL is given as the stored client information: what that branch of the SDK stores.
-    this.client = metadataUrl ? { client_id: metadataUrl } : undefined;
+    // An https metadata document URL is offered as `clientMetadataUrl`: the SDK uses it as the
+    // client id when the authorization server's metadata says it supports such documents. That
+    // option takes https URLs only, so a document served over plain http from an allowlisted
+    // loopback origin is given as the stored client information instead: what the SDK stores
+    // when it takes the https branch.
+    const https = metadataUrl?.startsWith("https://");
+    this.clientMetadataUrl = https ? metadataUrl : undefined;
+    this.client = metadataUrl && !https ? { client_id: metadataUrl } : undefined;
     this.stored = undefined;
     this.verifier = undefined;
     this.discovery = undefined;
@@ -63,7 +68,7 @@ class MemoryProvider {
     return this.client;
   }
   saveClientInformation(info) {
-    this.registered ||= !metadataUrl;
+    this.registered ||= info.client_id !== metadataUrl;
     this.client = info;
   }
   tokens() {
@@ -87,7 +92,7 @@ class MemoryProvider {
   }
   redirectToAuthorization(url) {
     this.redirects += 1;
-    emit({ authorize: url.href });
+    emit({ authorize: url.href, requests: [...requests] });
   }
 }
 
