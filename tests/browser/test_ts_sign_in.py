@@ -32,7 +32,7 @@ from playwright.async_api import Browser
 
 from mana_cli.commands.run import INSPECTOR_VERSION
 from tests.browser.support import LocalSite, Page
-from tests.browser.test_oauth_e2e import NOT_IN_BRAND, BrowserUser
+from tests.browser.test_oauth_e2e import NOT_IN_BRAND, Access, BrowserUser
 from tests.mcp.support import (
     BRAND_IMAGES,
     REPO,
@@ -46,7 +46,8 @@ from tests.mcp.support import (
 CLIENT_SCRIPT = REPO / "tests/browser/ts_oauth_client.mjs"
 # seconds for each line the node client prints (its first includes node's start and discovery)
 LINE_WAIT = 60.0
-CALLBACK_WAIT = 30.0
+# the SDK's note on stored client information without the authorization server's issuer
+ISSUER_STAMP = "stored OAuth credential has no 'issuer' stamp"
 ERAS: dict[Mode, str] = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 
@@ -189,66 +190,146 @@ def _authorization_request(url: str, server: ServerProcess) -> dict[str, str]:
     return params
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
-@pytest.mark.parametrize("registration", ["cimd", "dcr"])
-async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
+@dataclass
+class Run:
+    """What one run of the node client showed: its final report, the authorization requests
+    it sent the user's browser to (parameters) and the user at each."""
+
+    report: dict[str, Any]
+    sent: list[dict[str, str]]
+    users: list[BrowserUser]
+    sdk_warnings: list[str]
+
+
+@dataclass(frozen=True)
+class TsClient:
+    """How to start the node client against the test's server, for one client name."""
+
+    node: str
+    entry: Path
+    chromium: Browser
+    server: ServerProcess
+    world: World
+    site: LocalSite
+    stderr_path: Path
+
+    async def run(
+        self,
+        name: str,
+        *,
+        mode: Mode,
+        scenario: Literal["refresh", "step-up"],
+        registration: Literal["cimd", "dcr"],
+        accesses: list[Access],
+    ) -> Run:
+        """Start the client; at each authorization it asks for, the user signs in, picks the
+        brand space and the next of `accesses`, and allows, and the callback's query goes
+        back to the client. Returns once the client printed its report and exited 0."""
+        slug = name.replace(" ", "-").lower()
+        redirect_uri, client_id = _client_pages(
+            self.site, name, slug, document=registration == "cimd"
+        )
+        argv = [str(self.entry), self.server.mcp_url, mode, redirect_uri, name, scenario]
+        sent: list[dict[str, str]] = []
+        users: list[BrowserUser] = []
+        async with _node_client(
+            self.node, [*argv, *filter(None, [client_id])], self.stderr_path
+        ) as client:
+            line = await client.line()
+            for access in accesses:
+                assert "authorize" in line, line
+                params = _authorization_request(line["authorize"], self.server)
+                assert params["redirect_uri"] == redirect_uri
+                assert params["client_id"] == (client_id or params["client_id"])
+                user = BrowserUser(
+                    self.chromium,
+                    self.server,
+                    self.world,
+                    self.world.brand_id,
+                    access,
+                    redirect_uri,
+                )
+                await user.authorize(line["authorize"])
+                sent.append(params)
+                users.append(user)
+                await client.answer(urlencode(_last_callback(self.site, slug, len(sent))))
+                line = await client.line()
+            assert "result" in line, line
+            assert await client.finished() == 0, client.stderr()
+            warnings = [w for w in client.stderr().splitlines() if w.startswith("[mcp-sdk]")]
+        return Run(line["result"], sent, users, warnings)
+
+
+def _last_callback(site: LocalSite, slug: str, count: int) -> dict[str, str]:
+    """The query of the newest request of client `slug`'s redirect listener, its `count`-th
+    (the browser has landed there: the site recorded it before answering)."""
+    landed = [query for path, query in site.requests if path == f"/callback/{slug}"]
+    assert len(landed) == count, landed
+    query = {k: v[0] for k, v in landed[-1].items()}
+    assert set(query) == {"code", "state", "iss"}, query
+    return query
+
+
+@pytest.fixture
+def ts_client(
     node_sdk: tuple[str, Path],
     chromium: Browser,
     server: ServerProcess,
     world: World,
     client_site: LocalSite,
     tmp_path: Path,
-    registration: Literal["cimd", "dcr"],
-    mode: Mode,
-) -> None:
+) -> TsClient:
     node, entry = node_sdk
-    name = f"TS SDK {registration} {mode} {world.installation.backend}"
-    slug = name.replace(" ", "-").lower()
-    redirect_uri, client_id = _client_pages(
-        client_site, name, slug, document=registration == "cimd"
-    )
-    user = BrowserUser(chromium, server, world, world.brand_id, "write", redirect_uri)
-    argv = [
-        str(entry),
-        server.mcp_url,
-        mode,
-        redirect_uri,
-        name,
-        *([client_id] if client_id else []),
-    ]
+    return TsClient(node, entry, chromium, server, world, client_site, tmp_path / "node.err")
 
-    async with _node_client(node, argv, tmp_path / "node.err") as client:
-        asked = await client.line()
-        assert "authorize" in asked, asked
-        sent = _authorization_request(asked["authorize"], server)
-        assert sent["redirect_uri"] == redirect_uri
-        if client_id is not None:
-            assert sent["client_id"] == client_id
-        # the user's browser: sign in, the brand space, read and write, Allow
-        await user.authorize(asked["authorize"])
-        query = await asyncio.to_thread(client_site.wait_for, f"/callback/{slug}", CALLBACK_WAIT)
-        assert set(query) == {"code", "state", "iss"}, query
-        await client.answer(urlencode(query, doseq=True))
-        answered = await client.line()
-        assert await client.finished() == 0, client.stderr()
-    report = answered["result"]
+
+def _assert_brand_space(report: dict[str, Any], world: World) -> set[str]:
+    """The connection acts in the brand space, without any X-Mana-Space header."""
+    tools = set(report["tools"])
+    assert "me.listReferenceImages" in tools
+    assert not {t for t in tools if t.split(".")[0] in NOT_IN_BRAND}, tools
+    assert set(report["images"]) == BRAND_IMAGES
+    assert report["spaceId"] == world.brand_id
+    return tools
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("registration", ["cimd", "dcr"])
+async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
+    ts_client: TsClient, registration: Literal["cimd", "dcr"], mode: Mode
+) -> None:
+    world, site = ts_client.world, ts_client.site
+    name = f"TS SDK {registration} {mode} {world.installation.backend}"
+    run = await ts_client.run(
+        name, mode=mode, scenario="refresh", registration=registration, accesses=["write"]
+    )
+    report, (user,) = run.report, run.users
 
     # one sign-in, started by the SDK from the 401, on a page naming the client and its host
     assert report["firstConnect"] == "unauthorized"
     assert report["redirects"] == 1 and len(user.authorizations) == 1
     assert name in user.consent_text
-    assert client_site.origin.removeprefix("http://") in user.consent_text
+    assert site.origin.removeprefix("http://") in user.consent_text
     # discovery from the 401: resource metadata, then the authorization server's
     assert 401 in _asked(report, "POST", "/mcp")
     assert _asked(report, "GET", "/.well-known/oauth-protected-resource/mcp") == [200]
     assert 200 in _asked(report, "GET", "/.well-known/oauth-authorization-server")
+    slug = name.replace(" ", "-").lower()
     if registration == "cimd":
-        assert report["clientId"] == client_id and not report["registered"]
+        assert report["clientId"] == site.url(f"/clients/{slug}.json")
+        assert not report["registered"]
         assert _asked(report, "POST", "/oauth/register") == []
-        assert (f"/clients/{slug}.json", {}) in client_site.requests  # fetched by Mana
+        assert (f"/clients/{slug}.json", {}) in site.requests  # fetched by Mana
     else:
         assert report["registered"] and not report["clientId"].startswith("http")
         assert _asked(report, "POST", "/oauth/register") == [201]
+    assert run.sent[0]["client_id"] == report["clientId"]
+    # the SDK found nothing to warn about, but that a client id given as stored client
+    # information (the http document's URL) has no issuer stamp yet (it adds one)
+    if registration == "cimd":
+        assert run.sdk_warnings and all(ISSUER_STAMP in w for w in run.sdk_warnings)
+    else:
+        assert run.sdk_warnings == []
     # the code exchange, then the refresh after the 401 of the run-out access token
     assert _asked(report, "POST", "/oauth/token") == [200, 200]
     assert set(report["scope"].split()) == {"mana:read", "mana:write"}
@@ -260,16 +341,41 @@ async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     else:
         assert report["sessionId"] is None
 
-    # the connection acts in the brand space, without any X-Mana-Space header
-    tools = set(report["tools"])
-    assert {"me.listReferenceImages", "notes.create"} <= tools
-    assert not {t for t in tools if t.split(".")[0] in NOT_IN_BRAND}, tools
-    assert set(report["images"]) == BRAND_IMAGES
-    assert report["spaceId"] == world.brand_id
+    assert "notes.create" in _assert_brand_space(report, world)
 
     # the refresh rotated the refresh token and the client carried on in the same space
     assert set(report["afterRefresh"]) == BRAND_IMAGES
     assert report["accessRenewed"] and report["refreshRotated"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_typescript_sdk_steps_up_from_a_read_only_connection(
+    ts_client: TsClient, mode: Mode
+) -> None:
+    """A read-only connection lists read tools only; calling a write tool meets the server's
+    scope challenge (403 insufficient_scope naming mana:write), after which the SDK asks the
+    user to authorize the wider scope, and with the user's Read and write the call goes
+    through in the brand space."""
+    world = ts_client.world
+    run = await ts_client.run(
+        f"TS SDK step-up {mode} {world.installation.backend}",
+        mode=mode,
+        scenario="step-up",
+        registration="dcr",
+        accesses=["read", "write"],
+    )
+    report = run.report
+    assert report["scope"] == "mana:read"
+    assert "notes.create" not in _assert_brand_space(report, world)
+
+    assert report["stepUp"] == "asked"
+    assert 403 in _asked(report, "POST", "/mcp")
+    assert report["redirects"] == 2
+    assert set(run.sent[1]["scope"].split()) == {"mana:read", "mana:write"}
+    assert run.sent[1]["client_id"] == run.sent[0]["client_id"]
+    assert set(report["scopeAfter"].split()) == {"mana:read", "mana:write"}
+    assert report["created"] and report["createdSpaceId"] == world.brand_id
+    assert run.sdk_warnings == []
 
 
 async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
@@ -282,7 +388,7 @@ async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
     node, entry = node_sdk
     redirect_uri, _ = _client_pages(client_site, "TS SDK https", "ts-sdk-https", document=False)
     document = f"https://127.0.0.1:{free_port()}/clients/ts-sdk-https.json"
-    argv = [str(entry), server.mcp_url, "auto", redirect_uri, "TS SDK https", document]
+    argv = [str(entry), server.mcp_url, "auto", redirect_uri, "TS SDK https", "refresh", document]
     async with _node_client(node, argv, tmp_path / "node.err") as client:
         asked = await client.line()
     assert "authorize" in asked, asked

@@ -3,19 +3,24 @@
 // OAuthClientProvider. Driven by tests/browser/test_ts_sign_in.py.
 //
 // argv: <dist/index.mjs of the package> <MCP URL> <mode: legacy|auto> <redirect URI>
-//       <client name> [client_id URL of a metadata document; absent: dynamic registration]
+//       <client name> <scenario: refresh|step-up>
+//       [client_id URL of a metadata document; absent: dynamic registration]
+// Scenarios after the sign-in (tools listed, me.listReferenceImages called): `refresh` runs out
+// the access token and calls again; `step-up` calls notes.create, which a read-only connection
+// may not, and follows the server's scope challenge through another authorization.
 //
 // stdout, one JSON object a line:
 //   {"authorize": URL, "requests": [...]}
 //                        the SDK's redirectToAuthorization (and the requests made so far); the
 //                        driver opens it in a browser and answers with one stdin line: the query
 //                        string that reached the redirect URI
-//   {"result": {...}}    after the sign-in: what the client saw (see `report` below)
+//   {"result": {...}}    at the end: what the client saw (see `report` below)
 // Any failure: a message on stderr and exit status 1.
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 
-const [entry, serverUrl, mode, redirectUri, clientName, metadataUrl] = process.argv.slice(2);
+const [entry, serverUrl, mode, redirectUri, clientName, scenario, metadataUrl] =
+  process.argv.slice(2);
 const sdk = await import(pathToFileURL(entry).href);
 const { Client, StreamableHTTPClientTransport, UnauthorizedError } = sdk;
 
@@ -114,6 +119,16 @@ const transportFor = () =>
     fetch: recordingFetch,
   });
 
+/** The user's answer to the last redirectToAuthorization, checked and handed to the SDK. */
+async function finishAuthorization(transport) {
+  const callback = new URLSearchParams(await nextLine());
+  if (callback.get("state") !== provider.sentState) {
+    throw new Error(`the callback's state ${callback.get("state")} is not the one sent`);
+  }
+  // the URLSearchParams form: the SDK checks `iss` (RFC 9207) before redeeming the code
+  await transport.finishAuth(callback);
+}
+
 let client = new Client({ name: clientName, version: "0.0.1" }, options);
 let transport = transportFor();
 let firstConnect = "connected";
@@ -122,49 +137,65 @@ try {
 } catch (error) {
   if (!(error instanceof UnauthorizedError)) throw error;
   firstConnect = "unauthorized";
-  const callback = new URLSearchParams(await nextLine());
-  if (callback.get("state") !== provider.sentState) {
-    throw new Error(`the callback's state ${callback.get("state")} is not the one sent`);
-  }
-  // the URLSearchParams form: the SDK checks `iss` (RFC 9207) before redeeming the code
-  await transport.finishAuth(callback);
+  await finishAuthorization(transport);
   await client.close();
   client = new Client({ name: clientName, version: "0.0.1" }, options);
   transport = transportFor();
   await client.connect(transport);
 }
-stdin.close();
 
 const tools = (await client.listTools()).tools.map((tool) => tool.name);
 const images = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
 const signedIn = provider.stored;
-
-// The access token runs out: the server answers 401 and the SDK refreshes (the refresh token
-// rotates) and retries, without another authorization.
-provider.stored = { ...signedIn, access_token: "expired" };
-const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
-const refreshed = provider.stored;
-
 const imageIds = (result) =>
   result.isError ? { error: result.content } : (result.structuredContent?.images ?? []).map((i) => i.id);
-emit({
-  result: {
-    firstConnect,
-    protocol: transport.protocolVersion ?? null,
-    sessionId: transport.sessionId ?? null,
-    clientId: provider.client?.client_id ?? null,
-    registered: provider.registered,
-    redirects: provider.redirects,
-    scope: signedIn?.scope ?? null,
-    tools,
-    images: imageIds(images),
-    spaceId: images._meta?.["mana/spaceId"] ?? null,
+const report = {
+  firstConnect,
+  protocol: transport.protocolVersion ?? null,
+  sessionId: transport.sessionId ?? null,
+  clientId: provider.client?.client_id ?? null,
+  registered: provider.registered,
+  scope: signedIn?.scope ?? null,
+  tools,
+  images: imageIds(images),
+  spaceId: images._meta?.["mana/spaceId"] ?? null,
+};
+
+if (scenario === "step-up") {
+  // A write tool on a read-only connection: the server's 403 insufficient_scope names the
+  // scope, the SDK asks for the user's authorization of it (another redirect), and after it
+  // the call is retried.
+  const note = { name: "notes.create", arguments: { title: `ts step-up ${mode}`, body: "ts" } };
+  let stepUp = "not asked";
+  try {
+    const created = await client.callTool(note);
+    stepUp = created.isError ? `error: ${JSON.stringify(created.content)}` : "created without";
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+    stepUp = "asked";
+    await finishAuthorization(transport);
+  }
+  const created = await client.callTool(note);
+  Object.assign(report, {
+    stepUp,
+    created: !created.isError,
+    createdSpaceId: created._meta?.["mana/spaceId"] ?? null,
+    scopeAfter: provider.stored?.scope ?? null,
+  });
+} else {
+  // The access token runs out: the server answers 401 and the SDK refreshes (the refresh
+  // token rotates) and retries, without another authorization.
+  provider.stored = { ...signedIn, access_token: "expired" };
+  const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+  const refreshed = provider.stored;
+  Object.assign(report, {
     afterRefresh: imageIds(again),
     refreshRotated: Boolean(
       refreshed?.refresh_token && refreshed.refresh_token !== signedIn?.refresh_token,
     ),
     accessRenewed: Boolean(refreshed?.access_token && refreshed.access_token !== "expired"),
-    requests,
-  },
-});
+  });
+}
+stdin.close();
+emit({ result: { ...report, redirects: provider.redirects, requests } });
 await client.close();
