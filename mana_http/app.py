@@ -3,7 +3,7 @@
 Routes:
     /mcp                      MCP endpoint (both protocol eras), behind `McpGuard`
     POST /auth/token          email + password → short-lived JWT (local keys only)
-    GET /.well-known/jwks.json  the public signing keys (local keys only)
+    GET /.well-known/jwks.json  the public signing keys (local keys only; public like the metadata)
     GET /.well-known/oauth-protected-resource[/mcp]  RFC 9728 resource metadata (public)
     /oauth/authorize, /oauth/token, /oauth/revoke, /oauth/register and the RFC 8414 metadata
                               the built-in OAuth authorization server (`mana_oauth.server`;
@@ -62,8 +62,8 @@ from mana_oauth.cimd import CimdPolicy
 from mana_oauth.clients import ClientRegistry
 from mana_oauth.connections import CACHE_SECONDS as GRANT_CACHE_SECONDS
 from mana_oauth.connections import GrantCheck
+from mana_oauth.metadata import JWKS_PATH, REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
 from mana_oauth.metadata import METADATA_PATHS as AS_METADATA_PATHS
-from mana_oauth.metadata import REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
 from mana_oauth.server import AuthorizationServer
 from mana_oauth.store import OAuthStore
 from mcp_server import McpAdapter, RequestScopeCaller
@@ -403,6 +403,8 @@ def build_http_app(
         host=config.host,
         port=config.port,
         external_issuer=auth.external_issuer,
+        # the Origin/Host check below admits only loopback names: each may name the server
+        loopback=config.loopback,
     )
     if login is None and auth.issuer is not None:
         login = PasswordLogin(pipeline.accounts, auth.issuer, LoginThrottle())
@@ -421,10 +423,13 @@ def build_http_app(
         resource=resource,
         oauth=oauth,
     )
+    # tokens for the local audience or for this resource (RFC 8707), under any of its names
+    verifier = auth.verifier
+    for audience in resource.resources:
+        verifier = verifier.accepting(audience)
     guard = McpGuard(
         manager,
-        # tokens for the local audience or for this resource (RFC 8707)
-        verifier=auth.verifier.accepting(resource.resource),
+        verifier=verifier,
         accounts=pipeline.accounts,
         sessions=sessions,
         metrics=metrics,
@@ -442,15 +447,18 @@ def build_http_app(
             else None
         ),
     )
-    public_paths = frozenset(METADATA_PATHS)
+    public_paths = frozenset((*METADATA_PATHS, JWKS_PATH))
     public_endpoints: dict[str, PublicEndpoint] = {}
     allowed_origins = config.allowed_origins
     if oauth is not None:
         public_paths |= frozenset(AS_METADATA_PATHS)
         # browser-based clients call these without cookies; the sign-in pages are not public
         public_endpoints = dict.fromkeys((TOKEN_PATH, REVOKE_PATH, REGISTER_PATH), OAUTH_CLIENT_API)
-        # the sign-in and consent forms post from this server's own public origin
-        allowed_origins = (*allowed_origins, _origin_of(resource.base_url))
+        # the sign-in and consent forms post from this server's own origin (any of its names)
+        allowed_origins = (
+            *allowed_origins,
+            *(_origin_of(site.base_url) for site in resource.sites),
+        )
     origin_check: dict[str, Any] = {
         "allowed_origins": allowed_origins,
         "loopback_only_hosts": config.loopback,
@@ -461,7 +469,7 @@ def build_http_app(
     rest = Starlette(
         routes=[
             Route("/auth/token", endpoint=app.token, methods=["POST"]),
-            Route("/.well-known/jwks.json", endpoint=app.jwks, methods=["GET"]),
+            Route(JWKS_PATH, endpoint=app.jwks, methods=["GET"]),
             *(Route(path, endpoint=resource.metadata, methods=["GET"]) for path in METADATA_PATHS),
             Route("/health", endpoint=app.health, methods=["GET"]),
             Route("/metrics", endpoint=app.metrics_text, methods=["GET"]),
@@ -503,9 +511,7 @@ def _authorization_server(
         accounts=pipeline.accounts,
         issuer=auth.issuer,
         keys=auth.keys,
-        base_url=resource.base_url,
-        resource=resource.resource,
-        scopes=resource.scopes,
+        resource=resource,
         on_login_failure=metrics.auth_failure,
     )
 

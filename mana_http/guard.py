@@ -90,6 +90,8 @@ SINGLE_HEADERS: dict[bytes, str] = {
     b"mcp-session-id": "Mcp-Session-Id",
     b"mcp-protocol-version": "MCP-Protocol-Version",
     b"authorization": "Authorization",
+    # the request's own URL (`ResourceServer.for_scope`) and the Host check read one value
+    b"host": "Host",
     b"x-mana-space": "X-Mana-Space",
     b"mcp-method": "Mcp-Method",
     b"mcp-name": "Mcp-Name",
@@ -291,7 +293,9 @@ class McpGuard:
         self.metrics.auth_failure(reason)
         await send_json(send, status, rpc_error(message, reason, request_id=request_id), headers)
 
-    async def _refused_scope(self, body: bytes, scopes: frozenset[str] | None, send: Send) -> bool:
+    async def _refused_scope(
+        self, body: bytes, scopes: frozenset[str] | None, scope: Scope, send: Send
+    ) -> bool:
         """Send 403 `insufficient_scope` when a request of `body` calls a tool `scopes` do not
         cover, naming the scopes that tool needs (MCP scope challenge); unknown tools go on to
         the pipeline, which answers them."""
@@ -305,7 +309,9 @@ class McpGuard:
                 continue
             text = insufficient_scope_message(spec.name, lacking)
             needed = required_scopes(spec)
-            challenge = self.resource.challenge("insufficient_scope", text, scope=needed)
+            challenge = self.resource.for_scope(scope).challenge(
+                "insufficient_scope", text, scope=needed
+            )
             self.metrics.auth_failure(INSUFFICIENT_SCOPE)
             body_out = rpc_error(
                 text,
@@ -323,7 +329,7 @@ class McpGuard:
         """A POST outside a session of a narrowed token: its body checked, then handed on."""
         first = await receive()  # the whole body: the limit middleware buffered it
         body = whole_body(first)
-        if body is None or await self._refused_scope(body, scopes, send):
+        if body is None or await self._refused_scope(body, scopes, scope, send):
             return
         await self.manager.handle_request(scope, replaying(first, receive), send)
 
@@ -361,7 +367,8 @@ class McpGuard:
             if name in _WANTED:
                 found[name] = value
 
-        # 1. who
+        # 1. who (a refusal's challenge names the resource as this request's Host reached it)
+        site = self.resource.for_scope(scope)
         auth = found.get(b"authorization", b"")
         scheme, _, token = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not token.strip():
@@ -370,13 +377,13 @@ class McpGuard:
                 401,
                 "missing-token",
                 "missing bearer token: send Authorization: Bearer <JWT>",
-                [(b"www-authenticate", self.resource.challenge())],
+                [(b"www-authenticate", site.challenge())],
             )
             return
         try:
             principal = await self.verifier.verify(token.strip().decode("latin-1"))
         except AuthError as exc:
-            headers = [(b"www-authenticate", self.resource.challenge("invalid_token", exc.message))]
+            headers = [(b"www-authenticate", site.challenge("invalid_token", exc.message))]
             if exc.status == 503:
                 headers = [(b"retry-after", b"5")]
             await self._reject(send, exc.status, exc.reason, exc.message, headers)
@@ -389,13 +396,13 @@ class McpGuard:
                 401,
                 CONNECTION_REVOKED,
                 text,
-                [(b"www-authenticate", self.resource.challenge("invalid_token", text))],
+                [(b"www-authenticate", site.challenge("invalid_token", text))],
             )
             return
         scopes = principal.scopes
         if scopes is not None and READ_SCOPE not in scopes:
             text = f"this token was not granted the {READ_SCOPE} scope"
-            challenge = self.resource.challenge("insufficient_scope", text, scope=(READ_SCOPE,))
+            challenge = site.challenge("insufficient_scope", text, scope=(READ_SCOPE,))
             await self._reject(
                 send, 403, INSUFFICIENT_SCOPE, text, [(b"www-authenticate", challenge)]
             )
@@ -425,7 +432,7 @@ class McpGuard:
                 401,
                 "unknown-user",
                 "the token's user does not exist on this server",
-                [(b"www-authenticate", self.resource.challenge("invalid_token", "unknown user"))],
+                [(b"www-authenticate", site.challenge("invalid_token", "unknown user"))],
             )
             return
         try:
@@ -567,7 +574,9 @@ class McpGuard:
         its answer); otherwise hold its ids until it is answered."""
         first = await receive()  # the whole body: the limit middleware buffered it
         body = whole_body(first)
-        if narrowed(scopes) and (body is None or await self._refused_scope(body, scopes, send)):
+        if narrowed(scopes) and (
+            body is None or await self._refused_scope(body, scopes, scope, send)
+        ):
             return  # refused, or the client left before its request arrived
         ids = [] if body is None else jsonrpc_request_ids(body)
         keys = [request_key(i) for i in ids]
@@ -604,7 +613,7 @@ class McpGuard:
         body = whole_body(first)
         if body is None:
             return  # the client left before its request arrived
-        if narrowed(scopes) and await self._refused_scope(body, scopes, send):
+        if narrowed(scopes) and await self._refused_scope(body, scopes, scope, send):
             return
         version, params = initialize_params(body)
         session_id = uuid4().hex

@@ -11,7 +11,7 @@ turns into a redirect back to the client (with `iss`, RFC 9207).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from authlib.oauth2.rfc6749.errors import (
@@ -53,10 +53,11 @@ class PageError(Exception):
         self.message = message
 
 
-def names_resource(target: str, resource: str) -> bool:
-    """Whether a client's `resource` parameter names this resource: exactly, or with the
-    trailing slash a user may have typed in the connector URL."""
-    return target in (resource, resource + "/")
+def named_resource(target: str, resources: Iterable[str]) -> str | None:
+    """The one of `resources` a client's `resource` parameter names (exactly, or with the
+    trailing slash a user may have typed in the connector URL), or None: the resource a token
+    is then issued for, in its canonical form."""
+    return next((r for r in resources if target in (r, r + "/")), None)
 
 
 def invalid_target(description: str, **where: str | None) -> OAuth2Error:
@@ -109,9 +110,13 @@ async def validate(
     clients: ClientRegistry,
     resource: str,
     scopes: tuple[str, ...],
+    *,
+    also: Collection[str] = (),
 ) -> AuthorizationRequest:
-    """The request in `pairs` (query or form), for the protected resource `resource` whose
-    scopes are `scopes`. Raises `PageError`, or an `OAuth2Error` to redirect."""
+    """The request in `pairs` (query or form), for the protected resource `resource` (as the
+    request reached it) whose scopes are `scopes`; its `resource` parameter may name `resource`
+    or one of `also` (the server's other names for it), and the request is for that one.
+    Raises `PageError`, or an `OAuth2Error` to redirect."""
     params, repeated = _single(pairs)
     client_id = params.get("client_id")
     if client_id is None or "client_id" in repeated:
@@ -177,7 +182,8 @@ async def validate(
             )
         requested = asked or None
     target = params.get("resource")
-    if target is not None and not names_resource(target, resource):
+    named = resource if target is None else named_resource(target, (resource, *also))
+    if named is None:
         raise invalid_target(f"this server issues tokens for {resource} only", **to_client)
     return AuthorizationRequest(
         client=client,
@@ -185,7 +191,7 @@ async def validate(
         state=state,
         requested=requested,
         code_challenge=challenge,
-        resource=resource,
+        resource=named,
         params=tuple((name, params[name]) for name in PARAMETERS if name in params),
     )
 
@@ -206,6 +212,6 @@ __all__ = [
     "PageError",
     "granted_scopes",
     "invalid_target",
-    "names_resource",
+    "named_resource",
     "validate",
 ]

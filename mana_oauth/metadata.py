@@ -43,6 +43,7 @@ def authorization_server_metadata(issuer: str, scopes: tuple[str, ...]) -> dict[
 
 __all__ = [
     "AUTHORIZE_PATH",
+    "JWKS_PATH",
     "METADATA_PATHS",
     "REGISTER_PATH",
     "REVOKE_PATH",

@@ -12,6 +12,11 @@ challenge, the chosen space and scopes, and redirects to the client.
 registration) bodies of at most `MAX_BODY` bytes, JSON answers with `Cache-Control: no-store`,
 errors as `{"error", "error_description"}` built by authlib's error classes.
 
+Bound to loopback without a public URL, the server has one name per loopback host
+(`ResourceServer.for_scope`): a request's `Host` decides the issuer it is told (metadata, `iss`)
+and the resource its code and tokens are for unless its `resource` parameter names another of
+them; the code keeps the resource it was issued for, and its access token names that one.
+
 Access tokens are the server's EdDSA JWTs for the resource URL (RFC 8707), carrying `scope`,
 `space`, `client_id` and the connection id `gid`; the MCP endpoint's guard checks that the
 connection is still live on every request, so revoking a connection ends its access tokens too.
@@ -23,7 +28,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
@@ -53,7 +58,7 @@ from mana_oauth.authorization import (
     PageError,
     granted_scopes,
     invalid_target,
-    names_resource,
+    named_resource,
     validate,
 )
 from mana_oauth.clients import Client, ClientError, ClientRegistry
@@ -86,6 +91,9 @@ from mana_oauth.store import (
 from tool_registry.json_input import JsonInputError, loads_json
 from tool_registry.store.accounts import Accounts
 from tool_registry.store.postgres import DatabaseUnavailable
+
+if TYPE_CHECKING:  # mana_http's app imports this module
+    from mana_http.resource_metadata import ResourceServer
 
 log = structlog.get_logger("mana.oauth")
 
@@ -139,24 +147,23 @@ class AuthorizationServer:
         accounts: Accounts,
         issuer: TokenIssuer,
         keys: KeyStore,
-        base_url: str,
-        resource: str,
-        scopes: tuple[str, ...],
+        resource: ResourceServer,
         on_login_failure: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`on_login_failure(reason)` hears of every refused sign-in (the server's metrics)."""
+        """`resource` is the protected resource this server issues tokens for (its base URL is
+        the issuer, RFC 8414); `on_login_failure(reason)` hears of every refused sign-in (the
+        server's metrics)."""
         self.store = store
         self.clients = clients
         self.login = login
         self.accounts = accounts
         self.issuer = issuer
         self.keys = LocalKeys(keys)
-        # RFC 8414: the issuer identifier is the server's public base URL
-        self.issuer_url = base_url
+        # RFC 8414: the issuer identifier is the server's base URL, as the request reached it
         self.resource = resource
-        self.scopes = scopes
-        public = urlsplit(base_url)
+        self.scopes = resource.scopes
+        public = urlsplit(resource.base_url)
         self.secure_cookie = public.scheme == "https"
         # behind a proxy the public URL may have a path: the browser sees the pages below it
         self.authorize_path = public.path.rstrip("/") + AUTHORIZE_PATH
@@ -175,25 +182,28 @@ class AuthorizationServer:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def document(self) -> dict[str, Any]:
-        return authorization_server_metadata(self.issuer_url, self.scopes)
+    def _site(self, request: Request) -> ResourceServer:
+        """This server as `request` reached it (one of its loopback names, or its one URL)."""
+        return self.resource.for_scope(request.scope)
 
     async def metadata(self, request: Request) -> Response:
+        document = authorization_server_metadata(self._site(request).base_url, self.scopes)
         return JSONResponse(
-            self.document(), headers={"cache-control": f"public, max-age={METADATA_CACHE_SECONDS}"}
+            document, headers={"cache-control": f"public, max-age={METADATA_CACHE_SECONDS}"}
         )
 
     # -- /oauth/authorize ----------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
+        site = self._site(request)
         if request.method == "POST":
-            return await self._authorize_post(request)
+            return await self._authorize_post(request, site)
         try:
-            auth = await self._validate(request.query_params.multi_items())
+            auth = await self._validate(request.query_params.multi_items(), site)
         except PageError as exc:
             return page_response(error_page(exc.title, exc.message), status=exc.status)
         except OAuth2Error as exc:
-            return self._redirect_error(exc)
+            return self._redirect_error(exc, site)
         cookie = request.cookies.get(SESSION_COOKIE)
         browser = await self.store.browser_session(cookie) if cookie else None
         if cookie is not None and browser is not None:
@@ -206,7 +216,7 @@ class AuthorizationServer:
         self._set_cookie(response, cookie, BROWSER_TTL_ANONYMOUS)
         return response
 
-    async def _authorize_post(self, request: Request) -> Response:
+    async def _authorize_post(self, request: Request, site: ResourceServer) -> Response:
         try:
             pairs = await self._form(request)
         except (_BodyTooLarge, ValueError):
@@ -231,11 +241,11 @@ class AuthorizationServer:
                 status=403,
             )
         try:
-            auth = await self._validate(pairs)
+            auth = await self._validate(pairs, site)
         except PageError as exc:
             return page_response(error_page(exc.title, exc.message), status=exc.status)
         except OAuth2Error as exc:
-            return self._redirect_error(exc)
+            return self._redirect_error(exc, site)
         user_id = browser[0]
         if form.get("action") == "login":
             return await self._login(request, auth, cookie, browser[1], form)
@@ -248,12 +258,16 @@ class AuthorizationServer:
             )
         if decision == "deny":
             return self._redirect_error(
-                auth.error(AccessDeniedError("the user denied the request"))
+                auth.error(AccessDeniedError("the user denied the request")), site
             )
-        return await self._allow(auth, user_id, form)
+        return await self._allow(auth, user_id, form, site)
 
-    async def _validate(self, pairs: list[tuple[str, str]]) -> AuthorizationRequest:
-        return await validate(pairs, self.clients, self.resource, self.scopes)
+    async def _validate(
+        self, pairs: list[tuple[str, str]], site: ResourceServer
+    ) -> AuthorizationRequest:
+        return await validate(
+            pairs, self.clients, site.resource, self.scopes, also=self.resource.resources
+        )
 
     async def _login(
         self,
@@ -344,7 +358,11 @@ class AuthorizationServer:
         )
 
     async def _allow(
-        self, auth: AuthorizationRequest, user_id: str, form: Mapping[str, str]
+        self,
+        auth: AuthorizationRequest,
+        user_id: str,
+        form: Mapping[str, str],
+        site: ResourceServer,
     ) -> Response:
         space_id = form.get("space", "")
         member_of = {s.space.id for s in await self.accounts.spaces_of(user_id)}
@@ -380,14 +398,15 @@ class AuthorizationServer:
         params = [("code", code)]
         if auth.state is not None:
             params.append(("state", auth.state))
-        params.append(("iss", self.issuer_url))
+        params.append(("iss", site.base_url))
         return self._redirect(add_params_to_uri(auth.redirect_uri, params))
 
-    def _redirect_error(self, error: OAuth2Error) -> Response:
+    @staticmethod
+    def _redirect_error(error: OAuth2Error, site: ResourceServer) -> Response:
         """An error of a validated request, back to the client's redirect URI (RFC 6749
-        §4.1.2.1) with `iss` (RFC 9207)."""
-        params = [*error.get_body(), ("iss", self.issuer_url)]
-        return self._redirect(add_params_to_uri(error.redirect_uri, params))
+        §4.1.2.1) with `iss` (RFC 9207): the issuer `site` names."""
+        params = [*error.get_body(), ("iss", site.base_url)]
+        return AuthorizationServer._redirect(add_params_to_uri(error.redirect_uri, params))
 
     @staticmethod
     def _redirect(location: str) -> Response:
@@ -457,11 +476,12 @@ class AuthorizationServer:
             return found
         client, params = found
         grant_type = params.get("grant_type")
+        site = self._site(request)
         try:
             if grant_type == "authorization_code":
-                body = await self._code_grant(client, params)
+                body = await self._code_grant(client, params, site)
             elif grant_type == "refresh_token":
-                body = await self._refresh_grant(client, params)
+                body = await self._refresh_grant(client, params, site)
             elif grant_type is None:
                 raise InvalidRequestError("grant_type is missing")
             else:
@@ -470,16 +490,29 @@ class AuthorizationServer:
             return _error_response(exc)
         return JSONResponse(body, headers=NO_STORE)
 
-    async def _code_grant(self, client: Client, params: Mapping[str, str]) -> dict[str, Any]:
+    def _target(self, params: Mapping[str, str], site: ResourceServer) -> str | None:
+        """The resource a token request's `resource` parameter names (canonical), None without
+        one; `invalid_target` when it names none of this server's."""
+        target = params.get("resource")
+        if target is None:
+            return None
+        named = named_resource(target, self.resource.resources)
+        if named is None:
+            raise invalid_target(f"this server issues tokens for {site.resource} only")
+        return named
+
+    async def _code_grant(
+        self, client: Client, params: Mapping[str, str], site: ResourceServer
+    ) -> dict[str, Any]:
+        """The code's tokens, for the resource the code was issued for (the token request may
+        name it again, not another one)."""
         code = params.get("code")
         verifier = params.get("code_verifier")
         if code is None:
             raise InvalidRequestError("code is missing")
         if verifier is None:
             raise InvalidRequestError("code_verifier is missing (PKCE)")
-        target = params.get("resource")
-        if target is not None and not names_resource(target, self.resource):
-            raise invalid_target(f"this server issues tokens for {self.resource} only")
+        target = self._target(params, site)
         redeemed = await self.store.redeem_code(code, client.client_id)
         if redeemed is None:
             raise InvalidGrantError("the code is unknown, expired or was issued to another client")
@@ -490,7 +523,8 @@ class AuthorizationServer:
         redirect_uri = params.get("redirect_uri")
         if redirect_uri is not None and redirect_uri != record.redirect_uri:
             raise InvalidGrantError("redirect_uri differs from the authorization request")
-        if record.resource != self.resource:  # the server's public URL changed meanwhile
+        # the server's public URL changed meanwhile, or the request names another of its names
+        if record.resource not in self.resource.resources or target not in (None, record.resource):
             raise invalid_target("the code was issued for another resource")
         # the code is spent either way: a wrong verifier burns it
         if not CODE_VERIFIER_PATTERN.fullmatch(verifier) or not hmac.compare_digest(
@@ -506,10 +540,21 @@ class AuthorizationServer:
         if connection.revoked_at is not None:
             raise InvalidGrantError("the code was used before; its connection is revoked")
         return self._tokens(
-            user.id, user.email, client, connection.gid, record.space_id, record.scopes, refresh
+            user.id,
+            user.email,
+            client,
+            connection.gid,
+            record.space_id,
+            record.scopes,
+            refresh,
+            audience=record.resource,
         )
 
-    async def _refresh_grant(self, client: Client, params: Mapping[str, str]) -> dict[str, Any]:
+    async def _refresh_grant(
+        self, client: Client, params: Mapping[str, str], site: ResourceServer
+    ) -> dict[str, Any]:
+        """A rotated refresh token and an access token for the resource the request names, or
+        the one it reached (`site`)."""
         token = params.get("refresh_token")
         if token is None:
             raise InvalidRequestError("refresh_token is missing")
@@ -520,6 +565,7 @@ class AuthorizationServer:
             # decided before the token is looked at (a rotated token still meets the reuse
             # check below, whatever scope comes with it)
             raise InvalidScopeError(f"only these scopes are offered: {' '.join(self.scopes)}")
+        audience = self._target(params, site) or site.resource
         try:
             rotated = await self.store.rotate_refresh(token, client.client_id)
         except RefreshReused:
@@ -547,6 +593,7 @@ class AuthorizationServer:
             connection.space_id,
             scopes,
             rotated.refresh_token,
+            audience=audience,
         )
 
     def _tokens(
@@ -558,13 +605,15 @@ class AuthorizationServer:
         space_id: str,
         scopes: tuple[str, ...],
         refresh: str,
+        *,
+        audience: str,
     ) -> dict[str, Any]:
         scope = scopes_text(scopes)
         issued = self.issuer.issue(
             user_id,
             email=email,
             ttl=ACCESS_TOKEN_TTL,
-            audience=self.resource,
+            audience=audience,
             claims={"scope": scope, "space": space_id, "client_id": client.client_id, "gid": gid},
         )
         return {
@@ -610,7 +659,7 @@ class AuthorizationServer:
                 token,
                 key.key,
                 algorithms=[key.algorithm],
-                audience=self.resource,
+                audience=list(self.resource.resources),
                 issuer=self.issuer.issuer,
                 options={"verify_exp": False, "require": ["sub", "aud"]},
             )
