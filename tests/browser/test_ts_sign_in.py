@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +35,13 @@ from tests.browser.support import LocalSite, Page
 from tests.browser.test_oauth_e2e import NOT_IN_BRAND, Access, BrowserUser
 from tests.mcp.support import (
     BRAND_IMAGES,
+    DEMO_EMAIL,
     REPO,
     Mode,
     ServerProcess,
     World,
     free_port,
+    mana_argv,
     seeded_world,
 )
 
@@ -218,13 +220,16 @@ class TsClient:
         name: str,
         *,
         mode: Mode,
-        scenario: Literal["refresh", "step-up"],
+        scenario: Literal["refresh", "step-up", "revoked"],
         registration: Literal["cimd", "dcr"],
         accesses: list[Access],
+        when_waiting: Callable[[], Awaitable[None]] | None = None,
     ) -> Run:
         """Start the client; at each authorization it asks for, the user signs in, picks the
         brand space and the next of `accesses`, and allows, and the callback's query goes
-        back to the client. Returns once the client printed its report and exited 0."""
+        back to the client; while it waits, `when_waiting` runs. Returns once the client
+        printed its report and exited 0, having asked for exactly `len(accesses)`
+        authorizations."""
         slug = name.replace(" ", "-").lower()
         redirect_uri, client_id = _client_pages(
             self.site, name, slug, document=registration == "cimd"
@@ -232,32 +237,38 @@ class TsClient:
         argv = [str(self.entry), self.server.mcp_url, mode, redirect_uri, name, scenario]
         sent: list[dict[str, str]] = []
         users: list[BrowserUser] = []
+        pending = list(accesses)
         async with _node_client(
             self.node, [*argv, *filter(None, [client_id])], self.stderr_path
         ) as client:
             line = await client.line()
-            for access in accesses:
-                assert "authorize" in line, line
-                params = _authorization_request(line["authorize"], self.server)
-                assert params["redirect_uri"] == redirect_uri
-                assert params["client_id"] == (client_id or params["client_id"])
-                user = BrowserUser(
-                    self.chromium,
-                    self.server,
-                    self.world,
-                    self.world.brand_id,
-                    access,
-                    redirect_uri,
-                )
-                await user.authorize(line["authorize"])
-                sent.append(params)
-                users.append(user)
-                await client.answer(urlencode(_last_callback(self.site, slug, len(sent))))
+            while "result" not in line:
+                if "waiting" in line and when_waiting is not None:
+                    await when_waiting()
+                    await client.answer("go on")
+                else:
+                    assert "authorize" in line and pending, line
+                    params = _authorization_request(line["authorize"], self.server)
+                    assert params["redirect_uri"] == redirect_uri
+                    assert params["client_id"] == (client_id or params["client_id"])
+                    users.append(await self._authorize(line["authorize"], redirect_uri, pending))
+                    sent.append(params)
+                    await client.answer(urlencode(_last_callback(self.site, slug, len(sent))))
                 line = await client.line()
-            assert "result" in line, line
             assert await client.finished() == 0, client.stderr()
             warnings = [w for w in client.stderr().splitlines() if w.startswith("[mcp-sdk]")]
+        assert pending == [], f"the client asked for {len(sent)} of {len(accesses)} sign-ins"
         return Run(line["result"], sent, users, warnings)
+
+    async def _authorize(self, url: str, redirect_uri: str, accesses: list[Access]) -> BrowserUser:
+        """The user at the browser: sign in, the brand space, the first of `accesses` (taken
+        off the list), Allow."""
+        access = accesses.pop(0)
+        user = BrowserUser(
+            self.chromium, self.server, self.world, self.world.brand_id, access, redirect_uri
+        )
+        await user.authorize(url)
+        return user
 
 
 def _last_callback(site: LocalSite, slug: str, count: int) -> dict[str, str]:
@@ -396,3 +407,58 @@ async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
     assert (sent["client_id"], sent["redirect_uri"]) == (document, redirect_uri)
     assert _asked(asked, "GET", "/.well-known/oauth-authorization-server") == [200]
     assert _asked(asked, "POST", "/oauth/register") == []
+
+
+async def _mana(world: World, *args: str) -> str:
+    """`mana ARGS` on the server's installation, as its operator would run it; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        *mana_argv(world.data_dir, *args),
+        cwd=REPO,
+        env=world.installation.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), LINE_WAIT)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_typescript_sdk_asks_for_a_new_sign_in_after_revocation(
+    ts_client: TsClient, mode: Mode
+) -> None:
+    """The user ends a connected client's connection with `mana connections revoke`: its
+    access token is refused (401 invalid_token once the grant check's short cache has run
+    out), its refresh token too (invalid_grant), so the SDK drops its tokens and asks the
+    user to sign in again, after which the client works on."""
+    world = ts_client.world
+    name = f"TS SDK revoked {mode} {world.installation.backend}"
+    ended: list[str] = []
+
+    async def revoke() -> None:
+        listed = json.loads(await _mana(world, "connections", "list", "--as", DEMO_EMAIL, "--json"))
+        (mine,) = [c for c in listed if c["client_name"] == name]
+        await _mana(world, "connections", "revoke", mine["id"], "--as", DEMO_EMAIL)
+        ended.append(mine["id"])
+
+    run = await ts_client.run(
+        name,
+        mode=mode,
+        scenario="revoked",
+        registration="dcr",
+        accesses=["write", "write"],
+        when_waiting=revoke,
+    )
+    report = run.report
+    assert len(ended) == 1 and report["reauthorized"]
+    # the refused refresh made the SDK drop its tokens, not its registration
+    assert report["invalidated"] == ["tokens"]
+    assert run.sent[1]["client_id"] == run.sent[0]["client_id"]
+    assert _asked(report, "POST", "/oauth/register") == [201]
+    assert _asked(report, "POST", "/oauth/token") == [200, 400, 200]
+    assert set(report["afterSignIn"]) == BRAND_IMAGES
+    assert report["afterSignInSpaceId"] == world.brand_id
+    # a new connection took the ended one's place
+    listed = json.loads(await _mana(world, "connections", "list", "--as", DEMO_EMAIL, "--json"))
+    live = [c["id"] for c in listed if c["client_name"] == name]
+    assert len(live) == 1 and live != ended

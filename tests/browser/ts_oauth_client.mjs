@@ -3,17 +3,19 @@
 // OAuthClientProvider. Driven by tests/browser/test_ts_sign_in.py.
 //
 // argv: <dist/index.mjs of the package> <MCP URL> <mode: legacy|auto> <redirect URI>
-//       <client name> <scenario: refresh|step-up>
+//       <client name> <scenario: refresh|step-up|revoked>
 //       [client_id URL of a metadata document; absent: dynamic registration]
 // Scenarios after the sign-in (tools listed, me.listReferenceImages called): `refresh` runs out
 // the access token and calls again; `step-up` calls notes.create, which a read-only connection
-// may not, and follows the server's scope challenge through another authorization.
+// may not, and follows the server's scope challenge through another authorization; `revoked`
+// waits while the user ends the connection, then calls until the SDK asks for a new sign-in.
 //
 // stdout, one JSON object a line:
 //   {"authorize": URL, "requests": [...]}
 //                        the SDK's redirectToAuthorization (and the requests made so far); the
 //                        driver opens it in a browser and answers with one stdin line: the query
 //                        string that reached the redirect URI
+//   {"waiting": what}    the client waits for one stdin line (any) before it goes on
 //   {"result": {...}}    at the end: what the client saw (see `report` below)
 // Any failure: a message on stderr and exit status 1.
 import { createInterface } from "node:readline";
@@ -45,7 +47,9 @@ class MemoryProvider {
     // when it takes the https branch.
     const https = metadataUrl?.startsWith("https://");
     this.clientMetadataUrl = https ? metadataUrl : undefined;
-    this.client = metadataUrl && !https ? { client_id: metadataUrl } : undefined;
+    this.initialClient = metadataUrl && !https ? { client_id: metadataUrl } : undefined;
+    this.client = this.initialClient;
+    this.invalidated = [];
     this.stored = undefined;
     this.verifier = undefined;
     this.discovery = undefined;
@@ -88,6 +92,15 @@ class MemoryProvider {
   codeVerifier() {
     if (!this.verifier) throw new Error("no PKCE verifier saved");
     return this.verifier;
+  }
+  // what the SDK drops when the server says a credential is no longer valid (invalid_grant:
+  // tokens; invalid_client: the client too), as mcp-remote does, so that it asks again
+  invalidateCredentials(scope) {
+    if (scope === "all" || scope === "client") this.client = this.initialClient;
+    if (scope === "all" || scope === "tokens") this.stored = undefined;
+    if (scope === "all" || scope === "verifier") this.verifier = undefined;
+    if (scope === "all" || scope === "discovery") this.discovery = undefined;
+    this.invalidated.push(scope);
   }
   saveDiscoveryState(state) {
     this.discovery = state;
@@ -181,6 +194,32 @@ if (scenario === "step-up") {
     created: !created.isError,
     createdSpaceId: created._meta?.["mana/spaceId"] ?? null,
     scopeAfter: provider.stored?.scope ?? null,
+  });
+} else if (scenario === "revoked") {
+  // The user ends the connection (`mana connections revoke`) while the client is connected:
+  // once the server refuses the access token (its grant check may trust it for a moment),
+  // the refresh is refused too, and the SDK asks the user to sign in again.
+  emit({ waiting: "connected" });
+  await nextLine();
+  let calls = 0;
+  let reauthorized = false;
+  while (!reauthorized && calls < 40) {
+    calls += 1;
+    try {
+      await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    } catch (error) {
+      if (!(error instanceof UnauthorizedError)) throw error;
+      await finishAuthorization(transport);
+      reauthorized = true;
+    }
+  }
+  const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+  Object.assign(report, {
+    reauthorized,
+    afterSignIn: imageIds(again),
+    afterSignInSpaceId: again._meta?.["mana/spaceId"] ?? null,
+    invalidated: provider.invalidated,
   });
 } else {
   // The access token runs out: the server answers 401 and the SDK refreshes (the refresh
