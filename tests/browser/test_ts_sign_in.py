@@ -258,6 +258,7 @@ class TsClient:
             assert await client.finished() == 0, client.stderr()
             warnings = [w for w in client.stderr().splitlines() if w.startswith("[mcp-sdk]")]
         assert pending == [], f"the client asked for {len(sent)} of {len(accesses)} sign-ins"
+        assert line["result"]["errors"] == [], line["result"]["errors"]
         return Run(line["result"], sent, users, warnings)
 
     async def _authorize(self, url: str, redirect_uri: str, accesses: list[Access]) -> BrowserUser:
@@ -349,6 +350,8 @@ async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     assert report["protocol"] == ERAS[mode]
     if mode == "legacy":
         assert report["sessionId"]
+        # the session's stream of server messages, opened with the connection's token
+        assert _asked(report, "GET", "/mcp") == [200]
     else:
         assert report["sessionId"] is None
 

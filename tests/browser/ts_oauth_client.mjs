@@ -142,7 +142,18 @@ async function finishAuthorization(transport) {
   await transport.finishAuth(callback);
 }
 
-let client = new Client({ name: clientName, version: "0.0.1" }, options);
+/** Errors the client reports besides its calls' own (e.g. of a 2025-11-25 session's GET
+ * stream), but for the requests for the user's authorization, counted as `redirects`. */
+const errors = [];
+function newClient() {
+  const made = new Client({ name: clientName, version: "0.0.1" }, options);
+  made.onerror = (error) => {
+    if (!(error instanceof UnauthorizedError)) errors.push(`${error?.name}: ${error?.message}`);
+  };
+  return made;
+}
+
+let client = newClient();
 let transport = transportFor();
 let firstConnect = "connected";
 try {
@@ -152,7 +163,7 @@ try {
   firstConnect = "unauthorized";
   await finishAuthorization(transport);
   await client.close();
-  client = new Client({ name: clientName, version: "0.0.1" }, options);
+  client = newClient();
   transport = transportFor();
   await client.connect(transport);
 }
@@ -236,5 +247,5 @@ if (scenario === "step-up") {
   });
 }
 stdin.close();
-emit({ result: { ...report, redirects: provider.redirects, requests } });
+emit({ result: { ...report, redirects: provider.redirects, requests, errors } });
 await client.close();
