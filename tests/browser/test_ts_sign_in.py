@@ -17,6 +17,8 @@ Skips without node or the package (installed with the Inspector by
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -410,6 +412,39 @@ async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
     assert (sent["client_id"], sent["redirect_uri"]) == (document, redirect_uri)
     assert _asked(asked, "GET", "/.well-known/oauth-authorization-server") == [200]
     assert _asked(asked, "POST", "/oauth/register") == []
+
+
+def _reached_as(server: ServerProcess, host: str) -> ServerProcess:
+    """The same server as a client reaches it through another loopback name (its URLs say
+    `host`); the process is still the fixture's, which stops it."""
+    alias = copy.copy(server)
+    alias.url = f"http://{host}:{server.port}"
+    alias.mcp_url = f"{alias.url}/mcp"
+    return alias
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_typescript_sdk_signs_in_through_localhost(ts_client: TsClient, mode: Mode) -> None:
+    """A client on the server's machine may be given `http://localhost:PORT/mcp` (README).
+    The SDK accepts only resource metadata naming the URL it was given (or its origin) and
+    an authorization server whose metadata names the issuer it discovered, so the whole
+    sign-in stays on that name: the metadata, the authorization URL, the resource parameter,
+    the pages the browser posts, the token's audience, the refresh."""
+    world = ts_client.world
+    local = dataclasses.replace(ts_client, server=_reached_as(ts_client.server, "localhost"))
+    run = await local.run(
+        f"TS SDK localhost {mode} {world.installation.backend}",
+        mode=mode,
+        scenario="refresh",
+        registration="dcr",
+        accesses=["write"],
+    )
+    assert run.sent[0]["resource"] == f"http://localhost:{ts_client.server.port}/mcp"
+    assert run.report["firstConnect"] == "unauthorized" and run.report["redirects"] == 1
+    assert run.report["protocol"] == ERAS[mode]
+    assert "notes.create" in _assert_brand_space(run.report, world)
+    assert set(run.report["afterRefresh"]) == BRAND_IMAGES
+    assert run.sdk_warnings == []
 
 
 async def _mana(world: World, *args: str) -> str:
