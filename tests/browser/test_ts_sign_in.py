@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import json
 import os
+import pty
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -569,6 +570,96 @@ async def test_typescript_sdk_signs_in_below_a_path_prefix(
     assert "notes.create" in _assert_brand_space(report, world)
     assert set(report["afterRefresh"]) == BRAND_IMAGES
     assert run.sdk_warnings == []
+
+
+@pytest.fixture(scope="module")
+def inspector_cli(node_sdk: tuple[str, Path]) -> Path:
+    """The MCP Inspector's command line, installed beside the SDK package."""
+    _, entry = node_sdk
+    cli = entry.parents[3] / ".bin/mcp-inspector"
+    if not cli.is_file():
+        pytest.skip("the MCP Inspector (scripts/inspector-smoke.sh) needed")
+    return cli
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_inspector_cli_signs_in_and_calls_a_tool(
+    inspector_cli: Path,
+    chromium: Browser,
+    server: ServerProcess,
+    world: World,
+    tmp_path: Path,
+    era: str,
+) -> None:
+    """The MCP Inspector's command line against a server that asks for sign-in: it registers,
+    prints the authorization URL ("Please navigate to: …") and waits at its own loopback
+    callback listener; the user signs in in Chromium, picks the brand space and allows; the
+    Inspector redeems the code and its `tools/call me.listReferenceImages` answers from the
+    brand space. (A terminal on stdin stands for the person at it; with
+    MCP_AUTO_OPEN_ENABLED=false it opens no browser itself.)"""
+    callback = f"http://127.0.0.1:{free_port()}/oauth/callback"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),  # the Inspector keeps its OAuth state below it
+        "MCP_AUTO_OPEN_ENABLED": "false",
+        "MCP_INSPECTOR_SECRET_STORE": "memory",
+        "NO_COLOR": "1",
+    }
+    argv = [
+        "--cli",
+        "--server-url",
+        server.mcp_url,
+        "--transport",
+        "http",
+        "--protocol-era",
+        era,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "me.listReferenceImages",
+        "--callback-url",
+        callback,
+    ]
+    terminal, terminal_side = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(inspector_cli),
+            *argv,
+            env=env,
+            stdin=terminal_side,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(terminal_side)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        url: str | None = None
+        said: list[str] = []
+        while url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), LINE_WAIT)).decode()
+            assert line, "".join(said)
+            said.append(line)
+            if line.startswith("Please navigate to: "):
+                url = line.removeprefix("Please navigate to: ").strip()
+        user = BrowserUser(chromium, server, world, world.brand_id, "write", callback)
+        await user.authorize(url)
+        out, err = await asyncio.wait_for(proc.communicate(), LINE_WAIT)
+        assert proc.returncode == 0, "".join(said) + err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(terminal)
+    assert "Inspector" in user.consent_text  # the client's registered name
+    result = json.loads(out)
+    assert not result.get("isError"), result
+    assert {i["id"] for i in result["structuredContent"]["images"]} == BRAND_IMAGES
+    assert result["_meta"]["mana/spaceId"] == world.brand_id
+    # a 2026-07-28 result names the server in its _meta; a 2025-11-25 one does not
+    assert ("io.modelcontextprotocol/serverInfo" in result["_meta"]) == (era == "auto")
 
 
 async def _mana(world: World, *args: str) -> str:
