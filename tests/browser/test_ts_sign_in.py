@@ -11,6 +11,11 @@ client then lists the brand space's tools, calls `me.listReferenceImages` there,
 its access token after a 401 without another sign-in. Both protocol eras the SDK offers
 (2025-11-25 by default, 2026-07-28 with `versionNegotiation: {mode: "auto"}`).
 
+Also with the SDK: its own https metadata document branch, a read-only connection's scope
+challenge and step-up, a new sign-in after `mana connections revoke`, the sign-in through
+`localhost`, and through a proxy that publishes Mana below a path prefix. And the MCP
+Inspector's command line, which is built on the SDK, signing in and calling a tool.
+
 Skips without node or the package (installed with the Inspector by
 `scripts/inspector-smoke.sh`), like the replicas test's TypeScript client."""
 
@@ -208,7 +213,7 @@ class Run:
 
 @dataclass(frozen=True)
 class TsClient:
-    """How to start the node client against the test's server, for one client name."""
+    """Runs `ts_oauth_client.mjs` against `server`, with the user at `chromium`."""
 
     node: str
     entry: Path
@@ -254,7 +259,8 @@ class TsClient:
                     params = _authorization_request(line["authorize"], self.server)
                     assert params["redirect_uri"] == redirect_uri
                     assert params["client_id"] == (client_id or params["client_id"])
-                    users.append(await self._authorize(line["authorize"], redirect_uri, pending))
+                    access = pending.pop(0)
+                    users.append(await self._authorize(line["authorize"], redirect_uri, access))
                     sent.append(params)
                     await client.answer(urlencode(_last_callback(self.site, slug, len(sent))))
                 line = await client.line()
@@ -264,10 +270,8 @@ class TsClient:
         assert line["result"]["errors"] == [], line["result"]["errors"]
         return Run(line["result"], sent, users, warnings)
 
-    async def _authorize(self, url: str, redirect_uri: str, accesses: list[Access]) -> BrowserUser:
-        """The user at the browser: sign in, the brand space, the first of `accesses` (taken
-        off the list), Allow."""
-        access = accesses.pop(0)
+    async def _authorize(self, url: str, redirect_uri: str, access: Access) -> BrowserUser:
+        """The user at the browser: sign in, the brand space, `access`, Allow."""
         user = BrowserUser(
             self.chromium, self.server, self.world, self.world.brand_id, access, redirect_uri
         )

@@ -30,7 +30,7 @@ const stdin = createInterface({ input: process.stdin });
 const lines = stdin[Symbol.asyncIterator]();
 async function nextLine() {
   const { value, done } = await lines.next();
-  if (done) throw new Error("stdin closed before the authorization callback arrived");
+  if (done) throw new Error("stdin closed while the client waited for its driver");
   return value;
 }
 function emit(object) {
