@@ -58,6 +58,9 @@ CLIENT_SCRIPT = REPO / "tests/browser/ts_oauth_client.mjs"
 LINE_WAIT = 60.0
 # the SDK's note on stored client information without the authorization server's issuer
 ISSUER_STAMP = "stored OAuth credential has no 'issuer' stamp"
+# how the client gets its client_id: RFC 7591 registration as a public client or as a
+# confidential one (client_secret_basic), or a metadata document URL
+Registration = Literal["dcr", "dcr-secret", "cimd"]
 ERAS: dict[Mode, str] = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 
@@ -229,7 +232,7 @@ class TsClient:
         *,
         mode: Mode,
         scenario: Literal["refresh", "step-up", "revoked"],
-        registration: Literal["cimd", "dcr"],
+        registration: Registration,
         accesses: list[Access],
         when_waiting: Callable[[], Awaitable[None]] | None = None,
     ) -> Run:
@@ -242,7 +245,15 @@ class TsClient:
         redirect_uri, client_id = _client_pages(
             self.site, name, slug, document=registration == "cimd"
         )
-        argv = [str(self.entry), self.server.mcp_url, mode, redirect_uri, name, scenario]
+        argv = [
+            str(self.entry),
+            self.server.mcp_url,
+            mode,
+            redirect_uri,
+            name,
+            scenario,
+            registration,
+        ]
         sent: list[dict[str, str]] = []
         users: list[BrowserUser] = []
         pending = list(accesses)
@@ -313,9 +324,9 @@ def _assert_brand_space(report: dict[str, Any], world: World) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-@pytest.mark.parametrize("registration", ["cimd", "dcr"])
+@pytest.mark.parametrize("registration", ["cimd", "dcr", "dcr-secret"])
 async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
-    ts_client: TsClient, registration: Literal["cimd", "dcr"], mode: Mode
+    ts_client: TsClient, registration: Registration, mode: Mode
 ) -> None:
     world, site = ts_client.world, ts_client.site
     name = f"TS SDK {registration} {mode} {world.installation.backend}"
@@ -342,6 +353,12 @@ async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     else:
         assert report["registered"] and not report["clientId"].startswith("http")
         assert _asked(report, "POST", "/oauth/register") == [201]
+    # a confidential client authenticates at the token endpoint with HTTP Basic
+    assert report["clientSecret"] == (registration == "dcr-secret")
+    token_auth = {r["auth"] for r in report["requests"] if r["path"] == "/oauth/token"}
+    assert token_auth == ({"Basic"} if registration == "dcr-secret" else {None})
+    answered = [r for r in report["requests"] if r["path"] == "/mcp" and r["status"] == 200]
+    assert {r["auth"] for r in answered} == {"Bearer"}
     assert run.sent[0]["client_id"] == report["clientId"]
     # the SDK found nothing to warn about, but that a client id given as stored client
     # information (the http document's URL) has no issuer stamp yet (it adds one)
@@ -409,7 +426,8 @@ async def test_typescript_sdk_names_an_https_metadata_document_as_its_client_id(
     node, entry = node_sdk
     redirect_uri, _ = _client_pages(client_site, "TS SDK https", "ts-sdk-https", document=False)
     document = f"https://127.0.0.1:{free_port()}/clients/ts-sdk-https.json"
-    argv = [str(entry), server.mcp_url, "auto", redirect_uri, "TS SDK https", "refresh", document]
+    argv = [str(entry), server.mcp_url, "auto", redirect_uri, "TS SDK https", "refresh"]
+    argv += ["cimd", document]
     async with _node_client(node, argv, tmp_path / "node.err") as client:
         asked = await client.line()
     assert "authorize" in asked, asked

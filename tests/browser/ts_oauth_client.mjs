@@ -4,7 +4,8 @@
 //
 // argv: <dist/index.mjs of the package> <MCP URL> <mode: legacy|auto> <redirect URI>
 //       <client name> <scenario: refresh|step-up|revoked>
-//       [client_id URL of a metadata document; absent: dynamic registration]
+//       <registration: dcr (a public client) | dcr-secret (a confidential client,
+//       client_secret_basic) | cimd> [cimd: the client_id URL of its metadata document]
 // Scenarios after the sign-in (tools listed, me.listReferenceImages called): `refresh` runs out
 // the access token and calls again; `step-up` calls notes.create, which a read-only connection
 // may not, and follows the server's scope challenge through another authorization; `revoked`
@@ -21,7 +22,7 @@
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 
-const [entry, serverUrl, mode, redirectUri, clientName, scenario, metadataUrl] =
+const [entry, serverUrl, mode, redirectUri, clientName, scenario, registration, metadataUrl] =
   process.argv.slice(2);
 const sdk = await import(pathToFileURL(entry).href);
 const { Client, StreamableHTTPClientTransport, UnauthorizedError } = sdk;
@@ -66,7 +67,7 @@ class MemoryProvider {
       redirect_uris: [redirectUri],
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
-      token_endpoint_auth_method: "none",
+      token_endpoint_auth_method: registration === "dcr-secret" ? "client_secret_basic" : "none",
     };
   }
   state() {
@@ -119,8 +120,9 @@ const requests = [];
 async function recordingFetch(input, init) {
   const url = new URL(input instanceof Request ? input.url : String(input));
   const method = init?.method ?? (input instanceof Request ? input.method : "GET");
+  const scheme = new Headers(init?.headers).get("authorization")?.split(" ")[0] ?? null;
   const response = await fetch(input, init);
-  requests.push({ method, path: url.pathname, status: response.status });
+  requests.push({ method, path: url.pathname, status: response.status, auth: scheme });
   return response;
 }
 
@@ -178,6 +180,7 @@ const report = {
   protocol: transport.protocolVersion ?? null,
   sessionId: transport.sessionId ?? null,
   clientId: provider.client?.client_id ?? null,
+  clientSecret: Boolean(provider.client?.client_secret),
   registered: provider.registered,
   scope: signedIn?.scope ?? null,
   tools,
