@@ -39,6 +39,7 @@ import pytest
 from playwright.async_api import Browser
 
 from mana_cli.commands.run import INSPECTOR_VERSION
+from mana_cli.demo import DEMO_PASSWORD
 from tests.browser.support import LocalSite, Page
 from tests.browser.test_oauth_e2e import NOT_IN_BRAND, Access, BrowserUser
 from tests.mcp.support import (
@@ -61,6 +62,8 @@ ISSUER_STAMP = "stored OAuth credential has no 'issuer' stamp"
 # how the client gets its client_id: RFC 7591 registration as a public client or as a
 # confidential one (client_secret_basic), or a metadata document URL
 Registration = Literal["dcr", "dcr-secret", "cimd"]
+# the user's answer on the consent page: allow with that access, or deny
+Choice = Literal["read", "write", "deny"]
 ERAS: dict[Mode, str] = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 
@@ -231,14 +234,14 @@ class TsClient:
         name: str,
         *,
         mode: Mode,
-        scenario: Literal["refresh", "step-up", "revoked"],
+        scenario: Literal["refresh", "step-up", "revoked", "deny"],
         registration: Registration,
-        accesses: list[Access],
+        accesses: list[Choice],
         when_waiting: Callable[[], Awaitable[None]] | None = None,
     ) -> Run:
         """Start the client; at each authorization it asks for, the user signs in, picks the
-        brand space and the next of `accesses`, and allows, and the callback's query goes
-        back to the client; while it waits, `when_waiting` runs. Returns once the client
+        brand space and the next of `accesses`, and allows (or denies, for "deny"), and the
+        callback's query goes back to the client; while it waits, `when_waiting` runs. Returns once the client
         printed its report and exited 0, having asked for exactly `len(accesses)`
         authorizations."""
         slug = name.replace(" ", "-").lower()
@@ -270,10 +273,18 @@ class TsClient:
                     params = _authorization_request(line["authorize"], self.server)
                     assert params["redirect_uri"] == redirect_uri
                     assert params["client_id"] == (client_id or params["client_id"])
-                    access = pending.pop(0)
-                    users.append(await self._authorize(line["authorize"], redirect_uri, access))
+                    choice = pending.pop(0)
+                    if choice == "deny":
+                        await _deny(self.chromium, line["authorize"], redirect_uri)
+                    else:
+                        users.append(await self._allow(line["authorize"], redirect_uri, choice))
                     sent.append(params)
-                    await client.answer(urlencode(_last_callback(self.site, slug, len(sent))))
+                    query = _last_callback(self.site, slug, len(sent))
+                    if choice == "deny":
+                        assert "code" not in query and query["error"] == "access_denied", query
+                    else:
+                        assert set(query) == {"code", "state", "iss"}, query
+                    await client.answer(urlencode(query))
                 line = await client.line()
             assert await client.finished() == 0, client.stderr()
             warnings = [w for w in client.stderr().splitlines() if w.startswith("[mcp-sdk]")]
@@ -281,7 +292,7 @@ class TsClient:
         assert line["result"]["errors"] == [], line["result"]["errors"]
         return Run(line["result"], sent, users, warnings)
 
-    async def _authorize(self, url: str, redirect_uri: str, access: Access) -> BrowserUser:
+    async def _allow(self, url: str, redirect_uri: str, access: Access) -> BrowserUser:
         """The user at the browser: sign in, the brand space, `access`, Allow."""
         user = BrowserUser(
             self.chromium, self.server, self.world, self.world.brand_id, access, redirect_uri
@@ -295,9 +306,22 @@ def _last_callback(site: LocalSite, slug: str, count: int) -> dict[str, str]:
     (the browser has landed there: the site recorded it before answering)."""
     landed = [query for path, query in site.requests if path == f"/callback/{slug}"]
     assert len(landed) == count, landed
-    query = {k: v[0] for k, v in landed[-1].items()}
-    assert set(query) == {"code", "state", "iss"}, query
-    return query
+    return {k: v[0] for k, v in landed[-1].items()}
+
+
+async def _deny(browser: Browser, url: str, redirect_uri: str) -> None:
+    """The user at the browser signs in and refuses on the consent page."""
+    context = await browser.new_context(java_script_enabled=False)
+    try:
+        page = await context.new_page()
+        await page.goto(url)
+        await page.fill('input[name="email"]', DEMO_EMAIL)
+        await page.fill('input[name="password"]', DEMO_PASSWORD)
+        await page.click('button[name="action"][value="login"]')
+        await page.click('button[name="decision"][value="deny"]')
+        await page.wait_for_url(lambda landed: landed.startswith(redirect_uri + "?"))
+    finally:
+        await context.close()
 
 
 @pytest.fixture
@@ -469,6 +493,28 @@ async def test_typescript_sdk_signs_in_through_localhost(ts_client: TsClient, mo
     assert run.report["protocol"] == ERAS[mode]
     assert "notes.create" in _assert_brand_space(run.report, world)
     assert set(run.report["afterRefresh"]) == BRAND_IMAGES
+    assert run.sdk_warnings == []
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_typescript_sdk_reports_a_denied_sign_in(ts_client: TsClient, mode: Mode) -> None:
+    """Deny on the consent page: the redirect carries error=access_denied with the client's
+    state and Mana's iss, which the SDK checks against the issuer it discovered before it
+    surfaces the error as an OAuthError with that code; no token is ever requested."""
+    world = ts_client.world
+    run = await ts_client.run(
+        f"TS SDK deny {mode} {world.installation.backend}",
+        mode=mode,
+        scenario="deny",
+        registration="dcr",
+        accesses=["deny"],
+    )
+    report = run.report
+    assert report["firstConnect"] == "unauthorized" and report["redirects"] == 1
+    assert report["denied"]["code"] == "access_denied", report["denied"]
+    assert report["denied"]["name"] == "OAuthError"
+    assert not report["tokens"]
+    assert _asked(report, "POST", "/oauth/token") == []
     assert run.sdk_warnings == []
 
 

@@ -3,13 +3,14 @@
 // OAuthClientProvider. Driven by tests/browser/test_ts_sign_in.py.
 //
 // argv: <dist/index.mjs of the package> <MCP URL> <mode: legacy|auto> <redirect URI>
-//       <client name> <scenario: refresh|step-up|revoked>
+//       <client name> <scenario: refresh|step-up|revoked|deny>
 //       <registration: dcr (a public client) | dcr-secret (a confidential client,
 //       client_secret_basic) | cimd> [cimd: the client_id URL of its metadata document]
 // Scenarios after the sign-in (tools listed, me.listReferenceImages called): `refresh` runs out
 // the access token and calls again; `step-up` calls notes.create, which a read-only connection
 // may not, and follows the server's scope challenge through another authorization; `revoked`
-// waits while the user ends the connection, then calls until the SDK asks for a new sign-in.
+// waits while the user ends the connection, then calls until the SDK asks for a new sign-in;
+// `deny`: the user refuses on the consent page, and the client reports the SDK's error.
 //
 // stdout, one JSON object a line:
 //   {"authorize": URL, "requests": [...]}
@@ -158,97 +159,112 @@ function newClient() {
 let client = newClient();
 let transport = transportFor();
 let firstConnect = "connected";
+let denied = null;
 try {
   await client.connect(transport);
 } catch (error) {
   if (!(error instanceof UnauthorizedError)) throw error;
   firstConnect = "unauthorized";
-  await finishAuthorization(transport);
-  await client.close();
-  client = newClient();
-  transport = transportFor();
-  await client.connect(transport);
+  try {
+    await finishAuthorization(transport);
+  } catch (refusal) {
+    // `deny`: the user said no; the SDK surfaces the callback's error (after checking its iss)
+    if (scenario !== "deny") throw refusal;
+    denied = { name: refusal.name, code: refusal.code ?? null, message: refusal.message };
+  }
+  if (!denied) {
+    await client.close();
+    client = newClient();
+    transport = transportFor();
+    await client.connect(transport);
+  }
 }
 
-const tools = (await client.listTools()).tools.map((tool) => tool.name);
-const images = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
-const signedIn = provider.stored;
-const imageIds = (result) =>
-  result.isError ? { error: result.content } : (result.structuredContent?.images ?? []).map((i) => i.id);
-const report = {
-  firstConnect,
-  protocol: transport.protocolVersion ?? null,
-  sessionId: transport.sessionId ?? null,
-  clientId: provider.client?.client_id ?? null,
-  clientSecret: Boolean(provider.client?.client_secret),
-  registered: provider.registered,
-  scope: signedIn?.scope ?? null,
-  tools,
-  images: imageIds(images),
-  spaceId: images._meta?.["mana/spaceId"] ?? null,
-};
+/** After the sign-in: the tools, one call, then the scenario's steps; what the client saw. */
+async function work() {
+  const tools = (await client.listTools()).tools.map((tool) => tool.name);
+  const images = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+  const signedIn = provider.stored;
+  const imageIds = (result) =>
+    result.isError ? { error: result.content } : (result.structuredContent?.images ?? []).map((i) => i.id);
+  const report = {
+    firstConnect,
+    protocol: transport.protocolVersion ?? null,
+    sessionId: transport.sessionId ?? null,
+    clientId: provider.client?.client_id ?? null,
+    clientSecret: Boolean(provider.client?.client_secret),
+    registered: provider.registered,
+    scope: signedIn?.scope ?? null,
+    tools,
+    images: imageIds(images),
+    spaceId: images._meta?.["mana/spaceId"] ?? null,
+  };
 
-if (scenario === "step-up") {
-  // A write tool on a read-only connection: the server's 403 insufficient_scope names the
-  // scope, the SDK asks for the user's authorization of it (another redirect), and after it
-  // the call is retried.
-  const note = { name: "notes.create", arguments: { title: `ts step-up ${mode}`, body: "ts" } };
-  let stepUp = "not asked";
-  try {
-    const created = await client.callTool(note);
-    stepUp = created.isError ? `error: ${JSON.stringify(created.content)}` : "created without";
-  } catch (error) {
-    if (!(error instanceof UnauthorizedError)) throw error;
-    stepUp = "asked";
-    await finishAuthorization(transport);
-  }
-  const created = await client.callTool(note);
-  Object.assign(report, {
-    stepUp,
-    created: !created.isError,
-    createdSpaceId: created._meta?.["mana/spaceId"] ?? null,
-    scopeAfter: provider.stored?.scope ?? null,
-  });
-} else if (scenario === "revoked") {
-  // The user ends the connection (`mana connections revoke`) while the client is connected:
-  // once the server refuses the access token (its grant check may trust it for a moment),
-  // the refresh is refused too, and the SDK asks the user to sign in again.
-  emit({ waiting: "connected" });
-  await nextLine();
-  let calls = 0;
-  let reauthorized = false;
-  while (!reauthorized && calls < 40) {
-    calls += 1;
+  if (scenario === "step-up") {
+    // A write tool on a read-only connection: the server's 403 insufficient_scope names the
+    // scope, the SDK asks for the user's authorization of it (another redirect), and after it
+    // the call is retried.
+    const note = { name: "notes.create", arguments: { title: `ts step-up ${mode}`, body: "ts" } };
+    let stepUp = "not asked";
     try {
-      await client.callTool({ name: "me.listReferenceImages", arguments: {} });
-      await new Promise((resolve) => setTimeout(resolve, 250));
+      const created = await client.callTool(note);
+      stepUp = created.isError ? `error: ${JSON.stringify(created.content)}` : "created without";
     } catch (error) {
       if (!(error instanceof UnauthorizedError)) throw error;
+      stepUp = "asked";
       await finishAuthorization(transport);
-      reauthorized = true;
     }
+    const created = await client.callTool(note);
+    Object.assign(report, {
+      stepUp,
+      created: !created.isError,
+      createdSpaceId: created._meta?.["mana/spaceId"] ?? null,
+      scopeAfter: provider.stored?.scope ?? null,
+    });
+  } else if (scenario === "revoked") {
+    // The user ends the connection (`mana connections revoke`) while the client is connected:
+    // once the server refuses the access token (its grant check may trust it for a moment),
+    // the refresh is refused too, and the SDK asks the user to sign in again.
+    emit({ waiting: "connected" });
+    await nextLine();
+    let calls = 0;
+    let reauthorized = false;
+    while (!reauthorized && calls < 40) {
+      calls += 1;
+      try {
+        await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      } catch (error) {
+        if (!(error instanceof UnauthorizedError)) throw error;
+        await finishAuthorization(transport);
+        reauthorized = true;
+      }
+    }
+    const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+    Object.assign(report, {
+      reauthorized,
+      afterSignIn: imageIds(again),
+      afterSignInSpaceId: again._meta?.["mana/spaceId"] ?? null,
+      invalidated: provider.invalidated,
+    });
+  } else {
+    // The access token runs out: the server answers 401 and the SDK refreshes (the refresh
+    // token rotates) and retries, without another authorization.
+    provider.stored = { ...signedIn, access_token: "expired" };
+    const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
+    const refreshed = provider.stored;
+    Object.assign(report, {
+      afterRefresh: imageIds(again),
+      refreshRotated: Boolean(
+        refreshed?.refresh_token && refreshed.refresh_token !== signedIn?.refresh_token,
+      ),
+      accessRenewed: Boolean(refreshed?.access_token && refreshed.access_token !== "expired"),
+    });
   }
-  const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
-  Object.assign(report, {
-    reauthorized,
-    afterSignIn: imageIds(again),
-    afterSignInSpaceId: again._meta?.["mana/spaceId"] ?? null,
-    invalidated: provider.invalidated,
-  });
-} else {
-  // The access token runs out: the server answers 401 and the SDK refreshes (the refresh
-  // token rotates) and retries, without another authorization.
-  provider.stored = { ...signedIn, access_token: "expired" };
-  const again = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
-  const refreshed = provider.stored;
-  Object.assign(report, {
-    afterRefresh: imageIds(again),
-    refreshRotated: Boolean(
-      refreshed?.refresh_token && refreshed.refresh_token !== signedIn?.refresh_token,
-    ),
-    accessRenewed: Boolean(refreshed?.access_token && refreshed.access_token !== "expired"),
-  });
+  return report;
 }
+
+const outcome = denied ? { firstConnect, denied, tokens: Boolean(provider.stored) } : await work();
 stdin.close();
-emit({ result: { ...report, redirects: provider.redirects, requests, errors } });
+emit({ result: { ...outcome, redirects: provider.redirects, requests, errors } });
 await client.close();
