@@ -11,10 +11,11 @@ client then lists the brand space's tools, calls `me.listReferenceImages` there,
 its access token after a 401 without another sign-in. Both protocol eras the SDK offers
 (2025-11-25 by default, 2026-07-28 with `versionNegotiation: {mode: "auto"}`).
 
-Also with the SDK: its own https metadata document branch, a read-only connection's scope
-challenge and step-up, a new sign-in after `mana connections revoke`, the sign-in through
-`localhost`, and through a proxy that publishes Mana below a path prefix. And the MCP
-Inspector's command line, which is built on the SDK, signing in and calling a tool.
+Also with the SDK: a confidential client (client_secret_basic), its own https metadata
+document branch, a read-only connection's scope challenge and step-up, a new sign-in after
+`mana connections revoke`, Deny on the consent page, the sign-in through `localhost`, and
+through a proxy that publishes Mana below a path prefix. And the MCP Inspector's command line,
+which is built on the SDK, signing in and calling a tool.
 
 Skips without node or the package (installed with the Inspector by
 `scripts/inspector-smoke.sh`), like the replicas test's TypeScript client."""
@@ -241,9 +242,9 @@ class TsClient:
     ) -> Run:
         """Start the client; at each authorization it asks for, the user signs in, picks the
         brand space and the next of `accesses`, and allows (or denies, for "deny"), and the
-        callback's query goes back to the client; while it waits, `when_waiting` runs. Returns once the client
-        printed its report and exited 0, having asked for exactly `len(accesses)`
-        authorizations."""
+        callback's query goes back to the client; while it waits, `when_waiting` runs.
+        Returns once the client printed its report and exited 0, having asked for exactly
+        `len(accesses)` authorizations."""
         slug = name.replace(" ", "-").lower()
         redirect_uri, client_id = _client_pages(
             self.site, name, slug, document=registration == "cimd"

@@ -186,7 +186,9 @@ async function work() {
   const images = await client.callTool({ name: "me.listReferenceImages", arguments: {} });
   const signedIn = provider.stored;
   const imageIds = (result) =>
-    result.isError ? { error: result.content } : (result.structuredContent?.images ?? []).map((i) => i.id);
+    result.isError
+      ? { error: result.content }
+      : (result.structuredContent?.images ?? []).map((image) => image.id);
   const report = {
     firstConnect,
     protocol: transport.protocolVersion ?? null,
