@@ -656,84 +656,107 @@ def inspector_cli(node_sdk: tuple[str, Path]) -> Path:
     return cli
 
 
+@dataclass(frozen=True)
+class Inspector:
+    """The Inspector's command line as one person on one machine runs it: its state (OAuth
+    registration and tokens, in files) below `home`, a terminal on stdin for the person at it
+    (with MCP_AUTO_OPEN_ENABLED=false it opens no browser itself: it prints the URL), and its
+    callback listener at `callback`."""
+
+    cli: Path
+    server: ServerProcess
+    home: Path
+    callback: str
+
+    async def call(
+        self, era: str, *extra: str, user: BrowserUser | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """`tools/call me.listReferenceImages` (plus `extra` options); when it prints an
+        authorization URL, `user` (required then) goes through the sign-in. Returns the
+        result it printed and what it said on stderr."""
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "MCP_AUTO_OPEN_ENABLED": "false",
+            "MCP_INSPECTOR_SECRET_STORE": "file",
+            "NO_COLOR": "1",
+        }
+        argv = ["--cli", "--server-url", self.server.mcp_url, "--transport", "http"]
+        argv += ["--protocol-era", era, "--callback-url", self.callback, *extra]
+        argv += ["--method", "tools/call", "--tool-name", "me.listReferenceImages"]
+        terminal, terminal_side = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(self.cli),
+                *argv,
+                env=env,
+                stdin=terminal_side,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(terminal_side)
+        said: list[str] = []
+        try:
+            assert proc.stderr is not None
+            if user is not None:
+                url = await self._authorization_url(proc.stderr, said)
+                await user.authorize(url)
+            out, err = await asyncio.wait_for(proc.communicate(), LINE_WAIT)
+            said.append(err.decode())
+            assert proc.returncode == 0, "".join(said)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(terminal)
+        result: dict[str, Any] = json.loads(out)
+        return result, "".join(said)
+
+    @staticmethod
+    async def _authorization_url(stderr: asyncio.StreamReader, said: list[str]) -> str:
+        while True:
+            line = (await asyncio.wait_for(stderr.readline(), LINE_WAIT)).decode()
+            assert line, "".join(said)
+            said.append(line)
+            if line.startswith("Please navigate to: "):
+                return line.removeprefix("Please navigate to: ").strip()
+
+
+@pytest.fixture
+def inspector(inspector_cli: Path, server: ServerProcess, tmp_path: Path) -> Inspector:
+    home = tmp_path / "home"
+    home.mkdir()
+    callback = f"http://127.0.0.1:{free_port()}/oauth/callback"
+    return Inspector(inspector_cli, server, home, callback)
+
+
+def _assert_brand_images(result: dict[str, Any], world: World) -> None:
+    assert not result.get("isError"), result
+    assert {i["id"] for i in result["structuredContent"]["images"]} == BRAND_IMAGES
+    assert result["_meta"]["mana/spaceId"] == world.brand_id
+
+
 @pytest.mark.parametrize("era", ["legacy", "auto"])
 async def test_inspector_cli_signs_in_and_calls_a_tool(
-    inspector_cli: Path,
-    chromium: Browser,
-    server: ServerProcess,
-    world: World,
-    tmp_path: Path,
-    era: str,
+    inspector: Inspector, chromium: Browser, world: World, era: str
 ) -> None:
     """The MCP Inspector's command line against a server that asks for sign-in: it registers,
     prints the authorization URL ("Please navigate to: …") and waits at its own loopback
     callback listener; the user signs in in Chromium, picks the brand space and allows; the
     Inspector redeems the code and its `tools/call me.listReferenceImages` answers from the
-    brand space. (A terminal on stdin stands for the person at it; with
-    MCP_AUTO_OPEN_ENABLED=false it opens no browser itself.)"""
-    callback = f"http://127.0.0.1:{free_port()}/oauth/callback"
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),  # the Inspector keeps its OAuth state below it
-        "MCP_AUTO_OPEN_ENABLED": "false",
-        "MCP_INSPECTOR_SECRET_STORE": "memory",
-        "NO_COLOR": "1",
-    }
-    argv = [
-        "--cli",
-        "--server-url",
-        server.mcp_url,
-        "--transport",
-        "http",
-        "--protocol-era",
-        era,
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "me.listReferenceImages",
-        "--callback-url",
-        callback,
-    ]
-    terminal, terminal_side = pty.openpty()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            str(inspector_cli),
-            *argv,
-            env=env,
-            stdin=terminal_side,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    finally:
-        os.close(terminal_side)
-    try:
-        assert proc.stderr is not None and proc.stdout is not None
-        url: str | None = None
-        said: list[str] = []
-        while url is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), LINE_WAIT)).decode()
-            assert line, "".join(said)
-            said.append(line)
-            if line.startswith("Please navigate to: "):
-                url = line.removeprefix("Please navigate to: ").strip()
-        user = BrowserUser(chromium, server, world, world.brand_id, "write", callback)
-        await user.authorize(url)
-        out, err = await asyncio.wait_for(proc.communicate(), LINE_WAIT)
-        assert proc.returncode == 0, "".join(said) + err.decode()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        os.close(terminal)
+    brand space. A later run reuses the stored sign-in (`--use-stored-auth`: no browser)."""
+    server = inspector.server
+    user = BrowserUser(chromium, server, world, world.brand_id, "write", inspector.callback)
+    result, _ = await inspector.call(era, user=user)
     assert "Inspector" in user.consent_text  # the client's registered name
-    result = json.loads(out)
-    assert not result.get("isError"), result
-    assert {i["id"] for i in result["structuredContent"]["images"]} == BRAND_IMAGES
-    assert result["_meta"]["mana/spaceId"] == world.brand_id
+    _assert_brand_images(result, world)
     # a 2026-07-28 result names the server in its _meta; a 2025-11-25 one does not
     assert ("io.modelcontextprotocol/serverInfo" in result["_meta"]) == (era == "auto")
+
+    again, _ = await inspector.call(era, "--use-stored-auth")
+    _assert_brand_images(again, world)
+    assert len(user.authorizations) == 1
 
 
 async def _mana(world: World, *args: str) -> str:
