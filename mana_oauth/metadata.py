@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mana_auth.keys import ALGORITHM
+
 AUTHORIZE_PATH = "/oauth/authorize"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 REVOKE_PATH = "/oauth/revoke"
@@ -38,6 +40,13 @@ def authorization_server_metadata(issuer: str, scopes: tuple[str, ...]) -> dict[
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "client_id_metadata_document_supported": True,
         "authorization_response_iss_parameter_supported": True,
+        # Required of a document at the OpenID discovery path (OpenID Connect Discovery §3),
+        # which is the one discovery URL a client finds below a public URL with a path (the
+        # RFC 8414 form inserts the path after the host's /.well-known/): the TypeScript SDK
+        # refuses the document there without them. Tokens are signed with the JWKS's
+        # EdDSA keys; no ID token is issued (`openid` is not an offered scope).
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
     }
 
 

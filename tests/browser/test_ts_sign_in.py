@@ -595,12 +595,6 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         await sink.drain()
 
 
-# The SDK's refusal of the document Mana serves at the OpenID discovery path today: it lacks
-# subject_types_supported and id_token_signing_alg_values_supported, which OpenID Connect
-# Discovery requires and the SDK's schema checks (a known server defect, reported).
-OPENID_DOCUMENT_REFUSED = ("ZodError", "subject_types_supported")
-
-
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_typescript_sdk_signs_in_below_a_path_prefix(ts_client: TsClient, mode: Mode) -> None:
     """Behind a proxy that publishes Mana at `/mana` (MANA_PUBLIC_URL=http://127.0.0.1:P/mana):
@@ -608,10 +602,9 @@ async def test_typescript_sdk_signs_in_below_a_path_prefix(ts_client: TsClient, 
     the one discovery URL below the prefix, `/mana/.well-known/openid-configuration` (RFC
     8414's `/.well-known/oauth-authorization-server/mana` and OpenID's path-appended form are
     at the host's root: the proxy's 404), which it reads as OpenID Connect Discovery
-    metadata, and the sign-in pages, the token endpoint and /mcp all through the prefix.
-
-    Expected to fail (xfail) with exactly the SDK's refusal of that document until the
-    server's document carries the OpenID fields; any other failure fails the test."""
+    metadata (it refuses a document without OpenID Connect Discovery's
+    subject_types_supported and id_token_signing_alg_values_supported), and the sign-in pages,
+    the token endpoint and /mcp all through the prefix."""
     world = ts_client.world
     async with PrefixProxy("/mana") as proxy:
         server = ServerProcess(world.installation, env={"MANA_PUBLIC_URL": proxy.url})
@@ -619,18 +612,13 @@ async def test_typescript_sdk_signs_in_below_a_path_prefix(ts_client: TsClient, 
             proxy.backend_port = server.port
             await asyncio.to_thread(server.wait_ready)
             behind = dataclasses.replace(ts_client, server=_reached_at(server, proxy.url))
-            try:
-                run = await behind.run(
-                    f"TS SDK prefix {mode} {world.installation.backend}",
-                    mode=mode,
-                    scenario="refresh",
-                    registration="dcr",
-                    accesses=["write"],
-                )
-            except AssertionError as failure:
-                if all(part in str(failure) for part in OPENID_DOCUMENT_REFUSED):
-                    pytest.xfail("the SDK refuses Mana's OpenID discovery document")
-                raise
+            run = await behind.run(
+                f"TS SDK prefix {mode} {world.installation.backend}",
+                mode=mode,
+                scenario="refresh",
+                registration="dcr",
+                accesses=["write"],
+            )
         finally:
             await asyncio.to_thread(server.stop)
     report = run.report

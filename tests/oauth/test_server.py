@@ -50,6 +50,9 @@ async def test_metadata_at_both_paths_is_valid_rfc8414(mana_kit: ToolKit, tmp_pa
             assert "none" in doc["token_endpoint_auth_methods_supported"]
             assert doc["grant_types_supported"] == ["authorization_code", "refresh_token"]
             assert doc["scopes_supported"] == ["mana:read", "mana:write"]
+            # what OpenID Connect Discovery requires of the document at its path
+            assert doc["subject_types_supported"] == ["public"]
+            assert doc["id_token_signing_alg_values_supported"] == ["EdDSA"]
         # the resource metadata names this server as its authorization server
         prm = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
         assert prm["authorization_servers"] == ["https://mana.example"]
