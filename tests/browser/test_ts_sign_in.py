@@ -13,9 +13,10 @@ its access token after a 401 without another sign-in. Both protocol eras the SDK
 
 Also with the SDK: a confidential client (client_secret_basic), its own https metadata
 document branch, a read-only connection's scope challenge and step-up, a new sign-in after
-`mana connections revoke`, Deny on the consent page, the sign-in through `localhost`, and
-through a proxy that publishes Mana below a path prefix. And the MCP Inspector's command line,
-which is built on the SDK, signing in and calling a tool.
+`mana connections revoke`, Deny on the consent page, the sign-in through `localhost`, through
+a proxy that publishes Mana below a path prefix, and through two replicas behind a round-robin
+proxy. And the MCP Inspector's command line, which is built on the SDK, signing in and calling
+a tool.
 
 Skips without node or the package (installed with the Inspector by
 `scripts/inspector-smoke.sh`), like the replicas test's TypeScript client."""
@@ -54,6 +55,7 @@ from tests.mcp.support import (
     mana_argv,
     seeded_world,
 )
+from tool_registry.testing.proxy import RoundRobinProxy
 
 CLIENT_SCRIPT = REPO / "tests/browser/ts_oauth_client.mjs"
 # seconds for each line the node client prints (its first includes node's start and discovery)
@@ -632,6 +634,46 @@ async def test_typescript_sdk_signs_in_below_a_path_prefix(ts_client: TsClient, 
     assert "notes.create" in _assert_brand_space(report, world)
     assert set(report["afterRefresh"]) == BRAND_IMAGES
     assert run.sdk_warnings == []
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_typescript_sdk_signs_in_through_two_replicas(
+    ts_client: TsClient, mode: Mode
+) -> None:
+    """Two `mana serve --http` replicas on one PostgreSQL database behind a round-robin proxy
+    (no stickiness; MANA_PUBLIC_URL is the proxy): the SDK's discovery, registration, code
+    exchange, refresh and MCP requests and the browser's sign-in pages alternate between the
+    replicas, and the whole sign-in holds (browser session, client, code, refresh tokens and,
+    in 2025-11-25, the session are the database's)."""
+    world = ts_client.world
+    if world.installation.backend != "postgres":
+        pytest.skip("replicas share a PostgreSQL database")
+    async with RoundRobinProxy([("127.0.0.1", 1)]) as proxy:
+        replicas = [
+            ServerProcess(world.installation, env={"MANA_PUBLIC_URL": proxy.url}) for _ in range(2)
+        ]
+        try:
+            for replica in replicas:
+                await asyncio.to_thread(replica.wait_ready)
+            proxy.backends[:] = [("127.0.0.1", r.port) for r in replicas]
+            behind = dataclasses.replace(ts_client, server=_reached_at(replicas[0], proxy.url))
+            run = await behind.run(
+                f"TS SDK replicas {mode}",
+                mode=mode,
+                scenario="refresh",
+                registration="dcr",
+                accesses=["write"],
+            )
+        finally:
+            for replica in replicas:
+                await asyncio.to_thread(replica.stop)
+    report = run.report
+    assert report["protocol"] == ERAS[mode] and report["redirects"] == 1
+    assert _asked(report, "POST", "/oauth/token") == [200, 200]
+    assert "notes.create" in _assert_brand_space(report, world)
+    assert set(report["afterRefresh"]) == BRAND_IMAGES
+    # the sign-in's requests were shared out between the replicas
+    assert proxy.served_by(0) >= 5 and proxy.served_by(1) >= 5, proxy.routed
 
 
 @pytest.fixture(scope="module")
