@@ -355,6 +355,8 @@ def _assert_brand_space(report: dict[str, Any], world: World) -> set[str]:
 async def test_typescript_sdk_signs_in_and_works_in_the_chosen_space(
     ts_client: TsClient, registration: Registration, mode: Mode
 ) -> None:
+    """The whole sign-in (see the module docstring) for each way the client gets its id and
+    in each protocol era, then a refresh after the access token ran out."""
     world, site = ts_client.world, ts_client.site
     name = f"TS SDK {registration} {mode} {world.installation.backend}"
     run = await ts_client.run(
