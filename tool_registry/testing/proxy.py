@@ -11,6 +11,9 @@ is closed too. Bodies sent with `Content-Length` or chunked are forwarded unchan
         url = proxy.url + "/mcp"
         ...
         proxy.routed  # [(method, path, backend index), ...] in arrival order
+
+`set_headers` are put on every forwarded request in place of the client's own header of the
+same name (e.g. an `Authorization` for a client that cannot send one).
 """
 
 from __future__ import annotations
@@ -25,13 +28,20 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
 
 class RoundRobinProxy:
-    def __init__(self, backends: Sequence[tuple[str, int]], *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        backends: Sequence[tuple[str, int]],
+        *,
+        host: str = "127.0.0.1",
+        set_headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if not backends:
             raise ValueError("a proxy needs at least one backend")
         self.backends = list(backends)
         self.host = host
         self.port = 0
         self.routed: list[tuple[str, str, int]] = []
+        self._set = [(k.encode("latin-1"), b" " + v.encode("latin-1")) for k, v in set_headers]
         self._turn = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,7 +104,9 @@ class RoundRobinProxy:
         self.routed.append((method, path, index))
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.backends[index])
         try:
-            kept = [(k, v) for k, v in headers if k.strip().lower() not in _HOP_BY_HOP]
+            replaced = _HOP_BY_HOP | {k.lower() for k, _ in self._set}
+            kept = [(k, v) for k, v in headers if k.strip().lower() not in replaced]
+            kept += self._set
             upstream_writer.write(
                 request_line
                 + b"\r\n"

@@ -1,0 +1,101 @@
+"""The official MCP conformance suite (server mode, active 2025-11-25 scenarios) against
+`mana serve --http`, through `scripts/conformance.py`, compared with `expected-failures.yml`.
+
+Needs the suite and Node 22 in the cache (`scripts/conformance.py --install-only`, which
+`.ci/run` does); without them the tests skip, except under `CI=true`, where they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "conformance.py"
+BASELINE = Path(__file__).with_name("expected-failures.yml")
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mana_conformance_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def suite_installed() -> None:
+    """Skip without the installed suite, or fail under CI=true (where `.ci/run` installs it)."""
+    script = _script()
+    cache = script.cache_dir()
+    if script.installed(cache):
+        return
+    reason = (
+        f"the conformance suite is not installed in {cache} (scripts/conformance.py --install-only)"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true requires it: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def listed_failures() -> list[str]:
+    """The scenario names of the baseline (one `  - name # reason` line each)."""
+    names = []
+    for line in BASELINE.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry.startswith("- "):
+            names.append(entry[2:].strip())
+    return names
+
+
+@pytest.mark.usefixtures("suite_installed")
+def test_active_2025_11_25_scenarios_fail_exactly_as_listed() -> None:
+    done = run()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "Baseline check passed" in done.stdout
+
+
+@pytest.mark.usefixtures("suite_installed")
+def test_a_listed_scenario_that_passes_fails_the_run(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.yml"
+    baseline.write_text("server:\n  - ping\n", encoding="utf-8")
+    done = run("--scenario", "ping", "--expected-failures", str(baseline))
+    assert done.returncode != 0
+    assert "Baseline is stale" in done.stdout
+
+
+@pytest.mark.usefixtures("suite_installed")
+def test_a_failure_missing_from_the_list_fails_the_run(tmp_path: Path) -> None:
+    listed = listed_failures()
+    if not listed:
+        pytest.skip("every scenario passes: nothing is expected to fail")
+    baseline = tmp_path / "baseline.yml"
+    baseline.write_text("server: []\n", encoding="utf-8")
+    done = run("--scenario", listed[0], "--expected-failures", str(baseline))
+    assert done.returncode != 0
+    assert "Unexpected failures" in done.stdout
+    assert listed[0] in done.stdout
+
+
+def test_the_baseline_names_only_scenarios_of_the_suite() -> None:
+    """A typo in the list would be an entry that never matches; names are the suite's."""
+    listed = listed_failures()
+    assert len(listed) == len(set(listed))
+    assert all(name.replace("-", "").isalnum() for name in listed)
