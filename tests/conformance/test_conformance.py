@@ -29,19 +29,21 @@ def _script() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def suite_installed() -> None:
+def require_suite() -> None:
     """Skip without the installed suite, or fail under CI=true (where `.ci/run` installs it)."""
     script = _script()
     cache = script.cache_dir()
     if script.installed(cache):
         return
-    reason = (
-        f"the conformance suite is not installed in {cache} (scripts/conformance.py --install-only)"
-    )
+    reason = f"the conformance suite is not in {cache} (scripts/conformance.py --install-only)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true requires it: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def suite_installed() -> None:
+    require_suite()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -99,3 +101,15 @@ def test_the_baseline_names_only_scenarios_of_the_suite() -> None:
     listed = listed_failures()
     assert len(listed) == len(set(listed))
     assert all(name.replace("-", "").isalnum() for name in listed)
+
+
+def test_without_the_suite_ci_fails_and_elsewhere_skips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MANA_CONFORMANCE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires it"):
+        require_suite()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="not in"):
+        require_suite()
