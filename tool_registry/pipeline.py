@@ -12,14 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tool_registry.access_scopes import insufficient_scope_message, missing_scope, scope_allows
+from tool_registry.access_scopes import (
+    READ_SCOPE,
+    insufficient_scope_message,
+    missing_scope,
+    scope_allows,
+)
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError
@@ -35,6 +40,7 @@ from tool_registry.store.database import Database, Transaction
 from tool_registry.store.idempotency import find_key, store_key
 from tool_registry.store.postgres import DatabaseUnavailable
 from tool_registry.store.records import ReadRunner, ScopedStore
+from tool_registry.views import ViewContext, ViewError, ViewStatus
 
 log = structlog.get_logger("mana.pipeline")
 
@@ -105,6 +111,7 @@ INTERNAL_ERROR = "internal-error"
 ADMIN_INVOKERS = frozenset({"cli"})
 
 Observer = Callable[[Outcome, AnySpec | None], None]
+ViewT = TypeVar("ViewT")
 
 
 def input_hash(raw_args: Any) -> str:
@@ -211,6 +218,106 @@ class Pipeline:
         """The call's space and the caller's role; raises `NotAMemberError` alike for an unknown
         space and a space the caller is not in (`tool_registry.membership`)."""
         return await require_member(self.accounts, call.user_id, call.space)
+
+    # -- views: resources, prompts, completions ----------------------------------------------
+
+    def modules_in(self, space_type: str) -> tuple[str, ...]:
+        """The registered modules a space of this type may use."""
+        return tuple(m for m in self.registry.modules() if self.space_types.allows(space_type, m))
+
+    async def view(
+        self,
+        name: str,
+        module: str | None,
+        args: Mapping[str, Any],
+        call: CallContext,
+        work: Callable[[ViewContext], Awaitable[ViewT]],
+        *,
+        resolved: SpaceAccess | None = None,
+    ) -> ViewT:
+        """Run a read-only view (`name` e.g. `resource:notes.note`) of `module` through the
+        checks a read tool gets: the caller's access scopes include `mana:read`, membership of
+        the call's space, the module allowed for its type (None: a view over several modules,
+        which shows only those in `ViewContext.modules`). `work` gets a read-only store bound
+        to the caller and space; one audit row records the outcome under `name` with the hash
+        of `args`. Refusals and failures raise `ViewError` with a stable reason."""
+        started = time.perf_counter()
+        hashed = input_hash(dict(args))
+        space: Space | None = None
+        try:
+            if call.scopes is not None and READ_SCOPE not in call.scopes:
+                message = insufficient_scope_message(name, READ_SCOPE)
+                raise _Rejection("denied", INSUFFICIENT_SCOPE, message)
+            access = await self._access(call, resolved)
+            space = access.space
+            if module is not None and not self.space_types.allows(space.type, module):
+                raise _Rejection(
+                    "denied",
+                    "module-not-allowed",
+                    f"module {module!r} is not available in {space.type} spaces",
+                )
+            store = ScopedStore(
+                ReadRunner(self.db),
+                user_id=call.user_id,
+                access=access,
+                clock=self.clock,
+                writable=False,
+            )
+            ctx = ViewContext(
+                tool=ToolContext(
+                    store=store,
+                    user_id=call.user_id,
+                    space=space,
+                    role=access.role or "",
+                    invoker=call.invoker,
+                    request_id=call.request_id,
+                    clock=self.clock,
+                    backends=self.backends,
+                ),
+                modules=self.modules_in(space.type),
+            )
+            try:
+                result = await work(ctx)
+            except ViewError as exc:
+                raise _Rejection(exc.status, exc.reason, exc.message) from None
+            except ManaError as exc:
+                raise _Rejection("error", exc.reason, exc.message) from None
+        except _Rejection as rej:
+            error = OutcomeError(reason=rej.reason, message=rej.message)
+            self._audit_view(name, call, space, hashed, started, rej.status, rej.reason, error)
+            status: ViewStatus = "error" if rej.status == "ok" else rej.status
+            raise ViewError(rej.message, reason=rej.reason, status=status) from None
+        except DatabaseUnavailable as exc:
+            log.warning("view failed: database unavailable", view=name, error=exc.message)
+            error = OutcomeError(reason=exc.reason, message=exc.message)
+            self._audit_view(name, call, space, hashed, started, "error", exc.reason, error)
+            raise ViewError(exc.message, reason=exc.reason, status="error") from None
+        except Exception:
+            log.exception("view failed", view=name, request_id=call.request_id)
+            message = (
+                f"{name} failed unexpectedly; quote request id {call.request_id} when reporting it"
+            )
+            error = OutcomeError(reason=INTERNAL_ERROR, message=message)
+            self._audit_view(name, call, space, hashed, started, "error", INTERNAL_ERROR, error)
+            raise ViewError(message, reason=INTERNAL_ERROR, status="error") from None
+        self._audit_view(name, call, space, hashed, started, "ok", None, None)
+        return result
+
+    def _audit_view(
+        self,
+        name: str,
+        call: CallContext,
+        space: Space | None,
+        hashed: str,
+        started: float,
+        status: Status,
+        reason: str | None,
+        error: OutcomeError | None,
+    ) -> None:
+        outcome = self._finish(
+            name, call, space, status=status, reason=reason, started=started, error=error
+        )
+        self.audit.enqueue(self._audit_row(outcome, call, hashed))
 
     # -- invocation --------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tool_registry.prompts import PromptSpec
+from tool_registry.resources import ResourceSpec
 from tool_registry.spec import ToolSpec, ToolSpecError
 
 AnySpec = ToolSpec[Any, Any]
@@ -15,12 +17,25 @@ class DuplicateToolError(ToolSpecError):
 
 
 class Registry:
-    """Holds tool specs by name. No module-level instance exists: create one and pass it in."""
+    """Holds tool, resource and prompt specs by name. No module-level instance exists: create
+    one and pass it in."""
 
-    def __init__(self, specs: Iterable[AnySpec] = ()) -> None:
+    def __init__(
+        self,
+        specs: Iterable[AnySpec] = (),
+        *,
+        resources: Iterable[ResourceSpec] = (),
+        prompts: Iterable[PromptSpec] = (),
+    ) -> None:
         self._specs: dict[str, AnySpec] = {}
+        self._resources: dict[str, ResourceSpec] = {}
+        self._prompts: dict[str, PromptSpec] = {}
         for spec in specs:
             self.register(spec)
+        for resource in resources:
+            self.register_resource(resource)
+        for prompt in prompts:
+            self.register_prompt(prompt)
 
     def register(self, spec: AnySpec) -> AnySpec:
         existing = self._specs.get(spec.name)
@@ -31,6 +46,45 @@ class Registry:
             )
         self._specs[spec.name] = spec
         return spec
+
+    def register_resource(self, spec: ResourceSpec) -> ResourceSpec:
+        if spec.name in self._resources:
+            raise DuplicateToolError(f"resource {spec.name!r} is declared twice")
+        clash = next(
+            (r for r in self._resources.values() if r.uri_template == spec.uri_template), None
+        )
+        if clash is not None:
+            raise DuplicateToolError(
+                f"resources {clash.name!r} and {spec.name!r} declare the same URI "
+                f"{spec.uri_template!r}"
+            )
+        self._resources[spec.name] = spec
+        return spec
+
+    def register_prompt(self, spec: PromptSpec) -> PromptSpec:
+        if spec.name in self._prompts:
+            raise DuplicateToolError(f"prompt {spec.name!r} is declared twice")
+        self._prompts[spec.name] = spec
+        return spec
+
+    def resources(self) -> list[ResourceSpec]:
+        """Every resource spec, in name order."""
+        return sorted(self._resources.values(), key=lambda s: s.name)
+
+    def resource_for(self, uri: str) -> tuple[ResourceSpec, dict[str, str]] | None:
+        """The spec whose URI template `uri` matches, with the parameters it carries."""
+        for spec in self.resources():
+            params = spec.match(uri)
+            if params is not None:
+                return spec, params
+        return None
+
+    def prompts(self) -> list[PromptSpec]:
+        """Every prompt spec, in name order."""
+        return sorted(self._prompts.values(), key=lambda s: s.name)
+
+    def prompt(self, name: str) -> PromptSpec | None:
+        return self._prompts.get(name)
 
     def get(self, name: str) -> AnySpec | None:
         return self._specs.get(name)
@@ -60,3 +114,11 @@ class Registry:
     def export(self) -> dict[str, Any]:
         """The public surface as written to `catalogs/tools.json`."""
         return {"tools": [s.describe() for s in self.all()]}
+
+    def export_resources(self) -> dict[str, Any]:
+        """The resources as written to `catalogs/resources.json`."""
+        return {"resources": [s.describe() for s in self.resources()]}
+
+    def export_prompts(self) -> dict[str, Any]:
+        """The prompts as written to `catalogs/prompts.json`."""
+        return {"prompts": [s.describe() for s in self.prompts()]}

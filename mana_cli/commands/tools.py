@@ -11,7 +11,7 @@ from typing import Any
 from mana_cli.commands.common import print_table
 from mana_cli.config import Settings
 from mana_cli.runtime import build_runtime_registry
-from tool_registry.catalog import TOOLS_CATALOG, render_tools_catalog
+from tool_registry.catalog import TOOLS_CATALOG, render_catalogs
 from tool_registry.space_types import SpaceTypeCatalog
 from tool_registry.store.accounts import SPACE_TYPES
 
@@ -25,7 +25,9 @@ def register(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="print the full descriptions as JSON")
     ls.set_defaults(handler=list_tools)
-    ex = s.add_parser("export", help="write catalogs/tools.json")
+    ex = s.add_parser(
+        "export", help="write catalogs/tools.json (and resources.json, prompts.json beside it)"
+    )
     ex.add_argument("--output", type=Path, default=TOOLS_CATALOG)
     ex.add_argument(
         "--check",
@@ -53,15 +55,22 @@ async def list_tools(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def export(args: argparse.Namespace, settings: Settings) -> int:
-    # The checked-in catalog is the public surface: no MANA_EXTRA_TOOLS plugins.
-    text = render_tools_catalog(build_runtime_registry())
+    # The checked-in catalogs are the public surface: no MANA_EXTRA_TOOLS plugins.
+    catalogs = render_catalogs(build_runtime_registry(), args.output)
     if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date; run `mana tools export`", file=sys.stderr)
+        stale = [
+            path
+            for path, text in catalogs.items()
+            if (path.read_text(encoding="utf-8") if path.exists() else "") != text
+        ]
+        for path in stale:
+            print(f"{path} is out of date; run `mana tools export`", file=sys.stderr)
+        if stale:
             return 1
-        print(f"{args.output} is up to date")
+        for path in catalogs:
+            print(f"{path} is up to date")
         return 0
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output} ({text.count(chr(10))} lines)")
+    for path, text in catalogs.items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path} ({text.count(chr(10))} lines)")
     return 0

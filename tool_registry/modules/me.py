@@ -6,6 +6,8 @@ not soft-deleted, active space only, no fallback to the personal space.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
@@ -13,8 +15,10 @@ from pydantic import Field
 from tool_registry.context import BackendKey, ToolContext
 from tool_registry.errors import ToolError
 from tool_registry.models import RecordId, ToolInput, ToolOutput
+from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Filter, Record
+from tool_registry.views import ViewContext, ViewError
 
 MODULE = "me"
 REFERENCE_IMAGES = "reference_images"
@@ -193,3 +197,80 @@ GENERATE_WITH_REFERENCE = ToolSpec(
 )
 
 TOOLS = (LIST_REFERENCE_IMAGES, GENERATE_WITH_REFERENCE)
+
+
+# -- resources: mana://me/reference-images/{id} -------------------------------------------------
+
+REFERENCE_IMAGE_URI = "mana://me/reference-images/{id}"
+_IMAGE_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
+
+
+def image_mime_type(url: str) -> str:
+    """The image MIME type a URL's file extension names (`image/jpeg` when it names none)."""
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    return next((t for ext, t in _IMAGE_TYPES.items() if path.endswith(ext)), "image/jpeg")
+
+
+def reference_image_uri(image_id: str) -> str:
+    return REFERENCE_IMAGE_URI.replace("{id}", image_id)
+
+
+async def read_reference_image(params: Mapping[str, str], ctx: ViewContext) -> list[ResourceBody]:
+    """The image's link (`text/uri-list`, the public URL) plus a JSON description naming its
+    MIME type, kind and size; only images opted in for AI use, in the active space."""
+    rec = await ctx.tool.store.get(REFERENCE_IMAGES, params["id"])
+    usage = rec.data.get("usage") if rec is not None else None
+    if rec is None or not isinstance(usage, dict) or usage.get("aiReference") is not True:
+        raise ViewError(
+            f"no reference image with id {params['id']!r} usable for AI in this space",
+            reason="not-found",
+            status="invalid-input",
+        )
+    image = ReferenceImage.of(rec)
+    uri = reference_image_uri(image.id)
+    facts = image.model_dump(mode="json", by_alias=True)
+    facts["mimeType"] = image_mime_type(image.public_url)
+    return [
+        ResourceBody(uri=uri, mime_type="text/uri-list", text=image.public_url + "\r\n"),
+        ResourceBody(uri=uri, mime_type="application/json", text=json.dumps(facts)),
+    ]
+
+
+async def list_reference_image_resources(ctx: ViewContext) -> list[ResourceEntry]:
+    records = await ctx.tool.store.list(REFERENCE_IMAGES, filters=_usable_filters(None))
+    entries = []
+    for rec in records:
+        image = ReferenceImage.of(rec)
+        entries.append(
+            ResourceEntry(
+                uri=reference_image_uri(image.id),
+                name=image.id,
+                title=image.label or f"Reference photo ({image.kind})",
+                mime_type=image_mime_type(image.public_url),
+                description=f"{image.kind} reference photo, {image.width}x{image.height}",
+            )
+        )
+    return entries
+
+
+REFERENCE_IMAGE_RESOURCE = ResourceSpec(
+    name="me.referenceImage",
+    title="Reference photo",
+    description=(
+        "One of the user's reference photos in the active space that is opted in for AI use: "
+        "its link (text/uri-list) and a JSON description with its MIME type, kind and size."
+    ),
+    module=MODULE,
+    uri_template=REFERENCE_IMAGE_URI,
+    mime_type="text/uri-list",
+    read=read_reference_image,
+    enumerate=list_reference_image_resources,
+)
+
+RESOURCES = (REFERENCE_IMAGE_RESOURCE,)

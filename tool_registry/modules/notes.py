@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 from tool_registry.context import ToolContext
 from tool_registry.models import Deleted, LongText, RecordId, ToolInput, ToolOutput
+from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Record
+from tool_registry.views import MAX_COMPLETIONS, ViewContext, ViewError, matching
 
 MODULE = "notes"
 NOTES = "notes"
@@ -223,3 +226,76 @@ DELETE = ToolSpec(
 )
 
 TOOLS = (CREATE, UPDATE, SEARCH, DELETE)
+
+
+# -- resources: mana://notes/{id} --------------------------------------------------------------
+
+NOTE_URI = "mana://notes/{id}"
+# The most notes `resources/list` shows (most recently updated first); the template reaches all.
+LISTED_NOTES = 200
+
+
+def note_uri(note_id: str) -> str:
+    return NOTE_URI.replace("{id}", note_id)
+
+
+def note_markdown(note: Note) -> str:
+    """A note as markdown: its title as the heading, the body, then its tags."""
+    text = f"# {note.title}\n\n{note.body}".rstrip() + "\n"
+    if note.tags:
+        text += "\nTags: " + ", ".join(note.tags) + "\n"
+    return text
+
+
+async def read_note(params: Mapping[str, str], ctx: ViewContext) -> list[ResourceBody]:
+    rec = await ctx.tool.store.get(NOTES, params["id"])
+    if rec is None:
+        raise ViewError(
+            f"no note with id {params['id']!r} in this space",
+            reason="not-found",
+            status="invalid-input",
+        )
+    note = Note.of(rec)
+    return [
+        ResourceBody(uri=note_uri(note.id), mime_type="text/markdown", text=note_markdown(note))
+    ]
+
+
+async def list_note_resources(ctx: ViewContext) -> list[ResourceEntry]:
+    records = await ctx.tool.store.list(
+        NOTES, order_by="updated_at", descending=True, limit=LISTED_NOTES
+    )
+    return [
+        ResourceEntry(
+            uri=note_uri(r.id), name=r.id, title=r.data["title"], mime_type="text/markdown"
+        )
+        for r in records
+    ]
+
+
+async def complete_note_id(prefix: str, ctx: ViewContext) -> list[str]:
+    """Ids of the space's notes whose title (or id) matches what was typed, by title first."""
+    records = await ctx.tool.store.list(NOTES, order_by="updated_at", descending=True)
+    by_title = {r.data["title"]: r.id for r in reversed(records)}
+    titles = matching(list(by_title), prefix)
+    ids = [by_title[t] for t in titles]
+    ids += [r.id for r in records if r.id.startswith(prefix) and r.id not in ids]
+    return ids[:MAX_COMPLETIONS]
+
+
+NOTE_RESOURCE = ResourceSpec(
+    name="notes.note",
+    title="Note",
+    description=(
+        "One note of the active space as markdown (title as heading, body, tags). Attach it "
+        "to a conversation to work on the note's text."
+    ),
+    module=MODULE,
+    uri_template=NOTE_URI,
+    mime_type="text/markdown",
+    read=read_note,
+    enumerate=list_note_resources,
+    complete={"id": complete_note_id},
+)
+
+RESOURCES = (NOTE_RESOURCE,)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
+from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
+from tool_registry.views import ViewContext
 
 MODULE = "spaces"
 
@@ -98,3 +103,66 @@ GET_POLICY = ToolSpec(
 )
 
 TOOLS = (LIST, GET_POLICY)
+
+
+# -- resources: mana://space -------------------------------------------------------------------
+
+SPACE_URI = "mana://space"
+# The records each module keeps, counted by the space overview (modules without data are absent).
+COUNTED: dict[str, str] = {
+    "habits": "habits",
+    "todo": "todos",
+    "notes": "notes",
+    "journal": "journal_entries",
+    "mood": "mood_entries",
+    "calendar": "calendar_events",
+    "contacts": "contacts",
+    "me": "reference_images",
+}
+
+
+async def read_space(params: Mapping[str, str], ctx: ViewContext) -> list[ResourceBody]:
+    """The active space as JSON: identity, the caller's role, the modules it may use, how many
+    live records each of them holds, and its destructive allowlist."""
+    store, space = ctx.tool.store, ctx.tool.space
+    counts = {m: await store.count(COUNTED[m]) for m in ctx.modules if m in COUNTED}
+    allowlist = [r["tool"] for r in await store.destructive_allowlist()]
+    overview = {
+        "id": space.id,
+        "slug": space.slug,
+        "name": space.name,
+        "type": space.type,
+        "role": ctx.tool.role,
+        "modules": list(ctx.modules),
+        "counts": counts,
+        "destructiveAllowlist": allowlist,
+    }
+    return [ResourceBody(uri=SPACE_URI, mime_type="application/json", text=json.dumps(overview))]
+
+
+async def list_space_resource(ctx: ViewContext) -> list[ResourceEntry]:
+    return [
+        ResourceEntry(
+            uri=SPACE_URI,
+            name="space",
+            title=f"Space overview: {ctx.tool.space.name}",
+            mime_type="application/json",
+        )
+    ]
+
+
+SPACE_RESOURCE = ResourceSpec(
+    name="spaces.overview",
+    title="Space overview",
+    description=(
+        "The active space: its name and type, your role, the modules it uses, how many records "
+        "each holds, and which destructive tools its owners allowed."
+    ),
+    module=MODULE,
+    uri_template=SPACE_URI,
+    mime_type="application/json",
+    read=read_space,
+    enumerate=list_space_resource,
+)
+
+RESOURCES = (SPACE_RESOURCE,)

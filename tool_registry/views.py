@@ -1,0 +1,55 @@
+"""What resources, prompts and completions share: the context a view handler runs in, the
+completer shape and the one error a view raises.
+
+A view is a read-only look at the active space (a resource read, a rendered prompt, completion
+values). It runs through `Pipeline.view`, which applies the checks a read tool gets (access
+scope `mana:read`, membership, module allowed for the space type) and writes an audit row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from tool_registry.context import ToolContext
+from tool_registry.errors import ManaError
+
+ViewStatus = Literal["invalid-input", "denied", "error"]
+# The most values one completion answers with (the MCP limit is 100 per response).
+MAX_COMPLETIONS = 100
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """A view handler's context: the read-only tool context bound to the caller and the active
+    space, plus the modules that space may use (so a view that draws on several modules shows
+    only the allowed ones, e.g. the space overview or the weekly review)."""
+
+    tool: ToolContext
+    modules: tuple[str, ...]
+
+    def allows(self, module: str) -> bool:
+        return module in self.modules
+
+
+# Completion values for a parameter: (typed prefix, context) -> matching values, best first.
+Completer = Callable[[str, ViewContext], Awaitable[list[str]]]
+
+
+class ViewError(ManaError):
+    """A view cannot answer: `status` says whether the request was bad (`invalid-input`, e.g.
+    an unknown resource or a missing argument), refused (`denied`) or failed (`error`)."""
+
+    def __init__(self, message: str, *, reason: str, status: ViewStatus) -> None:
+        super().__init__(message, reason=reason)
+        self.status: ViewStatus = status
+
+
+def matching(values: list[str], prefix: str) -> list[str]:
+    """`values` that start with `prefix` (case-insensitively), then those that contain it,
+    without repeats, at most `MAX_COMPLETIONS`."""
+    folded = prefix.casefold()
+    starts = [v for v in values if v.casefold().startswith(folded)]
+    contains = [v for v in values if folded in v.casefold() and v not in starts]
+    return list(dict.fromkeys([*starts, *contains]))[:MAX_COMPLETIONS]
