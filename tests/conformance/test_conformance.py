@@ -96,11 +96,28 @@ def test_a_failure_missing_from_the_list_fails_the_run(tmp_path: Path) -> None:
     assert listed[0] in done.stdout
 
 
+@pytest.mark.usefixtures("suite_installed")
 def test_the_baseline_names_only_scenarios_of_the_suite() -> None:
-    """A typo in the list would be an entry that never matches; names are the suite's."""
+    """A typo would be an entry that never matches: every name is one of the suite's active
+    2025-11-25 server scenarios, listed once."""
+    script = _script()
+    cache = script.cache_dir()
+    argv = [str(script.node_binary(cache)), str(script.suite_entry(cache)), "list", "--server"]
+    listing = subprocess.run(
+        [*argv, "--spec-version", "2025-11-25"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    scenarios = {
+        line.strip()[2:].split(" ", 1)[0]
+        for line in listing.splitlines()
+        if line.strip().startswith("- ")
+    }
     listed = listed_failures()
     assert len(listed) == len(set(listed))
-    assert all(name.replace("-", "").isalnum() for name in listed)
+    assert scenarios and set(listed) <= scenarios, set(listed) - scenarios
 
 
 def test_without_the_suite_ci_fails_and_elsewhere_skips(
