@@ -20,6 +20,11 @@ retried write with the same key returns the first call's stored result (its resu
 to the authenticated user; reusing one for another tool, other arguments or another space is
 refused with reason `idempotency-key-reused`.
 
+Resources, prompts and completions (`ViewHandlers`) come from the registry's `ResourceSpec` and
+`PromptSpec` declarations; lists follow the space type and access scopes like tools, and every
+read, prompt and completion is one `Pipeline.view` (scope, membership, module, audit) in the
+request's space.
+
 Results carry `structuredContent` (the tool's output model) plus the same JSON as a text block.
 Failures are `isError` results with a clear text; handler crashes give a short message with the
 request id, never a traceback (handlers catch everything: on the 2025-11-25 era the SDK would

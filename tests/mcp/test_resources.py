@@ -4,16 +4,27 @@ and the same scope and module rules as tools."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from mcp import Client, MCPError
 from mcp.types import ResourceTemplateReference
 
+from mana_cli.demo import DEMO_EMAIL
 from mana_http.testing import McpTestServer
 from mcp_server import stdio_adapter
 from policy.allowlist import DestructiveAllowlist
-from tests.mcp.support import MODES, Mode
+from tests.mcp.support import (
+    BRAND_IMAGES,
+    MODES,
+    PERSONAL_IMAGES,
+    Mode,
+    ServerProcess,
+    http_client,
+    seeded_world,
+)
 from tool_registry.membership import require_member
 from tool_registry.modules.me import REFERENCE_IMAGES
 from tool_registry.store.accounts import Space, User
@@ -181,3 +192,32 @@ async def test_the_stdio_adapter_serves_resources_prompts_and_completions(
             ResourceTemplateReference(uri="mana://notes/{id}"), {"name": "id", "value": "pic"}
         )
         assert ids.completion.values == [note["id"]]
+
+
+def test_a_real_http_server_serves_the_demo_spaces_resources(
+    tmp_path: Path, database_backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`mana serve --http` in its own process: the demo user's reference photos are image
+    resources of the space each request names, and the brand space offers no habits prompt."""
+    with seeded_world(request, database_backend, tmp_path) as world:
+        proc = ServerProcess(world.installation)
+        try:
+            proc.wait_ready()
+            token = world.token(world.demo_id, email=DEMO_EMAIL)
+
+            async def look(space: str, mode: Mode) -> tuple[set[str], list[str]]:
+                async with http_client(proc.mcp_url, token, space, mode=mode) as (client, _):
+                    resources = (await client.list_resources()).resources
+                    prompts = [p.name for p in (await client.list_prompts()).prompts]
+                images = {
+                    str(r.uri).rsplit("/", 1)[1] for r in resources if "reference" in str(r.uri)
+                }
+                return images, prompts
+
+            for mode in MODES:
+                personal = asyncio.run(look(world.personal_id, mode))
+                brand = asyncio.run(look(world.brand_id, mode))
+                assert personal[0] == PERSONAL_IMAGES and "weekly-review" in personal[1]
+                assert brand[0] == BRAND_IMAGES and brand[1] == ["plan-my-day"]
+        finally:
+            proc.stop()
