@@ -14,6 +14,7 @@ from typing import Literal
 
 from tool_registry.context import ToolContext
 from tool_registry.errors import ManaError
+from tool_registry.store.records import Record
 
 ViewStatus = Literal["invalid-input", "denied", "error"]
 # The most values one completion answers with (the MCP limit is 100 per response).
@@ -46,10 +47,18 @@ class ViewError(ManaError):
         self.status: ViewStatus = status
 
 
-def matching(values: list[str], prefix: str) -> list[str]:
-    """`values` that start with `prefix` (case-insensitively), then those that contain it,
-    without repeats, at most `MAX_COMPLETIONS`."""
-    folded = prefix.casefold()
-    starts = [v for v in values if v.casefold().startswith(folded)]
-    contains = [v for v in values if folded in v.casefold() and v not in starts]
-    return list(dict.fromkeys([*starts, *contains]))[:MAX_COMPLETIONS]
+async def candidates(ctx: ViewContext, collection: str, field: str, prefix: str) -> list[Record]:
+    """Records of the active space whose `field` contains `prefix` (case-insensitively; those
+    starting with it first), the most recently updated first without a prefix; at most
+    `MAX_COMPLETIONS`, found by the database so a completion costs the same in a big space."""
+    store = ctx.tool.store
+    if not prefix:
+        return await store.list(
+            collection, order_by="updated_at", descending=True, limit=MAX_COMPLETIONS
+        )
+    return await store.search(collection, prefix, [field], limit=MAX_COMPLETIONS)
+
+
+def unique(values: list[str]) -> list[str]:
+    """`values` without repeats, in order."""
+    return list(dict.fromkeys(values))

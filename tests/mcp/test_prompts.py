@@ -98,6 +98,10 @@ async def test_completions_come_from_the_active_space_only(
             PromptReference(name="weekly-review"), {"name": "focusHabit", "value": "w"}
         )
         assert sorted(habits.completion.values) == ["Walk", "Water plants"]
+        inner = await client.complete(
+            PromptReference(name="weekly-review"), {"name": "focusHabit", "value": "PLANT"}
+        )
+        assert inner.completion.values == ["Water plants"]
         people = await client.complete(
             PromptReference(name="plan-my-day"), {"name": "meetingWith", "value": "g"}
         )

@@ -12,7 +12,7 @@ from tool_registry.models import Deleted, LongText, RecordId, ToolInput, ToolOut
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
 from tool_registry.store.records import Record
-from tool_registry.views import MAX_COMPLETIONS, ViewContext, ViewError, matching
+from tool_registry.views import ViewContext, ViewError, candidates
 
 MODULE = "notes"
 NOTES = "notes"
@@ -274,13 +274,9 @@ async def list_note_resources(ctx: ViewContext) -> list[ResourceEntry]:
 
 
 async def complete_note_id(prefix: str, ctx: ViewContext) -> list[str]:
-    """Ids of the space's notes whose title (or id) matches what was typed, by title first."""
-    records = await ctx.tool.store.list(NOTES, order_by="updated_at", descending=True)
-    by_title = {r.data["title"]: r.id for r in reversed(records)}
-    titles = matching(list(by_title), prefix)
-    ids = [by_title[t] for t in titles]
-    ids += [r.id for r in records if r.id.startswith(prefix) and r.id not in ids]
-    return ids[:MAX_COMPLETIONS]
+    """Ids of the space's notes whose title contains what was typed (titles starting with it
+    first): a client shows the note's id for the title the user types."""
+    return [r.id for r in await candidates(ctx, NOTES, "title", prefix)]
 
 
 NOTE_RESOURCE = ResourceSpec(

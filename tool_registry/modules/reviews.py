@@ -22,7 +22,7 @@ from tool_registry.modules.notes import NOTES
 from tool_registry.modules.todo import TODOS
 from tool_registry.prompts import PromptArgument, PromptMessage, PromptSpec
 from tool_registry.store.records import Filter
-from tool_registry.views import ViewContext, ViewError, matching
+from tool_registry.views import ViewContext, ViewError, candidates, unique
 
 EXCERPT_CHARS = 300
 MAX_ITEMS = 50
@@ -59,8 +59,8 @@ def _section(title: str, lines: list[str]) -> str:
 
 
 async def _names(ctx: ViewContext, collection: str, field: str, prefix: str) -> list[str]:
-    records = await ctx.tool.store.list(collection, order_by="updated_at", descending=True)
-    return matching([str(r.data[field]) for r in records if r.data.get(field)], prefix)
+    records = await candidates(ctx, collection, field, prefix)
+    return unique([str(r.data[field]) for r in records if r.data.get(field)])
 
 
 async def complete_habit(prefix: str, ctx: ViewContext) -> list[str]:
