@@ -4,9 +4,11 @@ pipeline's view path (scopes, membership, module allowlist, audit)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
+from mana_cli.main import main
 from mana_cli.runtime import build_runtime_registry
 from tool_registry.access_scopes import READ_SCOPE, WRITE_SCOPE
 from tool_registry.catalog import (
@@ -185,3 +187,19 @@ async def test_view_failure_is_an_error_with_the_request_id(mana_kit: ToolKit) -
         await mana_kit.pipeline.view("v", "notes", {}, call, broken)
     assert failed.value.status == "error" and call.request_id in str(failed.value)
     assert "secret detail" not in str(failed.value)
+
+
+def test_tools_export_writes_and_checks_the_resource_and_prompt_catalogs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = tmp_path / "tools.json"
+    assert main(["tools", "export", "--output", str(tools)]) == 0
+    registry = build_runtime_registry()
+    assert (tmp_path / "resources.json").read_text() == render_resources_catalog(registry)
+    assert (tmp_path / "prompts.json").read_text() == render_prompts_catalog(registry)
+    assert main(["tools", "export", "--output", str(tools), "--check"]) == 0
+    (tmp_path / "prompts.json").write_text("{}\n")
+    capsys.readouterr()
+    assert main(["tools", "export", "--output", str(tools), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "prompts.json is out of date" in err and "mana tools export" in err
