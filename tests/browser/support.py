@@ -12,10 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from playwright.async_api import Browser
+
+from mana_cli.demo import DEMO_PASSWORD
+from tests.mcp.support import DEMO_EMAIL, ServerProcess, World
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -130,8 +134,62 @@ class LocalSite:
             self._server = None
 
 
+# -- the person at the browser on the consent pages ---------------------------------------
+
+Access = Literal["read", "write"]
+# modules a brand space may not use (intimate or personal-only): never listed there
+NOT_IN_BRAND = {"habits", "journal", "mood", "todo"}
+
+
+@dataclass
+class BrowserUser:
+    """The person at the browser: opens the authorization URL in Chromium, signs in, chooses
+    `space` and `access` on the consent page, allows, and follows the redirect to the client."""
+
+    browser: Browser
+    server: ServerProcess
+    world: World
+    space: str
+    access: Access
+    callback: str
+    authorizations: list[str] = field(default_factory=list)
+    consent_text: str = ""
+
+    async def authorize(self, url: str) -> None:
+        """The client's `redirect_handler`."""
+        self.authorizations.append(url)
+        assert url.startswith(f"{self.server.url}/oauth/authorize?"), url
+        # a fresh profile (not signed in yet), JavaScript off: the pages need none
+        context = await self.browser.new_context(java_script_enabled=False)
+        try:
+            page = await context.new_page()
+            response = await page.goto(url)
+            assert response is not None
+            assert response.status == 200, await page.inner_text("body")
+            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+            await page.fill('input[name="email"]', DEMO_EMAIL)
+            await page.fill('input[name="password"]', DEMO_PASSWORD)
+            await page.click('button[name="action"][value="login"]')
+
+            personal = page.locator(f'input[name="space"][value="{self.world.personal_id}"]')
+            await personal.wait_for()
+            self.consent_text = await page.inner_text("body")
+            # defaults: the personal space; write, since the client asked for mana:write
+            assert await personal.is_checked()
+            assert await page.is_checked('input[name="access"][value="write"]')
+            await page.check(f'input[name="space"][value="{self.space}"]')
+            await page.check(f'input[name="access"][value="{self.access}"]')
+            await page.click('button[name="decision"][value="allow"]')
+            await page.wait_for_url(lambda landed: landed.startswith(self.callback + "?"))
+        finally:
+            await context.close()
+
+
 __all__ = [
     "BROWSER_NAMES",
+    "NOT_IN_BRAND",
+    "Access",
+    "BrowserUser",
     "LocalSite",
     "NoBrowser",
     "Page",

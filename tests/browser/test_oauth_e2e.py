@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import httpx
@@ -25,15 +25,13 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
     AuthorizationCodeResult,
-    OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthToken,
 )
 from playwright.async_api import Browser
 from pydantic import AnyUrl
 
-from mana_cli.demo import DEMO_PASSWORD
-from tests.browser.support import LocalSite, Page
+from tests.browser.support import NOT_IN_BRAND, Access, BrowserUser, LocalSite, Page
 from tests.mcp.support import (
     BRAND_IMAGES,
     BRAND_SLUG,
@@ -48,10 +46,8 @@ from tests.mcp.support import (
     modern_tools_list,
     seeded_world,
 )
+from tests.oauth.support import MemoryStorage
 
-Access = Literal["read", "write"]
-# modules a brand space may not use (intimate or personal-only): never listed there
-NOT_IN_BRAND = {"habits", "journal", "mood", "todo"}
 CALLBACK_WAIT = 30.0
 # polls (0.25 s apart) for a revoked connection's access token to be refused: the server's
 # grant check may answer from its cache for up to 2 s
@@ -83,70 +79,6 @@ def server(world: World, client_site: LocalSite) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-@dataclass
-class MemoryStorage:
-    """The client's token storage (`mcp.client.auth.TokenStorage`), in memory."""
-
-    tokens: OAuthToken | None = None
-    client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-@dataclass
-class BrowserUser:
-    """The person at the browser: opens the authorization URL in Chromium, signs in, chooses
-    `space` and `access` on the consent page, allows, and follows the redirect to the client."""
-
-    browser: Browser
-    server: ServerProcess
-    world: World
-    space: str
-    access: Access
-    callback: str
-    authorizations: list[str] = field(default_factory=list)
-    consent_text: str = ""
-
-    async def authorize(self, url: str) -> None:
-        """The client's `redirect_handler`."""
-        self.authorizations.append(url)
-        assert url.startswith(f"{self.server.url}/oauth/authorize?"), url
-        # a fresh profile (not signed in yet), JavaScript off: the pages need none
-        context = await self.browser.new_context(java_script_enabled=False)
-        try:
-            page = await context.new_page()
-            response = await page.goto(url)
-            assert response is not None
-            assert response.status == 200, await page.inner_text("body")
-            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-            await page.fill('input[name="email"]', DEMO_EMAIL)
-            await page.fill('input[name="password"]', DEMO_PASSWORD)
-            await page.click('button[name="action"][value="login"]')
-
-            personal = page.locator(f'input[name="space"][value="{self.world.personal_id}"]')
-            await personal.wait_for()
-            self.consent_text = await page.inner_text("body")
-            # defaults: the personal space; write, since the client asked for mana:write
-            assert await personal.is_checked()
-            assert await page.is_checked('input[name="access"][value="write"]')
-            await page.check(f'input[name="space"][value="{self.space}"]')
-            await page.check(f'input[name="access"][value="{self.access}"]')
-            await page.click('button[name="decision"][value="allow"]')
-            await page.wait_for_url(lambda landed: landed.startswith(self.callback + "?"))
-        finally:
-            await context.close()
 
 
 def _register_client(site: LocalSite, name: str, *, document: bool) -> tuple[str, str | None]:

@@ -42,8 +42,7 @@ from playwright.async_api import Browser
 
 from mana_cli.commands.run import INSPECTOR_VERSION
 from mana_cli.demo import DEMO_PASSWORD
-from tests.browser.support import LocalSite, Page
-from tests.browser.test_oauth_e2e import NOT_IN_BRAND, Access, BrowserUser
+from tests.browser.support import NOT_IN_BRAND, Access, BrowserUser, LocalSite, Page
 from tests.mcp.support import (
     BRAND_IMAGES,
     DEMO_EMAIL,

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 from authlib.oauth2.rfc7636.challenge import create_s256_code_challenge
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 REDIRECT_URI = "http://127.0.0.1:9/callback"
 PASSWORD = "correct horse battery staple"
@@ -260,9 +261,30 @@ class OAuthFlow:
         return Tokens(body["access_token"], body["refresh_token"], body["scope"], body)
 
 
+@dataclass
+class MemoryStorage:
+    """The `mcp` client's token storage (`mcp.client.auth.TokenStorage`), in memory."""
+
+    tokens: OAuthToken | None = None
+    client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
 __all__ = [
     "PASSWORD",
     "REDIRECT_URI",
+    "MemoryStorage",
     "OAuthFlow",
     "PageForm",
     "Pkce",

@@ -33,10 +33,8 @@ from mcp.client.auth.utils import (
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
     AuthorizationCodeResult,
-    OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthMetadata,
-    OAuthToken,
     ProtectedResourceMetadata,
 )
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
@@ -48,7 +46,15 @@ from mana_auth.tokens import LOCAL_ISSUER
 from mana_http import HttpConfig
 from mana_http.testing import McpTestServer
 from tests.mcp.support import ServerProcess, seed_world_async
-from tests.oauth.support import PASSWORD, REDIRECT_URI, OAuthFlow, Pkce, page_form, query_of
+from tests.oauth.support import (
+    PASSWORD,
+    REDIRECT_URI,
+    MemoryStorage,
+    OAuthFlow,
+    Pkce,
+    page_form,
+    query_of,
+)
 from tool_registry.store.accounts import User
 from tool_registry.testing import ToolKit
 
@@ -161,26 +167,6 @@ async def test_a_real_server_is_discovered_through_localhost_and_127_0_0_1(
 
 
 @dataclass
-class _MemoryStorage:
-    """The `mcp` client's token storage, in memory."""
-
-    tokens: OAuthToken | None = None
-    client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-@dataclass
 class _FormBrowser:
     """The user's browser without JavaScript: opens the authorization URL, signs in, allows the
     consent form's defaults and remembers where Allow sent it."""
@@ -231,7 +217,7 @@ async def test_the_sdk_client_signs_in_through_each_loopback_name(
     `http://NAME:PORT/mcp`; its token is for that URL and lists the tools."""
     user = await mana_kit.user(password=PASSWORD)
     server_url = f"{_base(name)}/mcp"
-    storage = _MemoryStorage()
+    storage = MemoryStorage()
     async with mana_mcp.http() as browser_http, mana_mcp.http() as http:
         browser = _FormBrowser(browser_http, user)
         provider = OAuthClientProvider(
