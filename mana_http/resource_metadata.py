@@ -15,7 +15,6 @@ URL, or on any other bind, every request gets the one base URL and `Host` is nev
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
+from mana_auth.hosts import is_loopback_host
 from tool_registry.access_scopes import SCOPES
 
 MCP_PATH = "/mcp"
@@ -33,18 +33,8 @@ METADATA_PATH = "/.well-known/oauth-protected-resource"
 METADATA_PATHS = (METADATA_PATH, METADATA_PATH + MCP_PATH)
 RESOURCE_NAME = "Mana"
 CACHE_SECONDS = 300
-_LOOPBACK_NAMES = frozenset({"localhost"})
 # the loopback host names a request to a loopback-bound server may use, as `Host` spells them
 LOOPBACK_ALIASES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_public_url(text: str) -> str:
@@ -64,7 +54,7 @@ def check_public_url(text: str) -> str:
         raise ValueError(f"{text!r} must not have a query or fragment")
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{text!r} must not carry credentials")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback_host(host):
         raise ValueError(f"{text!r} must be https (plain http only on a loopback host)")
     return url
 

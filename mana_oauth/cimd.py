@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from mana_auth.hosts import is_loopback_host
+
 DEFAULT_CACHE_SECONDS = 3600.0
 MAX_URL_LENGTH = 2000
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -64,15 +66,6 @@ def _origin_key(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{shown.lower()}:{port or _DEFAULT_PORTS[scheme]}"
 
 
-def _is_loopback_name(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_loopback_origins(text: str) -> frozenset[str]:
     """`MANA_OAUTH_LOOPBACK_CLIENTS`: comma-separated origins such as `http://127.0.0.1:8123`
     whose metadata documents may be fetched from loopback. Raises `ValueError` with a one-line
@@ -97,7 +90,7 @@ def parse_loopback_origins(text: str) -> frozenset[str]:
             or parts.username is not None
         ):
             raise ValueError(f"{entry!r} is not an origin (e.g. http://127.0.0.1:8123)")
-        if not _is_loopback_name(host):
+        if not is_loopback_host(host):
             raise ValueError(f"{entry!r} is not a loopback origin (127.0.0.1, ::1 or localhost)")
         origins.add(_origin_key(parts.scheme, host, port))
     return frozenset(origins)

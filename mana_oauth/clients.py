@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc7591 import ClientMetadataClaims
 from joserfc.errors import JoseError
 
+from mana_auth.hosts import is_loopback_host
 from mana_oauth.cimd import (
     CimdError,
     CimdFetcher,
@@ -71,7 +72,6 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
 _REFUSED_SCHEMES = frozenset(
     {"javascript", "vbscript", "data", "file", "blob", "about", "filesystem", "view-source"}
 )
-_LOOPBACK_HOSTS = re.compile(r"localhost|127(?:\.\d{1,3}){3}|::1", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -167,7 +167,7 @@ def redirect_uri_refusal(uri: object) -> str | None:
     if scheme in ("http", "https"):
         if not host:
             return f"redirect URI {_shown(uri)} has no host"
-        if scheme == "http" and not _LOOPBACK_HOSTS.fullmatch(host):
+        if scheme == "http" and not is_loopback_host(host):
             return f"redirect URI {_shown(uri)} must be https (plain http only on loopback)"
         return None
     if not (parts.netloc or parts.path):
