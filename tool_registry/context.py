@@ -8,6 +8,7 @@ from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, get_args, overload
 
+from tool_registry.client_channel import NO_CHANNEL, Attachment, ClientChannel
 from tool_registry.clock import Clock
 from tool_registry.ids import new_request_id
 from tool_registry.store.accounts import Space
@@ -44,7 +45,8 @@ class CallContext:
     """Identity and intent of one call. `space` is an id or slug; None means the caller's
     personal space. `idempotency_key` makes a retried write return the first outcome.
     `scopes` are the access scopes a delegated caller was granted (an OAuth connection);
-    None means unrestricted (the CLI, agents, stdio, locally issued tokens)."""
+    None means unrestricted (the CLI, agents, stdio, locally issued tokens). `channel` reaches
+    the calling client (MCP); everyone else has `NO_CHANNEL`."""
 
     user_id: str
     space: str | None = None
@@ -53,6 +55,8 @@ class CallContext:
     idempotency_key: str | None = None
     session_id: str | None = None
     scopes: frozenset[str] | None = None
+    # The client of this call (progress, logs, questions to the user); see client_channel.
+    channel: ClientChannel = field(default=NO_CHANNEL, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.invoker not in INVOKERS:
@@ -128,7 +132,7 @@ class Backends:
 class ToolContext:
     """What a handler gets: a store bound to (user, space) and nothing unscoped. Backends are
     reached through `backend(key)` only; a scoped backend comes as a view bound to the same
-    user and space."""
+    user and space. `channel` talks to the calling client; `attach` adds content parts."""
 
     store: ScopedStore
     user_id: str
@@ -138,10 +142,21 @@ class ToolContext:
     request_id: str
     clock: Clock
     backends: InitVar[Backends]
+    channel: ClientChannel = field(default=NO_CHANNEL, repr=False, compare=False)
     _backends: Backends = field(init=False, repr=False, compare=False)
+    _attachments: list[Attachment] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self, backends: Backends) -> None:
         object.__setattr__(self, "_backends", backends)
+        object.__setattr__(self, "_attachments", [])
+
+    def attach(self, attachment: Attachment) -> None:
+        """Add a content part (image, audio, embedded resource) to this call's result."""
+        self._attachments.append(attachment)
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        return tuple(self._attachments)
 
     def now(self) -> datetime:
         return self.clock.now()

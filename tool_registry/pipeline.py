@@ -25,6 +25,7 @@ from tool_registry.access_scopes import (
     missing_scope,
     scope_allows,
 )
+from tool_registry.client_channel import Attachment
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError
@@ -74,6 +75,9 @@ class Outcome(BaseModel):
     replayed: bool = False
     space_id: str | None = None
     latency_ms: float = 0.0
+    # Content parts the handler attached (images, audio, embedded resources): shown by the MCP
+    # adapter, never stored (an idempotent replay returns the structured result only).
+    attachments: tuple[Attachment, ...] = Field(default=(), exclude=True)
 
     @property
     def ok(self) -> bool:
@@ -273,6 +277,7 @@ class Pipeline:
                     request_id=call.request_id,
                     clock=self.clock,
                     backends=self.backends,
+                    channel=call.channel,
                 ),
                 modules=self.modules_in(space.type),
             )
@@ -524,6 +529,7 @@ class Pipeline:
             request_id=call.request_id,
             clock=self.clock,
             backends=self.backends,
+            channel=call.channel,
         )
 
     async def _run_handler(
@@ -589,9 +595,8 @@ class Pipeline:
     ) -> Outcome:
         """Run the handler on `store` (read-only or inside the write's transaction) and build the
         `ok` outcome; reads and writes differ only in the store and in how the audit row lands."""
-        result = await self._run_handler(
-            spec, parsed, self._tool_context(spec, call, access, store)
-        )
+        ctx = self._tool_context(spec, call, access, store)
+        result = await self._run_handler(spec, parsed, ctx)
         return self._finish(
             spec.name,
             call,
@@ -601,6 +606,7 @@ class Pipeline:
             started=started,
             result=result,
             decision=decision,
+            attachments=ctx.attachments,
         )
 
     async def _run_write(
@@ -705,6 +711,7 @@ class Pipeline:
         error: OutcomeError | None = None,
         reminder: str | None = None,
         decision: Decision | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ) -> Outcome:
         if decision is not None and decision.reminder and reminder is None:
             reminder = decision.reminder
@@ -719,6 +726,7 @@ class Pipeline:
             flagged=bool(decision and decision.flagged),
             space_id=space.id if space else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            attachments=attachments,
         )
 
     def _audit_row(self, outcome: Outcome, call: CallContext, hashed: str) -> AuditRow:
