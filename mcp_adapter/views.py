@@ -1,0 +1,258 @@
+"""`resources/*`, `prompts/*` and `completion/complete` from the registry's `ResourceSpec` and
+`PromptSpec` declarations, each read through `Pipeline.view`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import mcp_types as types
+import structlog
+from mcp.server import ServerRequestContext
+
+from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
+from mcp_adapter.results import protocol_error, sentence
+from tool_registry.access_scopes import READ_SCOPE
+from tool_registry.context import (
+    CallContext,
+)
+from tool_registry.ids import new_request_id
+from tool_registry.pipeline import Pipeline
+from tool_registry.prompts import PromptSpec
+from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
+from tool_registry.views import MAX_COMPLETIONS, Completer, ViewContext, ViewError
+
+log = structlog.get_logger("mana.mcp")
+
+
+# "Resource not found" of the handshake era; 2026-07-28 retired the code for INVALID_PARAMS.
+LEGACY_RESOURCE_NOT_FOUND = -32002
+
+
+def _resource_of(entry: ResourceEntry) -> types.Resource:
+    return types.Resource(
+        uri=entry.uri,
+        name=entry.name,
+        title=entry.title,
+        mime_type=entry.mime_type,
+        description=entry.description,
+    )
+
+
+def _template_of(spec: ResourceSpec) -> types.ResourceTemplate:
+    return types.ResourceTemplate(
+        uri_template=spec.uri_template,
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        mime_type=spec.mime_type,
+    )
+
+
+def _contents_of(body: ResourceBody) -> types.TextResourceContents | types.BlobResourceContents:
+    if body.blob is not None:
+        return types.BlobResourceContents(
+            uri=body.uri, mime_type=body.mime_type, blob=base64.b64encode(body.blob).decode()
+        )
+    return types.TextResourceContents(uri=body.uri, mime_type=body.mime_type, text=body.text or "")
+
+
+def _prompt_of(spec: PromptSpec) -> types.Prompt:
+    return types.Prompt(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        arguments=[
+            types.PromptArgument(name=a.name, description=a.description, required=a.required)
+            for a in spec.arguments
+        ],
+    )
+
+
+class ViewHandlers:
+    """`resources/*`, `prompts/*` and `completion/complete`. Lists follow the caller's space
+    type (a resource or prompt of a module the type does not allow is not shown) and access
+    scopes (nothing without `mana:read`); every read, prompt and completion runs through
+    `Pipeline.view` (scopes, membership, module allowlist, audit), in the request's space only."""
+
+    def __init__(self, pipeline: Pipeline, callers: CallerSource) -> None:
+        self.pipeline = pipeline
+        self.callers = callers
+
+    async def _caller(self, ctx: ServerRequestContext[Any, Any]) -> Caller:
+        try:
+            caller = await self.callers.resolve(ctx)
+        except CallerError as exc:
+            raise protocol_error(exc.message) from None
+        except Exception:
+            log.exception("resolving the caller failed", method=ctx.method)
+            raise protocol_error("internal error while resolving the caller") from None
+        if caller.access is None:
+            raise protocol_error("the space of this request could not be resolved")
+        return caller
+
+    def _allowed(self, caller: Caller, module: str) -> bool:
+        access = caller.access
+        readable = caller.scopes is None or READ_SCOPE in caller.scopes
+        return (
+            readable
+            and access is not None
+            and self.pipeline.space_types.allows(access.space.type, module)
+        )
+
+    async def _view(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        caller: Caller,
+        name: str,
+        module: str | None,
+        args: Mapping[str, Any],
+        work: Callable[[ViewContext], Awaitable[Any]],
+    ) -> Any:
+        call = CallContext(
+            user_id=caller.user_id,
+            space=caller.space,
+            invoker=caller.invoker,
+            request_id=new_request_id(),
+            session_id=caller.session_id,
+            scopes=caller.scopes,
+        )
+        try:
+            return await self.pipeline.view(name, module, args, call, work, resolved=caller.access)
+        except ViewError as exc:
+            if exc.reason == "not-found" and name.startswith("resource:"):
+                code = LEGACY_RESOURCE_NOT_FOUND if is_handshake_era(ctx) else types.INVALID_PARAMS
+            elif exc.status == "invalid-input":
+                code = types.INVALID_PARAMS
+            elif exc.status == "denied":
+                code = types.INVALID_REQUEST
+            else:
+                code = types.INTERNAL_ERROR
+            raise protocol_error(sentence(exc.message), code) from None
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        caller = await self._caller(ctx)
+        specs = [s for s in self.pipeline.registry.resources() if s.enumerate is not None]
+        specs = [s for s in specs if self._allowed(caller, s.module)]
+
+        async def enumerate_all(view: ViewContext) -> list[ResourceEntry]:
+            entries: list[ResourceEntry] = []
+            for spec in specs:
+                if spec.enumerate is not None and view.allows(spec.module):
+                    entries += await spec.enumerate(view)
+            return entries
+
+        if not specs:
+            return types.ListResourcesResult(resources=[])
+        entries = await self._view(ctx, caller, "resources/list", None, {}, enumerate_all)
+        return types.ListResourcesResult(resources=[_resource_of(e) for e in entries])
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        caller = await self._caller(ctx)
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                _template_of(s)
+                for s in self.pipeline.registry.resources()
+                if s.is_template and self._allowed(caller, s.module)
+            ]
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        found = self.pipeline.registry.resource_for(uri)
+        if found is None:
+            code = LEGACY_RESOURCE_NOT_FOUND if is_handshake_era(ctx) else types.INVALID_PARAMS
+            raise protocol_error(f"Resource not found: {uri}", code)
+        spec, values = found
+        caller = await self._caller(ctx)
+
+        async def read(view: ViewContext) -> list[ResourceBody]:
+            return await spec.read(values, view)
+
+        bodies = await self._view(
+            ctx, caller, f"resource:{spec.name}", spec.module, {"uri": uri}, read
+        )
+        return types.ReadResourceResult(contents=[_contents_of(b) for b in bodies])
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        caller = await self._caller(ctx)
+        return types.ListPromptsResult(
+            prompts=[
+                _prompt_of(s)
+                for s in self.pipeline.registry.prompts()
+                if self._allowed(caller, s.module)
+            ]
+        )
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        spec = self.pipeline.registry.prompt(params.name)
+        if spec is None:
+            raise protocol_error(f"Unknown prompt {params.name!r}", types.INVALID_PARAMS)
+        caller = await self._caller(ctx)
+        args = dict(params.arguments or {})
+
+        async def render(view: ViewContext) -> types.GetPromptResult:
+            messages = await spec.render(spec.checked_arguments(args), view)
+            return types.GetPromptResult(
+                description=spec.description,
+                messages=[
+                    types.PromptMessage(role=m.role, content=types.TextContent(text=m.text))
+                    for m in messages
+                ],
+            )
+
+        result: types.GetPromptResult = await self._view(
+            ctx, caller, f"prompt:{spec.name}", spec.module, args, render
+        )
+        return result
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        ref = params.ref
+        argument = params.argument
+        completer: Completer | None
+        if isinstance(ref, types.PromptReference):
+            prompt = self.pipeline.registry.prompt(ref.name)
+            if prompt is None:
+                raise protocol_error(f"Unknown prompt {ref.name!r}", types.INVALID_PARAMS)
+            arg = prompt.argument(argument.name)
+            completer = arg.complete if arg is not None else None
+            name, module = f"complete:prompt:{prompt.name}", prompt.module
+        else:
+            resource = next(
+                (
+                    r
+                    for r in self.pipeline.registry.resources()
+                    if r.uri_template == ref.uri or r.match(ref.uri) is not None
+                ),
+                None,
+            )
+            if resource is None:
+                raise protocol_error(f"Unknown resource template {ref.uri!r}", types.INVALID_PARAMS)
+            completer = resource.complete.get(argument.name)
+            name, module = f"complete:resource:{resource.name}", resource.module
+        caller = await self._caller(ctx)
+        found: Completer | None = completer
+
+        async def run(view: ViewContext) -> list[str]:
+            return [] if found is None else await found(argument.value, view)
+
+        values: list[str] = await self._view(
+            ctx, caller, name, module, {"argument": argument.name, "value": argument.value}, run
+        )
+        values = values[:MAX_COMPLETIONS]
+        return types.CompleteResult(
+            completion=types.Completion(values=values, total=len(values), has_more=False)
+        )
