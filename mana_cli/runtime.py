@@ -91,10 +91,32 @@ def load_extra_tools(environ: Mapping[str, str]) -> list[ToolSpec[Any, Any]]:
     return specs
 
 
+# `MANA_TEST_FIXTURES` values: test-only specs a test run may add (never set in production).
+TEST_FIXTURES = ("conformance",)
+
+
+def add_test_fixtures(registry: Registry, environ: Mapping[str, str]) -> None:
+    """Register the test-only fixtures `MANA_TEST_FIXTURES` names: `conformance` adds the MCP
+    conformance suite's fixture tools, resources and prompts. Unset (production): nothing."""
+    flag = environ.get("MANA_TEST_FIXTURES", "").strip()
+    if not flag:
+        return
+    if flag not in TEST_FIXTURES:
+        raise ValidationFailed(
+            f"MANA_TEST_FIXTURES: unknown fixtures {flag!r} (known: {', '.join(TEST_FIXTURES)})"
+        )
+    from tool_registry.testing import conformance_fixtures  # test-only: imported on demand
+
+    conformance_fixtures.register(registry)
+
+
 def build_runtime_registry(environ: Mapping[str, str] | None = None) -> Registry:
     """The one registry builder of every `mana` command: the bundled modules, the missions
-    tools and the plugin tools of `MANA_EXTRA_TOOLS` in `environ` (none when None)."""
-    return build_registry(extra=[*MISSIONS_TOOLS, *load_extra_tools(environ or {})])
+    tools, the plugin tools of `MANA_EXTRA_TOOLS` and the test fixtures of `MANA_TEST_FIXTURES`
+    in `environ` (none when None)."""
+    registry = build_registry(extra=[*MISSIONS_TOOLS, *load_extra_tools(environ or {})])
+    add_test_fixtures(registry, environ or {})
+    return registry
 
 
 def configure_missions(

@@ -98,7 +98,7 @@ def tool_of(spec: AnySpec) -> types.Tool:
     """The MCP description of one tool, derived from its spec."""
     ann = spec.annotations()
     return types.Tool(
-        name=spec.name,
+        name=spec.mcp_name,
         title=spec.title,
         description=spec.description,
         input_schema=spec.input_schema(),

@@ -14,12 +14,13 @@ from mcp.server import ServerRequestContext
 from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
 from mcp_adapter.results import protocol_error, sentence
 from tool_registry.access_scopes import READ_SCOPE
+from tool_registry.client_channel import Attachment
 from tool_registry.context import (
     CallContext,
 )
 from tool_registry.ids import new_request_id
 from tool_registry.pipeline import Pipeline
-from tool_registry.prompts import PromptSpec
+from tool_registry.prompts import PromptMessage, PromptSpec
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.views import MAX_COMPLETIONS, Completer, ViewContext, ViewError
 
@@ -58,9 +59,42 @@ def _contents_of(body: ResourceBody) -> types.TextResourceContents | types.BlobR
     return types.TextResourceContents(uri=body.uri, mime_type=body.mime_type, text=body.text or "")
 
 
+def attachment_block(
+    part: Attachment,
+) -> types.ImageContent | types.AudioContent | types.EmbeddedResource:
+    """The MCP content block of one attached content part (image, audio, embedded resource)."""
+    if part.kind == "resource":
+        if part.uri is None:
+            raise ValueError("a resource attachment needs a uri")
+        resource: types.TextResourceContents | types.BlobResourceContents
+        if part.text is not None:
+            resource = types.TextResourceContents(
+                uri=part.uri, mime_type=part.mime_type, text=part.text
+            )
+        else:
+            resource = types.BlobResourceContents(
+                uri=part.uri,
+                mime_type=part.mime_type,
+                blob=base64.b64encode(part.data or b"").decode(),
+            )
+        return types.EmbeddedResource(resource=resource)
+    data = base64.b64encode(part.data or b"").decode()
+    if part.kind == "audio":
+        return types.AudioContent(data=data, mime_type=part.mime_type)
+    return types.ImageContent(data=data, mime_type=part.mime_type)
+
+
+def _message_of(message: PromptMessage) -> types.PromptMessage:
+    if message.attachment is not None:
+        return types.PromptMessage(role=message.role, content=attachment_block(message.attachment))
+    return types.PromptMessage(
+        role=message.role, content=types.TextContent(text=message.text or "")
+    )
+
+
 def _prompt_of(spec: PromptSpec) -> types.Prompt:
     return types.Prompt(
-        name=spec.name,
+        name=spec.mcp_name,
         title=spec.title,
         description=spec.description,
         arguments=[
@@ -148,6 +182,8 @@ class ViewHandlers:
         if not specs:
             return types.ListResourcesResult(resources=[])
         entries = await self._view(ctx, caller, "resources/list", None, {}, enumerate_all)
+        # One order on every call and replica, whatever order the records came in: by URI.
+        entries.sort(key=lambda e: e.uri)
         return types.ListResourcesResult(resources=[_resource_of(e) for e in entries])
 
     async def list_resource_templates(
@@ -206,10 +242,7 @@ class ViewHandlers:
             messages = await spec.render(spec.checked_arguments(args), view)
             return types.GetPromptResult(
                 description=spec.description,
-                messages=[
-                    types.PromptMessage(role=m.role, content=types.TextContent(text=m.text))
-                    for m in messages
-                ],
+                messages=[_message_of(m) for m in messages],
             )
 
         result: types.GetPromptResult = await self._view(

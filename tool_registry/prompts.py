@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tool_registry.spec import MODULE_NAME_PATTERN, ToolSpecError
+from tool_registry.client_channel import Attachment
+from tool_registry.spec import MODULE_NAME_PATTERN, ToolSpecError, check_exposed_name
 from tool_registry.views import Completer, ViewContext, ViewError
 
 PROMPT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -28,8 +29,16 @@ class PromptArgument:
 
 @dataclass(frozen=True)
 class PromptMessage:
+    """One message of a rendered prompt: `text`, or one content part (`attachment`: an image,
+    audio clip or embedded resource, the same parts a tool attaches to its result)."""
+
     role: Literal["user", "assistant"]
-    text: str
+    text: str | None = None
+    attachment: Attachment | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.attachment is None):
+            raise ValueError("a prompt message carries exactly one of text and attachment")
 
 
 Renderer = Callable[[Mapping[str, str], ViewContext], Awaitable[list[PromptMessage]]]
@@ -39,7 +48,9 @@ Renderer = Callable[[Mapping[str, str], ViewContext], Awaitable[list[PromptMessa
 class PromptSpec:
     """One prompt: a kebab-case `name` (what a client shows in its menu), texts, its module
     (the space type must allow it), arguments and the renderer. The renderer receives only
-    declared arguments; required ones are present (checked before it runs)."""
+    declared arguments; required ones are present (checked before it runs). `fixture` and
+    `exposed_name` follow the tool rule (`check_exposed_name`): a test fixture may be shown
+    to clients under a name outside the kebab-case rule."""
 
     name: str
     title: str
@@ -47,6 +58,8 @@ class PromptSpec:
     module: str
     arguments: tuple[PromptArgument, ...]
     render: Renderer
+    fixture: bool = False
+    exposed_name: str | None = None
 
     def __post_init__(self) -> None:
         if not PROMPT_NAME_PATTERN.match(self.name):
@@ -58,6 +71,12 @@ class PromptSpec:
         names = [a.name for a in self.arguments]
         if len(set(names)) != len(names):
             raise ToolSpecError(f"prompt {self.name!r} declares an argument twice")
+        check_exposed_name("prompt", self.name, self.exposed_name, self.fixture)
+
+    @property
+    def mcp_name(self) -> str:
+        """The name MCP clients list and get: `exposed_name` for a fixture, else `name`."""
+        return self.exposed_name or self.name
 
     def checked_arguments(self, args: Mapping[str, str]) -> dict[str, str]:
         """`args` when they name declared arguments only and include every required one;

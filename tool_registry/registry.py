@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from tool_registry.prompts import PromptSpec
@@ -18,7 +18,12 @@ class DuplicateToolError(ToolSpecError):
 
 class Registry:
     """Holds tool, resource and prompt specs by name. No module-level instance exists: create
-    one and pass it in."""
+    one and pass it in.
+
+    A test fixture may be exposed to MCP clients under another name (`exposed_name`); lookups
+    (`get`, `prompt`) accept both names, so every consumer finds a fixture by the name a client
+    used, and no exposed name may equal another spec's name. Every list is in one stable order
+    (by registry name); fixtures are never exported to `catalogs/`."""
 
     def __init__(
         self,
@@ -30,6 +35,9 @@ class Registry:
         self._specs: dict[str, AnySpec] = {}
         self._resources: dict[str, ResourceSpec] = {}
         self._prompts: dict[str, PromptSpec] = {}
+        # exposed name -> registry name, for fixtures shown under another name
+        self._tool_aliases: dict[str, str] = {}
+        self._prompt_aliases: dict[str, str] = {}
         for spec in specs:
             self.register(spec)
         for resource in resources:
@@ -38,12 +46,14 @@ class Registry:
             self.register_prompt(prompt)
 
     def register(self, spec: AnySpec) -> AnySpec:
-        existing = self._specs.get(spec.name)
+        existing = self.get(spec.name)
         if existing is not None:
             raise DuplicateToolError(
                 f"tool {spec.name!r} is declared twice: by module {existing.module!r} "
                 f"and by module {spec.module!r}"
             )
+        if spec.exposed_name is not None:
+            _claim_alias(self._tool_aliases, self._specs, "tool", spec.name, spec.exposed_name)
         self._specs[spec.name] = spec
         return spec
 
@@ -62,8 +72,12 @@ class Registry:
         return spec
 
     def register_prompt(self, spec: PromptSpec) -> PromptSpec:
-        if spec.name in self._prompts:
+        if self.prompt(spec.name) is not None:
             raise DuplicateToolError(f"prompt {spec.name!r} is declared twice")
+        if spec.exposed_name is not None:
+            _claim_alias(
+                self._prompt_aliases, self._prompts, "prompt", spec.name, spec.exposed_name
+            )
         self._prompts[spec.name] = spec
         return spec
 
@@ -84,13 +98,15 @@ class Registry:
         return sorted(self._prompts.values(), key=lambda s: s.name)
 
     def prompt(self, name: str) -> PromptSpec | None:
-        return self._prompts.get(name)
+        """The prompt of this registry name or exposed name."""
+        return self._prompts.get(self._prompt_aliases.get(name, name))
 
     def get(self, name: str) -> AnySpec | None:
-        return self._specs.get(name)
+        """The tool of this registry name or exposed name."""
+        return self._specs.get(self._tool_aliases.get(name, name))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._specs
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[AnySpec]:
         return iter(self.all())
@@ -112,13 +128,22 @@ class Registry:
         return [s for s in self.all() if s.exposable]
 
     def export(self) -> dict[str, Any]:
-        """The public surface as written to `catalogs/tools.json`."""
-        return {"tools": [s.describe() for s in self.all()]}
+        """The public surface as written to `catalogs/tools.json` (test fixtures never are)."""
+        return {"tools": [s.describe() for s in self.all() if not s.fixture]}
 
     def export_resources(self) -> dict[str, Any]:
         """The resources as written to `catalogs/resources.json`."""
-        return {"resources": [s.describe() for s in self.resources()]}
+        return {"resources": [s.describe() for s in self.resources() if not s.fixture]}
 
     def export_prompts(self) -> dict[str, Any]:
         """The prompts as written to `catalogs/prompts.json`."""
-        return {"prompts": [s.describe() for s in self.prompts()]}
+        return {"prompts": [s.describe() for s in self.prompts() if not s.fixture]}
+
+
+def _claim_alias(
+    aliases: dict[str, str], specs: Mapping[str, object], kind: str, name: str, exposed: str
+) -> None:
+    """Record `exposed` as the MCP name of `name`, refusing one another spec already uses."""
+    if exposed in specs or exposed in aliases:
+        raise DuplicateToolError(f"{kind} {name!r}: exposed name {exposed!r} is already in use")
+    aliases[exposed] = name

@@ -14,12 +14,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tool_registry.spec import MODULE_NAME_PATTERN, ToolSpecError
+from tool_registry.spec import (
+    MANA_SCHEME,
+    MODULE_NAME_PATTERN,
+    ToolSpecError,
+    check_resource_uri,
+)
 from tool_registry.views import Completer, ViewContext
 
 RESOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-zA-Z0-9]*$")
 _PARAM = re.compile(r"\{([a-zA-Z][a-zA-Z0-9]*)\}")
-SCHEME = "mana://"
+SCHEME = MANA_SCHEME
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class ResourceSpec:
     """One kind of resource: `name` is `module.noun`; `uri_template` has `{param}` parts (none
     for a fixed resource); `read` answers the resource a URI names in the active space or raises
     `ViewError` (`not-found`); `enumerate` lists the space's concrete resources; `complete`
-    holds a completer per template parameter."""
+    holds a completer per template parameter. Only a test `fixture` may use a URI scheme other
+    than `mana://` (`check_resource_uri`)."""
 
     name: str
     title: str
@@ -67,6 +73,7 @@ class ResourceSpec:
     read: Reader
     enumerate: Enumerator | None = None
     complete: Mapping[str, Completer] = field(default_factory=dict)
+    fixture: bool = False
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,8 +86,7 @@ class ResourceSpec:
                 f"resource {self.name!r} is declared in module {self.module!r}; "
                 f"its name must start with '{self.module}.'"
             )
-        if not self.uri_template.startswith(SCHEME):
-            raise ToolSpecError(f"resource {self.name!r}: its URI must start with {SCHEME}")
+        check_resource_uri(self.name, self.uri_template, self.fixture)
         if not self.title.strip() or not self.description.strip():
             raise ToolSpecError(f"resource {self.name!r} needs a title and a description")
         unknown = set(self.complete) - set(self.parameters)

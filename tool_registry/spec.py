@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from tool_registry.confirm import ConfirmText
     from tool_registry.context import ToolContext
 
 Scope = Literal["user-space", "admin"]
@@ -21,6 +22,8 @@ PolicyHint = Literal["read", "write", "destructive"]
 
 TOOL_NAME_PATTERN = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-z][a-zA-Z0-9]*$")
 MODULE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
+# What an MCP client may be shown as a tool or prompt name (the spec's tool-name characters).
+EXPOSED_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 InT = TypeVar("InT", bound=BaseModel)
 OutT = TypeVar("OutT", bound=BaseModel)
@@ -30,6 +33,40 @@ Handler = Callable[[InT, "ToolContext"], Awaitable[OutT]]
 
 class ToolSpecError(ValueError):
     """A tool declaration breaks the registry's rules (bad name, module mismatch, ...)."""
+
+
+def check_exposed_name(kind: str, name: str, exposed_name: str | None, fixture: bool) -> None:
+    """The one rule for a spec that is shown to MCP clients under another name than its own:
+    only a test fixture may (the conformance suite calls fixed names such as `test_simple_text`,
+    which the registry's naming rules do not allow), and the name must be a valid MCP name.
+    Production specs are always exposed under their registry name."""
+    if exposed_name is None:
+        return
+    if not fixture:
+        raise ToolSpecError(
+            f"{kind} {name!r}: exposed_name is reserved for test fixtures (fixture=True); "
+            "a production spec is exposed under its own name"
+        )
+    if not EXPOSED_NAME_PATTERN.match(exposed_name):
+        raise ToolSpecError(
+            f"{kind} {name!r}: exposed_name {exposed_name!r} must be 1-128 letters, digits, "
+            "'_', '-' or '.'"
+        )
+
+
+MANA_SCHEME = "mana://"
+_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def check_resource_uri(name: str, uri_template: str, fixture: bool) -> None:
+    """The same rule for resource URIs: Mana's resources live under `mana://`; only a test
+    fixture may declare another scheme (the conformance suite reads `test://static-text`)."""
+    if uri_template.startswith(MANA_SCHEME):
+        return
+    if not fixture:
+        raise ToolSpecError(f"resource {name!r}: its URI must start with {MANA_SCHEME}")
+    if not _URI_SCHEME.match(uri_template):
+        raise ToolSpecError(f"resource {name!r}: {uri_template!r} is not an absolute URI")
 
 
 @dataclass(frozen=True)
@@ -46,7 +83,9 @@ class ToolSpec(Generic[InT, OutT]):
 
     `idempotent` defaults to True for reads and False otherwise; `requires` names backends
     that must be configured for the tool to be listed or callable; `open_world` marks tools
-    that reach services outside Mana (it drives `openWorldHint`).
+    that reach services outside Mana (it drives `openWorldHint`). `fixture` marks a test-only
+    spec (never bundled, never exported); only a fixture may set `exposed_name`, the name MCP
+    clients see and call instead of `name` (see `check_exposed_name`).
     """
 
     name: str
@@ -62,6 +101,8 @@ class ToolSpec(Generic[InT, OutT]):
     requires: tuple[str, ...] = ()
     encrypted_fields: EncryptedFields | None = None
     open_world: bool = False
+    fixture: bool = False
+    exposed_name: str | None = None
     _schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -89,6 +130,12 @@ class ToolSpec(Generic[InT, OutT]):
         for model in (self.input, self.output):
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise ToolSpecError(f"tool {self.name!r}: input and output must be pydantic models")
+        check_exposed_name("tool", self.name, self.exposed_name, self.fixture)
+
+    @property
+    def mcp_name(self) -> str:
+        """The name MCP clients list and call: `exposed_name` for a fixture, else `name`."""
+        return self.exposed_name or self.name
 
     @property
     def verb(self) -> str:

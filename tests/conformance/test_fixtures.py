@@ -1,0 +1,114 @@
+"""The conformance suite's fixtures (`tool_registry.testing.conformance_fixtures`): registered
+only under `MANA_TEST_FIXTURES=conformance`, served through the ordinary registry, pipeline and
+MCP adapter under the suite's names, never listed or exported otherwise."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from mcp import Client
+from mcp.types import ImageContent, PromptReference, TextContent
+
+from mana_cli.runtime import build_runtime_registry
+from mcp_server import McpAdapter, stdio_adapter
+from tests.mcp.support import MODES, Mode
+from tool_registry.catalog import CATALOG_DIR
+from tool_registry.errors import ValidationFailed
+from tool_registry.testing import tool_kit
+from tool_registry.testing.conformance_fixtures import PROMPTS, RESOURCES, TOOLS
+
+FLAG = {"MANA_TEST_FIXTURES": "conformance"}
+
+
+@asynccontextmanager
+async def adapter(database_target: str, environ: dict[str, str]) -> AsyncIterator[McpAdapter]:
+    """The stdio adapter of a new user's personal space on a registry built from `environ`."""
+    async with tool_kit(database_target, registry=build_runtime_registry(environ)) as kit:
+        user = await kit.user()
+        yield stdio_adapter(kit.pipeline, user_id=user.id, space=None)
+
+
+def test_a_normal_registry_holds_no_fixtures_and_the_catalogs_name_none() -> None:
+    registry = build_runtime_registry({})
+    assert not [s for s in registry.all() if s.fixture or s.module == "conformance"]
+    assert not [r for r in registry.resources() if r.fixture]
+    assert not [p for p in registry.prompts() if p.fixture]
+    for tool in TOOLS:
+        assert registry.get(tool.mcp_name) is None
+    for path in CATALOG_DIR.glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        assert "conformance" not in text and "test://" not in text, path.name
+
+
+def test_the_flag_adds_every_fixture_and_refuses_an_unknown_value() -> None:
+    registry = build_runtime_registry(FLAG)
+    assert all(registry.get(t.mcp_name) is t for t in TOOLS)
+    assert all(registry.prompt(p.mcp_name) is p for p in PROMPTS)
+    assert {r.name for r in RESOURCES} <= {r.name for r in registry.resources()}
+    assert registry.export() == build_runtime_registry({}).export()
+    with pytest.raises(ValidationFailed, match="unknown fixtures 'everything'"):
+        build_runtime_registry({"MANA_TEST_FIXTURES": "everything"})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_normal_server_lists_no_fixture(database_target: str, mode: Mode) -> None:
+    async with adapter(database_target, {}) as served, Client(served.server, mode=mode) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        templates = (await client.list_resource_templates()).resource_templates
+        unknown = await client.call_tool("test_simple_text", {})
+    exposed = {t.mcp_name for t in TOOLS} | {p.mcp_name for p in PROMPTS}
+    assert tools and not tools & exposed
+    assert not prompts & exposed
+    assert not [u for u in resources if u.startswith("test://")]
+    assert not [t for t in templates if t.uri_template.startswith("test://")]
+    assert unknown.is_error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_flagged_server_serves_the_suites_names(database_target: str, mode: Mode) -> None:
+    async with adapter(database_target, FLAG) as served, Client(served.server, mode=mode) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert {t.mcp_name for t in TOOLS} <= set(listed)
+        schema = listed["json_schema_2020_12_tool"].input_schema
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert "address" in schema["$defs"] and schema["additionalProperties"] is False
+
+        simple = await client.call_tool("test_simple_text", {})
+        assert not simple.is_error
+        assert simple.structured_content == {"text": "This is a simple text response for testing."}
+        failed = await client.call_tool("test_error_handling", {})
+        assert failed.is_error
+        first = failed.content[0]
+        assert isinstance(first, TextContent)
+        assert "This tool intentionally returns an error for testing" in first.text
+
+        text = await client.read_resource("test://static-text")
+        assert text.contents[0].text == "This is the content of the static text resource."  # type: ignore[union-attr]
+        data = await client.read_resource("test://template/123/data")
+        body = json.loads(data.contents[0].text)  # type: ignore[union-attr]
+        assert body == {"id": "123", "templateTest": True, "data": "Data for ID: 123"}
+        listed_uris = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert {"test://static-text", "test://static-binary"} <= listed_uris
+
+        prompt = await client.get_prompt(
+            "test_prompt_with_arguments", {"arg1": "hello", "arg2": "world"}
+        )
+        content = prompt.messages[0].content
+        assert isinstance(content, TextContent)
+        assert content.text == "Prompt with arguments: arg1='hello', arg2='world'"
+        image = await client.get_prompt("test_prompt_with_image")
+        first_part = image.messages[0].content
+        assert isinstance(first_part, ImageContent) and first_part.mime_type == "image/png"
+        embedded = await client.get_prompt(
+            "test_prompt_with_embedded_resource", {"resourceUri": "test://example-resource"}
+        )
+        assert embedded.messages[0].content.type == "resource"
+        completed = await client.complete(
+            PromptReference(name="test_prompt_with_arguments"), {"name": "arg1", "value": "par"}
+        )
+        assert completed.completion.values == ["paris", "park", "party"]
