@@ -14,7 +14,9 @@ by $MANA_CONFORMANCE_DIR that already holds another version (installed by hand) 
 The suite's client cannot send an `Authorization` header, so it talks to a local reverse proxy
 on 127.0.0.1 (`tool_registry.testing.proxy`) that puts the demo user's bearer token on every
 request; everything else (Host, Origin, session headers, SSE streams) passes unchanged. The
-server runs on a fresh data directory seeded with `mana seed demo`.
+server runs on a fresh data directory seeded with `mana seed demo`, with the suite's fixture
+tools, resources and prompts (`MANA_TEST_FIXTURES=conformance`, see
+`tool_registry.testing.conformance_fixtures`).
 
 The suite itself compares the results with the expected-failures file: it exits non-zero when a
 scenario fails that is not listed, and when a listed one passes (so the list shrinks as features
@@ -221,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         token = mana(data_dir, *issue).strip()
         # The suite opens one session per scenario and never ends it (no HTTP DELETE): more than
         # the default per-user cap of 16 sessions kept for 600 s.
-        env = {**os.environ, "MANA_SESSIONS_PER_USER": str(SESSIONS_PER_USER)}
+        # The suite's fixture tools, resources and prompts (test-only, never in production).
+        env = {
+            **os.environ,
+            "MANA_SESSIONS_PER_USER": str(SESSIONS_PER_USER),
+            "MANA_TEST_FIXTURES": "conformance",
+        }
         log = work_dir / "server.log"
         with Server(data_dir, log, env) as server:
             status = asyncio.run(run_suite(cache, server, token, suite_args))
