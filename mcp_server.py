@@ -42,6 +42,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import mcp_types as types
 import structlog
 from mcp.server import Server
 from mcp.server.lowlevel.server import NotificationOptions
@@ -56,7 +57,8 @@ from mcp_adapter.callers import (
     RequestScopeCaller,
     ToolSetWatch,
 )
-from mcp_adapter.catalog import ToolCatalog, flat_schema
+from mcp_adapter.catalog import CACHE_HINTS, ToolCatalog, flat_schema
+from mcp_adapter.logging_level import LoggingHandlers
 from mcp_adapter.results import (
     META_ERROR,
     META_IDEMPOTENCY_KEY,
@@ -67,7 +69,9 @@ from mcp_adapter.results import (
     idempotency_key_of,
     outcome_result,
 )
+from mcp_adapter.session_state import ConnectionState, SessionState
 from mcp_adapter.stdio import DrainingStreams, StdinLines, serve_stdio
+from mcp_adapter.subscriptions import ResourceChanges, SubscriptionHandlers
 from mcp_adapter.tools import ToolHandlers
 from mcp_adapter.views import ViewHandlers
 from tool_registry.context import InvalidIdempotencyKey
@@ -113,14 +117,26 @@ class _ManaServer(Server[Any]):
 
 class McpAdapter:
     """The registry as an MCP server. `server` is the `mcp` low-level `Server` to run on any
-    transport; `callers` says who is calling on each request."""
+    transport; `callers` says who is calling on each request; `state` keeps what handshake-era
+    sessions set (log level, resource subscriptions). The composition root registers
+    `changes.observe` in `pipeline.observers` so subscribers hear of changed resources."""
 
-    def __init__(self, pipeline: Pipeline, callers: CallerSource, *, name: str = SERVER_NAME):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        callers: CallerSource,
+        *,
+        state: SessionState,
+        name: str = SERVER_NAME,
+    ):
         self.pipeline = pipeline
         self.callers = callers
         self.catalog = ToolCatalog(pipeline)
         self.tools = ToolHandlers(pipeline, callers, self.catalog)
         self.views = ViewHandlers(pipeline, callers)
+        self.subscriptions = SubscriptionHandlers(callers, self.views, state)
+        self.logging = LoggingHandlers(callers, state)
+        self.changes = ResourceChanges(pipeline.registry, state)
         self.server = _ManaServer(
             name,
             version=_server_version(),
@@ -134,12 +150,26 @@ class McpAdapter:
             on_list_prompts=self.views.list_prompts,
             on_get_prompt=self.views.get_prompt,
             on_completion=self.views.complete,
+            on_subscribe_resource=self.subscriptions.subscribe,
+            on_unsubscribe_resource=self.subscriptions.unsubscribe,
             get_tool_input_schema=self.catalog.input_schema,
+            cache_hints=CACHE_HINTS,
+        )
+        # Registered here rather than as `on_set_logging_level`, whose constructor argument
+        # warns that 2026-07-28 retired the method: the SDK serves it to handshake-era clients
+        # only and advertises the `logging` capability to them.
+        self.server.add_request_handler(
+            "logging/setLevel", types.SetLevelRequestParams, self.logging.set_level
         )
 
 
 def stdio_adapter(pipeline: Pipeline, *, user_id: str, space: str | None) -> McpAdapter:
-    return McpAdapter(pipeline, FixedCaller(pipeline.accounts, user_id, space))
+    """The adapter of one stdio (or in-process) connection; its resource-change observer is
+    registered in `pipeline.observers` (remove `adapter.changes.observe` when done with it)."""
+    callers = FixedCaller(pipeline.accounts, user_id, space)
+    adapter = McpAdapter(pipeline, callers, state=ConnectionState(callers))
+    pipeline.observers.append(adapter.changes.observe)
+    return adapter
 
 
 __all__ = [

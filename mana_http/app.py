@@ -54,9 +54,10 @@ from mana_auth.tokens import (
 from mana_http.guard import DrainState, McpGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
-from mana_http.notify import ENDED, LIST_CHANGED, SessionBus, bus_for
+from mana_http.notify import ENDED, LIST_CHANGED, RESOURCE_UPDATED, SessionBus, bus_for
 from mana_http.origin import OriginGuard, PublicEndpoint
 from mana_http.resource_metadata import METADATA_PATHS, ResourceServer
+from mana_http.session_state import DatabaseSessionState
 from mana_http.sessions import SessionRegistry, seen_names
 from mana_oauth.cimd import CimdPolicy
 from mana_oauth.clients import ClientRegistry
@@ -220,16 +221,20 @@ class ManaHttpApp:
                 sent += 1
         return sent
 
-    async def on_session_event(self, kind: str, session_id: str) -> None:
+    async def on_session_event(self, kind: str, session_id: str, detail: str) -> None:
         """A session event from any process (this one included)."""
         if kind == ENDED:
             await self.close_local([session_id])
-        elif kind == LIST_CHANGED:
-            entry = self.sessions.get(session_id)
-            connection = self.manager.connections.get(session_id)
-            if entry is not None and entry.watch.listening and connection is not None:
-                notification = types.ToolListChangedNotification()
-                await connection.notify(notification.method, None)
+            return
+        entry = self.sessions.get(session_id)
+        connection = self.manager.connections.get(session_id)
+        if entry is None or not entry.watch.listening or connection is None:
+            return  # its GET stream is elsewhere, or nowhere (the message is advisory)
+        if kind == LIST_CHANGED:
+            notification = types.ToolListChangedNotification()
+            await connection.notify(notification.method, None)
+        elif kind == RESOURCE_UPDATED and detail:
+            await connection.send_resource_updated(detail)
 
     async def resync(self) -> None:
         """After missing events: close what ended elsewhere meanwhile."""
@@ -387,7 +392,14 @@ def build_http_app(
     )
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
-    adapter = McpAdapter(pipeline, RequestScopeCaller())
+    bus = bus_for(pipeline.db)
+    adapter = McpAdapter(
+        pipeline,
+        RequestScopeCaller(),
+        state=DatabaseSessionState(pipeline.db, pipeline.accounts, bus.publish),
+    )
+    # subscribers of a resource a call changed hear of it (on whichever replica listens)
+    pipeline.observers.append(adapter.changes.observe)
     adapter.server.middleware.append(RunningRequests(sessions))
     manager = BodyFirstSessionManager(
         app=adapter.server,
@@ -419,7 +431,7 @@ def build_http_app(
         manager=manager,
         drain=DrainState(),
         login=login,
-        bus=bus_for(pipeline.db),
+        bus=bus,
         resource=resource,
         oauth=oauth,
     )

@@ -63,6 +63,7 @@ from mana_http.resource_metadata import ResourceServer
 from mana_http.responses import rpc_error, send_json
 from mana_http.sessions import SessionEntry, SessionRegistry
 from mana_http.store import SessionRow
+from mcp_adapter.logging_level import parse_log_level
 from mcp_server import CALLER_SCOPE_KEY, Caller
 from tool_registry.access_scopes import (
     READ_SCOPE,
@@ -507,7 +508,12 @@ class McpGuard:
         entry = self._entry(row)
         if method != "DELETE":
             scope[CALLER_SCOPE_KEY] = Caller(
-                entry.user_id, access, entry.session_id, entry.watch, scopes=scopes
+                entry.user_id,
+                access,
+                entry.session_id,
+                entry.watch,
+                scopes=scopes,
+                log_level=parse_log_level(row.log_level),
             )
         stream = method == "GET"
         status = 0

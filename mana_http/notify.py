@@ -1,5 +1,7 @@
-"""How replicas tell each other about sessions: a session ended (DELETE, eviction, expiry) and
-a session's visible tool set changed (`notifications/tools/list_changed` is due).
+"""How replicas tell each other about sessions: a session ended (DELETE, eviction, expiry), a
+session's visible tool set changed (`notifications/tools/list_changed` is due) and a resource a
+session subscribed to changed (`notifications/resources/updated` is due; the event's `detail`
+is the resource URI).
 
 Every process handles every event, its own included: the one holding the session's transport
 acts (closes it, or pushes the notification on its GET stream), the others have nothing of it.
@@ -34,23 +36,25 @@ log = structlog.get_logger("mana.http")
 CHANNEL = "mana_mcp_sessions"
 ENDED = "ended"
 LIST_CHANGED = "list_changed"
+RESOURCE_UPDATED = "resource_updated"
 # A quiet listening connection is checked with a round trip this often.
 LISTEN_CHECK_SECONDS = 30.0
 RETRY_MAX_SECONDS = 5.0
 
-Handler = Callable[[str, str], Awaitable[None]]
+# (kind, session id, detail): the detail is "" except where a kind says otherwise
+Handler = Callable[[str, str, str], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]
 
 
 class SessionBus(Protocol):
-    async def publish(self, kind: str, session_id: str) -> None:
+    async def publish(self, kind: str, session_id: str, detail: str = "") -> None:
         """Tell every process (this one included) about `session_id`."""
         ...
 
     def listening(
         self, handler: Handler, resync: Resync
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """Deliver events to `handler(kind, session_id)` while inside."""
+        """Deliver events to `handler(kind, session_id, detail)` while inside."""
         ...
 
 
@@ -60,9 +64,9 @@ class LocalBus:
     def __init__(self) -> None:
         self._handler: Handler | None = None
 
-    async def publish(self, kind: str, session_id: str) -> None:
+    async def publish(self, kind: str, session_id: str, detail: str = "") -> None:
         if self._handler is not None:
-            await self._handler(kind, session_id)
+            await self._handler(kind, session_id, detail)
 
     @contextlib.asynccontextmanager
     async def listening(self, handler: Handler, resync: Resync) -> AsyncIterator[None]:
@@ -81,8 +85,9 @@ class PostgresBus:
         self.connect_wait_seconds = connect_wait_seconds
         self.connected = asyncio.Event()
 
-    async def publish(self, kind: str, session_id: str) -> None:
-        payload = f"{kind} {session_id}"
+    async def publish(self, kind: str, session_id: str, detail: str = "") -> None:
+        # kinds and session ids hold no spaces; the detail is the rest of the payload
+        payload = f"{kind} {session_id} {detail}"
         await self.db.write(lambda c: store.notify(c, CHANNEL, payload), serialised=False)
 
     @contextlib.asynccontextmanager
@@ -127,9 +132,10 @@ class PostgresBus:
     async def _deliver(self, conn: psycopg.AsyncConnection[Any], handler: Handler) -> None:
         while True:
             async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
-                kind, _, session_id = note.payload.partition(" ")
+                kind, _, rest = note.payload.partition(" ")
+                session_id, _, detail = rest.partition(" ")
                 try:
-                    await handler(kind, session_id)
+                    await handler(kind, session_id, detail)
                 except Exception:  # one event's failure must not stop the listener
                     log.exception("handling a session event failed", kind=kind)
             await store.ping(conn)

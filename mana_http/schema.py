@@ -4,8 +4,13 @@ server replica on the database shares (appended to the runtime's migrations).
 One row per open session: who owns it, the protocol version and client `initialize` params a
 replica needs to serve the session without having seen its handshake, when it was opened and
 last active (POSIX seconds), the tool view it last saw (space type and tool names, for
-`notifications/tools/list_changed`) and which process holds its GET stream (`listener`). The
-PostgreSQL text differs only in `DOUBLE PRECISION` for SQLite's 8-byte `REAL`.
+`notifications/tools/list_changed`), which process holds its GET stream (`listener`) and the
+log level the client set (`logging/setLevel`). The PostgreSQL text differs only in
+`DOUBLE PRECISION` for SQLite's 8-byte `REAL`.
+
+`mcp_subscriptions` holds each session's `resources/subscribe` URIs with the space each was
+subscribed in; the rows go with their session (`ON DELETE CASCADE`: expiry, DELETE and
+eviction all delete the session row).
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ CREATE INDEX mcp_sessions_user ON mcp_sessions (user_id, last_active);
 CREATE INDEX mcp_sessions_last_active ON mcp_sessions (last_active);
 """
 
+_SESSION_STATE = """
+ALTER TABLE mcp_sessions ADD COLUMN log_level TEXT;
+CREATE TABLE mcp_subscriptions (
+    session_id TEXT NOT NULL REFERENCES mcp_sessions (id) ON DELETE CASCADE,
+    space_id TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    PRIMARY KEY (session_id, space_id, uri)
+);
+CREATE INDEX mcp_subscriptions_uri ON mcp_subscriptions (space_id, uri);
+"""
+
 HTTP_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         COMPONENT,
@@ -38,4 +54,5 @@ HTTP_MIGRATIONS: tuple[Migration, ...] = (
         _SESSIONS.format(real="REAL"),
         postgres=_SESSIONS.format(real="DOUBLE PRECISION"),
     ),
+    Migration(COMPONENT, 2, "session-log-level-and-subscriptions", _SESSION_STATE),
 )

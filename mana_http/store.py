@@ -20,7 +20,7 @@ from tool_registry.store.connection import Conn
 _CHUNK = 500
 _COLUMNS = (
     "id, user_id, protocol_version, client_params, created_at, last_active, space_type, "
-    "tools_seen, listener"
+    "tools_seen, listener, log_level"
 )
 
 
@@ -35,6 +35,7 @@ class SessionRow:
     space_type: str | None = None
     tools_seen: str | None = None  # the tool names last seen, sorted, one per line
     listener: str | None = None  # the process holding the session's GET stream
+    log_level: str | None = None  # the level the client set with logging/setLevel
 
 
 def _row(raw: Any) -> SessionRow:
@@ -48,6 +49,7 @@ def _row(raw: Any) -> SessionRow:
         space_type=raw["space_type"],
         tools_seen=raw["tools_seen"],
         listener=raw["listener"],
+        log_level=raw["log_level"],
     )
 
 
@@ -86,7 +88,7 @@ def count_sessions(conn: Conn) -> int:
 def insert_session(conn: Conn, row: SessionRow) -> None:
     conn.execute(
         f"INSERT INTO mcp_sessions ({_COLUMNS}) "  # noqa: S608 - fixed columns
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             row.id,
             row.user_id,
@@ -97,6 +99,7 @@ def insert_session(conn: Conn, row: SessionRow) -> None:
             row.space_type,
             row.tools_seen,
             row.listener,
+            row.log_level,
         ),
     )
 
@@ -180,6 +183,86 @@ def listening_sessions(conn: Conn) -> list[SessionRow]:
         "AND space_type IS NOT NULL AND tools_seen IS NOT NULL ORDER BY id"
     ).fetchall()
     return [_row(r) for r in rows]
+
+
+def set_log_level(conn: Conn, session_id: str, level: str) -> bool:
+    """Record the session's log level; False when the session is gone."""
+    cur = conn.execute("UPDATE mcp_sessions SET log_level = ? WHERE id = ?", (level, session_id))
+    return int(cur.rowcount) == 1
+
+
+# -- resource subscriptions (`mcp_subscriptions`, deleted with their session) -------------------
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A session subscribed to `uri` in the space a change happened in, and its owner."""
+
+    session_id: str
+    user_id: str
+    uri: str
+
+
+def count_subscriptions(conn: Conn, session_id: str) -> int:
+    raw = conn.execute(
+        "SELECT count(*) FROM mcp_subscriptions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return int(raw[0])
+
+
+def add_subscription(conn: Conn, session_id: str, space_id: str, uri: str) -> bool:
+    """Subscribe the session to `uri` in `space_id` (again: no change); False when the session
+    is gone."""
+    conn.execute(
+        "INSERT INTO mcp_subscriptions (session_id, space_id, uri) "
+        "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM mcp_sessions WHERE id = ?) "
+        "ON CONFLICT DO NOTHING",
+        (session_id, space_id, uri, session_id),
+    )
+    return has_subscription(conn, session_id, space_id, uri)
+
+
+def has_subscription(conn: Conn, session_id: str, space_id: str, uri: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM mcp_subscriptions WHERE session_id = ? AND space_id = ? AND uri = ?",
+        (session_id, space_id, uri),
+    ).fetchone()
+    return found is not None
+
+
+def remove_subscription(conn: Conn, session_id: str, space_id: str, uri: str) -> None:
+    conn.execute(
+        "DELETE FROM mcp_subscriptions WHERE session_id = ? AND space_id = ? AND uri = ?",
+        (session_id, space_id, uri),
+    )
+
+
+def subscription_count(conn: Conn, session_ids: Sequence[str]) -> int:
+    """How many subscription rows these sessions have (0 once they ended)."""
+    total = 0
+    for chunk in _chunks(session_ids):
+        raw = conn.execute(
+            "SELECT count(*) FROM mcp_subscriptions "  # noqa: S608 - marks
+            f"WHERE session_id IN ({_marks(len(chunk))})",
+            tuple(chunk),
+        ).fetchone()
+        total += int(raw[0])
+    return total
+
+
+def subscribers(conn: Conn, space_id: str, uris: Sequence[str]) -> list[Subscriber]:
+    """The sessions subscribed to any of `uris` in `space_id`, with their owners."""
+    found: list[Subscriber] = []
+    for chunk in _chunks(uris):
+        rows = conn.execute(
+            "SELECT s.session_id, m.user_id, s.uri FROM mcp_subscriptions s "  # noqa: S608
+            "JOIN mcp_sessions m ON m.id = s.session_id "
+            f"WHERE s.space_id = ? AND s.uri IN ({_marks(len(chunk))}) "
+            "ORDER BY s.session_id, s.uri",
+            (space_id, *chunk),
+        ).fetchall()
+        found.extend(Subscriber(str(r[0]), str(r[1]), str(r[2])) for r in rows)
+    return found
 
 
 # -- PostgreSQL LISTEN/NOTIFY -------------------------------------------------------------------

@@ -202,8 +202,9 @@ class McpTestServer:
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        with contextlib.suppress(ValueError):
-            self.pipeline.observers.remove(self.app.metrics.observe)
+        for observer in (self.app.metrics.observe, self.app.adapter.changes.observe):
+            with contextlib.suppress(ValueError):
+                self.pipeline.observers.remove(observer)
 
     # -- identities --------------------------------------------------------------------------
 

@@ -97,13 +97,15 @@ def is_handshake_era(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 class FixedCaller:
     """One user and one space ref for the whole connection (stdio, in-process). Membership is
-    still resolved on every request, so a revoked membership takes effect immediately."""
+    still resolved on every request, so a revoked membership takes effect immediately.
+    `log_level` is the level the client set with logging/setLevel on this connection."""
 
     def __init__(self, accounts: Accounts, user_id: str, space: str | None = None) -> None:
         self.accounts = accounts
         self.user_id = user_id
         self.space = space
         self.watch = ToolSetWatch()
+        self.log_level: LogLevel | None = None
         self._space_type: str | None = None  # a space never changes its type
 
     async def resolve(
@@ -112,13 +114,21 @@ class FixedCaller:
         watch = self.watch if is_handshake_era(ctx) else None
         if not need_access and (watch is None or self._space_type is not None):
             # tools/call: the pipeline resolves the space and checks membership itself
-            return Caller(self.user_id, None, None, watch, self.space, self._space_type)
+            return Caller(
+                self.user_id,
+                None,
+                None,
+                watch,
+                self.space,
+                self._space_type,
+                log_level=self.log_level,
+            )
         try:
             access = await require_member(self.accounts, self.user_id, self.space)
         except NotAMemberError as refusal:
             raise CallerError(refusal.reason, refusal.message) from None
         self._space_type = access.space.type
-        return Caller(self.user_id, access, None, watch, self.space)
+        return Caller(self.user_id, access, None, watch, self.space, log_level=self.log_level)
 
 
 class RequestScopeCaller:

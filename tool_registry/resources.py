@@ -2,15 +2,17 @@
 
 A spec names one URI template (`mana://notes/{id}`, or a fixed URI such as `mana://space`), how
 to read the resource it names in the active space, how to enumerate the concrete resources of
-the space for `resources/list` (optional), and completers for the template's parameters. Reads
-go through `Pipeline.view`, so a resource obeys the same membership, module and scope rules as a
-read tool and every read is audited.
+the space for `resources/list` (optional), completers for the template's parameters, and
+which tool results change which of its resources (`changed_by`, for
+`notifications/resources/updated` to subscribed clients). Reads go through `Pipeline.view`, so a
+resource obeys the same membership, module and scope rules as a read tool and every read is
+audited.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,9 @@ class ResourceEntry:
 
 Reader = Callable[[Mapping[str, str], ViewContext], Awaitable[list[ResourceBody]]]
 Enumerator = Callable[[ViewContext], Awaitable[list[ResourceEntry]]]
+# (tool name, its structured result) of a successful write in a space -> the URIs of this
+# spec's resources in that space the write changed (none: an empty iterable).
+ChangeRule = Callable[[str, Mapping[str, Any]], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,9 @@ class ResourceSpec:
     """One kind of resource: `name` is `module.noun`; `uri_template` has `{param}` parts (none
     for a fixed resource); `read` answers the resource a URI names in the active space or raises
     `ViewError` (`not-found`); `enumerate` lists the space's concrete resources; `complete`
-    holds a completer per template parameter. Only a test `fixture` may use a URI scheme other
-    than `mana://` (`check_resource_uri`)."""
+    holds a completer per template parameter; `changed_by` says which resources of the space a
+    successful write changed (evaluated for every successful non-read tool call). Only a test
+    `fixture` may use a URI scheme other than `mana://` (`check_resource_uri`)."""
 
     name: str
     title: str
@@ -73,6 +79,7 @@ class ResourceSpec:
     read: Reader
     enumerate: Enumerator | None = None
     complete: Mapping[str, Completer] = field(default_factory=dict)
+    changed_by: ChangeRule | None = None
     fixture: bool = False
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -115,6 +122,13 @@ class ResourceSpec:
         """The template's parameters in `uri`, or None when `uri` is not one of this spec's."""
         m = self._pattern.match(uri)
         return None if m is None else m.groupdict()
+
+    def changed(self, tool: str, result: Mapping[str, Any]) -> list[str]:
+        """The URIs of this spec's resources that a successful write of `tool` changed: only
+        URIs the spec itself answers (a rule's typo cannot notify about another resource)."""
+        if self.changed_by is None:
+            return []
+        return [uri for uri in self.changed_by(tool, result) if self.match(uri) is not None]
 
     def describe(self) -> dict[str, Any]:
         """The exported public description (one entry of `catalogs/resources.json`)."""

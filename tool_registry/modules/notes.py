@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
@@ -228,6 +228,7 @@ DELETE = ToolSpec(
 TOOLS = (CREATE, UPDATE, SEARCH, DELETE)
 
 
+NOTE_WRITES = frozenset(t.name for t in TOOLS if t.policy_hint != "read")
 # -- resources: mana://notes/{id} --------------------------------------------------------------
 
 NOTE_URI = "mana://notes/{id}"
@@ -281,6 +282,15 @@ async def complete_note_id(prefix: str, ctx: ViewContext) -> list[str]:
 
 NOTE_RESOURCE = ResourceSpec(
     name="notes.note",
+def changed_notes(tool: str, result: Mapping[str, Any]) -> list[str]:
+    """notes.update and notes.delete (and a new note from notes.create) change the note whose
+    id their result carries."""
+    note_id = result.get("id")
+    if tool in NOTE_WRITES and isinstance(note_id, str):
+        return [note_uri(note_id)]
+    return []
+
+
     title="Note",
     description=(
         "One note of the active space as markdown (title as heading, body, tags). Attach it "
@@ -294,4 +304,5 @@ NOTE_RESOURCE = ResourceSpec(
     complete={"id": complete_note_id},
 )
 
+    changed_by=changed_notes,
 RESOURCES = (NOTE_RESOURCE,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
@@ -151,6 +152,11 @@ async def list_space_resource(ctx: ViewContext) -> list[ResourceEntry]:
     ]
 
 
+def changed_space(tool: str, result: Mapping[str, Any]) -> list[str]:
+    """Any successful write in the space may change its record counts: the overview changed."""
+    return [SPACE_URI]
+
+
 SPACE_RESOURCE = ResourceSpec(
     name="spaces.overview",
     title="Space overview",
@@ -163,6 +169,7 @@ SPACE_RESOURCE = ResourceSpec(
     mime_type="application/json",
     read=read_space,
     enumerate=list_space_resource,
+    changed_by=changed_space,
 )
 
 RESOURCES = (SPACE_RESOURCE,)
