@@ -226,9 +226,9 @@ DELETE = ToolSpec(
 )
 
 TOOLS = (CREATE, UPDATE, SEARCH, DELETE)
-
-
 NOTE_WRITES = frozenset(t.name for t in TOOLS if t.policy_hint != "read")
+
+
 # -- resources: mana://notes/{id} --------------------------------------------------------------
 
 NOTE_URI = "mana://notes/{id}"
@@ -280,8 +280,6 @@ async def complete_note_id(prefix: str, ctx: ViewContext) -> list[str]:
     return [r.id for r in await candidates(ctx, NOTES, "title", prefix)]
 
 
-NOTE_RESOURCE = ResourceSpec(
-    name="notes.note",
 def changed_notes(tool: str, result: Mapping[str, Any]) -> list[str]:
     """notes.update and notes.delete (and a new note from notes.create) change the note whose
     id their result carries."""
@@ -291,6 +289,8 @@ def changed_notes(tool: str, result: Mapping[str, Any]) -> list[str]:
     return []
 
 
+NOTE_RESOURCE = ResourceSpec(
+    name="notes.note",
     title="Note",
     description=(
         "One note of the active space as markdown (title as heading, body, tags). Attach it "
@@ -302,7 +302,7 @@ def changed_notes(tool: str, result: Mapping[str, Any]) -> list[str]:
     read=read_note,
     enumerate=list_note_resources,
     complete={"id": complete_note_id},
+    changed_by=changed_notes,
 )
 
-    changed_by=changed_notes,
 RESOURCES = (NOTE_RESOURCE,)
