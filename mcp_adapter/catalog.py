@@ -1,5 +1,6 @@
 """The tool list an MCP client sees: `Tool` descriptions derived from the specs (with flattened
-schemas), cached per space type and configured backends."""
+schemas), cached per space type and configured backends; and the caching hints every
+2026-07-28 list result carries (`CACHE_HINTS`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from typing import Any
 
 import mcp_types as types
+from mcp.server.caching import CacheableMethod, CacheHint
 
 from tool_registry.access_scopes import scope_allows
 from tool_registry.pipeline import Pipeline
@@ -47,6 +49,25 @@ _TYPE_SCOPED = frozenset(
     }
 )
 _NULL = {"type": "null"}
+
+# How long a 2026-07-28 client may reuse a result, and with whom. Every list depends on the
+# credential (its user, space, space type and access scopes), so each is `private` (never
+# shared across users). Tool, prompt and template lists change only with the configured
+# backends or a new deployment: 60 s, the longest a client keeps an old list (there is no
+# `subscriptions/listen` to tell it sooner). The resources of a space and their contents change
+# with every write, so `resources/list` and `resources/read` are stale at once (0). The
+# discover result is the same for every caller of this server and changes only with a
+# deployment: `public`, 5 minutes.
+LIST_TTL_MS = 60_000
+DISCOVER_TTL_MS = 300_000
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
+    "tools/list": CacheHint(ttl_ms=LIST_TTL_MS, scope="private"),
+    "prompts/list": CacheHint(ttl_ms=LIST_TTL_MS, scope="private"),
+    "resources/templates/list": CacheHint(ttl_ms=LIST_TTL_MS, scope="private"),
+    "resources/list": CacheHint(ttl_ms=0, scope="private"),
+    "resources/read": CacheHint(ttl_ms=0, scope="private"),
+    "server/discover": CacheHint(ttl_ms=DISCOVER_TTL_MS, scope="public"),
+}
 
 
 def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:
