@@ -58,9 +58,11 @@ def build_gate(settings: Settings, db: Database, registry: Registry, clock: Cloc
     """The policy gate, configured from `MANA_POLICY_MODE`, `MANA_RATE_LIMIT(S)`, ...; its
     rate-limit log is the database's, shared with every other process on it."""
     policy = PolicySettings.from_env(settings.environ)
+    allowlist = DestructiveAllowlist(db, registry, clock=clock)
     return PolicyGate(
         policy,
-        DestructiveAllowlist(db, registry, clock=clock),
+        allowlist,
+        modes=allowlist,
         registry=registry,
         rate_log=SharedRateLimitLog(
             db, window_seconds=policy.window_seconds, max_events=policy.max_limit

@@ -1,5 +1,10 @@
-"""The per-space destructive allowlist, stored in the database (tables
-`space_destructive_allowlist` and `space_policy_audit`).
+"""The per-space destructive allowlist and destructive mode, stored in the database (tables
+`space_destructive_allowlist`, `space_destructive_mode` and `space_policy_audit`).
+
+The mode says what happens to a destructive tool that is NOT on the allowlist (tools on it run
+as usual): `deny` (the default: denied), `confirm` (a person's call runs once the user confirms
+it in their client; agents stay denied) or `allow` (runs, for every invoker: the same as
+allowlisting every destructive tool). See `policy.rules` for the exact rule.
 
 - Empty for every space until someone opts in.
 - Any member may read it (agents too, through the read tool `spaces.getPolicy`).
@@ -8,7 +13,9 @@
   authenticated settings endpoint, never through MCP or an agent.
 - A change names registered, user-space destructive tools only; unknown or non-destructive
   names are rejected with the offending names. Adding requires an explicit acknowledgement.
-- Every tool added or removed writes one audit row (space, actor, action, tool, time).
+- Every tool added or removed writes one audit row (space, actor, action, tool, time); every
+  mode change writes one (action `destructive-mode`, the new mode). Setting `allow` requires
+  an explicit acknowledgement too.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from policy.rules import DEFAULT_DESTRUCTIVE_MODE, DESTRUCTIVE_MODES, DestructiveMode
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.errors import (
     ValidationFailed,
@@ -31,8 +39,11 @@ from tool_registry.store.allowlist import (
     allowed_tool_names,
     allowed_tools,
     change_log,
+    destructive_mode,
     log_changes,
+    log_mode_change,
     remove_tools,
+    store_destructive_mode,
 )
 from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
@@ -43,6 +54,19 @@ ACKNOWLEDGE_TEXT = (
     "allowing a destructive tool lets agents and MCP clients acting in this space delete data "
     "with it without asking anyone first; re-run with --acknowledge to confirm"
 )
+ACKNOWLEDGE_MODE_TEXT = (
+    "destructive mode allow lets agents and MCP clients acting in this space delete data with "
+    "every destructive tool without asking anyone first; re-run with --acknowledge to confirm"
+)
+
+
+def stored_mode(value: str | None) -> DestructiveMode:
+    """The mode a stored value means (no row: the default)."""
+    if value is None:
+        return DEFAULT_DESTRUCTIVE_MODE
+    if value not in DESTRUCTIVE_MODES:
+        raise ValueError(f"unknown destructive mode {value!r} in the database")
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,7 @@ class SpacePolicyView:
     role: str
     allowed: tuple[AllowedTool, ...]
     destructive_tools: tuple[str, ...]
+    mode: DestructiveMode = DEFAULT_DESTRUCTIVE_MODE
 
     @property
     def tools(self) -> frozenset[str]:
@@ -74,6 +99,17 @@ class AllowlistChange:
     action: Action
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    space: Space
+    previous: DestructiveMode
+    mode: DestructiveMode
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.mode
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -107,6 +143,10 @@ class DestructiveAllowlist:
         """The tool names the space has opted in to (no permission check: the gate's view)."""
         return await self.db.read(lambda c: allowed_tool_names(c, space_id))
 
+    async def mode(self, space_id: str) -> DestructiveMode:
+        """The space's destructive mode (no permission check: the gate's view)."""
+        return stored_mode(await self.db.read(lambda c: destructive_mode(c, space_id)))
+
     def destructive_tools(self) -> tuple[str, ...]:
         """Registered tools a space may opt in to: user-space scope, destructive hint."""
         return tuple(
@@ -120,7 +160,8 @@ class DestructiveAllowlist:
         space, role = await self._member_access(actor_id, space_ref)
         space_id = space.id
         allowed = tuple(await self.db.read(lambda c: allowed_tools(c, space_id)))
-        return SpacePolicyView(space, role, allowed, self.destructive_tools())
+        mode = stored_mode(await self.db.read(lambda c: destructive_mode(c, space_id)))
+        return SpacePolicyView(space, role, allowed, self.destructive_tools(), mode)
 
     async def allow(
         self,
@@ -139,10 +180,39 @@ class DestructiveAllowlist:
         """Remove tools from the space's allowlist (owner or admin)."""
         return await self._change("revoke", actor_id, space_ref, _unique(tools), False)
 
+    async def set_mode(
+        self, actor_id: str, space_ref: str | None, mode: str, *, acknowledge: bool
+    ) -> ModeChange:
+        """Set the space's destructive mode (owner or admin; `allow` must be acknowledged).
+        An actual change writes one change-log row in the same transaction."""
+        if mode not in DESTRUCTIVE_MODES:
+            raise ValidationFailed(
+                f"unknown destructive mode {mode!r}; use one of {', '.join(DESTRUCTIVE_MODES)}"
+            )
+        new_mode: DestructiveMode = mode
+        if new_mode == "allow" and not acknowledge:
+            raise ValidationFailed(ACKNOWLEDGE_MODE_TEXT)
+        space, _ = await self._member_access(actor_id, space_ref)
+        now = iso(self.clock.now())
+        space_id = space.id
+
+        def work(conn: Conn) -> ModeChange:
+            role = check_role(member_role(conn, space_id, actor_id), space_ref)
+            check_manager(role, "change the destructive mode")
+            previous = stored_mode(destructive_mode(conn, space_id))
+            if previous != new_mode:
+                store_destructive_mode(conn, space_id, new_mode, set_by=actor_id, at=now)
+                log_mode_change(conn, space_id, new_mode, actor_id=actor_id, at=now)
+            return ModeChange(space, previous, new_mode)
+
+        result: ModeChange = await self.db.write(work)
+        return result
+
     async def audit(
         self, actor_id: str, space_ref: str | None, *, limit: int = 100
     ) -> list[PolicyAuditEntry]:
-        """Changes to the space's allowlist, newest first; any member may read them."""
+        """Changes to the space's allowlist and destructive mode, newest first; any member may
+        read them."""
         space, _ = await self._member_access(actor_id, space_ref)
         space_id = space.id
         return await self.db.read(lambda c: change_log(c, space_id, limit=limit))

@@ -1,7 +1,7 @@
 """`PolicyGate`: the pipeline's gate. One per process, built in the composition root.
 
-Per call: load the space's destructive allowlist (only for destructive tools) and apply the
-rules that do not depend on earlier calls (`standing_denial`): a call they deny in enforce mode
+Per call: load the space's destructive allowlist (only for destructive tools) and, for a
+destructive tool not on it, the space's destructive mode; then apply the rules that do not depend on earlier calls (`standing_denial`): a call they deny in enforce mode
 is decided there, without the rate-limit log. Otherwise the log's `admit` decides the rate limit
 on this user's recent calls of the tool and records the call if it may run, atomically (with the
 shared log: one write unit in the database). Then the input is checked for injection markers,
@@ -20,9 +20,11 @@ from policy.metrics import PolicyMetrics
 from policy.rate_limit import RateLimitLog, RateLog
 from policy.rules import (
     ALLOW_DECISION,
+    DEFAULT_DESTRUCTIVE_MODE,
     EMPTY,
     POLICY_OFF,
     POLICY_OFF_DECISION,
+    DestructiveMode,
     PolicyContext,
     apply_mode,
     decision_kind,
@@ -41,10 +43,16 @@ class AllowlistSource(Protocol):
     async def tools(self, space_id: str) -> frozenset[str]: ...
 
 
+class DestructiveModeSource(Protocol):
+    async def mode(self, space_id: str) -> DestructiveMode: ...
+
+
 class PolicyGate:
     """Implements `tool_registry.gate.Gate`. `metrics` counts every decision by (decision,
     reason, mode); `rate_log` holds the recent invocations: the composition root passes the
-    database's `SharedRateLimitLog`; without one the gate keeps its own in-memory log."""
+    database's `SharedRateLimitLog`; without one the gate keeps its own in-memory log.
+    `modes` gives each space's destructive mode (the composition root passes the
+    `DestructiveAllowlist`); without it every space is in `deny`."""
 
     def __init__(
         self,
@@ -54,7 +62,9 @@ class PolicyGate:
         registry: Registry | None = None,
         metrics: PolicyMetrics | None = None,
         rate_log: RateLog | None = None,
+        modes: DestructiveModeSource | None = None,
     ) -> None:
+        self.modes = modes
         self.settings = settings.with_registry(registry) if registry is not None else settings
         self.allowlist = allowlist
         self.metrics = metrics or PolicyMetrics()
@@ -82,12 +92,22 @@ class PolicyGate:
             except Exception:
                 # Fail closed: without the list, destructive tools are denied.
                 log.exception("could not read the destructive allowlist", space=request.space.id)
+        destructive_mode = DEFAULT_DESTRUCTIVE_MODE
+        if spec.policy_hint == "destructive" and spec.name not in allowlist and self.modes:
+            try:
+                destructive_mode = await self.modes.mode(request.space.id)
+            except Exception:
+                # Fail closed: without the mode, the space is in `deny`.
+                log.exception("could not read the destructive mode", space=request.space.id)
         context = PolicyContext(
             user_id=request.call.user_id,
             space_id=request.space.id,
             destructive_allowlist=allowlist,
             role=request.role,
             invoker=request.call.invoker,
+            destructive_mode=destructive_mode,
+            confirmation=request.confirmation,
+            cannot_ask=request.cannot_ask,
         )
         now = request.now.timestamp()
         standing = standing_denial(spec, context, settings)
@@ -121,7 +141,9 @@ class PolicyGate:
                 "space": context.space_id,
                 "invoker": context.invoker,
             }
-            if not effective.allow:
+            if effective.confirm:
+                log.info("policy asks the user to confirm the call", **fields)
+            elif not effective.allow:
                 log.warning("policy denied call", **fields)
             elif kind == "deny":
                 log.warning("policy would deny call (log-only mode)", **fields)

@@ -4,8 +4,21 @@ mode step the gate applies afterwards.
 Rules, first match wins:
 
 1. admin scope → deny `admin-scope-not-invokable`;
-2. destructive tool not in the space's destructive allowlist → deny `destructive-not-allowed`
-   (the reminder suggests a non-destructive alternative such as archiving);
+2. destructive tool not in the space's destructive allowlist: by the space's destructive mode
+   (`mana policy destructive deny|confirm|allow`):
+   - `deny` (the default) → deny `destructive-not-allowed` (the reminder suggests a
+     non-destructive alternative such as archiving);
+   - `allow` → on to the next rules, as if every destructive tool were on the allowlist, for
+     every invoker;
+   - `confirm` → a person's call (`mcp`: a user's client; `cli`: a person at the terminal,
+     whose `mana call` has no way to ask and so ends denied) needs the person to confirm it:
+     `destructive-needs-confirmation`, a refusal with `confirm=True` that the pipeline lifts by
+     asking the user and, on accept, deciding again with `confirmed` (then on to the next
+     rules); a declined or dismissed question denies `destructive-declined`; a client that
+     cannot ask gets `destructive-not-allowed` with a reminder that says why. Approving a proposal (`user`) counts as confirmed: the approver was shown the exact
+     fingerprinted call. Agents (`mission-runner`, `persona-runner`) never get a confirmation
+     path: denied `destructive-not-allowed` as in `deny` (their agent policy may propose the
+     call instead);
 3. this user has called this tool `limit` times or more in the rolling window (default 60 s)
    → deny `rate-limit-exceeded` (the reminder says to pause or batch); a tool whose limit is
    `off` has no such rule;
@@ -45,12 +58,12 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 
 from policy.settings import Mode, PolicySettings
-from tool_registry.gate import Decision
+from tool_registry.gate import Confirmation, Decision
 from tool_registry.spec import ToolSpec
 
 ADMIN_SCOPE = "admin-scope-not-invokable"
@@ -59,6 +72,17 @@ RATE_LIMIT_EXCEEDED = "rate-limit-exceeded"
 INJECTION_MARKER = "injection-marker"
 ALLOWED = "allowed"
 POLICY_OFF = "policy-off"
+DESTRUCTIVE_NEEDS_CONFIRMATION = "destructive-needs-confirmation"
+DESTRUCTIVE_DECLINED = "destructive-declined"
+
+# What a space does with a destructive tool that is not on its allowlist (rule 2).
+DestructiveMode = Literal["deny", "confirm", "allow"]
+DESTRUCTIVE_MODES: tuple[DestructiveMode, ...] = get_args(DestructiveMode)
+DEFAULT_DESTRUCTIVE_MODE: DestructiveMode = "deny"
+# Invokers that are a person who can be asked (through their client's channel) in `confirm`.
+CONFIRMING_INVOKERS = frozenset({"mcp", "cli"})
+# Invokers whose call already is a person's confirmation of the exact call (proposal approval).
+CONFIRMED_INVOKERS = frozenset({"user"})
 
 MIN_INSPECTED_LENGTH = 16
 
@@ -106,13 +130,18 @@ POLICY_OFF_DECISION = Decision(allow=True, reason=POLICY_OFF)
 @dataclass(frozen=True, slots=True)
 class PolicyContext:
     """What `evaluate` needs to know about the call beyond the tool and its input: who calls,
-    in which space, and which destructive tools that space has opted in to."""
+    in which space, which destructive tools that space has opted in to and what it does with
+    the others (`destructive_mode`), and the person's answer when the call asked them to
+    confirm it (`confirmation`; `cannot_ask` says why for `unavailable`)."""
 
     user_id: str
     space_id: str
     destructive_allowlist: frozenset[str] = EMPTY
     role: str = "member"
     invoker: str = "cli"
+    destructive_mode: DestructiveMode = DEFAULT_DESTRUCTIVE_MODE
+    confirmation: Confirmation | None = None
+    cannot_ask: str | None = None
 
 
 def _without_format_characters(text: str) -> str:
@@ -225,12 +254,67 @@ def standing_denial(
             ),
         )
     if spec.policy_hint == "destructive" and spec.name not in call_context.destructive_allowlist:
+        return _destructive_rule(spec, call_context, settings)
+    return None
+
+
+def _destructive_rule(
+    spec: ToolSpec[Any, Any], call_context: PolicyContext, settings: PolicySettings
+) -> Decision | None:
+    """Rule 2 for a destructive tool the space has not allowlisted."""
+    mode = call_context.destructive_mode
+    invoker = call_context.invoker
+    if mode == "allow" or (mode == "confirm" and invoker in CONFIRMED_INVOKERS):
+        return None
+    if mode == "confirm" and invoker in CONFIRMING_INVOKERS:
+        answer = call_context.confirmation
+        if answer == "accept":
+            return None
+        if answer == "unavailable":
+            return unconfirmed_denial(spec, settings, call_context.cannot_ask or "no reason given")
+        if answer is not None:
+            return declined_denial(spec, answer)
         return Decision(
             allow=False,
-            reason=DESTRUCTIVE_NOT_ALLOWED,
-            reminder=_destructive_reminder(spec, settings),
+            reason=DESTRUCTIVE_NEEDS_CONFIRMATION,
+            reminder=(
+                f"{spec.name} deletes data; this space asks the user to confirm each such call "
+                "before it runs."
+            ),
+            confirm=True,
         )
-    return None
+    return Decision(
+        allow=False,
+        reason=DESTRUCTIVE_NOT_ALLOWED,
+        reminder=_destructive_reminder(spec, settings),
+    )
+
+
+def unconfirmed_denial(spec: ToolSpec[Any, Any], settings: PolicySettings, why: str) -> Decision:
+    """The denial of a call that needed the user's confirmation when its client cannot ask
+    (`why`, from `ClientCannotAsk`): today's `destructive-not-allowed`, with a reminder that
+    says the space asks for a confirmation and this client cannot show it."""
+    return Decision(
+        allow=False,
+        reason=DESTRUCTIVE_NOT_ALLOWED,
+        reminder=(
+            f"This space asks the user to confirm {spec.name} before it runs, and this client "
+            f"cannot show the question ({why}). {_destructive_reminder(spec, settings)}"
+        ),
+    )
+
+
+def declined_denial(spec: ToolSpec[Any, Any], action: str) -> Decision:
+    """The denial of a call the user did not confirm (`action`: decline or cancel)."""
+    answer = "declined" if action == "decline" else "dismissed"
+    return Decision(
+        allow=False,
+        reason=DESTRUCTIVE_DECLINED,
+        reminder=(
+            f"The user {answer} the confirmation of this {spec.name} call, so nothing was "
+            "deleted. Do not retry it unless the user asks again."
+        ),
+    )
 
 
 def rate_limit_denial(

@@ -3,8 +3,17 @@ call `Pipeline.invoke`; a check that lives anywhere else is a bug.
 
 Steps: unknown tool → offered to this invoker (`offer`) → within the caller's access scopes
 (`access_scopes`) → validate input → resolve space +
-membership → module allowed for the space type → required backend configured → gate →
-idempotency → handler → validate output → audit.
+membership → module allowed for the space type → required backend configured → gate
+(→ confirmation) → idempotency → handler → validate output → audit.
+
+Confirmation: when the gate's decision asks for one (`Decision.confirm`: a destructive call by
+a person in a space whose destructive mode is `confirm`), the pipeline asks the user through
+the call's client channel, with the tool's own question (`ToolSpec.confirmation`, read through
+a read-only store) or a generic one, before any write transaction starts, and asks the gate
+again with the answer; the answer lands in the call's audit row (`confirmation`). In the
+2026-07-28 era the channel ends the round with `InputRequired` instead of answering: it passes
+through untouched (no outcome, no audit row, nothing counted by the rate limit for that round);
+the client's retry brings the answer, and that round is decided, counted and audited once.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ from tool_registry.access_scopes import (
     missing_scope,
     scope_allows,
 )
-from tool_registry.client_channel import Attachment
+from tool_registry.client_channel import Attachment, ClientCannotAsk
 from tool_registry.clock import Clock, SystemClock, iso
+from tool_registry.confirm import CONFIRM_FIELD, confirm_schema, generic_question
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
 from tool_registry.errors import ConflictError, ManaError
-from tool_registry.gate import AllowAllGate, Decision, Gate, GateRequest
+from tool_registry.gate import AllowAllGate, Confirmation, Decision, Gate, GateRequest
 from tool_registry.json_input import exceeds_depth, too_deep_message
 from tool_registry.membership import member_problem, require_member
 from tool_registry.offer import OfferEverything, ToolOffer
@@ -78,6 +88,8 @@ class Outcome(BaseModel):
     # Content parts the handler attached (images, audio, embedded resources): shown by the MCP
     # adapter, never stored (an idempotent replay returns the structured result only).
     attachments: tuple[Attachment, ...] = Field(default=(), exclude=True)
+    # The person's answer when the call asked them to confirm it (for the audit row only).
+    confirmation: Confirmation | None = Field(default=None, exclude=True)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +125,9 @@ INTERNAL_ERROR = "internal-error"
 
 # Only an operator at the CLI can even reach an admin-scope tool (where the gate still denies it).
 ADMIN_INVOKERS = frozenset({"cli"})
+# The question key of a call's confirmation (stable for the call, so a 2026-07-28 retry brings
+# the answer under it).
+CONFIRM_KEY = "mana.confirm"
 
 Observer = Callable[[Outcome, AnySpec | None], None]
 ViewT = TypeVar("ViewT")
@@ -151,6 +166,7 @@ class _Rejection(Exception):
         *,
         fields: list[FieldError] | None = None,
         reminder: str | None = None,
+        confirmation: Confirmation | None = None,
     ) -> None:
         super().__init__(message)
         self.status: Status = status
@@ -158,6 +174,7 @@ class _Rejection(Exception):
         self.message = message
         self.fields = fields or []
         self.reminder = reminder
+        self.confirmation = confirmation
 
 
 class Pipeline:
@@ -363,20 +380,29 @@ class Pipeline:
                 space = access.space
                 self._check_available(spec, space)
                 decision = await self._check_gate(spec, call, access, parsed)
+                confirmation: Confirmation | None = None
+                if decision.confirm:
+                    confirmation, cannot_ask = await self._ask_confirmation(
+                        spec, parsed, call, access
+                    )
+                    decision = await self._check_gate(
+                        spec, call, access, parsed, confirmation=confirmation, cannot_ask=cannot_ask
+                    )
                 if not decision.allow:
                     raise _Rejection(
                         "denied",
                         decision.reason,
                         _denial_text(spec, decision),
                         reminder=decision.reminder,
+                        confirmation=confirmation,
                     )
                 if spec.read_only:
                     outcome = await self._run_read(
-                        spec, parsed, call, access, hashed, decision, started
+                        spec, parsed, call, access, hashed, decision, started, confirmation
                     )
                 else:
                     outcome = await self._run_write(
-                        spec, parsed, call, access, hashed, decision, started
+                        spec, parsed, call, access, hashed, decision, started, confirmation
                     )
             except _Rejection as rej:
                 outcome = self._finish(
@@ -388,6 +414,7 @@ class Pipeline:
                     started=started,
                     error=OutcomeError(reason=rej.reason, message=rej.message, fields=rej.fields),
                     reminder=rej.reminder,
+                    confirmation=rej.confirmation,
                 )
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
             except DatabaseUnavailable as exc:
@@ -478,7 +505,14 @@ class Pipeline:
             raise _Rejection("denied", exc.reason, exc.message) from None
 
     async def _check_gate(
-        self, spec: AnySpec, call: CallContext, access: SpaceAccess, parsed: BaseModel
+        self,
+        spec: AnySpec,
+        call: CallContext,
+        access: SpaceAccess,
+        parsed: BaseModel,
+        *,
+        confirmation: Confirmation | None = None,
+        cannot_ask: str | None = None,
     ) -> Decision:
         """The gate's decision; a gate that fails closes the call (denied), never crashes it."""
         request = GateRequest(
@@ -488,6 +522,8 @@ class Pipeline:
             role=access.role or "",
             parsed_input=parsed,
             now=self.clock.now(),
+            confirmation=confirmation,
+            cannot_ask=cannot_ask,
         )
         try:
             return await self.gate.check(request)
@@ -500,6 +536,36 @@ class Pipeline:
                 reason="policy-error",
                 reminder="The policy check failed on the server; try again later.",
             )
+
+    async def _ask_confirmation(
+        self, spec: AnySpec, parsed: BaseModel, call: CallContext, access: SpaceAccess
+    ) -> tuple[Confirmation, str | None]:
+        """Ask the calling person to confirm this call, outside any transaction: the answer,
+        and for `unavailable` why the client cannot be asked. The question is the tool's own
+        (`ToolSpec.confirmation`, on a read-only store) or a generic one. Only an accepted form
+        with `confirm: true` accepts. `InputRequired` (2026-07-28) passes through."""
+        store = ScopedStore(
+            ReadRunner(self.db),
+            user_id=call.user_id,
+            access=access,
+            clock=self.clock,
+            writable=False,
+        )
+        question = None
+        if spec.confirmation is not None:
+            question = await spec.confirmation(
+                parsed, self._tool_context(spec, call, access, store)
+            )
+        try:
+            answer = await call.channel.elicit(
+                CONFIRM_KEY, question or generic_question(spec), confirm_schema("Yes, go ahead")
+            )
+        except ClientCannotAsk as exc:
+            return "unavailable", str(exc)
+        if answer.action != "accept":
+            return answer.action, None
+        accepted = answer.content is not None and answer.content.get(CONFIRM_FIELD) is True
+        return ("accept" if accepted else "decline"), None
 
     def _check_available(self, spec: AnySpec, space: Space) -> None:
         if not self.space_types.allows(space.type, spec.module):
@@ -571,6 +637,7 @@ class Pipeline:
         hashed: str,
         decision: Decision,
         started: float,
+        confirmation: Confirmation | None = None,
     ) -> Outcome:
         store = ScopedStore(
             ReadRunner(self.db),
@@ -579,7 +646,9 @@ class Pipeline:
             clock=self.clock,
             writable=False,
         )
-        outcome = await self._handle(spec, parsed, call, access, store, decision, started)
+        outcome = await self._handle(
+            spec, parsed, call, access, store, decision, started, confirmation
+        )
         self.audit.enqueue(self._audit_row(outcome, call, hashed))
         return outcome
 
@@ -592,6 +661,7 @@ class Pipeline:
         store: ScopedStore,
         decision: Decision,
         started: float,
+        confirmation: Confirmation | None = None,
     ) -> Outcome:
         """Run the handler on `store` (read-only or inside the write's transaction) and build the
         `ok` outcome; reads and writes differ only in the store and in how the audit row lands."""
@@ -607,6 +677,7 @@ class Pipeline:
             result=result,
             decision=decision,
             attachments=ctx.attachments,
+            confirmation=confirmation,
         )
 
     async def _run_write(
@@ -618,6 +689,7 @@ class Pipeline:
         hashed: str,
         decision: Decision,
         started: float,
+        confirmation: Confirmation | None = None,
     ) -> Outcome:
         try:
             # A write tool's work touches its space's data and its caller's idempotency keys
@@ -634,7 +706,9 @@ class Pipeline:
                 store = ScopedStore(
                     tx, user_id=call.user_id, access=access, clock=self.clock, writable=True
                 )
-                outcome = await self._handle(spec, parsed, call, access, store, decision, started)
+                outcome = await self._handle(
+                    spec, parsed, call, access, store, decision, started, confirmation
+                )
                 row = self._audit_row(outcome, call, hashed)
                 key = call.idempotency_key
 
@@ -712,6 +786,7 @@ class Pipeline:
         reminder: str | None = None,
         decision: Decision | None = None,
         attachments: tuple[Attachment, ...] = (),
+        confirmation: Confirmation | None = None,
     ) -> Outcome:
         if decision is not None and decision.reminder and reminder is None:
             reminder = decision.reminder
@@ -727,6 +802,7 @@ class Pipeline:
             space_id=space.id if space else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             attachments=attachments,
+            confirmation=confirmation,
         )
 
     def _audit_row(self, outcome: Outcome, call: CallContext, hashed: str) -> AuditRow:
@@ -741,6 +817,7 @@ class Pipeline:
             outcome=outcome.status,
             reason=outcome.error.reason if outcome.error else outcome.reason,
             latency_ms=outcome.latency_ms,
+            confirmation=outcome.confirmation,
         )
 
     def _notify(self, outcome: Outcome, spec: AnySpec | None) -> None:

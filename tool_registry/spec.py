@@ -101,6 +101,9 @@ class ToolSpec(Generic[InT, OutT]):
     requires: tuple[str, ...] = ()
     encrypted_fields: EncryptedFields | None = None
     open_world: bool = False
+    # Destructive tools: the question a person confirms, naming the record
+    # (`tool_registry.confirm`); without it the pipeline asks a generic one.
+    confirmation: ConfirmText | None = None
     fixture: bool = False
     exposed_name: str | None = None
     _schemas: dict[str, dict[str, Any]] = field(

@@ -1,4 +1,6 @@
-"""`mana policy show|allow|revoke|audit`: the per-space destructive allowlist.
+"""`mana policy show|allow|revoke|destructive|audit`: the per-space destructive allowlist and
+destructive mode (`deny`, `confirm` or `allow`: what happens to destructive tools not on the
+list; see `policy.allowlist`).
 
 Changing the list is a human decision: it is reachable from here (and, later, an authenticated
 settings endpoint), never through a tool, MCP or an agent.
@@ -13,6 +15,7 @@ from mana_cli.commands.common import acting_user, add_identity, print_table
 from mana_cli.config import Settings
 from mana_cli.runtime import Runtime, open_runtime
 from policy.allowlist import DestructiveAllowlist
+from policy.rules import DESTRUCTIVE_MODES
 from policy.settings import PolicySettings
 
 
@@ -44,7 +47,26 @@ def register(sub: Any) -> None:
     revoke.add_argument("tools", nargs="+", metavar="TOOL")
     add_identity(revoke)
     revoke.set_defaults(handler=revoke_tools)
-    audit = s.add_parser("audit", help="list changes to the space's allowlist, newest first")
+    destructive = s.add_parser(
+        "destructive",
+        help="set what happens to destructive tools not on the allowlist (owner or admin)",
+        description=(
+            "deny (default): such calls are denied. confirm: a person's call (an MCP client) "
+            "runs once the user confirms it in their client; agents stay denied. allow: they "
+            "run for every caller, agents included, as if allowlisted (requires --acknowledge)."
+        ),
+    )
+    destructive.add_argument("mode", choices=DESTRUCTIVE_MODES)
+    add_identity(destructive)
+    destructive.add_argument(
+        "--acknowledge",
+        action="store_true",
+        help="confirm that callers in this space may delete data without asking (mode allow)",
+    )
+    destructive.set_defaults(handler=set_destructive_mode)
+    audit = s.add_parser(
+        "audit", help="list changes to the space's allowlist and destructive mode, newest first"
+    )
     add_identity(audit)
     audit.add_argument("--limit", type=int, default=100, help="at most this many rows (100)")
     audit.set_defaults(handler=show_audit)
@@ -66,6 +88,7 @@ async def show_policy(args: argparse.Namespace, settings: Settings) -> int:
     space = view.space
     print(f"space {space.slug} ({space.id}, {space.type}); {user.email} is {view.role}")
     print(f"gate: {gate_settings.describe()}")
+    print(f"destructive mode: {view.mode} (for destructive tools not on the allowlist)")
     if view.allowed:
         print(f"destructive tools allowed here ({len(view.allowed)}):")
         print_table(
@@ -105,15 +128,31 @@ async def revoke_tools(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def set_destructive_mode(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as rt:
+        user = await acting_user(rt, args)
+        change = await _allowlist(rt).set_mode(
+            user.id, args.space, args.mode, acknowledge=args.acknowledge
+        )
+    if change.changed:
+        print(f"destructive mode of {change.space.slug}: {change.previous} -> {change.mode}")
+    else:
+        print(f"destructive mode of {change.space.slug} is already {change.mode}")
+    return 0
+
+
 async def show_audit(args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as rt:
         user = await acting_user(rt, args)
         entries = await _allowlist(rt).audit(user.id, args.space, limit=args.limit)
     if not entries:
-        print("no changes to this space's destructive allowlist")
+        print("no changes to this space's destructive allowlist or mode")
         return 0
     print_table(
-        [[e.at, e.action, e.tool, e.actor_email or e.actor_id] for e in entries],
+        [
+            [e.at, e.action, e.tool or f"(mode {e.mode})", e.actor_email or e.actor_id]
+            for e in entries
+        ],
         ["AT", "ACTION", "TOOL", "ACTOR"],
     )
     return 0

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tool_registry.clock import iso
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.errors import ToolError
 from tool_registry.models import (
@@ -221,6 +222,7 @@ DELETE = ToolSpec(
     input=EventIdInput,
     output=Deleted,
     handler=delete_event,
+    confirmation=deletes(EVENTS, "the event '{title}'"),
 )
 
 TOOLS = (CREATE, LIST, UPDATE, DELETE)

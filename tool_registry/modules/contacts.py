@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import (
     Clear,
@@ -198,6 +199,7 @@ DELETE = ToolSpec(
     input=ContactIdInput,
     output=Deleted,
     handler=delete_contact,
+    confirmation=deletes(CONTACTS, "the contact '{name}'"),
 )
 
 TOOLS = (CREATE, SEARCH, UPDATE, DELETE)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tool_registry.clock import iso
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import (
     Clear,
@@ -301,6 +302,7 @@ DELETE = ToolSpec(
     input=HabitIdInput,
     output=Deleted,
     handler=delete_habit,
+    confirmation=deletes(HABITS, "the habit '{name}'"),
 )
 
 TOOLS = (CREATE, LIST, UPDATE, ARCHIVE, UNARCHIVE, LOG, RECENT_LOGS, DELETE)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import (
     Clear,
@@ -186,6 +187,7 @@ DELETE = ToolSpec(
     input=EntryIdInput,
     output=Deleted,
     handler=delete_entry,
+    confirmation=deletes(ENTRIES, "the journal entry of {date}"),
 )
 
 TOOLS = (ADD, LIST, UPDATE, DELETE)

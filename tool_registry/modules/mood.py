@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tool_registry.clock import iso
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import (
     Clear,
@@ -191,6 +192,7 @@ DELETE = ToolSpec(
     input=MoodIdInput,
     output=Deleted,
     handler=delete_mood,
+    confirmation=deletes(ENTRIES, "the mood entry of {at}"),
 )
 
 TOOLS = (LOG, LIST, UPDATE, DELETE)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import Deleted, LongText, RecordId, ToolInput, ToolOutput
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
@@ -223,6 +224,7 @@ DELETE = ToolSpec(
     input=NoteIdInput,
     output=Deleted,
     handler=delete_note,
+    confirmation=deletes(NOTES, "the note '{title}'"),
 )
 
 TOOLS = (CREATE, UPDATE, SEARCH, DELETE)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tool_registry.clock import iso
+from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.models import (
     Clear,
@@ -250,6 +251,7 @@ DELETE = ToolSpec(
     input=TodoIdInput,
     output=Deleted,
     handler=delete_todo,
+    confirmation=deletes(TODOS, "the to-do '{title}'"),
 )
 
 TOOLS = (CREATE, LIST, COMPLETE, REOPEN, UPDATE, DELETE)

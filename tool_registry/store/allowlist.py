@@ -1,5 +1,6 @@
-"""The per-space destructive allowlist and its change log (tables `space_destructive_allowlist`
-and `space_policy_audit`): the SQL only. Who may read or change it, and which names are valid,
+"""The per-space destructive allowlist, destructive mode and their change log (tables
+`space_destructive_allowlist`, `space_destructive_mode` and `space_policy_audit`): the SQL
+only. Who may read or change it, and which names are valid,
 is `policy.allowlist`'s business; the functions take the connection of the caller's unit, so a
 check and the change it guards commit together."""
 
@@ -26,8 +27,9 @@ class PolicyAuditEntry:
     actor_id: str
     actor_email: str | None
     action: str
-    tool: str
+    tool: str | None  # None for a `destructive-mode` change
     at: str
+    mode: str | None = None  # the new mode of a `destructive-mode` change
 
 
 def allowed_tool_names(conn: Conn, space_id: str) -> frozenset[str]:
@@ -83,17 +85,51 @@ def log_changes(
     )
 
 
+def log_mode_change(conn: Conn, space_id: str, mode: str, *, actor_id: str, at: str) -> None:
+    """One change-log row: `actor_id` set the space's destructive mode to `mode`."""
+    conn.execute(
+        "INSERT INTO space_policy_audit (space_id, actor_id, action, tool, mode, at) "
+        "VALUES (?, ?, 'destructive-mode', NULL, ?, ?)",
+        (space_id, actor_id, mode, at),
+    )
+
+
 def change_log(conn: Conn, space_id: str, *, limit: int) -> list[PolicyAuditEntry]:
-    """The space's allowlist changes, newest first."""
+    """The space's allowlist and destructive-mode changes, newest first."""
     rows = conn.execute(
-        "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at "
+        "SELECT p.id, p.space_id, p.actor_id, u.email, p.action, p.tool, p.at, p.mode "
         "FROM space_policy_audit p LEFT JOIN users u ON u.id = p.actor_id "
         "WHERE p.space_id = ? ORDER BY p.at DESC, p.id DESC LIMIT ?",
         (space_id, int(limit)),
     ).fetchall()
     return [
         PolicyAuditEntry(
-            r["id"], r["space_id"], r["actor_id"], r["email"], r["action"], r["tool"], r["at"]
+            r["id"],
+            r["space_id"],
+            r["actor_id"],
+            r["email"],
+            r["action"],
+            r["tool"],
+            r["at"],
+            r["mode"],
         )
         for r in rows
     ]
+
+
+def destructive_mode(conn: Conn, space_id: str) -> str | None:
+    """The space's stored destructive mode (None: never set, which means `deny`)."""
+    row = conn.execute(
+        "SELECT mode FROM space_destructive_mode WHERE space_id = ?", (space_id,)
+    ).fetchone()
+    return str(row[0]) if row is not None else None
+
+
+def store_destructive_mode(conn: Conn, space_id: str, mode: str, *, set_by: str, at: str) -> None:
+    """Set the space's destructive mode."""
+    conn.execute(
+        "INSERT INTO space_destructive_mode (space_id, mode, set_by, set_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (space_id) DO UPDATE SET mode = excluded.mode, set_by = excluded.set_by, "
+        "set_at = excluded.set_at",
+        (space_id, mode, set_by, at),
+    )

@@ -18,7 +18,7 @@ log = structlog.get_logger("mana.audit")
 
 _INSERT = (
     "INSERT INTO audit_log (at, request_id, user_id, space_id, tool, invoker, input_hash, "
-    "outcome, reason, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "outcome, reason, latency_ms, confirmation) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -34,6 +34,9 @@ class AuditRow:
     outcome: str
     reason: str | None
     latency_ms: float
+    # The person's answer when the call asked them to confirm it (accept, decline, cancel,
+    # unavailable); None when nothing was asked.
+    confirmation: str | None = None
 
 
 def insert_rows(conn: Conn, rows: Sequence[AuditRow]) -> None:

@@ -207,4 +207,59 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
         $mana$;
         """,
     ),
+    Migration(
+        "core",
+        3,
+        "confirmations-and-destructive-mode-audit",
+        # Each space's destructive mode (`space_destructive_mode`, one row per space that chose
+        # one; no row: `deny`), beside its allowlist; the user's answer when a call asked for a
+        # confirmation (`audit_log.confirmation`); and changes of the mode in the policy change
+        # log (action `destructive-mode` with the new `mode` and no tool). SQLite cannot change
+        # a CHECK in place: the change log is rebuilt with its rows.
+        """
+        CREATE TABLE space_destructive_mode (
+            space_id TEXT PRIMARY KEY REFERENCES spaces(id) ON DELETE CASCADE,
+            mode TEXT NOT NULL CHECK (mode IN ('deny', 'confirm', 'allow')),
+            set_by TEXT,
+            set_at TEXT NOT NULL
+        );
+        ALTER TABLE audit_log ADD COLUMN confirmation TEXT
+            CHECK (confirmation IN ('accept', 'decline', 'cancel', 'unavailable'));
+        CREATE TABLE space_policy_audit_v3 (
+            id INTEGER PRIMARY KEY,
+            space_id TEXT NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            actor_id TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('allow', 'revoke', 'destructive-mode')),
+            tool TEXT,
+            at TEXT NOT NULL,
+            mode TEXT CHECK (mode IN ('deny', 'confirm', 'allow')),
+            CHECK ((action = 'destructive-mode') = (mode IS NOT NULL AND tool IS NULL)),
+            CHECK (action = 'destructive-mode' OR tool IS NOT NULL)
+        );
+        INSERT INTO space_policy_audit_v3 (id, space_id, actor_id, action, tool, at)
+            SELECT id, space_id, actor_id, action, tool, at FROM space_policy_audit;
+        DROP TABLE space_policy_audit;
+        ALTER TABLE space_policy_audit_v3 RENAME TO space_policy_audit;
+        CREATE INDEX space_policy_audit_by_space ON space_policy_audit (space_id, at);
+        """,
+        postgres="""
+        CREATE TABLE space_destructive_mode (
+            space_id TEXT PRIMARY KEY REFERENCES spaces(id) ON DELETE CASCADE,
+            mode TEXT NOT NULL CHECK (mode IN ('deny', 'confirm', 'allow')),
+            set_by TEXT,
+            set_at TEXT NOT NULL
+        );
+        ALTER TABLE audit_log ADD COLUMN confirmation TEXT
+            CHECK (confirmation IN ('accept', 'decline', 'cancel', 'unavailable'));
+        ALTER TABLE space_policy_audit DROP CONSTRAINT space_policy_audit_action_check;
+        ALTER TABLE space_policy_audit ALTER COLUMN tool DROP NOT NULL;
+        ALTER TABLE space_policy_audit ADD COLUMN mode TEXT
+            CHECK (mode IN ('deny', 'confirm', 'allow'));
+        ALTER TABLE space_policy_audit ADD CONSTRAINT space_policy_audit_action_check
+            CHECK (action IN ('allow', 'revoke', 'destructive-mode'));
+        ALTER TABLE space_policy_audit ADD CONSTRAINT space_policy_audit_subject_check
+            CHECK ((action = 'destructive-mode') = (mode IS NOT NULL AND tool IS NULL)
+                AND (action = 'destructive-mode' OR tool IS NOT NULL));
+        """,
+    ),
 )
