@@ -11,6 +11,7 @@ from typing import Any
 from mana_cli.config import Settings
 from mana_http.schema import HTTP_MIGRATIONS
 from mana_oauth.schema import OAUTH_MIGRATIONS
+from mcp_adapter.schema import CHANNEL_MIGRATIONS
 from missions.schema import MISSIONS_MIGRATIONS
 from missions.service import MissionsService
 from missions.settings import MissionSettings
@@ -40,6 +41,7 @@ EXTRA_MIGRATIONS += MISSIONS_MIGRATIONS
 EXTRA_MIGRATIONS += HTTP_MIGRATIONS
 EXTRA_MIGRATIONS += POLICY_MIGRATIONS
 EXTRA_MIGRATIONS += OAUTH_MIGRATIONS
+EXTRA_MIGRATIONS += CHANNEL_MIGRATIONS
 
 
 @dataclass

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message
 from mana_http.app import AuthSetup, HttpConfig, ManaHttpApp, build_http_app
 from mana_http.schema import HTTP_MIGRATIONS
 from mana_oauth.schema import OAUTH_MIGRATIONS
+from mcp_adapter.schema import CHANNEL_MIGRATIONS
 from tool_registry.pipeline import Pipeline
 from tool_registry.store import Database, PostgresDatabase, SqliteDatabase, open_database
 from tool_registry.store.accounts import Space, User
@@ -132,17 +133,19 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
 
 
 async def ensure_session_schema(db: Database) -> None:
-    """The HTTP app's session registry and OAuth tables on `db`: a pipeline built by
-    `tool_kit` opened its database with the core schema only (the runtime's migrations carry
-    `HTTP_MIGRATIONS` and `OAUTH_MIGRATIONS`), so apply them the way a second process would,
-    on the same file or URL."""
+    """The HTTP app's session registry, OAuth tables and MCP channel secrets on `db`: a
+    pipeline built by `tool_kit` opened its database with the core schema only (the runtime's
+    migrations carry `HTTP_MIGRATIONS`, `OAUTH_MIGRATIONS` and `CHANNEL_MIGRATIONS`), so apply
+    them the way a second process would, on the same file or URL."""
     if isinstance(db, PostgresDatabase):
         target: str | Path = db.url
     elif isinstance(db, SqliteDatabase):
         target = db.path
     else:  # pragma: no cover - a third backend would say how to reach it
         raise TypeError(f"cannot migrate a {type(db).__name__}")
-    migrated = await open_database(target, (*HTTP_MIGRATIONS, *OAUTH_MIGRATIONS))
+    migrated = await open_database(
+        target, (*HTTP_MIGRATIONS, *OAUTH_MIGRATIONS, *CHANNEL_MIGRATIONS)
+    )
     await migrated.close()
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import mcp_types as types
 import orjson
 
+from tool_registry.client_channel import Attachment
 from tool_registry.context import (
     InvalidIdempotencyKey,
     idempotency_key_problem,
@@ -55,10 +57,37 @@ def _text_block(text: str) -> types.TextContent:
     return types.TextContent.model_construct(type="text", text=text)
 
 
+def attachment_block(attachment: Attachment) -> types.ContentBlock:
+    """An attachment as its MCP content block: image and audio as base64 data with their MIME
+    type, a resource as an embedded resource (text, or its bytes as a base64 blob)."""
+    meta = dict(attachment.meta) or None
+    if attachment.kind in ("image", "audio"):
+        assert attachment.data is not None  # Attachment checks it
+        data = base64.b64encode(attachment.data).decode("ascii")
+        if attachment.kind == "image":
+            return types.ImageContent(data=data, mime_type=attachment.mime_type, meta=meta)
+        return types.AudioContent(data=data, mime_type=attachment.mime_type, meta=meta)
+    assert attachment.uri is not None
+    contents: types.TextResourceContents | types.BlobResourceContents
+    if attachment.text is not None:
+        contents = types.TextResourceContents(
+            uri=attachment.uri, mime_type=attachment.mime_type, text=attachment.text
+        )
+    else:
+        assert attachment.data is not None
+        contents = types.BlobResourceContents(
+            uri=attachment.uri,
+            mime_type=attachment.mime_type,
+            blob=base64.b64encode(attachment.data).decode("ascii"),
+        )
+    return types.EmbeddedResource(resource=contents, meta=meta)
+
+
 def outcome_result(outcome: Outcome) -> types.CallToolResult:
     """An MCP tool result: structuredContent + JSON text on success, isError + text otherwise.
-    Built with `model_construct`: every value comes from a validated `Outcome`, and the SDK
-    validates the result again when it serialises it."""
+    What the tool attached (images, audio, embedded resources) follows the JSON text block (and
+    the reminder), in the order attached. Built with `model_construct`: every value comes from a
+    validated `Outcome`, and the SDK validates the result again when it serialises it."""
     meta: dict[str, Any] = {META_REQUEST_ID: outcome.request_id}
     if outcome.space_id:
         meta[META_SPACE_ID] = outcome.space_id
@@ -68,6 +97,7 @@ def outcome_result(outcome: Outcome) -> types.CallToolResult:
         content: list[types.ContentBlock] = [_text_block(orjson.dumps(outcome.result).decode())]
         if outcome.reminder:
             content.append(_text_block(f"Reminder: {outcome.reminder}"))
+        content.extend(attachment_block(a) for a in outcome.attachments)
         return types.CallToolResult.model_construct(
             content=content, structured_content=outcome.result, is_error=False, meta=meta
         )

@@ -1,5 +1,8 @@
-"""`tools/list` and `tools/call`: every call is one `Pipeline.invoke` as the request's caller;
-handshake-era connections hear `notifications/tools/list_changed` when their tool set changes."""
+"""`tools/list` and `tools/call`: every call is one `Pipeline.invoke` as the request's caller,
+with an `McpChannel` to the calling client (progress, log messages, questions); handshake-era
+connections hear `notifications/tools/list_changed` when their tool set changes. In the
+2026-07-28 era a call whose tool asks a question ends with an `InputRequiredResult` and is run
+again on the client's retry (`mcp_adapter.input_rounds`)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import mcp_types as types
 import structlog
 from mcp.server import ServerRequestContext
 
-from mcp_adapter.callers import CallerError, CallerSource, ToolSetWatch
+from mcp_adapter.callers import Caller, CallerError, CallerSource, ToolSetWatch
 from mcp_adapter.catalog import ToolCatalog
+from mcp_adapter.channel import McpChannel
+from mcp_adapter.input_rounds import CallBinding, InputRounds
 from mcp_adapter.results import (
     META_IDEMPOTENCY_KEY,
     idempotency_key_of,
@@ -20,12 +25,13 @@ from mcp_adapter.results import (
     protocol_error,
     sentence,
 )
+from tool_registry.client_channel import InputRequired
 from tool_registry.context import (
     CallContext,
     InvalidIdempotencyKey,
 )
 from tool_registry.ids import new_request_id
-from tool_registry.pipeline import Pipeline
+from tool_registry.pipeline import Pipeline, input_hash
 
 log = structlog.get_logger("mana.mcp")
 
@@ -33,10 +39,17 @@ log = structlog.get_logger("mana.mcp")
 class ToolHandlers:
     """The tool handlers of one adapter: list per caller, call through the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, callers: CallerSource, catalog: ToolCatalog) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        callers: CallerSource,
+        catalog: ToolCatalog,
+        rounds: InputRounds | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.callers = callers
         self.catalog = catalog
+        self.rounds = rounds if rounds is not None else InputRounds(pipeline.db)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -63,7 +76,7 @@ class ToolHandlers:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         request_id = new_request_id()
         name = params.name
         try:
@@ -80,9 +93,15 @@ class ToolHandlers:
         except InvalidIdempotencyKey as exc:
             field_name = f"_meta.{META_IDEMPOTENCY_KEY}"
             return outcome_result(invalid_meta(name, request_id, field_name, str(exc)))
+        binding = self._binding(caller, params)
+        channel = McpChannel(ctx, log_level=caller.log_level)
         try:
             if caller.watch is not None and caller.space_type is not None:
                 await self._notify_if_changed(caller.watch, ctx, caller.space_type)
+            if not channel.handshake_era:
+                channel.rounds = await self.rounds.open(
+                    binding, params.request_state, params.input_responses
+                )
             outcome = await self.pipeline.invoke(
                 name,
                 params.arguments or {},
@@ -94,10 +113,32 @@ class ToolHandlers:
                     idempotency_key=key,
                     session_id=caller.session_id,
                     scopes=caller.scopes,
+                    channel=channel,
                 ),
                 resolved=caller.access,  # the HTTP guard resolved this request's space already
             )
             return outcome_result(outcome)
+        except InputRequired as pending:
+            if channel.handshake_era:
+                # The channel asks directly in this era; nothing else may end a round.
+                log.error("input required on a handshake-era call", request_id=request_id)
+                return plain_error(
+                    f"{name} asked for input in a way this connection cannot carry; quote "
+                    f"request id {request_id} when reporting it",
+                    "handler-error",
+                    request_id,
+                )
+            try:
+                state = await self.rounds.seal(binding, channel.rounds)
+            except Exception:
+                log.exception("sealing the request state failed", request_id=request_id)
+                return plain_error(
+                    f"{name} could not ask for input; quote request id {request_id} when "
+                    "reporting it",
+                    "error",
+                    request_id,
+                )
+            return types.InputRequiredResult(input_requests=pending.requests, request_state=state)
         except Exception:
             log.exception("tools/call failed", request_id=request_id, tool=name)
             return plain_error(
@@ -105,6 +146,17 @@ class ToolHandlers:
                 "handler-error",
                 request_id,
             )
+
+    @staticmethod
+    def _binding(caller: Caller, params: types.CallToolRequestParams) -> CallBinding:
+        """What a 2026-07-28 round's state is bound to. The space is the resolved id over HTTP
+        and the connection's fixed reference over stdio: the same on every retry of a call."""
+        return CallBinding(
+            user_id=caller.user_id,
+            space=caller.space or "",
+            tool=params.name,
+            args_hash=input_hash(params.arguments or {}),
+        )
 
     # -- list_changed ------------------------------------------------------------------------
 

@@ -38,6 +38,13 @@ class ClientCannotAsk(Exception):
     agents). The text says why, for a reminder."""
 
 
+class QuestionInsideTransaction(RuntimeError):
+    """A handler asked its client a question (elicitation or sampling) while its call holds a
+    write transaction. Refused: the transaction's locks would be held for as long as the person
+    or model takes. Ask before the write starts (the pipeline's confirmation does), or declare
+    the tool read-only and write through services that open their own short transactions."""
+
+
 class InputRequired(BaseException):
     """Ends the current round of a call whose questions must travel in an input-required
     result (2026-07-28). A `BaseException` so that handlers and pipeline steps catching
@@ -100,7 +107,9 @@ class ClientChannel(Protocol):
 
     async def elicit(self, key: str, message: str, schema: Mapping[str, Any]) -> ElicitAnswer:
         """Ask the user `message` with a form of `schema` (a flat JSON Schema object).
-        Raises `ClientCannotAsk` when the client cannot be asked; may raise `InputRequired`."""
+        Raises `ClientCannotAsk` when the client cannot be asked; may raise `InputRequired`;
+        raises `QuestionInsideTransaction` when called while a write transaction is held. An
+        accepted answer whose content does not match `schema` comes back as `decline`."""
         ...
 
     async def sample(
@@ -111,7 +120,8 @@ class ClientChannel(Protocol):
         max_tokens: int,
         system: str | None = None,
     ) -> SampledText:
-        """Ask the client's model. Raises `ClientCannotAsk`; may raise `InputRequired`."""
+        """Ask the client's model (text only). Raises `ClientCannotAsk`; may raise
+        `InputRequired`; raises `QuestionInsideTransaction` inside a write transaction."""
         ...
 
 

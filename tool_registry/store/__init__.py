@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tool_registry.store import database as _sqlite
+from tool_registry.store import postgres as _postgres
 from tool_registry.store.accounts import Accounts, Space, SpaceAccess, User
 from tool_registry.store.database import Database, Migration, SqliteDatabase, Transaction
 from tool_registry.store.migrations import CORE_MIGRATIONS
@@ -30,6 +32,13 @@ async def open_database(
     return await SqliteDatabase.open(target, migrations, readers=readers)
 
 
+def holds_write_transaction() -> bool:
+    """True while the current task holds a write transaction of either backend (a write tool's
+    handler runs inside one): nothing that waits on a person may start there, since the
+    transaction's locks would be held for as long as the person takes."""
+    return _sqlite.transaction_held() or _postgres.transaction_held()
+
+
 __all__ = [
     "CORE_MIGRATIONS",
     "Accounts",
@@ -44,5 +53,6 @@ __all__ = [
     "SqliteDatabase",
     "Transaction",
     "User",
+    "holds_write_transaction",
     "open_database",
 ]

@@ -136,6 +136,12 @@ class SqliteTransaction:
 _ACTIVE: ContextVar[SqliteTransaction | None] = ContextVar("mana_active_transaction", default=None)
 
 
+def transaction_held() -> bool:
+    """True while the current task is inside a SQLite `transaction()` that is still open."""
+    active = _ACTIVE.get()
+    return active is not None and active.open
+
+
 class SqliteDatabase:
     """One SQLite database file. Create with `await SqliteDatabase.open(path, migrations)`."""
 

@@ -277,6 +277,12 @@ class PgTransaction:
 _ACTIVE: ContextVar[PgTransaction | None] = ContextVar("mana_active_pg_transaction", default=None)
 
 
+def transaction_held() -> bool:
+    """True while the current task is inside a PostgreSQL `transaction()` that is still open."""
+    active = _ACTIVE.get()
+    return active is not None and active.open
+
+
 class PostgresDatabase:
     """One PostgreSQL database. Create with `await PostgresDatabase.open(url, migrations)`."""
 
