@@ -8,17 +8,17 @@ no such method."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
 import pytest
 from mcp import Client, MCPError
+from mcp.client.session import MessageHandlerFnT
 
 from mana_http import store
 from mana_http.testing import McpTestServer
 from mcp_adapter.session_state import ConnectionState
-from mcp_server import stdio_adapter
+from mcp_server import McpAdapter, stdio_adapter
 from tool_registry.store.accounts import Space, User
 from tool_registry.testing import ToolKit
 
@@ -197,8 +197,8 @@ async def test_the_2026_era_has_no_subscriptions(
 
 
 async def _in_process(
-    kit: ToolKit, user: User, space: Space | None, on_message: Callable[[Any], Awaitable[None]]
-) -> tuple[Client, Any]:
+    kit: ToolKit, user: User, space: Space | None, on_message: MessageHandlerFnT
+) -> tuple[Client, McpAdapter]:
     adapter = stdio_adapter(kit.pipeline, user_id=user.id, space=space.id if space else None)
     client = Client(adapter.server, mode="legacy", message_handler=on_message)
     return client, adapter
