@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
+from tool_registry.client_channel import Attachment
 from tool_registry.context import BackendKey, ToolContext
 from tool_registry.errors import ToolError
 from tool_registry.models import RecordId, ToolInput, ToolOutput
@@ -102,15 +103,22 @@ LIST_REFERENCE_IMAGES = ToolSpec(
 
 
 class GeneratedImage(ToolOutput):
+    """What an image service made: its URL and size, and optionally the image itself (`data`
+    with its `mime_type`, e.g. when the service returns the bytes anyway). The bytes never
+    enter a structured result or the database; `me.generateWithReference` attaches them to its
+    MCP result as image content."""
+
     url: str
     width: int
     height: int
+    data: bytes | None = Field(default=None, exclude=True, repr=False)
+    mime_type: str | None = Field(default=None, exclude=True)
 
 
 @runtime_checkable
 class ImageGenerator(Protocol):
     """Backend contract for `image-generator`: turn a prompt plus reference photos into one
-    image URL. Implementations call an outside service."""
+    image (its URL, optionally its bytes). Implementations call an outside service."""
 
     async def generate(
         self, prompt: str, references: list[ReferenceImage], size: str
@@ -139,7 +147,15 @@ class GenerationResult(ToolOutput):
     reference_image_ids: list[str]
 
 
+GENERATION_STEPS = 3
+
+
 async def generate_with_reference(inp: GenerateInput, ctx: ToolContext) -> GenerationResult:
+    """Reports progress in three steps (references loaded, image generated, image saved). When
+    the generator returns the image's bytes, the result carries them as image content besides
+    the structured result; a generator that gives only a URL yields no image block (the URL is
+    in the result)."""
+    await ctx.channel.progress(0, GENERATION_STEPS, "Loading the reference images")
     refs: list[ReferenceImage] = []
     usable = {
         r.id: r
@@ -157,7 +173,9 @@ async def generate_with_reference(inp: GenerateInput, ctx: ToolContext) -> Gener
         )
     refs = [ReferenceImage.of(usable[i]) for i in inp.reference_image_ids]
     generator = ctx.backend(IMAGE_GENERATOR)
+    await ctx.channel.progress(1, GENERATION_STEPS, "Generating the image")
     image = await generator.generate(inp.prompt, refs, inp.size)
+    await ctx.channel.progress(2, GENERATION_STEPS, "Saving the image")
     rec = await ctx.store.insert(
         GENERATED_IMAGES,
         {
@@ -168,6 +186,10 @@ async def generate_with_reference(inp: GenerateInput, ctx: ToolContext) -> Gener
             "referenceImageIds": inp.reference_image_ids,
         },
     )
+    if image.data is not None:
+        mime_type = image.mime_type or image_mime_type(image.url)
+        ctx.attach(Attachment(kind="image", mime_type=mime_type, data=image.data))
+    await ctx.channel.progress(3, GENERATION_STEPS, "Done")
     return GenerationResult(
         id=rec.id,
         url=image.url,
