@@ -161,6 +161,7 @@ class McpAdapter:
         self.server.add_request_handler(
             "logging/setLevel", types.SetLevelRequestParams, self.logging.set_level
         )
+        self.server.middleware.append(self.logging.check_level)
 
 
 def stdio_adapter(pipeline: Pipeline, *, user_id: str, space: str | None) -> McpAdapter:

@@ -10,6 +10,7 @@ from typing import Any
 import mcp_types as types
 import structlog
 from mcp.server import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult
 
 from mcp_adapter.callers import CallerError, CallerSource, is_handshake_era
 from mcp_adapter.results import protocol_error
@@ -34,6 +35,18 @@ class LoggingHandlers:
     def __init__(self, callers: CallerSource, state: SessionState) -> None:
         self.callers = callers
         self.state = state
+
+    async def check_level(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """Server middleware: a `logging/setLevel` naming no level is refused here, with the
+        valid levels, before the SDK's own validation answers a bare "Invalid request
+        parameters"."""
+        if ctx.method == "logging/setLevel" and is_handshake_era(ctx):
+            value = (ctx.params or {}).get("level")
+            if parse_log_level(value) is None:
+                raise protocol_error(invalid_level_message(value), types.INVALID_PARAMS)
+        return await call_next(ctx)
 
     async def set_level(
         self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
