@@ -15,8 +15,8 @@ from mcp.types import ImageContent, PromptReference, TextContent
 from mana_cli.runtime import build_runtime_registry
 from mcp_server import McpAdapter, stdio_adapter
 from tests.mcp.support import MODES, Mode
-from tool_registry.catalog import CATALOG_DIR
 from tool_registry.errors import ValidationFailed
+from tool_registry.space_types import CATALOG_DIR
 from tool_registry.testing import tool_kit
 from tool_registry.testing.conformance_fixtures import PROMPTS, RESOURCES, TOOLS
 
