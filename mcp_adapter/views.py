@@ -12,9 +12,8 @@ import structlog
 from mcp.server import ServerRequestContext
 
 from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
-from mcp_adapter.results import protocol_error, sentence
+from mcp_adapter.results import attachment_block, protocol_error, sentence
 from tool_registry.access_scopes import READ_SCOPE
-from tool_registry.client_channel import Attachment
 from tool_registry.context import (
     CallContext,
 )
@@ -57,31 +56,6 @@ def _contents_of(body: ResourceBody) -> types.TextResourceContents | types.BlobR
             uri=body.uri, mime_type=body.mime_type, blob=base64.b64encode(body.blob).decode()
         )
     return types.TextResourceContents(uri=body.uri, mime_type=body.mime_type, text=body.text or "")
-
-
-def attachment_block(
-    part: Attachment,
-) -> types.ImageContent | types.AudioContent | types.EmbeddedResource:
-    """The MCP content block of one attached content part (image, audio, embedded resource)."""
-    if part.kind == "resource":
-        if part.uri is None:
-            raise ValueError("a resource attachment needs a uri")
-        resource: types.TextResourceContents | types.BlobResourceContents
-        if part.text is not None:
-            resource = types.TextResourceContents(
-                uri=part.uri, mime_type=part.mime_type, text=part.text
-            )
-        else:
-            resource = types.BlobResourceContents(
-                uri=part.uri,
-                mime_type=part.mime_type,
-                blob=base64.b64encode(part.data or b"").decode(),
-            )
-        return types.EmbeddedResource(resource=resource)
-    data = base64.b64encode(part.data or b"").decode()
-    if part.kind == "audio":
-        return types.AudioContent(data=data, mime_type=part.mime_type)
-    return types.ImageContent(data=data, mime_type=part.mime_type)
 
 
 def _message_of(message: PromptMessage) -> types.PromptMessage:
