@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected-failures", type=Path, default=EXPECTED_FAILURES)
     parser.add_argument("--no-baseline", action="store_true", help="no expected-failures file")
     parser.add_argument("--output-dir", type=Path, help="keep the suite's checks.json files here")
+    parser.add_argument(
+        "--without-fixtures",
+        action="store_true",
+        help="serve no fixture tools, resources or prompts (shows which scenarios need them)",
+    )
     args = parser.parse_args(argv)
 
     cache = cache_dir()
@@ -223,12 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         token = mana(data_dir, *issue).strip()
         # The suite opens one session per scenario and never ends it (no HTTP DELETE): more than
         # the default per-user cap of 16 sessions kept for 600 s.
+        env = {**os.environ, "MANA_SESSIONS_PER_USER": str(SESSIONS_PER_USER)}
         # The suite's fixture tools, resources and prompts (test-only, never in production).
-        env = {
-            **os.environ,
-            "MANA_SESSIONS_PER_USER": str(SESSIONS_PER_USER),
-            "MANA_TEST_FIXTURES": "conformance",
-        }
+        env.pop("MANA_TEST_FIXTURES", None)
+        if not args.without_fixtures:
+            env["MANA_TEST_FIXTURES"] = "conformance"
         log = work_dir / "server.log"
         with Server(data_dir, log, env) as server:
             status = asyncio.run(run_suite(cache, server, token, suite_args))

@@ -85,15 +85,20 @@ def test_a_listed_scenario_that_passes_fails_the_run(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("suite_installed")
 def test_a_failure_missing_from_the_list_fails_the_run(tmp_path: Path) -> None:
-    listed = listed_failures()
-    if not listed:
-        pytest.skip("every scenario passes: nothing is expected to fail")
+    """Without the fixtures the image scenario fails: with it unlisted, the run fails."""
     baseline = tmp_path / "baseline.yml"
     baseline.write_text("server: []\n", encoding="utf-8")
-    done = run("--scenario", listed[0], "--expected-failures", str(baseline))
+    scenario = "tools-call-image"
+    args = ["--scenario", scenario, "--without-fixtures"]
+    done = run(*args, "--expected-failures", str(baseline))
     assert done.returncode != 0
     assert "Unexpected failures" in done.stdout
-    assert listed[0] in done.stdout
+    assert scenario in done.stdout
+
+
+def test_every_active_scenario_passes_with_an_empty_list() -> None:
+    assert listed_failures() == []
+    assert "server: []" in BASELINE.read_text(encoding="utf-8")
 
 
 @pytest.mark.usefixtures("suite_installed")
