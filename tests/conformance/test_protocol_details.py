@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp_types import LOG_LEVEL_META_KEY
 
 from mana_cli.demo import DEMO_EMAIL
 from mcp_adapter.catalog import CACHE_HINTS, DISCOVER_TTL_MS, LIST_TTL_MS
@@ -21,21 +22,29 @@ from tests.mcp.support import JSON_ACCEPT, ServerProcess, World, seeded_world
 MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
 METHOD_NOT_FOUND = -32601
+FIXTURES = {"MANA_TEST_FIXTURES": "conformance"}
 NAME_HEADER = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
-def _payload(response: httpx.Response, request_id: int) -> dict[str, Any]:
-    """The JSON-RPC answer to `request_id`, from a JSON body or an SSE stream."""
+def _messages(response: httpx.Response) -> list[dict[str, Any]]:
+    """Every JSON-RPC message of a response, from a JSON body or an SSE stream, in order."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        for line in response.text.splitlines():
-            if line.startswith("data:") and line[5:].strip():
-                message = json.loads(line[5:])
-                if message.get("id") == request_id:
-                    return dict(message)
-        raise AssertionError(f"no answer to request {request_id}: {response.text[:500]}")
+        return [
+            json.loads(line[5:])
+            for line in response.text.splitlines()
+            if line.startswith("data:") and line[5:].strip()
+        ]
     body = response.json()
     assert isinstance(body, dict), body
-    return body
+    return [body]
+
+
+def _payload(messages: list[dict[str, Any]], request_id: int) -> dict[str, Any]:
+    """The JSON-RPC answer to `request_id` among `messages`."""
+    for message in messages:
+        if message.get("id") == request_id and "method" not in message:
+            return message
+    raise AssertionError(f"no answer to request {request_id}: {messages}")
 
 
 class Wire:
@@ -45,14 +54,21 @@ class Wire:
         self.url = url
         self.token = token
         self.session_id = ""  # of the last response that carried one
+        self.last_messages: list[dict[str, Any]] = []  # every message of the last response
         self._ids = iter(range(1, 1_000_000))
 
-    def modern(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def modern(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """One stateless 2026-07-28 request: the version and method headers, the `_meta`
-        envelope, and `Mcp-Name` for the methods that name something."""
+        envelope (plus `meta`), and `Mcp-Name` for the methods that name something."""
         meta = {
             "io.modelcontextprotocol/protocolVersion": MODERN,
             "io.modelcontextprotocol/clientCapabilities": {},
+            **(meta or {}),
         }
         body_params = {**(params or {}), "_meta": meta}
         headers = {"mcp-protocol-version": MODERN, "mcp-method": method}
@@ -76,7 +92,8 @@ class Wire:
         )
         assert response.status_code < 500, (response.status_code, response.text)
         self.session_id = response.headers.get("mcp-session-id", self.session_id)
-        return {} if request_id is None else _payload(response, request_id)
+        self.last_messages = _messages(response) if request_id is not None else []
+        return {} if request_id is None else _payload(self.last_messages, request_id)
 
     @contextmanager
     def session(self) -> Iterator[tuple[dict[str, Any], Callable[..., dict[str, Any]]]]:
@@ -103,11 +120,15 @@ class Wire:
 
 @contextmanager
 def replicas(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, count: int
+    request: pytest.FixtureRequest,
+    backend: str,
+    tmp_path: Path,
+    count: int,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[World, list[ServerProcess]]]:
     """`count` `mana serve --http` processes on one seeded database."""
     with seeded_world(request, backend, tmp_path) as world:
-        servers = [ServerProcess(world.installation) for _ in range(count)]
+        servers = [ServerProcess(world.installation, env=env) for _ in range(count)]
         try:
             for server in servers:
                 server.wait_ready()
@@ -218,10 +239,16 @@ def _probes(note: str) -> dict[str, tuple[str, dict[str, Any]]]:
     }
 
 
+def _logged(messages: list[dict[str, Any]]) -> list[Any]:
+    return [m["params"]["data"] for m in messages if m.get("method") == "notifications/message"]
+
+
 def test_discover_and_initialize_advertise_exactly_what_answers(
     request: pytest.FixtureRequest, database_backend: str, tmp_path: Path
 ) -> None:
-    with replicas(request, database_backend, tmp_path, 1) as (world, (server,)):
+    """With the conformance fixtures, whose `test_tool_with_logging` shows whether log
+    messages reach a 2026-07-28 client that opts in (the `logging` capability of that era)."""
+    with replicas(request, database_backend, tmp_path, 1, FIXTURES) as (world, (server,)):
         wire = _wire(world, server)
         note = _a_note_uri(wire)
 
@@ -236,6 +263,11 @@ def test_discover_and_initialize_advertise_exactly_what_answers(
             assert bool(entry.get("listChanged")) == listen, (capability, entry)
         assert bool((caps.get("resources") or {}).get("subscribe")) == listen
         assert not _answers(wire.modern("logging/setLevel", {"level": "info"}))
+        logging_call = {"name": "test_tool_with_logging", "arguments": {}}
+        wire.modern("tools/call", logging_call, {LOG_LEVEL_META_KEY: "info"})
+        assert ("logging" in caps) == bool(_logged(wire.last_messages))
+        wire.modern("tools/call", logging_call)  # no opt-in: no log message
+        assert not _logged(wire.last_messages)
         assert not _answers(wire.modern("resources/subscribe", {"uri": note}))
 
         # 2025-11-25: the same, with logging/setLevel and resources/subscribe in the era
