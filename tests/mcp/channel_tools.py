@@ -8,6 +8,7 @@ added to an in-process registry.
 - `chantest.report` reports three steps of progress and logs at debug, info and warning.
 - `chantest.attach` attaches an image, an audio clip and two embedded resources.
 - `chantest.askInWrite` (a write tool) asks inside its write transaction, which is refused.
+- `chantest.endRound` raises `InputRequired` itself, which only a 2026-07-28 channel may do.
 
 Each run is counted in `$MANA_CHANTEST_DIR/<tool>.runs` when that variable is set, so a test can
 see that a forged request state made the tool ask again rather than finish.
@@ -20,7 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tool_registry.client_channel import Attachment, ClientCannotAsk, SamplingMessage
+from tool_registry.client_channel import (
+    Attachment,
+    ClientCannotAsk,
+    InputRequired,
+    SamplingMessage,
+)
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.spec import InT, OutT, PolicyHint, ToolSpec
@@ -140,6 +146,11 @@ async def ask_in_write(inp: Empty, ctx: ToolContext) -> WriteOutput:
     return WriteOutput(asked=answer.accepted)
 
 
+async def end_round(inp: Empty, ctx: ToolContext) -> WriteOutput:
+    """Ends the round the way only a 2026-07-28 channel may; on 2025-11-25 it must not."""
+    raise InputRequired({"q": {"method": "elicitation/create"}})
+
+
 def _tool(
     verb: str,
     hint: PolicyHint,
@@ -166,4 +177,5 @@ TOOLS: list[ToolSpec[Any, Any]] = [
     _tool("report", "read", Empty, ReportOutput, report),
     _tool("attach", "read", Empty, AttachOutput, attach),
     _tool("askInWrite", "write", Empty, WriteOutput, ask_in_write),
+    _tool("endRound", "read", Empty, WriteOutput, end_round),
 ]

@@ -172,6 +172,7 @@ async def test_sampling_asks_the_client_model(
     assert message.content.text == "Tell me a short joke."
 
 
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
 @pytest.mark.parametrize("mode", MODES)
 async def test_progress_and_log_messages_reach_the_client(
     server: ServerProcess, world: World, mode: Mode
@@ -193,10 +194,17 @@ async def test_progress_and_log_messages_reach_the_client(
     assert reported == [(step, 3, f"step {step} of 3") for step in range(4)]
     if mode == "legacy":
         # no logging/setLevel yet: info and above (debug dropped)
-        assert [(m.level, m.data, m.logger) for m in logs[:2]] == [
+        assert [(m.level, m.data, m.logger) for m in logs] == [
             ("info", "info line", "chantest"),
             ("warning", "warning line", "chantest"),
-        ]
+        ] * 2
+        logs.clear()
+        async with client_for(server, world, mode, logging_callback=on_log) as client:
+            await client.set_logging_level("warning")
+            await client.call_tool("chantest.report", {})
+            await client.set_logging_level("debug")
+            await client.call_tool("chantest.report", {})
+        assert [m.level for m in logs] == ["warning", "debug", "info", "warning"]
     else:
         assert logs == []  # 2026-07-28: the request did not opt in
         async with client_for(
@@ -309,3 +317,14 @@ async def test_attachments_follow_the_json_text(
     assert isinstance(blob, types.EmbeddedResource)
     assert isinstance(blob.resource, types.BlobResourceContents)
     assert base64.b64decode(blob.resource.blob) == PNG
+
+
+async def test_an_input_required_round_on_a_handshake_era_call_is_a_clear_error(
+    server: ServerProcess, world: World
+) -> None:
+    async with client_for(server, world, "legacy") as client:
+        result = await client.call_tool("chantest.endRound", {})
+    assert result.is_error
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    assert "asked for input in a way this connection cannot carry" in block.text
