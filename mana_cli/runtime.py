@@ -12,6 +12,8 @@ from mana_cli.config import Settings
 from mana_http.schema import HTTP_MIGRATIONS
 from mana_oauth.schema import OAUTH_MIGRATIONS
 from mcp_adapter.schema import CHANNEL_MIGRATIONS
+from missions.proposals import ProposalService
+from missions.review import PROPOSAL_REVIEW
 from missions.schema import MISSIONS_MIGRATIONS
 from missions.service import MissionsService
 from missions.settings import MissionSettings
@@ -123,6 +125,13 @@ def build_runtime_registry(environ: Mapping[str, str] | None = None) -> Registry
     return registry
 
 
+def configure_proposal_review(backends: Backends, pipeline: Pipeline) -> None:
+    """The `proposal-review` backend of `proposals.review`: the same `ProposalService` as
+    `mana proposals approve|reject`, on the missions backend's store and this pipeline."""
+    missions = backends.get(MISSIONS)
+    backends.set(PROPOSAL_REVIEW, ProposalService(missions.store, missions.accounts, pipeline))
+
+
 def configure_missions(
     settings: Settings, backends: Backends, db: Database, accounts: Accounts, clock: Clock
 ) -> None:
@@ -184,6 +193,7 @@ async def open_runtime(
         clock=clock,
         offer=InvokerToolRule(),
     )
+    configure_proposal_review(backends, pipeline)
     try:
         yield Runtime(settings, db, accounts, registry, pipeline, clock, backends, gate)
     finally:

@@ -5,9 +5,9 @@ Archiving a mission is final, so it stays a CLI act (`mana missions archive`).
 
 Handlers reach the data only through `ctx.backend(MISSIONS)`: a `SpaceMissions` view bound to the
 caller's user and space (`missions.view`); the unscoped `MissionsService` configured in the
-composition root is never handed to a handler. There is deliberately no tool to
-approve or reject a proposal: deciding is a human act (CLI, later an authenticated settings
-endpoint). Neither module is ever offered to an agent running a mission (see
+composition root is never handed to a handler. Proposals are decided by a person: at the
+CLI, or with `proposals.review` (`missions.review`), which asks the user about each proposal
+in their client and cannot run without one that can ask. Neither module is ever offered to an agent running a mission (see
 `missions.runner.MissionTools`).
 
 These specs are registered by the composition root (`build_registry(extra=TOOLS)`), never by
@@ -23,6 +23,7 @@ from pydantic import Field
 
 from missions.cadence import MANUAL, Cadence, cadence_to_json, describe
 from missions.models import Agent, Iteration, Mission, MissionState, Proposal
+from missions.review import PROPOSALS_REVIEW
 from missions.view import MISSIONS, SpaceMissions
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
@@ -426,7 +427,8 @@ class ProposalList(ToolOutput):
 
 
 DECIDE_HINT = (
-    "Proposals are decided by a person, not through tools: run `mana proposals approve ID` or "
+    "Proposals are decided by a person: an owner or admin calls proposals.review, which asks "
+    "the user about each one in their client, or runs `mana proposals approve ID` or "
     "`mana proposals reject ID` (approval runs exactly the proposed call, through the policy "
     "gate)."
 )
@@ -449,8 +451,8 @@ PROPOSALS_LIST = ToolSpec(
     description=(
         "List tool calls that agents in the active space proposed and that wait for a human "
         "decision (default: pending; or another status, or all), with the tool, arguments, the "
-        "agent's rationale and expiry. Deciding is not possible through tools; the result says "
-        "how a person decides."
+        "agent's rationale and expiry. Deciding is up to the user (proposals.review asks them); "
+        "the result says how."
     ),
     module="proposals",
     scope="user-space",
@@ -469,4 +471,5 @@ TOOLS: tuple[ToolSpec[Any, Any], ...] = (
     COMPLETE,
     ITERATIONS,
     PROPOSALS_LIST,
+    PROPOSALS_REVIEW,
 )

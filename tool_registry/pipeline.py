@@ -396,7 +396,7 @@ class Pipeline:
                         reminder=decision.reminder,
                         confirmation=confirmation,
                     )
-                if spec.read_only:
+                if spec.read_only or spec.own_transactions:
                     outcome = await self._run_read(
                         spec, parsed, call, access, hashed, decision, started, confirmation
                     )
@@ -639,6 +639,8 @@ class Pipeline:
         started: float,
         confirmation: Confirmation | None = None,
     ) -> Outcome:
+        """A read tool, or a tool with `own_transactions`: on a read-only store, outside any
+        transaction, its audit row buffered."""
         store = ScopedStore(
             ReadRunner(self.db),
             user_id=call.user_id,

@@ -104,6 +104,11 @@ class ToolSpec(Generic[InT, OutT]):
     # Destructive tools: the question a person confirms, naming the record
     # (`tool_registry.confirm`); without it the pipeline asks a generic one.
     confirmation: ConfirmText | None = None
+    # A write tool whose handler writes only through services that commit their own short
+    # transactions (and may ask its client questions, which must not happen inside a write
+    # transaction): the pipeline runs it like a read, on a read-only store, with no surrounding
+    # transaction and no idempotency replay (such a tool must be idempotent by itself).
+    own_transactions: bool = False
     fixture: bool = False
     exposed_name: str | None = None
     _schemas: dict[str, dict[str, Any]] = field(

@@ -22,6 +22,8 @@ from missions.leases import new_owner
 from missions.llm import LLMSetup
 from missions.metrics import MissionMetrics
 from missions.models import Agent, Iteration, Mission
+from missions.proposals import ProposalService
+from missions.review import PROPOSAL_REVIEW
 from missions.runner import MissionRunner
 from missions.scheduler import Scheduler
 from missions.schema import MISSIONS_MIGRATIONS
@@ -352,6 +354,7 @@ def build_pipeline(
         clock=clock,
         offer=InvokerToolRule(),
     )
+    backends.set(PROPOSAL_REVIEW, ProposalService(service.store, accounts, pipeline))
     return pipeline, service, allowlist
 
 

@@ -254,7 +254,7 @@ async def test_missions_modules_are_never_offered_nor_dispatched_inside_missions
     assert refused.status == "denied" and refused.reason == "not-offered"
 
 
-async def test_mission_tools_are_for_people_and_deciding_is_not_a_tool(world: World) -> None:
+async def test_mission_tools_are_for_people_and_deciding_is_up_to_a_person(world: World) -> None:
     registry = world.pipeline.registry
     names = {s.name for s in registry.all() if s.module in ("missions", "proposals")}
     assert names == {
@@ -265,11 +265,14 @@ async def test_mission_tools_are_for_people_and_deciding_is_not_a_tool(world: Wo
         "missions.complete",
         "missions.iterations",
         "proposals.list",
-    }  # no approve/reject, and no archive: final acts stay with a person at the CLI
+        "proposals.review",
+    }  # no approve/reject a model could call on its own (proposals.review asks the user about
+    # each one in their client), and no archive: final acts stay with a person
     hints = {s.name: s.policy_hint for s in registry.all() if s.name in names}
     assert hints["missions.create"] == hints["missions.pause"] == "write"
     assert hints["missions.resume"] == hints["missions.complete"] == "write"
     assert hints["missions.iterations"] == hints["proposals.list"] == "read"
+    assert hints["proposals.review"] == "write"
     for space_type in ("personal", "brand", "team"):
         visible = {s.name for s in world.pipeline.visible_tools(space_type)}
         assert names <= visible, space_type
