@@ -165,23 +165,60 @@ class Server:
         self._log.close()
 
 
-async def run_suite(cache: Path, server: Server, token: str, suite_args: list[str]) -> int:
-    """Run the suite's server mode through the token-adding proxy; its exit status. The server
-    stops before the proxy does, so the streams the suite left open end at their source."""
+def required_scenarios(cache: Path, revision: str) -> list[str]:
+    """The server scenarios the suite's `list` command names for a spec revision."""
+    argv = [str(node_binary(cache)), str(suite_entry(cache)), "list", "--server"]
+    listing = subprocess.run(  # noqa: S603 - the pinned suite
+        [*argv, "--requirements", revision],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    section = listing.split("Server scenarios", 1)[-1].split("Client scenarios", 1)[0]
+    return [
+        line.strip()[2:].split(" ", 1)[0]
+        for line in section.splitlines()
+        if line.strip().startswith("- ")
+    ]
+
+
+async def run_suite(cache: Path, server: Server, token: str, runs: list[list[str]]) -> list[int]:
+    """Run the suite's server mode once per argument list, one after the other, through the
+    token-adding proxy; their exit statuses. The server stops before the proxy does, so the
+    streams the suite left open end at their source."""
     proxy = RoundRobinProxy(
         [("127.0.0.1", server.port)], set_headers=[("Authorization", f"Bearer {token}")]
     )
+    statuses = []
     async with proxy:
-        argv = [str(node_binary(cache)), str(suite_entry(cache)), "server"]
-        argv += ["--url", f"{proxy.url}/mcp", *suite_args]
-        process = await asyncio.create_subprocess_exec(*argv, cwd=ROOT)
         try:
-            return await asyncio.wait_for(process.wait(), SUITE_TIMEOUT)
+            for suite_args in runs:
+                argv = [str(node_binary(cache)), str(suite_entry(cache)), "server"]
+                argv += ["--url", f"{proxy.url}/mcp", *suite_args]
+                process = await asyncio.create_subprocess_exec(*argv, cwd=ROOT)
+                try:
+                    statuses.append(await asyncio.wait_for(process.wait(), SUITE_TIMEOUT))
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
             await asyncio.to_thread(server.stop)
+    return statuses
+
+
+def print_summary(scenarios: list[str], statuses: list[int], output: Path) -> None:
+    """One line per scenario of an `--each` run: passed, failed (the suite saved its checks and
+    some failed) or crashed (the runner died before saving any result for it)."""
+    counts: dict[str, int] = {}
+    print("\n# summary")
+    for name, code in zip(scenarios, statuses, strict=True):
+        saved = any(output.glob(f"server-{name}-*"))
+        word = "crashed" if not saved else "passed" if code == 0 else "failed"
+        counts[word] = counts.get(word, 0) + 1
+        print(f"{word:8} {name}")
+    print("# " + ", ".join(f"{n} {w}" for w, n in sorted(counts.items())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="no expected-failures file")
     parser.add_argument("--output-dir", type=Path, help="keep the suite's checks.json files here")
     parser.add_argument(
+        "--each",
+        action="store_true",
+        help="with --requirements: one suite run per scenario, so a scenario that crashes the "
+        "suite's runner does not hide the others; prints a summary",
+    )
+    parser.add_argument(
         "--without-fixtures",
         action="store_true",
         help="serve no fixture tools, resources or prompts (shows which scenarios need them)",
@@ -210,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_only:
         return 0
 
+    if args.each and not args.requirements:
+        parser.error("--each needs --requirements")
     if args.requirements:
         suite_args = ["--requirements", args.requirements]
     else:
@@ -221,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(work)
         output = args.output_dir or work_dir / "results"
         suite_args += ["--output-dir", str(output)]
+        runs = [suite_args]
+        scenarios: list[str] = []
+        if args.each:
+            scenarios = required_scenarios(cache, args.requirements)
+            common = suite_args[2:]  # the arguments after `--requirements REVISION`
+            runs = [
+                ["--spec-version", args.requirements, "--scenario", name, *common]
+                for name in scenarios
+            ]
         data_dir = work_dir / "data"
         mana(data_dir, "init")
         mana(data_dir, "seed", "demo")
@@ -235,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             env["MANA_TEST_FIXTURES"] = "conformance"
         log = work_dir / "server.log"
         with Server(data_dir, log, env) as server:
-            status = asyncio.run(run_suite(cache, server, token, suite_args))
+            statuses = asyncio.run(run_suite(cache, server, token, runs))
+        status = max(statuses, default=0)
+        if args.each:
+            print_summary(scenarios, statuses, output)
         if status != 0:
             print(f"# server log ({log}):", file=sys.stderr)
             print(log.read_text(encoding="utf-8")[-4000:], file=sys.stderr)
