@@ -1,0 +1,152 @@
+"""A destructive call in a `confirm` space over a real `mana serve --http` process with the real
+Python `mcp` client, in both protocol eras: the user is asked "Delete the habit '...'? It
+cannot be undone." (2025-11-25: elicitation/create during the call; 2026-07-28: an
+input-required result and a retry), accepting deletes the habit (the answer in its audit row),
+declining keeps it and the call is denied `destructive-declined`, and a client without the
+elicitation capability gets the denial with a reminder that says why."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client.context import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+
+from mana_cli.demo import DEMO_EMAIL
+from mana_cli.runtime import open_runtime
+from mcp_adapter.results import META_ERROR, META_REQUEST_ID
+from policy.allowlist import DestructiveAllowlist
+from tests.mcp.support import MODES, Mode, ServerProcess, World, headers, seeded_world
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    with seeded_world(request, database_backend, tmp_path_factory.mktemp("confirm")) as world:
+        asyncio.run(_confirm_mode(world))
+        yield world
+
+
+async def _confirm_mode(world: World) -> None:
+    """The demo user's personal space asks for confirmation (as `mana policy destructive`)."""
+    async with open_runtime(world.installation.settings()) as rt:
+        allowlist = DestructiveAllowlist(rt.db, rt.registry, accounts=rt.accounts)
+        await allowlist.set_mode(world.demo_id, world.personal_id, "confirm", acknowledge=False)
+
+
+@pytest.fixture(scope="module")
+def server(world: World) -> Iterator[ServerProcess]:
+    proc = ServerProcess(world.installation)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Answers:
+    """An elicitation callback answering from a script, recording what it was asked."""
+
+    def __init__(self, *replies: types.ElicitResult) -> None:
+        self.replies = list(replies)
+        self.asked: list[types.ElicitRequestFormParams] = []
+
+    async def __call__(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        assert isinstance(params, types.ElicitRequestFormParams)
+        self.asked.append(params)
+        return self.replies.pop(0)
+
+
+@asynccontextmanager
+async def client_for(
+    server: ServerProcess, world: World, mode: Mode, **options: Any
+) -> AsyncIterator[Client]:
+    token = world.token(world.demo_id, email=DEMO_EMAIL)
+    async with (
+        httpx2.AsyncClient(headers=headers(token), timeout=30.0) as http,
+        Client(
+            streamable_http_client(server.mcp_url, http_client=http),
+            mode=mode,
+            read_timeout_seconds=30,
+            **options,
+        ) as client,
+    ):
+        yield client
+
+
+async def new_habit(client: Client, name: str) -> str:
+    result = await client.call_tool("habits.create", {"name": name})
+    assert not result.is_error and result.structured_content is not None, result.content
+    return str(result.structured_content["id"])
+
+
+async def habit_ids(client: Client) -> set[str]:
+    result = await client.call_tool("habits.list", {})
+    assert result.structured_content is not None
+    return {h["id"] for h in result.structured_content["habits"]}
+
+
+def error_of(result: types.CallToolResult) -> dict[str, Any]:
+    assert result.is_error and result.meta is not None, result.content
+    error: dict[str, Any] = result.meta[META_ERROR]
+    return error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_accepting_the_question_deletes_the_habit(
+    server: ServerProcess, world: World, mode: Mode
+) -> None:
+    name = f"Walk {mode}"
+    answers = Answers(types.ElicitResult(action="accept", content={"confirm": True}))
+    async with client_for(server, world, mode, elicitation_callback=answers) as client:
+        habit = await new_habit(client, name)
+        result = await client.call_tool("habits.delete", {"id": habit})
+        assert not result.is_error, result.content
+        assert habit not in await habit_ids(client)
+    [asked] = answers.asked
+    assert asked.message == f"Delete the habit '{name}'? It cannot be undone."
+    assert asked.requested_schema["required"] == ["confirm"]
+    assert result.meta is not None
+    rows = await world.installation.query(
+        "SELECT outcome, confirmation FROM audit_log WHERE request_id = ?",
+        result.meta[META_REQUEST_ID],
+    )
+    assert rows == [("ok", "accept")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_declining_keeps_the_habit_and_denies_the_call(
+    server: ServerProcess, world: World, mode: Mode
+) -> None:
+    answers = Answers(types.ElicitResult(action="decline"))
+    async with client_for(server, world, mode, elicitation_callback=answers) as client:
+        habit = await new_habit(client, f"Read {mode}")
+        result = await client.call_tool("habits.delete", {"id": habit})
+        assert habit in await habit_ids(client)
+    error = error_of(result)
+    assert (error["status"], error["reason"]) == ("denied", "destructive-declined")
+    assert len(answers.asked) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_client_without_elicitation_is_denied_with_the_reason(
+    server: ServerProcess, world: World, mode: Mode
+) -> None:
+    async with client_for(server, world, mode) as client:
+        habit = await new_habit(client, f"Stretch {mode}")
+        result = await client.call_tool("habits.delete", {"id": habit})
+        assert habit in await habit_ids(client)
+    error = error_of(result)
+    assert (error["status"], error["reason"]) == ("denied", "destructive-not-allowed")
+    assert "asks the user to confirm habits.delete" in error["reminder"]
+    assert "did not declare the elicitation capability" in error["reminder"]
