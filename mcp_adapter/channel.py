@@ -20,9 +20,11 @@ built from the request context and what the client declared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import jsonschema
 import mcp_types as types
 import structlog
@@ -57,6 +59,17 @@ ANSWER_TIMEOUT_SECONDS = 600.0
 
 def _rank(level: LogLevel) -> int:
     return LOG_LEVELS.index(level)
+
+
+@asynccontextmanager
+async def _advisory(method: str) -> AsyncIterator[None]:
+    """Notifications are advisory: when the client's stream is already gone (it disconnected
+    mid-call) the notification is dropped, like the SDK drops standalone ones, and the call
+    goes on to its result."""
+    try:
+        yield
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        log.debug("notification dropped: the client's stream is closed", method=method)
 
 
 class McpChannel:
@@ -95,19 +108,23 @@ class McpChannel:
     ) -> None:
         # The SDK sends it with the request's progress token, on the request's stream, and
         # does nothing when the request carried no token.
-        await self._ctx.session.report_progress(progress, total, message)
+        async with _advisory("notifications/progress"):
+            await self._ctx.session.report_progress(progress, total, message)
 
     async def log(self, level: LogLevel, data: Any, logger: str | None = None) -> None:
         if level not in allowed_log_levels(self._ctx.protocol_version, self._ctx.meta):
             return  # 2026-07-28: this request did not opt in at that level
         if self.handshake_era and _rank(level) < _rank(self._log_level or DEFAULT_LOG_LEVEL):
             return
-        await self._ctx.session.send_notification(
-            types.LoggingMessageNotification(
-                params=types.LoggingMessageNotificationParams(level=level, data=data, logger=logger)
-            ),
-            related_request_id=self._ctx.request_id,
-        )
+        async with _advisory("notifications/message"):
+            await self._ctx.session.send_notification(
+                types.LoggingMessageNotification(
+                    params=types.LoggingMessageNotificationParams(
+                        level=level, data=data, logger=logger
+                    )
+                ),
+                related_request_id=self._ctx.request_id,
+            )
 
     # -- questions ---------------------------------------------------------------------------
 
