@@ -37,7 +37,10 @@ log = structlog.get_logger("mana.mcp")
 
 
 class ToolHandlers:
-    """The tool handlers of one adapter: list per caller, call through the pipeline."""
+    """The tool handlers of one adapter: list per caller, call through the pipeline with a
+    channel to the calling client. `rounds` seals and opens the state of 2026-07-28
+    input-required rounds (default: one over the pipeline's database, whose shared secret makes
+    a state sealed here valid on every replica)."""
 
     def __init__(
         self,
