@@ -1,24 +1,27 @@
 """`proposals.review`: an owner or admin decides the pending proposals of the active space from
 their MCP client, one question per proposal.
 
-The tool walks the space's pending proposals (the newest `limit` of them, oldest first) and asks the user about each
-through the call's client channel (elicitation): the form shows the exact fingerprinted call
-(tool, canonical arguments, fingerprint) and the agent's rationale, and offers approve, reject
-or skip. An approval or rejection goes through `ProposalService`, the same code as
-`mana proposals approve|reject`: approving runs exactly the stored call through the pipeline
-as invoker `user`, once however many approvals race. Declining the form skips that proposal;
-cancelling it stops the review (the rest are skipped). A decision the proposal service refuses
-(the proposal expired or was decided meanwhile) is reported under `failed` and the review goes
-on; an approved call the policy gate denies leaves the proposal pending (reported with the
-denial's reason), as at the CLI.
+The tool walks the space's pending proposals (the newest `limit` of them, oldest first) and asks
+the user about each through the call's client channel (elicitation): the form shows the exact
+fingerprinted call (tool, canonical arguments, fingerprint) and the agent's rationale, and
+offers approve, reject or skip. Declining a form skips that proposal; cancelling stops the
+questions (the rest are skipped; the answers given before are carried out). Once every
+proposal is answered, each approval or rejection goes through `ProposalService`, the same code
+as `mana proposals approve|reject`: approving runs exactly the stored call through the pipeline
+as invoker `user`, once however many approvals race. A decision the proposal service refuses
+(the proposal expired or was decided meanwhile) is reported under `failed` and the others are
+still carried out; an approved call the policy gate denies leaves the proposal pending
+(reported with the denial's reason), as at the CLI.
 
 How it is declared: a write tool (it needs `mana:write`, and clients see it is not read-only)
 with `own_transactions`, so the pipeline runs its handler outside any write transaction (a
 person may take minutes to answer): each decision commits in the proposal service's own short
-transactions. It is idempotent by itself: a decided proposal is no longer pending, so a retry
-(the 2026-07-28 era's input-required round trip, one question key per proposal id) continues
-where the review stopped. A client that cannot show questions gets a clear error naming the
-CLI instead. Like every `proposals` tool, it is never offered to agents.
+transactions. It writes nothing while the user answers, so the 2026-07-28 era's input-required
+rounds (one question key per proposal id) see the same pending proposals, each retry brings the
+answers so far and the review continues where it stopped. It is idempotent by itself: a decided
+proposal is no longer pending, so a later review does not ask about it again. A client that
+cannot show questions gets a clear error naming the CLI instead. Like every `proposals` tool,
+it is never offered to agents.
 
 The handler reaches the proposal service only through `ctx.backend(PROPOSAL_REVIEW)`: a
 `SpaceReview` bound to the caller and the active space.
@@ -159,11 +162,16 @@ NO_QUESTIONS = (
 
 
 async def review_proposals(inp: ReviewInput, ctx: ToolContext) -> ReviewResult:
+    """Ask about every pending proposal first, then carry out the decisions: nothing is written
+    while the user answers, so in the 2026-07-28 era every round sees the same proposals, each
+    retry brings the answers given so far (one key per proposal), and only the last round,
+    with every answer, decides and reports them all."""
     if not is_manager(ctx.role):
         raise PermissionDeniedError("only the space's owner or an admin may review proposals")
     review: SpaceReview = ctx.backend(PROPOSAL_REVIEW)
     result = ReviewResult(approved=[], rejected=[], skipped=[], failed=[], stopped=False)
     pending = await review.pending(inp.limit)
+    decisions: list[tuple[Proposal, ReviewChoice, str | None]] = []
     for index, proposal in enumerate(pending):
         try:
             answer = await ctx.channel.elicit(
@@ -177,19 +185,22 @@ async def review_proposals(inp: ReviewInput, ctx: ToolContext) -> ReviewResult:
             break
         content = answer.content or {}
         choice = content.get("decision") if answer.accepted else "skip"
-        if choice not in ("approve", "reject"):
+        note = content.get("note")
+        if choice == "approve":
+            decisions.append((proposal, "approve", note if isinstance(note, str) else None))
+        elif choice == "reject":
+            decisions.append((proposal, "reject", note if isinstance(note, str) else None))
+        else:
             result.skipped.append(_reviewed(proposal))
-            continue
+    for proposal, choice, note in decisions:
         try:
             if choice == "approve":
                 result.approved.append(_reviewed(await review.approve(proposal.id)))
             else:
-                note = content.get("note")
-                decided = await review.reject(proposal.id, note if isinstance(note, str) else None)
-                result.rejected.append(_reviewed(decided))
+                result.rejected.append(_reviewed(await review.reject(proposal.id, note)))
         except ManaError as exc:
             # Refused for this proposal only (expired, decided meanwhile): reported, and the
-            # review goes on with the next one.
+            # other decisions are still carried out.
             result.failed.append(_reviewed(proposal, f"{exc.reason}: {exc.message}"))
     return result
 

@@ -2,16 +2,18 @@
 proposal showing the exact fingerprinted call, approvals run exactly once through the same
 proposal service as the CLI (invoker `user`), rejections, skips and a cancelled review; owners
 and admins only; a client that cannot ask gets a clear error; the handler runs outside any
-write transaction."""
+write transaction; with 2026-07-28 rounds nothing is decided until every answer is in."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from missions.review import question_key
 from tests.missions.helpers import World, call, scripted, turn
 from tests.policy.test_confirm_pipeline import ScriptedChannel
-from tool_registry.client_channel import ClientCannotAsk, ElicitAnswer
+from tool_registry.client_channel import ClientCannotAsk, ElicitAnswer, InputRequired
 from tool_registry.context import CallContext
 from tool_registry.pipeline import Outcome
 from tool_registry.store import holds_write_transaction
@@ -149,3 +151,35 @@ async def test_agents_are_never_offered_the_review(world: World) -> None:
         CallContext(user_id=owner.id, space=space.id, invoker="mission-runner"),
     )
     assert outcome.status == "denied" and outcome.reason == "not-offered"
+
+
+class Rounds(ScriptedChannel):
+    """A 2026-07-28 client: a question without an answer yet ends the round (`InputRequired`);
+    the retry brings every answer given so far."""
+
+    def __init__(self, answers: dict[str, ElicitAnswer]) -> None:
+        super().__init__([])
+        self.known = answers
+
+    async def elicit(self, key: str, message: str, schema: Any) -> ElicitAnswer:
+        if key not in self.known:
+            raise InputRequired({key: {"message": message}})
+        return self.known[key]
+
+
+async def test_input_required_rounds_decide_nothing_until_every_answer_is_in(
+    world: World,
+) -> None:
+    owner, space, ids = await staged(world, 2)
+    answers: dict[str, ElicitAnswer] = {}
+    for expected in ids:
+        with pytest.raises(InputRequired) as raised:
+            await review(world, owner, space, Rounds(dict(answers)))
+        assert list(raised.value.requests) == [question_key(expected)]
+        statuses = [p.status for p in await world.store.list_proposals(space.id, status=None)]
+        assert statuses == ["pending", "pending"]
+        answers[question_key(expected)] = decide("approve")
+    outcome = await review(world, owner, space, Rounds(answers))
+    assert outcome.ok and outcome.result is not None
+    assert [p["id"] for p in outcome.result["approved"]] == ids
+    assert sorted(n["title"] for n in await world.records("notes", space)) == ["Idea 0", "Idea 1"]
