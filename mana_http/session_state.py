@@ -16,6 +16,8 @@ from mana_http.notify import RESOURCE_UPDATED
 from mcp_adapter.callers import Caller
 from mcp_adapter.session_state import MAX_SUBSCRIPTIONS, SessionStateError
 from tool_registry.client_channel import LogLevel
+from tool_registry.errors import NotAMemberError
+from tool_registry.membership import require_member
 from tool_registry.store.accounts import Accounts
 from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
@@ -71,11 +73,18 @@ class DatabaseSessionState:
         for sub in found:
             if sub.user_id not in member:
                 # a subscriber who left the space since hears nothing more of it
-                member[sub.user_id] = await self.accounts.access(sub.user_id, space_id) is not None
+                member[sub.user_id] = await self._is_member(sub.user_id, space_id)
             if member[sub.user_id]:
                 await self.publish(RESOURCE_UPDATED, sub.session_id, sub.uri)
                 sent += 1
         return sent
+
+    async def _is_member(self, user_id: str, space_id: str) -> bool:
+        try:
+            await require_member(self.accounts, user_id, space_id)
+        except NotAMemberError:
+            return False
+        return True
 
 
 def _subscribe(conn: Conn, session_id: str, space_id: str, uri: str) -> str | None:

@@ -229,3 +229,25 @@ async def test_a_single_connection_hears_of_its_subscriptions_directly(
             assert refused.value.error.code == LEGACY_RESOURCE_NOT_FOUND
     finally:
         mana_kit.pipeline.observers.remove(adapter.changes.observe)
+
+
+async def test_a_subscriber_who_left_the_space_hears_nothing_more(
+    mana_kit: ToolKit, mana_mcp: McpTestServer
+) -> None:
+    alice, bob = await mana_kit.user(), await mana_kit.user()
+    family = await mana_kit.space(alice, "family")
+    await mana_kit.add_member(family, bob)
+    state = mana_mcp.app.adapter.changes.state
+    async with (
+        mana_mcp.client(alice, family, mode="legacy") as alices,
+        mana_mcp.client(bob, family, mode="legacy") as bobs,
+    ):
+        await alices.subscribe_resource("mana://space")
+        await bobs.subscribe_resource("mana://space")
+        assert await state.resources_changed(family.id, ["mana://space"]) == 2
+        await mana_kit.db.write(
+            lambda c: c.execute(
+                "DELETE FROM memberships WHERE space_id = ? AND user_id = ?", (family.id, bob.id)
+            )
+        )
+        assert await state.resources_changed(family.id, ["mana://space"]) == 1
