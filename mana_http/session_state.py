@@ -14,7 +14,11 @@ from mcp.server.session import ServerSession
 from mana_http import store
 from mana_http.notify import RESOURCE_UPDATED
 from mcp_adapter.callers import Caller
-from mcp_adapter.session_state import MAX_SUBSCRIPTIONS, SessionStateError
+from mcp_adapter.session_state import (
+    MAX_SUBSCRIPTIONS,
+    SessionStateError,
+    too_many_subscriptions,
+)
 from tool_registry.client_channel import LogLevel
 from tool_registry.errors import NotAMemberError
 from tool_registry.membership import require_member
@@ -36,10 +40,18 @@ def _session_of(caller: Caller, method: str) -> str:
 class DatabaseSessionState:
     """`SessionState` of database-registered HTTP sessions (see the module docstring)."""
 
-    def __init__(self, db: Database, accounts: Accounts, publish: Publish) -> None:
+    def __init__(
+        self,
+        db: Database,
+        accounts: Accounts,
+        publish: Publish,
+        *,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
+    ) -> None:
         self.db = db
         self.accounts = accounts
         self.publish = publish
+        self.max_subscriptions = max_subscriptions
 
     async def set_log_level(self, caller: Caller, level: LogLevel) -> None:
         session_id = _session_of(caller, "logging/setLevel")
@@ -55,7 +67,8 @@ class DatabaseSessionState:
         session_id = _session_of(caller, "resources/subscribe")
 
         error = await self.db.write(
-            lambda c: _subscribe(c, session_id, space_id, uri), serialised=False
+            lambda c: _subscribe(c, session_id, space_id, uri, self.max_subscriptions),
+            serialised=False,
         )
         if error is not None:
             raise SessionStateError(error)
@@ -87,15 +100,12 @@ class DatabaseSessionState:
         return True
 
 
-def _subscribe(conn: Conn, session_id: str, space_id: str, uri: str) -> str | None:
-    """One write unit: the subscription added unless the session has too many or has ended;
-    the refusal's text, or None."""
-    if store.count_subscriptions(conn, session_id) >= MAX_SUBSCRIPTIONS:
+def _subscribe(conn: Conn, session_id: str, space_id: str, uri: str, limit: int) -> str | None:
+    """One write unit: the subscription added unless the session has `limit` already or has
+    ended; the refusal's text, or None."""
+    if store.count_subscriptions(conn, session_id) >= limit:
         if not store.has_subscription(conn, session_id, space_id, uri):
-            return (
-                f"this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe "
-                "from one first"
-            )
+            return too_many_subscriptions(limit)
         return None
     if not store.add_subscription(conn, session_id, space_id, uri):
         return SESSION_ENDED

@@ -28,6 +28,10 @@ MAX_SUBSCRIPTIONS = 500
 MAX_URI_LENGTH = 2048
 
 
+def too_many_subscriptions(limit: int) -> str:
+    return f"this session already has {limit} subscriptions; unsubscribe from one first"
+
+
 class SessionStateError(Exception):
     """A session-state request that cannot be honoured; `code` is the JSON-RPC error code and
     the message says why, for the client."""
@@ -68,8 +72,9 @@ class ConnectionState:
     `FixedCaller`, which hands it to every request's `Caller`; subscriptions are delivered
     directly on the connection that made them."""
 
-    def __init__(self, caller: FixedCaller) -> None:
+    def __init__(self, caller: FixedCaller, *, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
         self.caller = caller
+        self.max_subscriptions = max_subscriptions
         self.subscriptions: set[tuple[str, str]] = set()  # (space id, uri)
         self._session: ServerSession | None = None
 
@@ -80,11 +85,8 @@ class ConnectionState:
         self, caller: Caller, space_id: str, uri: str, session: ServerSession
     ) -> None:
         key = (space_id, uri)
-        if key not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
-            raise SessionStateError(
-                f"this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe "
-                "from one first"
-            )
+        if key not in self.subscriptions and len(self.subscriptions) >= self.max_subscriptions:
+            raise SessionStateError(too_many_subscriptions(self.max_subscriptions))
         self.subscriptions.add(key)
         self._session = session
 

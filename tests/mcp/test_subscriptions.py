@@ -16,6 +16,7 @@ from mcp import Client, MCPError
 from mcp.client.session import MessageHandlerFnT
 
 from mana_http import store
+from mana_http.session_state import DatabaseSessionState
 from mana_http.testing import McpTestServer
 from mcp_adapter.session_state import ConnectionState
 from mcp_server import McpAdapter, stdio_adapter
@@ -251,3 +252,23 @@ async def test_a_subscriber_who_left_the_space_hears_nothing_more(
             )
         )
         assert await state.resources_changed(family.id, ["mana://space"]) == 1
+
+
+async def test_a_session_has_a_bounded_number_of_subscriptions(
+    mana_kit: ToolKit, mana_mcp: McpTestServer
+) -> None:
+    alice = await mana_kit.user()
+    notes = [await _note(mana_kit, alice, None, f"Note {i}") for i in range(3)]
+    state = mana_mcp.app.adapter.changes.state
+    assert isinstance(state, DatabaseSessionState)
+    state.max_subscriptions = 2
+    async with mana_mcp.client(alice, mode="legacy") as client:
+        await client.subscribe_resource(f"mana://notes/{notes[0]}")
+        await client.subscribe_resource(f"mana://notes/{notes[1]}")
+        await client.subscribe_resource(f"mana://notes/{notes[1]}")  # already: fine
+        with pytest.raises(MCPError) as refused:
+            await client.subscribe_resource(f"mana://notes/{notes[2]}")
+        assert refused.value.error.code == types.INVALID_REQUEST
+        assert "2 subscriptions" in refused.value.error.message
+        await client.unsubscribe_resource(f"mana://notes/{notes[0]}")
+        await client.subscribe_resource(f"mana://notes/{notes[2]}")
