@@ -192,6 +192,8 @@ async def test_the_2026_era_has_no_subscriptions(
     alice = await mana_kit.user()
     async with mana_mcp.client(alice, mode="auto") as client:
         assert client.protocol_version == "2026-07-28"
+        resources = client.server_capabilities.resources
+        assert resources is not None and not resources.subscribe  # no subscriptions/listen
         with pytest.raises(MCPError) as refused:
             await client.session.subscribe_resource("mana://space")
         assert refused.value.error.code == types.METHOD_NOT_FOUND
