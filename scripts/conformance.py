@@ -214,7 +214,7 @@ def print_summary(scenarios: list[str], statuses: list[int], output: Path) -> No
     counts: dict[str, int] = {}
     print("\n# summary")
     for name, code in zip(scenarios, statuses, strict=True):
-        saved = any(output.glob(f"server-{name}-*"))
+        saved = any(output.glob(f"server-{name}-*/checks.json"))
         word = "crashed" if not saved else "passed" if code == 0 else "failed"
         counts[word] = counts.get(word, 0) + 1
         print(f"{word:8} {name}")

@@ -8,11 +8,13 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.client.context import ClientRequestContext
 from mcp.types import ImageContent, PromptReference, TextContent
 
-from mana_cli.runtime import build_runtime_registry
+from mana_cli.runtime import EXTRA_MIGRATIONS, build_runtime_registry
 from mcp_server import McpAdapter, stdio_adapter
 from tests.mcp.support import MODES, Mode
 from tool_registry.errors import ValidationFailed
@@ -26,7 +28,8 @@ FLAG = {"MANA_TEST_FIXTURES": "conformance"}
 @asynccontextmanager
 async def adapter(database_target: str, environ: dict[str, str]) -> AsyncIterator[McpAdapter]:
     """The stdio adapter of a new user's personal space on a registry built from `environ`."""
-    async with tool_kit(database_target, registry=build_runtime_registry(environ)) as kit:
+    registry = build_runtime_registry(environ)
+    async with tool_kit(database_target, registry=registry, migrations=EXTRA_MIGRATIONS) as kit:
         user = await kit.user()
         yield stdio_adapter(kit.pipeline, user_id=user.id, space=None)
 
@@ -112,3 +115,29 @@ async def test_the_flagged_server_serves_the_suites_names(database_target: str, 
             PromptReference(name="test_prompt_with_arguments"), {"name": "arg1", "value": "par"}
         )
         assert completed.completion.values == ["paris", "park", "party"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_input_required_fixtures_ask_under_the_suites_keys(
+    database_target: str, mode: Mode
+) -> None:
+    """The multi-round fixture asks two questions and finishes with both answers: on
+    2025-11-25 as two elicitation/create requests, on 2026-07-28 as input-required rounds the
+    client retries (the suite's 0.2 scenarios look for the keys `step1` and `step2`)."""
+    replies = iter([{"name": "Ann"}, {"color": "blue"}])
+    asked: list[str] = []
+
+    async def answer(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content=next(replies))
+
+    async with (
+        adapter(database_target, FLAG) as served,
+        Client(served.server, mode=mode, elicitation_callback=answer) as client,
+    ):
+        result = await client.call_tool("test_input_required_result_multi_round", {})
+    assert not result.is_error, result
+    assert result.structured_content == {"text": "Ann likes blue."}
+    assert asked == ["Step 1: What is your name?", "Step 2: What is your favorite color?"]

@@ -241,6 +241,71 @@ async def elicitation_enums(args: NoInput, ctx: ToolContext) -> TextOutput:
     return TextOutput(text=f"Elicitation completed: {answer}")
 
 
+# -- 2026-07-28 input-required rounds (suite 0.2: SEP-2322) ------------------------------------
+# The question keys are the suite's `inputRequests` keys: the channel asks under the key and, on
+# 2026-07-28, finds the answer under it on the client's retry (its signed requestState checked).
+
+
+def _form(field: str, kind: str = "string") -> Mapping[str, Any]:
+    return {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+
+
+async def _answer(
+    ctx: ToolContext, key: str, message: str, field: str, kind: str = "string"
+) -> Any:
+    try:
+        answer = await ctx.channel.elicit(key, message, _form(field, kind))
+    except ClientCannotAsk as exc:
+        raise ToolError(f"Elicitation is not available: {exc}") from None
+    if not answer.accepted:
+        raise ToolError(f"The user did not answer ({answer.action})")
+    return (answer.content or {}).get(field)
+
+
+async def _sampled(ctx: ToolContext, key: str, prompt: str, max_tokens: int) -> str:
+    try:
+        answer = await ctx.channel.sample(
+            key, [SamplingMessage(role="user", text=prompt)], max_tokens=max_tokens
+        )
+    except ClientCannotAsk as exc:
+        raise ToolError(f"Sampling is not available: {exc}") from None
+    return answer.text
+
+
+async def input_required_elicitation(args: NoInput, ctx: ToolContext) -> TextOutput:
+    name = await _answer(ctx, "user_name", "What is your name?", "name")
+    return TextOutput(text=f"Hello, {name}!")
+
+
+async def input_required_sampling(args: NoInput, ctx: ToolContext) -> TextOutput:
+    text = await _sampled(ctx, "capital_question", "What is the capital of France?", 100)
+    return TextOutput(text=f"The model answered: {text}")
+
+
+async def input_required_request_state(args: NoInput, ctx: ToolContext) -> TextOutput:
+    # The channel hands out an answer only with a requestState whose signature checked out.
+    ok = await _answer(ctx, "confirm", "Please confirm", "ok", "boolean")
+    return TextOutput(text=f"state-ok: confirmed={ok}")
+
+
+async def input_required_multi_round(args: NoInput, ctx: ToolContext) -> TextOutput:
+    name = await _answer(ctx, "step1", "Step 1: What is your name?", "name")
+    color = await _answer(ctx, "step2", "Step 2: What is your favorite color?", "color")
+    return TextOutput(text=f"{name} likes {color}.")
+
+
+async def input_required_capabilities(args: NoInput, ctx: ToolContext) -> TextOutput:
+    """Asks only what the client declared it can answer (sampling, elicitation or both)."""
+    parts = []
+    if ctx.channel.can_sample:
+        parts.append(await _sampled(ctx, "capability_sampling", "Say hello", 50))
+    if ctx.channel.can_elicit:
+        parts.append(str(await _answer(ctx, "capability_elicitation", "Your name?", "name")))
+    if not parts:
+        raise ToolError("The client can answer no question (neither sampling nor elicitation)")
+    return TextOutput(text="; ".join(parts))
+
+
 async def schema_features(args: SchemaFeaturesInput, ctx: ToolContext) -> TextOutput:
     return TextOutput(text=f"Received: {args.model_dump_json(exclude_none=True)}")
 
@@ -295,6 +360,42 @@ TOOLS: tuple[AnySpec, ...] = (
         "test_elicitation_sep1330_enums",
         "Ask with enum choices",
         elicitation_enums,
+    ),
+    _tool(
+        "inputRequiredElicitation",
+        "test_input_required_result_elicitation",
+        "Ask the user over input-required rounds",
+        input_required_elicitation,
+    ),
+    _tool(
+        "inputRequiredSampling",
+        "test_input_required_result_sampling",
+        "Ask the model over input-required rounds",
+        input_required_sampling,
+    ),
+    _tool(
+        "inputRequiredRequestState",
+        "test_input_required_result_request_state",
+        "Round-trip the request state",
+        input_required_request_state,
+    ),
+    _tool(
+        "inputRequiredTamperedState",
+        "test_input_required_result_tampered_state",
+        "Refuse a tampered request state",
+        input_required_request_state,
+    ),
+    _tool(
+        "inputRequiredMultiRound",
+        "test_input_required_result_multi_round",
+        "Ask in two rounds",
+        input_required_multi_round,
+    ),
+    _tool(
+        "inputRequiredCapabilities",
+        "test_input_required_result_capabilities",
+        "Ask only what the client can answer",
+        input_required_capabilities,
     ),
     _tool(
         "schemaFeatures",
