@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -208,13 +209,21 @@ async def run_suite(cache: Path, server: Server, token: str, runs: list[list[str
     return statuses
 
 
+def _has_checks(path: Path) -> bool:
+    """True when the suite finished writing its checks there (a crash leaves the file empty)."""
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
 def print_summary(scenarios: list[str], statuses: list[int], output: Path) -> None:
     """One line per scenario of an `--each` run: passed, failed (the suite saved its checks and
     some failed) or crashed (the runner died before saving any result for it)."""
     counts: dict[str, int] = {}
     print("\n# summary")
     for name, code in zip(scenarios, statuses, strict=True):
-        saved = any(output.glob(f"server-{name}-*/checks.json"))
+        saved = any(_has_checks(path) for path in output.glob(f"server-{name}-*/checks.json"))
         word = "crashed" if not saved else "passed" if code == 0 else "failed"
         counts[word] = counts.get(word, 0) + 1
         print(f"{word:8} {name}")
