@@ -135,3 +135,24 @@ def test_without_the_suite_ci_fails_and_elsewhere_skips(
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="not in"):
         require_suite()
+
+
+def test_the_each_summary_tells_passed_failed_and_crashed_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--each` runs one scenario per suite process: a run that saved its checks passed or
+    failed by its exit status; one whose checks are missing or empty (the runner died while
+    writing them) crashed."""
+    for name, body in (("a", "[{}]"), ("b", "[{}]"), ("c", "")):
+        saved = tmp_path / f"server-{name}-2026-12-03T00-00-00-000Z"
+        saved.mkdir()
+        (saved / "checks.json").write_text(body, encoding="utf-8")
+    _script().print_summary(["a", "b", "c", "d"], [0, 1, 1, 1], tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[2:6]] == [
+        ["passed", "a"],
+        ["failed", "b"],
+        ["crashed", "c"],
+        ["crashed", "d"],
+    ]
+    assert lines[-1] == "# 2 crashed, 1 failed, 1 passed"
