@@ -10,6 +10,7 @@ from typing import Any
 import mcp_types as types
 import structlog
 from mcp.server import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 
 from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
 from mcp_adapter.results import attachment_block, protocol_error, sentence
@@ -28,6 +29,13 @@ log = structlog.get_logger("mana.mcp")
 
 # "Resource not found" of the handshake era; 2026-07-28 retired the code for INVALID_PARAMS.
 LEGACY_RESOURCE_NOT_FOUND = -32002
+
+
+def resource_not_found(ctx: ServerRequestContext[Any, Any], uri: str, message: str) -> MCPError:
+    """The protocol error for a URI that names no resource of the request's space: the era's
+    code, and the URI in `data.uri` (SEP-2164) so a client can tell which one it was."""
+    code = LEGACY_RESOURCE_NOT_FOUND if is_handshake_era(ctx) else types.INVALID_PARAMS
+    return MCPError(code=code, message=message, data={"uri": uri})
 
 
 def _resource_of(entry: ResourceEntry) -> types.Resource:
@@ -130,8 +138,8 @@ class ViewHandlers:
             return await self.pipeline.view(name, module, args, call, work, resolved=caller.access)
         except ViewError as exc:
             if exc.reason == "not-found" and name.startswith("resource:"):
-                code = LEGACY_RESOURCE_NOT_FOUND if is_handshake_era(ctx) else types.INVALID_PARAMS
-            elif exc.status == "invalid-input":
+                raise resource_not_found(ctx, str(args["uri"]), sentence(exc.message)) from None
+            if exc.status == "invalid-input":
                 code = types.INVALID_PARAMS
             elif exc.status == "denied":
                 code = types.INVALID_REQUEST
@@ -178,8 +186,7 @@ class ViewHandlers:
         uri = str(params.uri)
         found = self.pipeline.registry.resource_for(uri)
         if found is None:
-            code = LEGACY_RESOURCE_NOT_FOUND if is_handshake_era(ctx) else types.INVALID_PARAMS
-            raise protocol_error(f"Resource not found: {uri}", code)
+            raise resource_not_found(ctx, uri, f"Resource not found: {uri}")
         spec, values = found
         caller = await self._caller(ctx)
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.context import ClientRequestContext
 from mcp.types import ImageContent, PromptReference, TextContent
 
@@ -141,3 +141,16 @@ async def test_the_input_required_fixtures_ask_under_the_suites_keys(
     assert not result.is_error, result
     assert result.structured_content == {"text": "Ann likes blue."}
     assert asked == ["Step 1: What is your name?", "Step 2: What is your favorite color?"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_resource_not_found_names_its_uri(database_target: str, mode: Mode) -> None:
+    """Unknown URIs and unknown records answer the era's resource-not-found code with the URI
+    in `data.uri` (SEP-2164), so a client can tell which of its reads failed."""
+    code = -32002 if mode == "legacy" else -32602
+    async with adapter(database_target, {}) as served, Client(served.server, mode=mode) as client:
+        for uri in ("test://nonexistent-resource", "mana://notes/no-such-note"):
+            with pytest.raises(MCPError) as refused:
+                await client.read_resource(uri)
+            assert refused.value.error.code == code, uri
+            assert refused.value.error.data == {"uri": uri}
