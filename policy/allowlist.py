@@ -60,15 +60,6 @@ ACKNOWLEDGE_MODE_TEXT = (
 )
 
 
-def stored_mode(value: str | None) -> DestructiveMode:
-    """The mode a stored value means (no row: the default)."""
-    if value is None:
-        return DEFAULT_DESTRUCTIVE_MODE
-    if value not in DESTRUCTIVE_MODES:
-        raise ValueError(f"unknown destructive mode {value!r} in the database")
-    return value
-
-
 @dataclass(frozen=True)
 class SpacePolicyView:
     """The allowlist as one member sees it."""
@@ -145,7 +136,7 @@ class DestructiveAllowlist:
 
     async def mode(self, space_id: str) -> DestructiveMode:
         """The space's destructive mode (no permission check: the gate's view)."""
-        return stored_mode(await self.db.read(lambda c: destructive_mode(c, space_id)))
+        return await self.db.read(lambda c: destructive_mode(c, space_id))
 
     def destructive_tools(self) -> tuple[str, ...]:
         """Registered tools a space may opt in to: user-space scope, destructive hint."""
@@ -160,7 +151,7 @@ class DestructiveAllowlist:
         space, role = await self._member_access(actor_id, space_ref)
         space_id = space.id
         allowed = tuple(await self.db.read(lambda c: allowed_tools(c, space_id)))
-        mode = stored_mode(await self.db.read(lambda c: destructive_mode(c, space_id)))
+        mode = await self.db.read(lambda c: destructive_mode(c, space_id))
         return SpacePolicyView(space, role, allowed, self.destructive_tools(), mode)
 
     async def allow(
@@ -199,7 +190,7 @@ class DestructiveAllowlist:
         def work(conn: Conn) -> ModeChange:
             role = check_role(member_role(conn, space_id, actor_id), space_ref)
             check_manager(role, "change the destructive mode")
-            previous = stored_mode(destructive_mode(conn, space_id))
+            previous = destructive_mode(conn, space_id)
             if previous != new_mode:
                 store_destructive_mode(conn, space_id, new_mode, set_by=actor_id, at=now)
                 log_mode_change(conn, space_id, new_mode, actor_id=actor_id, at=now)

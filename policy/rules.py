@@ -58,13 +58,16 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel
 
 from policy.settings import Mode, PolicySettings
 from tool_registry.gate import Confirmation, Decision
 from tool_registry.spec import ToolSpec
+from tool_registry.store.allowlist import DEFAULT_DESTRUCTIVE_MODE as DEFAULT_DESTRUCTIVE_MODE
+from tool_registry.store.allowlist import DESTRUCTIVE_MODES as DESTRUCTIVE_MODES
+from tool_registry.store.allowlist import DestructiveMode as DestructiveMode
 
 ADMIN_SCOPE = "admin-scope-not-invokable"
 DESTRUCTIVE_NOT_ALLOWED = "destructive-not-allowed"
@@ -75,10 +78,6 @@ POLICY_OFF = "policy-off"
 DESTRUCTIVE_NEEDS_CONFIRMATION = "destructive-needs-confirmation"
 DESTRUCTIVE_DECLINED = "destructive-declined"
 
-# What a space does with a destructive tool that is not on its allowlist (rule 2).
-DestructiveMode = Literal["deny", "confirm", "allow"]
-DESTRUCTIVE_MODES: tuple[DestructiveMode, ...] = get_args(DestructiveMode)
-DEFAULT_DESTRUCTIVE_MODE: DestructiveMode = "deny"
 # Invokers that are a person who can be asked (through their client's channel) in `confirm`.
 CONFIRMING_INVOKERS = frozenset({"mcp", "cli"})
 # Invokers whose call already is a person's confirmation of the exact call (proposal approval).

@@ -263,3 +263,14 @@ async def test_deny_mode_never_asks(database_target: str) -> None:
         channel = ScriptedChannel([YES])
         outcome = await c.call("habits.delete", {"id": walk}, channel)
         assert outcome.reason == DESTRUCTIVE_NOT_ALLOWED and channel.asked == []
+
+
+async def test_members_and_agents_read_the_mode_with_spaces_get_policy(
+    database_target: str,
+) -> None:
+    async with confirming(database_target) as c:
+        policy = await c.kit.call_ok(c.owner, c.space, "spaces.getPolicy", {})
+        assert policy["destructiveMode"] == "confirm"
+        await c.allowlist.set_mode(c.owner.id, c.space.id, "deny", acknowledge=False)
+        policy = await c.kit.call_ok(c.owner, c.space, "spaces.getPolicy", {})
+        assert policy["destructiveMode"] == "deny"

@@ -6,10 +6,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
 from tool_registry.context import ToolContext
 from tool_registry.models import ToolInput, ToolOutput
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
+from tool_registry.store.allowlist import DestructiveMode
 from tool_registry.views import ViewContext
 
 MODULE = "spaces"
@@ -73,6 +76,12 @@ class SpacePolicy(ToolOutput):
     space_id: str
     space_type: str
     destructive_allowlist: list[AllowedTool]
+    destructive_mode: DestructiveMode = Field(
+        description=(
+            "For destructive tools not on the allowlist: deny (denied), confirm (the user is "
+            "asked in their client first; agents are denied) or allow (they run)."
+        )
+    )
 
 
 async def get_policy(inp: NoInput, ctx: ToolContext) -> SpacePolicy:
@@ -84,6 +93,7 @@ async def get_policy(inp: NoInput, ctx: ToolContext) -> SpacePolicy:
             AllowedTool(tool=r["tool"], added_by=r["added_by"], added_at=r["added_at"])
             for r in rows
         ],
+        destructive_mode=await ctx.store.destructive_mode(),
     )
 
 
@@ -91,9 +101,10 @@ GET_POLICY = ToolSpec(
     name="spaces.getPolicy",
     title="Show space policy",
     description=(
-        "Show which destructive tools (deletes) the owner of the active space has allowed. A "
-        "destructive tool not on this list will be denied; prefer archiving or updating. Only "
-        "a human owner or admin can change the list, outside this conversation."
+        "Show which destructive tools (deletes) the owner of the active space has allowed, and "
+        "what happens to the others (destructiveMode: deny, confirm: the user is asked first, "
+        "or allow); prefer archiving or updating. Only a human owner or admin can change this, "
+        "outside this conversation."
     ),
     module=MODULE,
     scope="user-space",
@@ -124,7 +135,7 @@ COUNTED: dict[str, str] = {
 
 async def read_space(params: Mapping[str, str], ctx: ViewContext) -> list[ResourceBody]:
     """The active space as JSON: identity, the caller's role, the modules it may use, how many
-    live records each of them holds, and its destructive allowlist."""
+    live records each of them holds, its destructive allowlist and destructive mode."""
     store, space = ctx.tool.store, ctx.tool.space
     counts = {m: await store.count(COUNTED[m]) for m in ctx.modules if m in COUNTED}
     allowlist = [r["tool"] for r in await store.destructive_allowlist()]
@@ -137,6 +148,7 @@ async def read_space(params: Mapping[str, str], ctx: ViewContext) -> list[Resour
         "modules": list(ctx.modules),
         "counts": counts,
         "destructiveAllowlist": allowlist,
+        "destructiveMode": await store.destructive_mode(),
     }
     return [ResourceBody(uri=SPACE_URI, mime_type="application/json", text=json.dumps(overview))]
 
@@ -162,7 +174,7 @@ SPACE_RESOURCE = ResourceSpec(
     title="Space overview",
     description=(
         "The active space: its name and type, your role, the modules it uses, how many records "
-        "each holds, and which destructive tools its owners allowed."
+        "each holds, which destructive tools its owners allowed and what happens to the others."
     ),
     module=MODULE,
     uri_template=SPACE_URI,

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from tool_registry.store.connection import Conn
+
+# What a space does with a destructive tool that is not on its allowlist (see `policy.rules`);
+# a space without a stored mode is in the default.
+DestructiveMode = Literal["deny", "confirm", "allow"]
+DESTRUCTIVE_MODES: tuple[DestructiveMode, ...] = get_args(DestructiveMode)
+DEFAULT_DESTRUCTIVE_MODE: DestructiveMode = "deny"
 
 
 @dataclass(frozen=True)
@@ -117,12 +124,17 @@ def change_log(conn: Conn, space_id: str, *, limit: int) -> list[PolicyAuditEntr
     ]
 
 
-def destructive_mode(conn: Conn, space_id: str) -> str | None:
-    """The space's stored destructive mode (None: never set, which means `deny`)."""
+def destructive_mode(conn: Conn, space_id: str) -> DestructiveMode:
+    """The space's destructive mode (the default when none was ever set)."""
     row = conn.execute(
         "SELECT mode FROM space_destructive_mode WHERE space_id = ?", (space_id,)
     ).fetchone()
-    return str(row[0]) if row is not None else None
+    if row is None:
+        return DEFAULT_DESTRUCTIVE_MODE
+    value = str(row[0])
+    if value not in DESTRUCTIVE_MODES:
+        raise ValueError(f"unknown destructive mode {value!r} in the database")
+    return value
 
 
 def store_destructive_mode(conn: Conn, space_id: str, mode: str, *, set_by: str, at: str) -> None:

@@ -20,6 +20,7 @@ import orjson
 from tool_registry.clock import Clock, iso
 from tool_registry.errors import ManaError, NotAMemberError, ToolError, ValidationFailed
 from tool_registry.store.accounts import Space, SpaceAccess, space_from_row
+from tool_registry.store.allowlist import DestructiveMode, destructive_mode
 from tool_registry.store.connection import Conn, Dialect, Row, dialect_of
 
 T = TypeVar("T")
@@ -419,6 +420,11 @@ class ScopedStore:
             ).fetchall()
         )
         return [dict(r) for r in rows]
+
+    async def destructive_mode(self) -> DestructiveMode:
+        """What this space does with destructive tools not on its allowlist (any member)."""
+        space_id = self.space_id
+        return await self._runner.run(lambda c: destructive_mode(c, space_id))
 
     # -- writes ------------------------------------------------------------------------------
 
