@@ -10,7 +10,7 @@ from policy.allowlist import DestructiveAllowlist
 from tests.policy.policy_helpers import T0
 from tool_registry.clock import FixedClock
 from tool_registry.modules import build_registry
-from tool_registry.store import Accounts, SqliteDatabase, open_database
+from tool_registry.store import Accounts, Database, SqliteDatabase, open_database
 from tool_registry.store.migrations import CORE_MIGRATIONS
 
 LOG = "SELECT id, space_id, actor_id, action, tool, at FROM space_policy_audit ORDER BY id"
@@ -21,7 +21,7 @@ async def test_the_change_log_keeps_its_rows_across_the_upgrade(tmp_path: Path) 
     before_v3 = tuple(m for m in CORE_MIGRATIONS if m.version < 3)
     clock = FixedClock(T0)
     registry = build_registry()
-    db = await SqliteDatabase.open(path, before_v3)
+    db: Database = await SqliteDatabase.open(path, before_v3)
     try:
         accounts = Accounts(db, clock)
         owner = await accounts.create_user("owner@upgrade.test")
