@@ -13,13 +13,16 @@ from mcp.server import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
+from mcp_adapter.channel import McpChannel
+from mcp_adapter.input_rounds import CallBinding, InputRounds
 from mcp_adapter.results import attachment_block, protocol_error, sentence
 from tool_registry.access_scopes import READ_SCOPE
+from tool_registry.client_channel import NO_CHANNEL, ClientChannel, InputRequired
 from tool_registry.context import (
     CallContext,
 )
 from tool_registry.ids import new_request_id
-from tool_registry.pipeline import Pipeline
+from tool_registry.pipeline import Pipeline, input_hash
 from tool_registry.prompts import PromptMessage, PromptSpec
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.views import MAX_COMPLETIONS, Completer, ViewContext, ViewError
@@ -92,9 +95,14 @@ class ViewHandlers:
     scopes (nothing without `mana:read`); every read, prompt and completion runs through
     `Pipeline.view` (scopes, membership, module allowlist, audit), in the request's space only."""
 
-    def __init__(self, pipeline: Pipeline, callers: CallerSource) -> None:
+    def __init__(
+        self, pipeline: Pipeline, callers: CallerSource, *, rounds: InputRounds | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.callers = callers
+        # A prompt may ask the client (its renderer reaches `view.tool.channel`), in rounds on
+        # 2026-07-28 like a tool call (`mcp_adapter.input_rounds`).
+        self.rounds = rounds if rounds is not None else InputRounds(pipeline.db)
 
     async def _caller(self, ctx: ServerRequestContext[Any, Any]) -> Caller:
         try:
@@ -125,6 +133,7 @@ class ViewHandlers:
         module: str | None,
         args: Mapping[str, Any],
         work: Callable[[ViewContext], Awaitable[Any]],
+        channel: ClientChannel = NO_CHANNEL,
     ) -> Any:
         call = CallContext(
             user_id=caller.user_id,
@@ -133,6 +142,7 @@ class ViewHandlers:
             request_id=new_request_id(),
             session_id=caller.session_id,
             scopes=caller.scopes,
+            channel=channel,
         )
         try:
             return await self.pipeline.view(name, module, args, call, work, resolved=caller.access)
@@ -212,12 +222,26 @@ class ViewHandlers:
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """A rendered prompt; a renderer that asks the client (elicitation, sampling) asks
+        directly on 2025-11-25 and ends the round with an input-required result on 2026-07-28,
+        whose retry brings the answer, exactly like a tool call."""
         spec = self.pipeline.registry.prompt(params.name)
         if spec is None:
             raise protocol_error(f"Unknown prompt {params.name!r}", types.INVALID_PARAMS)
         caller = await self._caller(ctx)
         args = dict(params.arguments or {})
+        binding = CallBinding(
+            user_id=caller.user_id,
+            space=caller.space or "",
+            tool=f"prompt:{spec.name}",
+            args_hash=input_hash(args),
+        )
+        channel = McpChannel(ctx, log_level=caller.log_level)
+        if not channel.handshake_era:
+            channel.rounds = await self.rounds.open(
+                binding, params.request_state, params.input_responses
+            )
 
         async def render(view: ViewContext) -> types.GetPromptResult:
             messages = await spec.render(spec.checked_arguments(args), view)
@@ -226,9 +250,25 @@ class ViewHandlers:
                 messages=[_message_of(m) for m in messages],
             )
 
-        result: types.GetPromptResult = await self._view(
-            ctx, caller, f"prompt:{spec.name}", spec.module, args, render
-        )
+        try:
+            result: types.GetPromptResult = await self._view(
+                ctx, caller, f"prompt:{spec.name}", spec.module, args, render, channel
+            )
+        except InputRequired as pending:
+            if channel.handshake_era:  # the channel asks directly in this era
+                log.error("input required on a handshake-era prompt", prompt=spec.name)
+                raise protocol_error(
+                    f"prompt {spec.mcp_name} asked for input in a way this connection cannot carry",
+                    types.INTERNAL_ERROR,
+                ) from None
+            try:
+                state = await self.rounds.seal(binding, channel.rounds)
+            except Exception:
+                log.exception("sealing the request state failed", prompt=spec.name)
+                raise protocol_error(
+                    f"prompt {spec.mcp_name} could not ask for input", types.INTERNAL_ERROR
+                ) from None
+            return types.InputRequiredResult(input_requests=pending.requests, request_state=state)
         return result
 
     async def complete(

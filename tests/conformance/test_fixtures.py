@@ -154,3 +154,26 @@ async def test_a_resource_not_found_names_its_uri(database_target: str, mode: Mo
                 await client.read_resource(uri)
             assert refused.value.error.code == code, uri
             assert refused.value.error.data == {"uri": uri}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_prompt_may_ask_the_user_first(database_target: str, mode: Mode) -> None:
+    """prompts/get whose renderer asks: elicitation/create on 2025-11-25, an input-required
+    round on 2026-07-28 (the suite's `test_input_required_result_prompt`)."""
+    asked: list[str] = []
+
+    async def answer(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"context": "the garden"})
+
+    async with (
+        adapter(database_target, FLAG) as served,
+        Client(served.server, mode=mode, elicitation_callback=answer) as client,
+    ):
+        prompt = await client.get_prompt("test_input_required_result_prompt")
+    content = prompt.messages[0].content
+    assert isinstance(content, TextContent)
+    assert content.text == "Work in this context: the garden."
+    assert asked == ["What context should the prompt use?"]

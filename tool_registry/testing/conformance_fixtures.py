@@ -28,7 +28,7 @@ from tool_registry.prompts import PromptArgument, PromptMessage, PromptSpec
 from tool_registry.registry import AnySpec, Registry
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
-from tool_registry.views import ViewContext
+from tool_registry.views import ViewContext, ViewError
 
 MODULE = "conformance"
 # A 1x1 red PNG and an 8-sample 8 kHz mono WAV: the smallest valid media the scenarios accept.
@@ -511,6 +511,21 @@ async def _with_image(args: Mapping[str, str], view: ViewContext) -> list[Prompt
     ]
 
 
+async def _asks_for_context(args: Mapping[str, str], view: ViewContext) -> list[PromptMessage]:
+    """Asks the user for the prompt's context first (an input-required round on 2026-07-28)."""
+    schema = _form("context")
+    try:
+        answer = await view.tool.channel.elicit(
+            "user_context", "What context should the prompt use?", schema
+        )
+    except ClientCannotAsk as exc:
+        raise ViewError(
+            f"this prompt asks the user: {exc}", reason="client-cannot-ask", status="invalid-input"
+        ) from None
+    context = (answer.content or {}).get("context") if answer.accepted else None
+    return [PromptMessage(role="user", text=f"Work in this context: {context or 'none given'}.")]
+
+
 async def _complete_arg1(prefix: str, view: ViewContext) -> list[str]:
     return [v for v in ("paris", "park", "party") if v.startswith(prefix.lower())]
 
@@ -554,6 +569,12 @@ PROMPTS: tuple[PromptSpec, ...] = (
         (PromptArgument("resourceUri", "URI of the resource to embed", required=True),),
     ),
     _prompt("prompt-with-image", "test_prompt_with_image", "Prompt with an image", _with_image),
+    _prompt(
+        "input-required-prompt",
+        "test_input_required_result_prompt",
+        "Prompt that asks the user first",
+        _asks_for_context,
+    ),
 )
 
 
