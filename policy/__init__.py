@@ -7,7 +7,8 @@ Public API:
 - `PolicySettings` (mode, limits; `from_env`);
 - `PolicyGate` (the pipeline's gate), `PolicyMetrics`; its rate-limit log `SharedRateLimitLog`
   (in the database, shared by every process on it) or `RateLimitLog` (in memory), both `RateLog`;
-- `DestructiveAllowlist` (the per-space opt-in list: show / allow / revoke / audit);
+- `DestructiveAllowlist` (the per-space opt-in list and destructive mode deny / confirm /
+  allow: show / allow / revoke / set_mode / audit);
 - `AgentToolPolicy` (auto / propose / deny per agent).
 """
 
@@ -18,9 +19,13 @@ from policy.metrics import DecisionKey, PolicyMetrics
 from policy.rate_limit import RateLimitLog, RateLog, SharedRateLimitLog
 from policy.rules import (
     ADMIN_SCOPE,
+    DESTRUCTIVE_DECLINED,
+    DESTRUCTIVE_MODES,
+    DESTRUCTIVE_NEEDS_CONFIRMATION,
     DESTRUCTIVE_NOT_ALLOWED,
     INJECTION_MARKER,
     RATE_LIMIT_EXCEEDED,
+    DestructiveMode,
     PolicyContext,
     apply_mode,
     evaluate,
@@ -30,6 +35,9 @@ from policy.settings import MODES, Mode, PolicySettings
 
 __all__ = [
     "ADMIN_SCOPE",
+    "DESTRUCTIVE_DECLINED",
+    "DESTRUCTIVE_MODES",
+    "DESTRUCTIVE_NEEDS_CONFIRMATION",
     "DESTRUCTIVE_NOT_ALLOWED",
     "INJECTION_MARKER",
     "MODES",
@@ -37,6 +45,7 @@ __all__ = [
     "AgentToolPolicy",
     "DecisionKey",
     "DestructiveAllowlist",
+    "DestructiveMode",
     "Mode",
     "PolicyContext",
     "PolicyGate",

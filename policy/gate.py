@@ -1,12 +1,15 @@
 """`PolicyGate`: the pipeline's gate. One per process, built in the composition root.
 
 Per call: load the space's destructive allowlist (only for destructive tools) and, for a
-destructive tool not on it, the space's destructive mode; then apply the rules that do not depend on earlier calls (`standing_denial`): a call they deny in enforce mode
-is decided there, without the rate-limit log. Otherwise the log's `admit` decides the rate limit
-on this user's recent calls of the tool and records the call if it may run, atomically (with the
-shared log: one write unit in the database). Then the input is checked for injection markers,
-the decision is counted and denials are logged. The decision equals `evaluate`'s, with the mode
-applied.
+destructive tool not on it, the space's destructive mode; then apply the rules that do not
+depend on earlier calls (`standing_denial`): a call they deny in enforce mode is decided there,
+without the rate-limit log. A call that needs the user's confirmation is such a refusal too
+(`Decision.confirm`), so it is not counted by the rate limit until the pipeline asks again
+with the user's answer: an accepted call is then counted once, however many input-required
+rounds it took. Otherwise the log's `admit` decides the rate limit on this user's recent calls
+of the tool and records the call if it may run, atomically (with the shared log: one write
+unit in the database). Then the input is checked for injection markers, the decision is
+counted and denials are logged. The decision equals `evaluate`'s, with the mode applied.
 """
 
 from __future__ import annotations
