@@ -58,6 +58,7 @@ from mcp_adapter.callers import (
     ToolSetWatch,
 )
 from mcp_adapter.catalog import CACHE_HINTS, ToolCatalog, flat_schema
+from mcp_adapter.input_rounds import InputRounds
 from mcp_adapter.logging_level import LoggingHandlers
 from mcp_adapter.results import (
     META_ERROR,
@@ -132,8 +133,10 @@ class McpAdapter:
         self.pipeline = pipeline
         self.callers = callers
         self.catalog = ToolCatalog(pipeline)
-        self.tools = ToolHandlers(pipeline, callers, self.catalog)
-        self.views = ViewHandlers(pipeline, callers)
+        # One state sealer for the input-required rounds of tool calls and prompts.
+        self.rounds = InputRounds(pipeline.db)
+        self.tools = ToolHandlers(pipeline, callers, self.catalog, rounds=self.rounds)
+        self.views = ViewHandlers(pipeline, callers, rounds=self.rounds)
         self.subscriptions = SubscriptionHandlers(callers, self.views, state)
         self.logging = LoggingHandlers(callers, state)
         self.changes = ResourceChanges(pipeline.registry, state)
