@@ -13,7 +13,9 @@ a read-only store) or a generic one, before any write transaction starts, and as
 again with the answer; the answer lands in the call's audit row (`confirmation`). In the
 2026-07-28 era the channel ends the round with `InputRequired` instead of answering: it passes
 through untouched (no outcome, no audit row, nothing counted by the rate limit for that round);
-the client's retry brings the answer, and that round is decided, counted and audited once.
+the client's retry brings the answer, and that round is decided, counted and audited once. A
+retry of a call that already ran under the same idempotency key is not asked again: it gets the
+stored outcome (or the reused-key refusal).
 """
 
 from __future__ import annotations
@@ -381,14 +383,20 @@ class Pipeline:
                 self._check_available(spec, space)
                 decision = await self._check_gate(spec, call, access, parsed)
                 confirmation: Confirmation | None = None
-                if decision.confirm:
+                replay_only = False
+                if decision.confirm and await self._ran_before(spec, call):
+                    # A retry of a call that already ran under this idempotency key: answered
+                    # with its stored outcome (or refused as a reused key). Nothing runs, so
+                    # nothing is asked.
+                    replay_only = True
+                elif decision.confirm:
                     confirmation, cannot_ask = await self._ask_confirmation(
                         spec, parsed, call, access
                     )
                     decision = await self._check_gate(
                         spec, call, access, parsed, confirmation=confirmation, cannot_ask=cannot_ask
                     )
-                if not decision.allow:
+                if not decision.allow and not replay_only:
                     raise _Rejection(
                         "denied",
                         decision.reason,
@@ -402,7 +410,15 @@ class Pipeline:
                     )
                 else:
                     outcome = await self._run_write(
-                        spec, parsed, call, access, hashed, decision, started, confirmation
+                        spec,
+                        parsed,
+                        call,
+                        access,
+                        hashed,
+                        decision,
+                        started,
+                        confirmation,
+                        replay_only=replay_only,
                     )
             except _Rejection as rej:
                 outcome = self._finish(
@@ -536,6 +552,14 @@ class Pipeline:
                 reason="policy-error",
                 reminder="The policy check failed on the server; try again later.",
             )
+
+    async def _ran_before(self, spec: AnySpec, call: CallContext) -> bool:
+        """Whether the caller already used this call's idempotency key (a write only)."""
+        key = call.idempotency_key
+        if key is None or spec.read_only or spec.own_transactions:
+            return False
+        row = await self.db.read(lambda c: find_key(c, call.user_id, key))
+        return row is not None
 
     async def _ask_confirmation(
         self, spec: AnySpec, parsed: BaseModel, call: CallContext, access: SpaceAccess
@@ -692,7 +716,12 @@ class Pipeline:
         decision: Decision,
         started: float,
         confirmation: Confirmation | None = None,
+        *,
+        replay_only: bool = False,
     ) -> Outcome:
+        """A write tool in one transaction with its audit row and idempotency key. With
+        `replay_only` (an unconfirmed call whose key was used before) only a stored outcome
+        may answer: the handler never runs."""
         try:
             # A write tool's work touches its space's data and its caller's idempotency keys
             # only, so calls in other spaces by other users need not wait for it.
@@ -705,6 +734,15 @@ class Pipeline:
                             lambda c: insert_rows(c, [self._audit_row(replay, call, hashed)])
                         )
                         return replay
+                if replay_only:
+                    # The stored outcome is gone (expired meanwhile): this call was never
+                    # confirmed, so it is refused as the gate decided.
+                    raise _Rejection(
+                        "denied",
+                        decision.reason,
+                        _denial_text(spec, decision),
+                        reminder=decision.reminder,
+                    )
                 store = ScopedStore(
                     tx, user_id=call.user_id, access=access, clock=self.clock, writable=True
                 )

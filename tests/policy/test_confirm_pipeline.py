@@ -17,6 +17,7 @@ from policy.rules import DESTRUCTIVE_DECLINED, DESTRUCTIVE_NOT_ALLOWED
 from policy.settings import PolicySettings
 from tests.policy.policy_helpers import T0
 from tool_registry.client_channel import (
+    NO_CHANNEL,
     ClientCannotAsk,
     ElicitAnswer,
     InputRequired,
@@ -91,12 +92,15 @@ class Confirming:
         args: dict[str, Any],
         channel: ScriptedChannel | None = None,
         invoker: Invoker = "mcp",
+        key: str | None = None,
     ) -> Outcome:
-        call = CallContext(user_id=self.owner.id, space=self.space.id, invoker=invoker)
-        if channel is not None:
-            call = CallContext(
-                user_id=self.owner.id, space=self.space.id, invoker=invoker, channel=channel
-            )
+        call = CallContext(
+            user_id=self.owner.id,
+            space=self.space.id,
+            invoker=invoker,
+            idempotency_key=key,
+            channel=channel if channel is not None else NO_CHANNEL,
+        )
         return await self.kit.pipeline.invoke(tool, args, call)
 
     async def habit(self, name: str) -> str:
@@ -274,3 +278,21 @@ async def test_members_and_agents_read_the_mode_with_spaces_get_policy(
         await c.allowlist.set_mode(c.owner.id, c.space.id, "deny", acknowledge=False)
         policy = await c.kit.call_ok(c.owner, c.space, "spaces.getPolicy", {})
         assert policy["destructiveMode"] == "deny"
+
+
+async def test_a_retry_of_a_confirmed_delete_replays_without_asking_again(
+    database_target: str,
+) -> None:
+    async with confirming(database_target) as c:
+        walk = await c.habit("Walk")
+        first = await c.call("habits.delete", {"id": walk}, ScriptedChannel([YES]), key="del-1")
+        assert first.ok
+        retry_channel = ScriptedChannel([])
+        retry = await c.call("habits.delete", {"id": walk}, retry_channel, key="del-1")
+        assert retry.ok and retry.replayed and retry.result == first.result
+        assert retry_channel.asked == []
+        # The key answers only the same call: another record with it is refused, unasked.
+        run = await c.habit("Run")
+        other = await c.call("habits.delete", {"id": run}, retry_channel, key="del-1")
+        assert other.status == "error" and other.reason == "idempotency-key-reused"
+        assert retry_channel.asked == [] and await c.alive(run)
