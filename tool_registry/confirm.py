@@ -28,15 +28,15 @@ MAX_SHOWN_CHARS = 80
 UNDO_NOTE = "It cannot be undone."
 
 
-def confirm_schema(action: str) -> dict[str, Any]:
-    """The elicitation form asking to confirm `action` (e.g. "Delete")."""
+def confirm_schema() -> dict[str, Any]:
+    """The elicitation form of a confirmation: one yes/no field, no by default."""
     return {
         "type": "object",
         "properties": {
             CONFIRM_FIELD: {
                 "type": "boolean",
-                "title": action,
-                "description": f"{action}: yes or no",
+                "title": "Go ahead",
+                "description": "Yes to go ahead; no (or decline) leaves everything as it is",
                 "default": False,
             }
         },

@@ -582,7 +582,7 @@ class Pipeline:
             )
         try:
             answer = await call.channel.elicit(
-                CONFIRM_KEY, question or generic_question(spec), confirm_schema("Yes, go ahead")
+                CONFIRM_KEY, question or generic_question(spec), confirm_schema()
             )
         except ClientCannotAsk as exc:
             return "unavailable", str(exc)
