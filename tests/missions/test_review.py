@@ -12,7 +12,7 @@ import pytest
 
 from missions.review import question_key
 from tests.missions.helpers import World, call, scripted, turn
-from tests.policy.test_confirm_pipeline import ScriptedChannel
+from tests.policy.scripted_channel import ScriptedChannel
 from tool_registry.client_channel import ClientCannotAsk, ElicitAnswer, InputRequired
 from tool_registry.context import CallContext
 from tool_registry.pipeline import Outcome

@@ -4,9 +4,9 @@ with `InputRequired` (no outcome, no audit row, not counted by the rate limit)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,14 +16,12 @@ from policy.gate import PolicyGate
 from policy.rules import DESTRUCTIVE_DECLINED, DESTRUCTIVE_NOT_ALLOWED
 from policy.settings import PolicySettings
 from tests.policy.policy_helpers import T0
+from tests.policy.scripted_channel import ScriptedChannel
 from tool_registry.client_channel import (
     NO_CHANNEL,
     ClientCannotAsk,
     ElicitAnswer,
     InputRequired,
-    LogLevel,
-    SampledText,
-    SamplingMessage,
 )
 from tool_registry.clock import FixedClock
 from tool_registry.context import CallContext, Invoker
@@ -31,50 +29,6 @@ from tool_registry.modules import build_registry
 from tool_registry.pipeline import CONFIRM_KEY, Outcome
 from tool_registry.store.accounts import Space, User
 from tool_registry.testing import ToolKit, tool_kit
-
-
-@dataclass
-class Question:
-    key: str
-    message: str
-    schema: Mapping[str, Any]
-
-
-@dataclass
-class ScriptedChannel:
-    """A client that answers each question with the next scripted answer (an `ElicitAnswer`, or
-    an exception to raise), recording what it was asked."""
-
-    answers: list[ElicitAnswer | BaseException]
-    asked: list[Question] = field(default_factory=list)
-    can_elicit: bool = True
-    can_sample: bool = False
-
-    async def progress(
-        self, progress: float, total: float | None = None, message: str | None = None
-    ) -> None:
-        return None
-
-    async def log(self, level: LogLevel, data: Any, logger: str | None = None) -> None:
-        return None
-
-    async def elicit(self, key: str, message: str, schema: Mapping[str, Any]) -> ElicitAnswer:
-        self.asked.append(Question(key, message, schema))
-        answer = self.answers.pop(0)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def sample(
-        self,
-        key: str,
-        messages: Sequence[SamplingMessage],
-        *,
-        max_tokens: int,
-        system: str | None = None,
-    ) -> SampledText:
-        raise ClientCannotAsk("no sampling in this test")
-
 
 YES = ElicitAnswer("accept", {"confirm": True})
 

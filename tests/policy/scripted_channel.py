@@ -1,0 +1,59 @@
+"""A scripted client channel for tests of what a call asks its client: answers questions from
+a script (or raises the scripted exception) and records what it was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tool_registry.client_channel import (
+    ClientCannotAsk,
+    ElicitAnswer,
+    LogLevel,
+    SampledText,
+    SamplingMessage,
+)
+
+
+@dataclass
+class Question:
+    key: str
+    message: str
+    schema: Mapping[str, Any]
+
+
+@dataclass
+class ScriptedChannel:
+    """A client that answers each question with the next scripted answer (an `ElicitAnswer`, or
+    an exception to raise), recording what it was asked."""
+
+    answers: list[ElicitAnswer | BaseException]
+    asked: list[Question] = field(default_factory=list)
+    can_elicit: bool = True
+    can_sample: bool = False
+
+    async def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        return None
+
+    async def log(self, level: LogLevel, data: Any, logger: str | None = None) -> None:
+        return None
+
+    async def elicit(self, key: str, message: str, schema: Mapping[str, Any]) -> ElicitAnswer:
+        self.asked.append(Question(key, message, schema))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def sample(
+        self,
+        key: str,
+        messages: Sequence[SamplingMessage],
+        *,
+        max_tokens: int,
+        system: str | None = None,
+    ) -> SampledText:
+        raise ClientCannotAsk("no sampling in this test")
