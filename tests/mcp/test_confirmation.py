@@ -8,22 +8,18 @@ elicitation capability gets the denial with a reminder that says why."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.client.context import ClientRequestContext
-from mcp.client.streamable_http import streamable_http_client
 
-from mana_cli.demo import DEMO_EMAIL
 from mana_cli.runtime import open_runtime
 from mcp_adapter.results import META_ERROR, META_REQUEST_ID
 from policy.allowlist import DestructiveAllowlist
-from tests.mcp.support import MODES, Mode, ServerProcess, World, headers, seeded_world
+from tests.mcp.elicit_client import Answers, demo_client
+from tests.mcp.support import MODES, Mode, ServerProcess, World, seeded_world
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +48,6 @@ def server(world: World) -> Iterator[ServerProcess]:
         proc.stop()
 
 
-class Answers:
-    """An elicitation callback answering from a script, recording what it was asked."""
-
-    def __init__(self, *replies: types.ElicitResult) -> None:
-        self.replies = list(replies)
-        self.asked: list[types.ElicitRequestFormParams] = []
-
-    async def __call__(
-        self, context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
-        assert isinstance(params, types.ElicitRequestFormParams)
-        self.asked.append(params)
-        return self.replies.pop(0)
-
-
-@asynccontextmanager
-async def client_for(
-    server: ServerProcess, world: World, mode: Mode, **options: Any
-) -> AsyncIterator[Client]:
-    token = world.token(world.demo_id, email=DEMO_EMAIL)
-    async with (
-        httpx2.AsyncClient(headers=headers(token), timeout=30.0) as http,
-        Client(
-            streamable_http_client(server.mcp_url, http_client=http),
-            mode=mode,
-            read_timeout_seconds=30,
-            **options,
-        ) as client,
-    ):
-        yield client
-
-
 async def new_habit(client: Client, name: str) -> str:
     result = await client.call_tool("habits.create", {"name": name})
     assert not result.is_error and result.structured_content is not None, result.content
@@ -108,7 +72,7 @@ async def test_accepting_the_question_deletes_the_habit(
 ) -> None:
     name = f"Walk {mode}"
     answers = Answers(types.ElicitResult(action="accept", content={"confirm": True}))
-    async with client_for(server, world, mode, elicitation_callback=answers) as client:
+    async with demo_client(server, world, mode, elicitation_callback=answers) as client:
         habit = await new_habit(client, name)
         result = await client.call_tool("habits.delete", {"id": habit})
         assert not result.is_error, result.content
@@ -129,7 +93,7 @@ async def test_declining_keeps_the_habit_and_denies_the_call(
     server: ServerProcess, world: World, mode: Mode
 ) -> None:
     answers = Answers(types.ElicitResult(action="decline"))
-    async with client_for(server, world, mode, elicitation_callback=answers) as client:
+    async with demo_client(server, world, mode, elicitation_callback=answers) as client:
         habit = await new_habit(client, f"Read {mode}")
         result = await client.call_tool("habits.delete", {"id": habit})
         assert habit in await habit_ids(client)
@@ -142,7 +106,7 @@ async def test_declining_keeps_the_habit_and_denies_the_call(
 async def test_a_client_without_elicitation_is_denied_with_the_reason(
     server: ServerProcess, world: World, mode: Mode
 ) -> None:
-    async with client_for(server, world, mode) as client:
+    async with demo_client(server, world, mode) as client:
         habit = await new_habit(client, f"Stretch {mode}")
         result = await client.call_tool("habits.delete", {"id": habit})
         assert habit in await habit_ids(client)

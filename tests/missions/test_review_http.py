@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, redirect_stdout
+from collections.abc import Iterator
+from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
-import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
-from mcp.client.context import ClientRequestContext
-from mcp.client.streamable_http import streamable_http_client
 
 from mana_cli.demo import DEMO_EMAIL
 from mana_cli.main import main
 from mcp_adapter.results import META_ERROR
-from tests.mcp.support import MODES, Mode, ServerProcess, World, headers, seeded_world
+from tests.mcp.elicit_client import Answers, demo_client
+from tests.mcp.support import MODES, Mode, ServerProcess, World, seeded_world
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCRIPT = ROOT / "examples" / "mission-demo.json"  # proposes one notes.create per run
@@ -76,38 +72,6 @@ def server(world: World, mission: str) -> Iterator[ServerProcess]:
         proc.stop()
 
 
-class Answers:
-    """An elicitation callback answering from a script, recording what it was asked."""
-
-    def __init__(self, *replies: types.ElicitResult) -> None:
-        self.replies = list(replies)
-        self.asked: list[str] = []
-
-    async def __call__(
-        self, context: ClientRequestContext, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
-        assert isinstance(params, types.ElicitRequestFormParams)
-        self.asked.append(params.message)
-        return self.replies.pop(0)
-
-
-@asynccontextmanager
-async def client_for(
-    server: ServerProcess, world: World, mode: Mode, **options: Any
-) -> AsyncIterator[Client]:
-    token = world.token(world.demo_id, email=DEMO_EMAIL)
-    async with (
-        httpx2.AsyncClient(headers=headers(token, world.brand_id), timeout=30.0) as http,
-        Client(
-            streamable_http_client(server.mcp_url, http_client=http),
-            mode=mode,
-            read_timeout_seconds=30,
-            **options,
-        ) as client,
-    ):
-        yield client
-
-
 async def runs_as_user(world: World) -> int:
     rows = await world.installation.query(
         "SELECT COUNT(*) FROM audit_log WHERE tool = 'notes.create' AND invoker = 'user' "
@@ -126,7 +90,9 @@ async def test_the_user_approves_one_proposal_and_rejects_the_other(
         types.ElicitResult(action="accept", content={"decision": "approve"}),
         types.ElicitResult(action="accept", content={"decision": "reject", "note": "twice"}),
     )
-    async with client_for(server, world, mode, elicitation_callback=answers) as client:
+    async with demo_client(
+        server, world, mode, world.brand_id, elicitation_callback=answers
+    ) as client:
         result = await client.call_tool("proposals.review", {})
     assert not result.is_error, result.content
     review = result.structured_content
@@ -142,8 +108,8 @@ async def test_the_user_approves_one_proposal_and_rejects_the_other(
     )
     # One form per proposal, in the order decided, each naming the exact call.
     assert len(answers.asked) == 2
-    assert first in answers.asked[0] and second in answers.asked[1]
-    assert all("call notes.create with arguments" in q for q in answers.asked)
+    assert first in answers.messages[0] and second in answers.messages[1]
+    assert all("call notes.create with arguments" in q for q in answers.messages)
     statuses = await world.installation.query(
         "SELECT id, status FROM proposals WHERE id IN (?, ?)", first, second
     )
@@ -157,7 +123,7 @@ async def test_a_client_without_elicitation_is_sent_to_the_cli(
     server: ServerProcess, world: World, mission: str, mode: Mode
 ) -> None:
     [pending] = await asyncio.to_thread(propose, world, mission, 1)
-    async with client_for(server, world, mode) as client:
+    async with demo_client(server, world, mode, world.brand_id) as client:
         result = await client.call_tool("proposals.review", {})
     assert result.is_error and result.meta is not None
     assert result.meta[META_ERROR]["reason"] == "client-cannot-ask"
