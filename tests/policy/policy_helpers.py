@@ -141,7 +141,11 @@ class PolicyKit:
 
     async def table(self, name: str) -> list[tuple[Any, ...]]:
         """Every row of one of the policy tables, in a stable order."""
-        assert name in ("space_destructive_allowlist", "space_policy_audit")
+        assert name in (
+            "space_destructive_allowlist",
+            "space_destructive_mode",
+            "space_policy_audit",
+        )
         rows = await self.kit.db.read(
             lambda c: c.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall()  # noqa: S608
         )

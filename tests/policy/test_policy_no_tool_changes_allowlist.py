@@ -1,4 +1,5 @@
-"""No registered tool can change a space's destructive allowlist or its audit trail.
+"""No registered tool can change a space's destructive allowlist, its destructive mode or their
+audit trail.
 
 Dynamic: every registered tool is called through the pipeline (gate off, so every handler runs)
 with arguments generated from its input schema, in a personal and a team space, with every
@@ -21,7 +22,7 @@ from tool_registry.registry import AnySpec
 from tool_registry.store import Space, User
 
 REPO = Path(__file__).resolve().parents[2]
-POLICY_TABLES = ("space_destructive_allowlist", "space_policy_audit")
+POLICY_TABLES = ("space_destructive_allowlist", "space_destructive_mode", "space_policy_audit")
 PATTERN_SAMPLES = ("#4f46e5", "kit@kit.test", "+1 555 0100", "abc123", "2026-03-01", "x")
 
 
@@ -138,6 +139,7 @@ async def test_no_registered_tool_changes_the_allowlist(tmp_path: Path) -> None:
         assert destructive, "the bundled registry has destructive tools"
         await pk.allowlist.allow(owner.id, personal.id, destructive[:1], acknowledge=True)
         await pk.allowlist.allow(owner.id, team.id, destructive, acknowledge=True)
+        await pk.allowlist.set_mode(owner.id, team.id, "confirm", acknowledge=False)
         before = {t: await pk.table(t) for t in POLICY_TABLES}
 
         valid: set[str] = set()
@@ -164,14 +166,16 @@ async def test_no_registered_tool_changes_the_allowlist(tmp_path: Path) -> None:
 def test_no_source_outside_the_allowlist_service_writes_the_policy_tables() -> None:
     writes = re.compile(
         r"\b(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from|replace\s+into|drop\s+table|"
-        r"alter\s+table)\s+[\"'`]?(space_destructive_allowlist|space_policy_audit)\b",
+        r"alter\s+table)\s+[\"'`]?(space_destructive_allowlist|space_destructive_mode|space_policy_audit)\b",
         re.IGNORECASE,
     )
     # The SQL lives in the store module; the allowlist service is its only caller that writes.
     store = REPO / "tool_registry" / "store" / "allowlist.py"
     allowed = {store, REPO / "tool_registry" / "store" / "migrations.py"}
     service = REPO / "policy" / "allowlist.py"
-    store_writes = re.compile(r"\b(add_tools|remove_tools|log_changes)\b")
+    store_writes = re.compile(
+        r"\b(add_tools|remove_tools|log_changes|log_mode_change|store_destructive_mode)\b"
+    )
     offenders = []
     for path in REPO.rglob("*.py"):
         parts = path.relative_to(REPO).parts
