@@ -13,12 +13,13 @@ Rules, first match wins:
    - `confirm` → a person's call (`mcp`: a user's client; `cli`: a person at the terminal,
      whose `mana call` has no way to ask and so ends denied) needs the person to confirm it:
      `destructive-needs-confirmation`, a refusal with `confirm=True` that the pipeline lifts by
-     asking the user and, on accept, deciding again with `confirmed` (then on to the next
-     rules); a declined or dismissed question denies `destructive-declined`; a client that
-     cannot ask gets `destructive-not-allowed` with a reminder that says why. Approving a proposal (`user`) counts as confirmed: the approver was shown the exact
-     fingerprinted call. Agents (`mission-runner`, `persona-runner`) never get a confirmation
-     path: denied `destructive-not-allowed` as in `deny` (their agent policy may propose the
-     call instead);
+     asking the user and deciding again with the answer (`PolicyContext.confirmation`):
+     `accept` → on to the next rules; `decline` or `cancel` → deny `destructive-declined`;
+     `unavailable` (the client cannot ask) → deny `destructive-not-allowed` with a reminder
+     that says why. Approving a proposal (`user`) counts as confirmed: the approver was shown
+     the exact fingerprinted call. Agents (`mission-runner`, `persona-runner`) never get a
+     confirmation path: denied `destructive-not-allowed` as in `deny` (their agent policy may
+     propose the call instead);
 3. this user has called this tool `limit` times or more in the rolling window (default 60 s)
    → deny `rate-limit-exceeded` (the reminder says to pause or batch); a tool whose limit is
    `off` has no such rule;
