@@ -15,8 +15,10 @@ Built once per process (or per test) by `build_http_app`; nothing is created per
 
 Several processes may serve one database (replicas behind a load balancer, no stickiness
 needed): 2025-11-25 sessions are registered in the database and any replica serves any
-session (`mana_http.sessions`), and session events (ended, tool list changed) travel between
-them on PostgreSQL's LISTEN/NOTIFY (`mana_http.notify`).
+session (`mana_http.sessions`), session events (ended, tool list changed, resource updated)
+travel between them on PostgreSQL's LISTEN/NOTIFY (`mana_http.notify`), and a client's answer
+to a request one replica sent reaches that replica whichever one it was POSTed to
+(`mana_http.answers`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from mana_auth.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
+from mana_http.answers import ANSWER, AnswerRelay
 from mana_http.guard import DrainState, McpGuard, RunningRequests, SingleHeaders
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import CONTENT_TYPE, Metrics
@@ -166,6 +169,8 @@ class ManaHttpApp:
     login: PasswordLogin | None
     bus: SessionBus
     resource: ResourceServer
+    # answers to requests this process sent that clients POSTed to another replica
+    answers: AnswerRelay
     # the built-in authorization server; None with an external issuer (MANA_JWKS_URL)
     oauth: AuthorizationServer | None = None
     # this process, as named in a session row's `listener` (the holder of its GET stream)
@@ -226,6 +231,9 @@ class ManaHttpApp:
         if kind == ENDED:
             await self.close_local([session_id])
             return
+        if kind == ANSWER:
+            await self.answers.on_event(session_id, detail)
+            return
         entry = self.sessions.get(session_id)
         connection = self.manager.connections.get(session_id)
         if entry is None or not entry.watch.listening or connection is None:
@@ -237,8 +245,10 @@ class ManaHttpApp:
             await connection.send_resource_updated(detail)
 
     async def resync(self) -> None:
-        """After missing events: close what ended elsewhere meanwhile."""
+        """After missing events: close what ended elsewhere meanwhile, take the answers
+        relayed here meanwhile."""
         await self.close_local(await self.sessions.vanished())
+        await self.answers.collect()
 
     async def _sweep(self) -> None:
         interval = max(0.2, min(self.config.session_idle_seconds / 4, 30.0))
@@ -262,6 +272,7 @@ class ManaHttpApp:
                     await self.close_local(idle)
 
     async def _expire(self) -> None:
+        await self.answers.expire()
         expired = await self.sessions.expired()
         if expired:
             log.info("closing idle sessions", count=len(expired))
@@ -393,6 +404,8 @@ def build_http_app(
     metrics = Metrics(gate=pipeline.gate, open_sessions=lambda: len(sessions))
     pipeline.observers.append(metrics.observe)
     bus = bus_for(pipeline.db)
+    # this process, in session rows (`listener`) and in the ids of the requests it sends
+    instance = uuid.uuid4().hex
     adapter = McpAdapter(
         pipeline,
         RequestScopeCaller(),
@@ -409,6 +422,10 @@ def build_http_app(
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         session_idle_timeout=config.session_idle_seconds,
         max_sessions=config.max_sessions,
+        instance=instance,
+    )
+    answers = AnswerRelay(
+        pipeline.db, bus.publish, manager.deliver, instance=instance, metrics=metrics
     )
     resource = ResourceServer.of(
         public_url=config.public_url,
@@ -433,7 +450,9 @@ def build_http_app(
         login=login,
         bus=bus,
         resource=resource,
+        answers=answers,
         oauth=oauth,
+        instance=instance,
     )
     # tokens for the local audience or for this resource (RFC 8707), under any of its names
     verifier = auth.verifier
@@ -458,6 +477,7 @@ def build_http_app(
             if oauth is not None
             else None
         ),
+        answers=answers,
     )
     public_paths = frozenset((*METADATA_PATHS, JWKS_PATH))
     public_endpoints: dict[str, PublicEndpoint] = {}

@@ -22,7 +22,9 @@ For every request to `/mcp`, in both protocol eras, before the `mcp` session man
    by id, so the two would cross); `DELETE` ends the caller's own session, for every replica,
    without a space check; every request the SDK would open a session for is registered to the
    user under an id chosen here, counted against the user's cap in the same database write (an
-   old, unused session evicted, else 429), and the session is opened with that id;
+   old, unused session evicted, else 429), and the session is opened with that id; a POST that
+   answers a request another replica sent on the session is relayed to it
+   (`mana_http.answers`) and answered 202 Accepted here;
 4. the resolved `Caller` (with the token's scopes) is put into the ASGI scope, where
    `mcp_server.RequestScopeCaller` reads it in the tool handlers — so the space of every call is
    the space of *its* request;
@@ -57,6 +59,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mana_auth.errors import AuthError
 from mana_auth.tokens import TokenVerifier
+from mana_http.answers import AnswerRelay
 from mana_http.manager import BodyFirstSessionManager
 from mana_http.metrics import Metrics
 from mana_http.resource_metadata import ResourceServer
@@ -266,8 +269,10 @@ class McpGuard:
         resource: ResourceServer,
         registry: Registry,
         grants: GrantStatus | None = None,
+        answers: AnswerRelay | None = None,
     ) -> None:
         self.manager = manager
+        self.answers = answers  # relays answers to requests another replica sent
         self.verifier = verifier
         self.registry = registry  # which tools a narrowed token's calls need more scope for
         self.grants = grants  # connections of the built-in authorization server
@@ -577,13 +582,33 @@ class McpGuard:
     ) -> None:
         """Refuse a POST that calls a tool the token's scopes do not cover (403), or that
         carries a JSON-RPC id already in flight in this session (409, the first request keeps
-        its answer); otherwise hold its ids until it is answered."""
+        its answer); relay an answer to another replica's request (202); otherwise hold its
+        ids until it is answered."""
         first = await receive()  # the whole body: the limit middleware buffered it
         body = whole_body(first)
         if narrowed(scopes) and (
             body is None or await self._refused_scope(body, scopes, scope, send)
         ):
             return  # refused, or the client left before its request arrived
+        answers = self.answers
+        relayed = answers.elsewhere(body) if answers is not None and body is not None else None
+        if answers is not None and relayed is not None:
+            target, answer = relayed
+            await answers.forward(entry.session_id, target, answer)
+            # what the SDK answers to a response it takes
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 202,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"mcp-session-id", entry.session_id.encode()),
+                        (b"content-length", b"0"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
         ids = [] if body is None else jsonrpc_request_ids(body)
         keys = [request_key(i) for i in ids]
         taken = self.sessions.claim_requests(entry, keys)

@@ -13,14 +13,17 @@ the user's cap, before the session exists), and a replica must be able to serve 
 another replica opened. `adopt` builds a transport for such a session with a connection that
 is born initialized with the row's negotiated protocol version and client params, exactly the
 state the handshake left on the replica that served it. Both keep the session's `Connection`
-(`connections`), the channel of server-initiated notifications on its GET stream. Everything
-else (routing by `Mcp-Session-Id`, the modern era, DELETE, idle timeout) is the SDK's.
+(`connections`), the channel of server-initiated notifications on its GET stream. Requests the
+server sends on a session carry ids naming this process (`NamedIdDispatcher`), so an answer
+POSTed to another replica finds its way back (`mana_http.answers`; `deliver` hands it over).
+Everything else (routing by `Mcp-Session-Id`, the modern era, DELETE, idle timeout) is the SDK's.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -30,20 +33,82 @@ from mcp.server.connection import Connection
 from mcp.server.runner import serve_connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.dispatcher import CallOptions, coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
 from mcp.shared.transport_context import TransportContext
-from mcp_types import InitializeRequestParams
+from mcp_types import InitializeRequestParams, JSONRPCResponse, RequestId
 from starlette.types import Message, Receive, Scope, Send
+
+from mana_http.answers import Answer, named_request_id
 
 log = structlog.get_logger("mana.http")
 
 ConnectionFactory = Callable[[JSONRPCDispatcher[TransportContext]], Connection]
 
 
+class NamedIdDispatcher(JSONRPCDispatcher[TransportContext]):
+    """The SDK's dispatcher, sending its requests under ids that name this process
+    (`mana_http.answers`), and taking answers another replica received for them."""
+
+    def __init__(
+        self,
+        read_stream: ReadStream[SessionMessage | Exception],
+        write_stream: WriteStream[SessionMessage],
+        *,
+        next_id: Callable[[], str],
+        inline_methods: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(read_stream, write_stream, inline_methods=inline_methods)
+        self._next_named_id = next_id
+
+    async def send_raw_request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        opts: CallOptions | None = None,
+        *,
+        _related_request_id: RequestId | None = None,
+    ) -> dict[str, Any]:
+        named: CallOptions = {**(opts or {})}
+        if "request_id" not in named:
+            named["request_id"] = self._next_named_id()
+        return await super().send_raw_request(
+            method, params, named, _related_request_id=_related_request_id
+        )
+
+    def deliver(self, answer: Answer) -> bool:
+        """Hand `answer` to the request waiting for it, as if it had arrived here; whether
+        one was waiting."""
+        if answer.id is None or not self.waiting_for(answer.id):
+            return False
+        outcome = answer.result if isinstance(answer, JSONRPCResponse) else answer.error
+        self._resolve_pending(answer.id, outcome)
+        return True
+
+    def waiting_for(self, request_id: RequestId) -> bool:
+        return coerce_request_id(request_id) in self._pending
+
+
 class BodyFirstSessionManager(StreamableHTTPSessionManager):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, instance: str, **kwargs: Any) -> None:
+        """`instance` names this process in the ids of the requests it sends."""
         super().__init__(*args, **kwargs)
+        self.instance = instance
         self.connections: dict[str, Connection] = {}
+        self.dispatchers: dict[str, NamedIdDispatcher] = {}
+        # one counter for every session and transport: an id never repeats in this process
+        self._sent = itertools.count(1)
+
+    def next_request_id(self) -> str:
+        return named_request_id(self.instance, next(self._sent))
+
+    def deliver(self, session_id: str, answer: Answer) -> bool:
+        """Hand an answer another replica received to this session's waiting request; whether
+        one was waiting here."""
+        dispatcher = self.dispatchers.get(session_id)
+        return dispatcher is not None and dispatcher.deliver(answer)
 
     async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -150,14 +215,16 @@ class BodyFirstSessionManager(StreamableHTTPSessionManager):
             connection: Connection | None = None
             try:
                 async with transport.connect() as (read_stream, write_stream):
-                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                    dispatcher = NamedIdDispatcher(
                         read_stream,
                         write_stream,
+                        next_id=self.next_request_id,
                         # as the SDK's loop: `initialize` inline, for clients that pipeline
                         inline_methods=frozenset({"initialize"}),
                     )
                     connection = make_connection(dispatcher)
                     self.connections[session_id] = connection
+                    self.dispatchers[session_id] = dispatcher
                     task_status.started()
                     idle_scope = transport.idle_scope or anyio.CancelScope()
                     with idle_scope:
@@ -174,6 +241,7 @@ class BodyFirstSessionManager(StreamableHTTPSessionManager):
             finally:
                 if self.connections.get(session_id) is connection:
                     del self.connections[session_id]
+                    del self.dispatchers[session_id]
                 await self._discard_session(session_id, transport)
 
         try:

@@ -11,6 +11,9 @@ apps in one process — e.g. tests — never share or clash).
   gate: allowed ones and policy denials).
 - `mana_mcp_open_sessions`: open 2025-11-25 sessions.
 - `mana_auth_failures_total{reason}`: rejected requests (401/403/404 session, origin, login).
+- `mana_mcp_client_answers_total{route}`: a client's answers to requests another replica sent
+  (`mana_http.answers`): `forwarded` from here, `delivered` here to a waiting request,
+  `dropped` (none waiting, session gone, too many waiting).
 """
 
 from __future__ import annotations
@@ -99,6 +102,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.client_answers = Counter(
+            "mana_mcp_client_answers",
+            "Client answers to another replica's requests, by route.",
+            ["route"],
+            registry=self.registry,
+        )
         self.sessions = Gauge(
             "mana_mcp_open_sessions",
             "Open MCP sessions (2025-11-25 era).",
@@ -137,6 +146,9 @@ class Metrics:
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def client_answer(self, route: str) -> None:
+        self.client_answers.labels(route).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

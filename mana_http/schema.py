@@ -11,6 +11,10 @@ log level the client set (`logging/setLevel`). The PostgreSQL text differs only 
 `mcp_subscriptions` holds each session's `resources/subscribe` URIs with the space each was
 subscribed in; the rows go with their session (`ON DELETE CASCADE`: expiry, DELETE and
 eviction all delete the session row).
+
+`mcp_answers` holds, for a moment, a client's answer to a request another replica sent on the
+session (`mana_http.answers`): the process it is for (`instance`) and the JSON-RPC message; the
+row is deleted when that process takes it, when it expires, or with its session.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ CREATE TABLE mcp_subscriptions (
 CREATE INDEX mcp_subscriptions_uri ON mcp_subscriptions (space_id, uri);
 """
 
+_ANSWERS = """
+CREATE TABLE mcp_answers (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES mcp_sessions (id) ON DELETE CASCADE,
+    instance TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE INDEX mcp_answers_session ON mcp_answers (session_id);
+CREATE INDEX mcp_answers_instance ON mcp_answers (instance);
+CREATE INDEX mcp_answers_created ON mcp_answers (created_at);
+"""
+
 HTTP_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         COMPONENT,
@@ -55,4 +72,11 @@ HTTP_MIGRATIONS: tuple[Migration, ...] = (
         postgres=_SESSIONS.format(real="DOUBLE PRECISION"),
     ),
     Migration(COMPONENT, 2, "session-log-level-and-subscriptions", _SESSION_STATE),
+    Migration(
+        COMPONENT,
+        3,
+        "answers-across-replicas",
+        _ANSWERS.format(real="REAL"),
+        postgres=_ANSWERS.format(real="DOUBLE PRECISION"),
+    ),
 )

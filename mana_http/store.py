@@ -265,6 +265,59 @@ def subscribers(conn: Conn, space_id: str, uris: Sequence[str]) -> list[Subscrib
     return found
 
 
+# -- answers to another replica's requests (`mcp_answers`, see `mana_http.answers`) -----------
+
+
+def add_answer(
+    conn: Conn,
+    answer_id: str,
+    session_id: str,
+    instance: str,
+    message: str,
+    now: float,
+    per_session: int,
+) -> bool:
+    """Keep `message` for `instance` unless the session is gone or already has `per_session`
+    answers waiting; whether it was kept."""
+    cur = conn.execute(
+        "INSERT INTO mcp_answers (id, session_id, instance, message, created_at) "
+        "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM mcp_sessions WHERE id = ?) "
+        "AND (SELECT count(*) FROM mcp_answers WHERE session_id = ?) < ?",
+        (answer_id, session_id, instance, message, now, session_id, session_id, per_session),
+    )
+    return int(cur.rowcount) == 1
+
+
+def take_answer(conn: Conn, answer_id: str, session_id: str, instance: str) -> str | None:
+    """The message of this answer for `instance` in `session_id`, deleted as it is read (None:
+    another taker, or none such)."""
+    raw = conn.execute(
+        "DELETE FROM mcp_answers WHERE id = ? AND session_id = ? AND instance = ? "
+        "RETURNING message",
+        (answer_id, session_id, instance),
+    ).fetchone()
+    return None if raw is None else str(raw[0])
+
+
+def take_answers_for(conn: Conn, instance: str) -> list[tuple[str, str]]:
+    """Every answer waiting for `instance` as (session id, message), deleted as they are read."""
+    rows = conn.execute(
+        "DELETE FROM mcp_answers WHERE instance = ? RETURNING session_id, message", (instance,)
+    ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def expire_answers(conn: Conn, cutoff: float) -> int:
+    """Delete the answers kept since before `cutoff` (nobody took them); how many."""
+    cur = conn.execute("DELETE FROM mcp_answers WHERE created_at < ?", (cutoff,))
+    return int(cur.rowcount)
+
+
+def answer_count(conn: Conn) -> int:
+    raw = conn.execute("SELECT count(*) FROM mcp_answers").fetchone()
+    return int(raw[0])
+
+
 # -- PostgreSQL LISTEN/NOTIFY -------------------------------------------------------------------
 
 
