@@ -11,8 +11,9 @@ replica can serve any request of any session, so a plain round-robin proxy in fr
 replicas needs no stickiness. What stays per process: the transport itself, the in-flight
 request ids (answers are routed by the transport that received the request, so ids only
 collide within one replica) and the GET stream (on whichever replica the client opened it;
-server-initiated messages for it travel to that replica, see `mana_http.notify`). Mana sends no
-server-to-client *requests*, whose answers could land on another replica.
+server-initiated messages for it travel to that replica, see `mana_http.notify`). A request the
+server sends to the client (a tool asking the user) waits on the replica that sent it; the
+client's answer, POSTed to any replica, is relayed there (`mana_http.answers`).
 
 - A session is *idle* when it had no request in flight on any replica for `idle_seconds`; idle
   sessions are deleted by the sweeper of whichever replica sees it first. Activity reaches the
