@@ -302,7 +302,10 @@ async def stdio_client_for(
     *args: str,
     mode: Mode = "auto",
     env: Mapping[str, str] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Client]:
+    """An `mcp` client of `mana serve --stdio ARGS` on `where`; `options` go to the `Client`
+    (e.g. an `elicitation_callback`)."""
     installation = Installation.of(where)
     params = StdioServerParameters(
         command=PY,
@@ -312,7 +315,7 @@ async def stdio_client_for(
     )
     with _append(installation.data_dir / "stdio.err") as errlog:
         async with Client(
-            stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=30
+            stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=30, **options
         ) as client:
             yield client
 

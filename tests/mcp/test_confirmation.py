@@ -3,7 +3,8 @@ Python `mcp` client, in both protocol eras: the user is asked "Delete the habit 
 cannot be undone." (2025-11-25: elicitation/create during the call; 2026-07-28: an
 input-required result and a retry), accepting deletes the habit (the answer in its audit row),
 declining keeps it and the call is denied `destructive-declined`, and a client without the
-elicitation capability gets the denial with a reminder that says why."""
+elicitation capability gets the denial with a reminder that says why; the same over stdio, as
+Claude Desktop runs the server."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
+from mana_cli.demo import DEMO_EMAIL
 from mana_cli.runtime import open_runtime
 from mcp_adapter.results import META_ERROR, META_REQUEST_ID
 from policy.allowlist import DestructiveAllowlist
 from tests.mcp.elicit_client import Answers, demo_client
-from tests.mcp.support import MODES, Mode, ServerProcess, World, seeded_world
+from tests.mcp.support import MODES, Mode, ServerProcess, World, seeded_world, stdio_client_for
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,26 @@ async def test_a_client_without_elicitation_is_denied_with_the_reason(
     assert (error["status"], error["reason"]) == ("denied", "destructive-not-allowed")
     assert "asks the user to confirm habits.delete" in error["reminder"]
     assert "did not declare the elicitation capability" in error["reminder"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_stdio_as_claude_desktop_runs_it(world: World, mode: Mode) -> None:
+    answers = Answers(
+        types.ElicitResult(action="accept", content={"confirm": True}),
+        types.ElicitResult(action="decline"),
+    )
+    async with stdio_client_for(
+        world.installation, "--as", DEMO_EMAIL, mode=mode, elicitation_callback=answers
+    ) as client:
+        walk = await new_habit(client, f"Swim {mode}")
+        deleted = await client.call_tool("habits.delete", {"id": walk})
+        assert not deleted.is_error, deleted.content
+        run = await new_habit(client, f"Row {mode}")
+        declined = await client.call_tool("habits.delete", {"id": run})
+        ids = await habit_ids(client)
+    assert walk not in ids and run in ids
+    assert error_of(declined)["reason"] == "destructive-declined"
+    assert answers.messages == [
+        f"Delete the habit 'Swim {mode}'? It cannot be undone.",
+        f"Delete the habit 'Row {mode}'? It cannot be undone.",
+    ]
