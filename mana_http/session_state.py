@@ -3,25 +3,33 @@ log level is a column of the session's row (the guard puts it into every request
 subscriptions are rows of `mcp_subscriptions` that go with the session's row (expiry, DELETE,
 eviction). A change is announced on the session bus (`RESOURCE_UPDATED`, detail = the URI), so
 the replica holding the subscriber's GET stream sends `notifications/resources/updated` on it.
+
+A process that writes but serves no MCP session (the mission daemon) announces the changes of
+its writes the same way (`announcing_changes`), so a subscriber hears of a note a mission
+changed. On SQLite the session bus stays inside one process, so only the server's own writes
+are announced there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from mcp.server.session import ServerSession
 
 from mana_http import store
-from mana_http.notify import RESOURCE_UPDATED
+from mana_http.notify import RESOURCE_UPDATED, bus_for
 from mcp_adapter.callers import Caller
 from mcp_adapter.session_state import (
     MAX_SUBSCRIPTIONS,
     SessionStateError,
     too_many_subscriptions,
 )
+from mcp_adapter.subscriptions import ResourceChanges
 from tool_registry.client_channel import LogLevel
 from tool_registry.errors import NotAMemberError
 from tool_registry.membership import require_member
+from tool_registry.pipeline import Pipeline
 from tool_registry.store.accounts import Accounts
 from tool_registry.store.connection import Conn
 from tool_registry.store.database import Database
@@ -110,3 +118,19 @@ def _subscribe(conn: Conn, session_id: str, space_id: str, uri: str, limit: int)
     if not store.add_subscription(conn, session_id, space_id, uri):
         return SESSION_ENDED
     return None
+
+
+@contextlib.asynccontextmanager
+async def announcing_changes(pipeline: Pipeline) -> AsyncIterator[ResourceChanges]:
+    """While inside, the resources this process's writes through `pipeline` change are announced
+    to their subscribers on every server replica (`ResourceChanges` in `pipeline.observers`),
+    for a composition root that serves no sessions itself (the mission daemon); on leaving, the
+    observer is removed and the announcements under way are awaited."""
+    state = DatabaseSessionState(pipeline.db, pipeline.accounts, bus_for(pipeline.db).publish)
+    changes = ResourceChanges(pipeline.registry, state)
+    pipeline.observers.append(changes.observe)
+    try:
+        yield changes
+    finally:
+        pipeline.observers.remove(changes.observe)
+        await changes.settled()
