@@ -21,6 +21,7 @@ from mana_cli.commands.common import print_json
 from mana_cli.commands.missions_cmd import add_llm, build_runner, mission_settings
 from mana_cli.config import Settings
 from mana_cli.runtime import open_runtime
+from mana_http.session_state import announcing_changes
 from missions.daemon import Daemon
 from missions.llm import llm_setup
 from missions.metrics import MissionMetrics
@@ -72,7 +73,8 @@ async def daemon(args: argparse.Namespace, settings: Settings) -> int:
     config = daemon_settings(args, settings)
     llm = llm_setup(args.llm, settings.environ)
     try:
-        async with open_runtime(settings) as rt:
+        # subscribers (on any server replica) hear of the resources missions change
+        async with open_runtime(settings) as rt, announcing_changes(rt.pipeline):
             run_settings = mission_settings(rt, args)
             if args.lease:
                 run_settings = dataclasses.replace(
