@@ -590,26 +590,10 @@ class McpGuard:
             body is None or await self._refused_scope(body, scopes, scope, send)
         ):
             return  # refused, or the client left before its request arrived
-        answers = self.answers
-        relayed = answers.elsewhere(body) if answers is not None and body is not None else None
-        if answers is not None and relayed is not None:
-            target, answer = relayed
-            await answers.forward(entry.session_id, target, answer)
-            # what the SDK answers to a response it takes
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 202,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"mcp-session-id", entry.session_id.encode()),
-                        (b"content-length", b"0"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
         ids = [] if body is None else jsonrpc_request_ids(body)
+        # a body without requests may be an answer to another replica's request
+        if not ids and body is not None and await self._relayed(entry, body, send):
+            return
         keys = [request_key(i) for i in ids]
         taken = self.sessions.claim_requests(entry, keys)
         if taken is not None:
@@ -626,6 +610,27 @@ class McpGuard:
             await self.manager.handle_request(scope, replaying(first, receive), send)
         finally:
             self.sessions.release_requests(entry, keys)
+
+    async def _relayed(self, entry: SessionEntry, body: bytes, send: Send) -> bool:
+        """Relay `body` when it answers a request another replica sent (`mana_http.answers`)
+        and answer 202 Accepted, as the SDK answers a response it takes; whether it did."""
+        found = self.answers.elsewhere(body) if self.answers is not None else None
+        if self.answers is None or found is None:
+            return False
+        await self.answers.forward(entry.session_id, *found)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"mcp-session-id", entry.session_id.encode()),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return True
 
     async def _open_session(
         self,
