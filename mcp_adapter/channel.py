@@ -8,11 +8,12 @@ built from the request context and what the client declared.
   `DEFAULT_LOG_LEVEL` and above before it set one (the spec leaves that choice to the server).
   2026-07-28: only when the request opted in with `_meta` `io.modelcontextprotocol/logLevel`,
   at or above that level.
-- Questions (elicitation, form mode; sampling, text): the handshake era sends a real
-  `elicitation/create` / `sampling/createMessage` request related to the call (the client
-  must have declared the capability and the connection must carry server requests); the
-  2026-07-28 era ends the round with `InputRequired` and finds the answer on the retry
-  (`mcp_adapter.input_rounds`). Capabilities come from the `initialize` params the session
+- Questions (elicitation, form mode; sampling, text; roots): the handshake era sends a real
+  `elicitation/create` / `sampling/createMessage` / `roots/list` request related to the call
+  (the connection must carry server requests); the 2026-07-28 era ends the round with
+  `InputRequired` carrying every unanswered question asked together and finds the answers on
+  the retry (`mcp_adapter.input_rounds`). In both eras the client must have declared the
+  capability a question needs, else `ClientCannotAsk` names it (`required`). Capabilities come from the `initialize` params the session
   holds (also on a replica that adopted the session) or the request's `_meta` envelope.
 - Never while a write transaction is held: a question there raises
   `QuestionInsideTransaction` before anything is sent.
@@ -33,18 +34,25 @@ from mcp.server.connection import allowed_log_levels
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mcp_adapter.input_rounds import QuestionKind, RoundAnswers, parse_answer
 from tool_registry.client_channel import (
     LOG_LEVELS,
+    Answer,
+    Answers,
     ClientCannotAsk,
     ElicitAnswer,
+    ElicitQuestion,
     InputRequired,
     LogLevel,
+    Question,
     QuestionInsideTransaction,
+    RootsQuestion,
     SampledText,
+    SampleQuestion,
     SamplingMessage,
+    check_questions,
 )
 from tool_registry.store import holds_write_transaction
 
@@ -101,6 +109,10 @@ class McpChannel:
     def can_sample(self) -> bool:
         return self._capabilities is not None and self._capabilities.sampling is not None
 
+    @property
+    def can_list_roots(self) -> bool:
+        return self._capabilities is not None and self._capabilities.roots is not None
+
     # -- notifications -----------------------------------------------------------------------
 
     async def progress(
@@ -129,18 +141,8 @@ class McpChannel:
     # -- questions ---------------------------------------------------------------------------
 
     async def elicit(self, key: str, message: str, schema: Mapping[str, Any]) -> ElicitAnswer:
-        self._refuse_inside_transaction("ask the user")
-        if not self.can_elicit:
-            raise ClientCannotAsk(
-                "this client did not declare the elicitation capability (form mode), so it "
-                "cannot show a question to the user"
-            )
-        request = types.ElicitRequest(
-            params=types.ElicitRequestFormParams(message=message, requested_schema=dict(schema))
-        )
-        result = await self._ask(key, "elicit", request, types.ElicitResult)
-        assert isinstance(result, types.ElicitResult)
-        return _checked_answer(key, result, schema)
+        answers = await self.ask_all([ElicitQuestion(key, message, schema)])
+        return answers.elicited(key)
 
     async def sample(
         self,
@@ -150,48 +152,51 @@ class McpChannel:
         max_tokens: int,
         system: str | None = None,
     ) -> SampledText:
-        self._refuse_inside_transaction("ask the client's model")
-        if not self.can_sample:
-            raise ClientCannotAsk(
-                "this client did not declare the sampling capability, so its model cannot be asked"
-            )
-        request = types.CreateMessageRequest(
-            params=types.CreateMessageRequestParams(
-                messages=[
-                    types.SamplingMessage(role=m.role, content=types.TextContent(text=m.text))
-                    for m in messages
-                ],
-                max_tokens=max_tokens,
-                system_prompt=system,
-            )
-        )
-        result = await self._ask(key, "sample", request, types.CreateMessageResult)
-        assert isinstance(result, types.CreateMessageResult)
-        if not isinstance(result.content, types.TextContent):
-            raise ClientCannotAsk(
-                f"the client's model answered with {result.content.type} content; only text "
-                "answers are used"
-            )
-        return SampledText(
-            text=result.content.text, model=result.model, stop_reason=result.stop_reason
-        )
+        answers = await self.ask_all([SampleQuestion(key, messages, max_tokens, system)])
+        return answers.sampled(key)
 
-    async def _ask(
-        self,
-        key: str,
-        kind: QuestionKind,
-        request: types.ElicitRequest | types.CreateMessageRequest,
-        result_type: type[types.ElicitResult] | type[types.CreateMessageResult],
-    ) -> types.ElicitResult | types.CreateMessageResult:
-        """The client's answer to `request`: asked now (handshake era) or found among this
-        round's answers, else the round ends with the question (2026-07-28)."""
-        if not self.handshake_era:
-            raw = self.rounds.answers.get(key)
+    async def roots(self, key: str = "roots") -> list[str]:
+        answers = await self.ask_all([RootsQuestion(key)])
+        return answers.roots(key)
+
+    async def ask_all(self, questions: Sequence[Question]) -> Answers:
+        """Every question answered: asked now one after another (handshake era), or found
+        among this round's answers, else the round ends with every unanswered question at once
+        (2026-07-28). Nothing is asked unless the client can answer them all."""
+        check_questions(questions)
+        self._refuse_inside_transaction(questions)
+        for question in questions:
+            self._require_capability(question)
+        requests = {q.key: _request_of(q) for q in questions}
+        if self.handshake_era:
+            raw = {q.key: await self._send(q, requests[q.key]) for q in questions}
+        else:
+            raw = self._from_rounds(questions, requests)
+        return Answers({q.key: _answer_of(q, raw[q.key]) for q in questions})
+
+    def _from_rounds(
+        self, questions: Sequence[Question], requests: Mapping[str, _Request]
+    ) -> dict[str, BaseModel]:
+        found: dict[str, BaseModel] = {}
+        for question in questions:
+            kind = _KINDS[type(question)]
+            raw = self.rounds.answer(question.key)
             answer = parse_answer(kind, raw) if raw is not None else None
-            if isinstance(answer, result_type):
-                return answer
-            self.rounds.asked[key] = kind
-            raise InputRequired({key: request})
+            if answer is not None:
+                found[question.key] = answer
+            else:
+                self.rounds.answers.pop(question.key, None)  # not an answer: ask again
+        pending = {q.key: requests[q.key] for q in questions if q.key not in found}
+        if pending:
+            for question in questions:
+                if question.key in pending:
+                    self.rounds.asked[question.key] = _KINDS[type(question)]
+            raise InputRequired(pending)
+        return found
+
+    async def _send(self, question: Question, request: _Request) -> BaseModel:
+        """One question sent to the client now, related to the call (handshake era)."""
+        kind = _KINDS[type(question)]
         if not self._ctx.session.can_send_request:
             raise ClientCannotAsk(
                 "this connection cannot carry a request from the server to the client"
@@ -199,7 +204,7 @@ class McpChannel:
         try:
             return await self._ctx.session.send_request(
                 request,
-                result_type,
+                _RESULT_TYPES[kind],
                 request_read_timeout_seconds=ANSWER_TIMEOUT_SECONDS,
                 metadata=ServerMessageMetadata(related_request_id=self._ctx.request_id),
             )
@@ -212,12 +217,90 @@ class McpChannel:
             log.warning("the client failed to answer a question", kind=kind, error=str(exc)[:200])
             raise ClientCannotAsk(f"the client could not answer the {kind} request") from None
 
-    def _refuse_inside_transaction(self, what: str) -> None:
+    def _require_capability(self, question: Question) -> None:
+        """`ClientCannotAsk` naming the capability a question needs, unless the client declared
+        it (the spec forbids asking what the client did not declare)."""
+        if isinstance(question, ElicitQuestion) and not self.can_elicit:
+            raise ClientCannotAsk(
+                "this client did not declare the elicitation capability (form mode), so it "
+                "cannot show a question to the user",
+                required={"elicitation": {"form": {}}},
+            )
+        if isinstance(question, SampleQuestion) and not self.can_sample:
+            raise ClientCannotAsk(
+                "this client did not declare the sampling capability, so its model cannot be asked",
+                required={"sampling": {}},
+            )
+        if isinstance(question, RootsQuestion) and not self.can_list_roots:
+            raise ClientCannotAsk(
+                "this client did not declare the roots capability, so it cannot list its roots",
+                required={"roots": {}},
+            )
+
+    def _refuse_inside_transaction(self, questions: Sequence[Question]) -> None:
         if holds_write_transaction():
+            what = (
+                "ask the user"
+                if any(isinstance(q, ElicitQuestion) for q in questions)
+                else "ask its client"
+            )
             raise QuestionInsideTransaction(
                 f"a tool may not {what} while its write transaction is open; ask before the "
                 "write starts"
             )
+
+
+_Request = types.ElicitRequest | types.CreateMessageRequest | types.ListRootsRequest
+_KINDS: dict[type[Question], QuestionKind] = {
+    ElicitQuestion: "elicit",
+    SampleQuestion: "sample",
+    RootsQuestion: "roots",
+}
+_RESULT_TYPES: dict[QuestionKind, type[BaseModel]] = {
+    "elicit": types.ElicitResult,
+    "sample": types.CreateMessageResult,
+    "roots": types.ListRootsResult,
+}
+
+
+def _request_of(question: Question) -> _Request:
+    if isinstance(question, ElicitQuestion):
+        return types.ElicitRequest(
+            params=types.ElicitRequestFormParams(
+                message=question.message, requested_schema=dict(question.schema)
+            )
+        )
+    if isinstance(question, SampleQuestion):
+        return types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(
+                messages=[
+                    types.SamplingMessage(role=m.role, content=types.TextContent(text=m.text))
+                    for m in question.messages
+                ],
+                max_tokens=question.max_tokens,
+                system_prompt=question.system,
+            )
+        )
+    return types.ListRootsRequest()
+
+
+def _answer_of(question: Question, result: BaseModel) -> Answer:
+    """The client's result as the contract's answer of the question's kind."""
+    if isinstance(question, ElicitQuestion):
+        assert isinstance(result, types.ElicitResult)
+        return _checked_answer(question.key, result, question.schema)
+    if isinstance(question, SampleQuestion):
+        assert isinstance(result, types.CreateMessageResult)
+        if not isinstance(result.content, types.TextContent):
+            raise ClientCannotAsk(
+                f"the client's model answered with {result.content.type} content; only text "
+                "answers are used"
+            )
+        return SampledText(
+            text=result.content.text, model=result.model, stop_reason=result.stop_reason
+        )
+    assert isinstance(result, types.ListRootsResult)
+    return tuple(str(root.uri) for root in result.roots)
 
 
 def _checked_answer(

@@ -1,20 +1,24 @@
-"""The 2026-07-28 input-required round trip of a `tools/call`: the signed `requestState` that
-carries a call's questions and earlier answers from one round to its retry.
+"""The 2026-07-28 input-required round trip of a `tools/call` or `prompts/get`: the signed
+`requestState` that carries a call's earlier answers from one round to its retry.
 
-A server of that era cannot send a request mid-call. When a tool asks (elicitation, sampling),
-the call ends with an `InputRequiredResult` carrying the question under its key and a
-`requestState`; the client answers and retries the same call with `inputResponses` and the
+A server of that era cannot send a request mid-call. When a tool asks (elicitation, sampling,
+roots), the call ends with an `InputRequiredResult` carrying the questions under their keys and
+a `requestState`; the client answers and retries the same call with `inputResponses` and the
 state; the handler runs again from the start and this time `elicit(key, ...)` returns the
-answer. A tool may ask several questions in sequence, so the state carries the answers of every
-earlier round.
+answer. A tool may ask in several rounds, so the state carries the answers of every earlier
+round.
 
-The state is a claim the client hands back, so it is signed (HMAC-SHA256 under a secret every
-replica on the database shares, `mcp_adapter.schema`) over everything it is bound to: the user,
-the space, the tool, the hash of the arguments, the keys asked (with their kind), the answers so
-far and an expiry. Answers arriving without a valid state for this exact call are ignored, so
-the question is simply asked again: a forged, stale, replayed-elsewhere or altered state can
-never make a tool run on answers the user did not give to this call. The state is signed, not
-encrypted: it holds only what this client itself answered.
+The rules (the spec's "Server Requirements" of multi round-trip requests):
+- `inputResponses` are the client's input for this round, like the arguments: a response is
+  used when the handler asks its key now (and the client declared the capability the question
+  needs); keys nobody asks are ignored.
+- `requestState` is attacker-controlled input. It is signed (HMAC-SHA256 under a secret every
+  replica on the database shares, `mcp_adapter.schema`) over everything it is bound to: the user,
+  the space, the tool, the hash of the arguments, the answers so far and an expiry. A state that
+  fails verification (altered, forged, expired, or minted for another user or call) is rejected
+  with a JSON-RPC `-32602` error, whose text does not say which check failed (the log does).
+  No state at all is a first round: there are no earlier answers.
+The state is signed, not encrypted: it holds only what this client itself answered.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Literal
 import mcp_types as types
 import orjson
 import structlog
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from mcp_adapter.schema import shared_secret
@@ -42,7 +47,13 @@ SECRET_NAME = "request-state"  # noqa: S105 - the name of a row, not a secret
 _VERSION = "v1"
 _MAC_LABEL = b"mana/request-state/v1."
 
-QuestionKind = Literal["elicit", "sample"]
+# The one text of every rejected state: which check failed is for the log, not the client.
+STATE_REJECTED = (
+    "requestState is not valid for this request (altered, expired, or issued for another call); "
+    "call again without requestState and inputResponses"
+)
+
+QuestionKind = Literal["elicit", "sample", "roots"]
 
 
 @dataclass(frozen=True)
@@ -57,17 +68,31 @@ class CallBinding:
 
 @dataclass
 class RoundAnswers:
-    """The answers a call may use in this round: those of earlier rounds (from a valid state)
-    plus this round's responses to the keys that state asked. `asked` collects the questions
-    raised in this round (normally one: a handler stops at its first unanswered question)."""
+    """What a call may use in this round. `answers`: the answers of earlier rounds (from a
+    verified state) plus those this round has used; `responses`: this request's
+    `inputResponses`, each used only when the handler asks its key; `asked`: the questions
+    raised in this round (several when a handler asks them together)."""
 
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     asked: dict[str, QuestionKind] = field(default_factory=dict)
+
+    def answer(self, key: str) -> dict[str, Any] | None:
+        """The answer under `key`: an earlier round's, else this request's response (which then
+        travels on in the state of the next round)."""
+        if key in self.answers:
+            return self.answers[key]
+        response = self.responses.get(key)
+        if response is not None:
+            self.answers[key] = response
+        return response
 
 
 def kind_of(request: BaseModel) -> QuestionKind:
     if isinstance(request, types.CreateMessageRequest):
         return "sample"
+    if isinstance(request, types.ListRootsRequest):
+        return "roots"
     if isinstance(request, types.ElicitRequest):
         return "elicit"
     raise TypeError(f"no input-required round for a {type(request).__name__}")
@@ -136,24 +161,20 @@ class InputRounds:
         state: str | None,
         responses: Mapping[str, Any] | None,
     ) -> RoundAnswers:
-        """The answers this round may use. Without a state (a first call) there are none; with
-        a state that is not valid for this very call (forged, altered, expired, minted for
-        another call) the responses are ignored and logged, so the tool asks again."""
+        """The answers this round may use: this request's responses, plus the earlier answers
+        a state carries. Raises `MCPError` (-32602) for a state that is not valid for this very
+        call; without a state this is a first round."""
+        received = {
+            key: dumped
+            for key, response in (responses or {}).items()
+            if (dumped := _dump(response)) is not None
+        }
         if state is None:
-            if responses:
-                log.info("input responses without a request state ignored", tool=binding.tool)
-            return RoundAnswers()
+            return RoundAnswers(responses=received)
         claims = await self._verify(binding, state)
-        if claims is None:
-            return RoundAnswers()
-        answers: dict[str, dict[str, Any]] = dict(claims["r"])
-        for key in claims["k"]:
-            dumped = _dump((responses or {}).get(key))
-            if dumped is not None:
-                answers[key] = dumped
-        return RoundAnswers(answers=answers)
+        return RoundAnswers(answers=dict(claims["r"]), responses=received)
 
-    async def _verify(self, binding: CallBinding, state: str) -> dict[str, Any] | None:
+    async def _verify(self, binding: CallBinding, state: str) -> dict[str, Any]:
         reason = None
         claims: Any = None
         try:
@@ -177,17 +198,23 @@ class InputRounds:
             elif not isinstance(claims.get("k"), dict) or not isinstance(claims.get("r"), dict):
                 reason = "malformed"
         if reason is not None:
-            log.warning("request state refused; asking again", tool=binding.tool, reason=reason)
-            return None
+            log.warning("request state rejected", tool=binding.tool, reason=reason)
+            raise MCPError(code=types.INVALID_PARAMS, message=STATE_REJECTED)
         checked: dict[str, Any] = claims
         return checked
+
+
+_ANSWER_MODELS: dict[QuestionKind, type[BaseModel]] = {
+    "elicit": types.ElicitResult,
+    "sample": types.CreateMessageResult,
+    "roots": types.ListRootsResult,
+}
 
 
 def parse_answer(kind: QuestionKind, raw: Mapping[str, Any]) -> BaseModel | None:
     """A stored or received answer as the result model of its question kind (None: it is not
     one; the question is then asked again)."""
-    model: type[BaseModel] = types.ElicitResult if kind == "elicit" else types.CreateMessageResult
     try:
-        return model.model_validate(raw, by_name=False)
+        return _ANSWER_MODELS[kind].model_validate(raw, by_name=False)
     except ValidationError:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 import mcp_types as types
 import structlog
 from mcp.server import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 
 from mcp_adapter.callers import Caller, CallerError, CallerSource, ToolSetWatch
 from mcp_adapter.catalog import ToolCatalog
@@ -20,6 +21,7 @@ from mcp_adapter.results import (
     META_IDEMPOTENCY_KEY,
     idempotency_key_of,
     invalid_meta,
+    missing_capability_error,
     outcome_result,
     plain_error,
     protocol_error,
@@ -98,13 +100,24 @@ class ToolHandlers:
             return outcome_result(invalid_meta(name, request_id, field_name, str(exc)))
         binding = self._binding(caller, params)
         channel = McpChannel(ctx, log_level=caller.log_level)
-        try:
-            if caller.watch is not None and caller.space_type is not None:
-                await self._notify_if_changed(caller.watch, ctx, caller.space_type)
-            if not channel.handshake_era:
+        if not channel.handshake_era:
+            try:
                 channel.rounds = await self.rounds.open(
                     binding, params.request_state, params.input_responses
                 )
+            except MCPError:
+                raise  # a requestState that fails verification: JSON-RPC error -32602
+            except Exception:
+                log.exception("opening the request state failed", request_id=request_id)
+                return plain_error(
+                    f"{name} could not read its request state; quote request id {request_id} "
+                    "when reporting it",
+                    "error",
+                    request_id,
+                )
+        try:
+            if caller.watch is not None and caller.space_type is not None:
+                await self._notify_if_changed(caller.watch, ctx, caller.space_type)
             outcome = await self.pipeline.invoke(
                 name,
                 params.arguments or {},
@@ -120,7 +133,6 @@ class ToolHandlers:
                 ),
                 resolved=caller.access,  # the HTTP guard resolved this request's space already
             )
-            return outcome_result(outcome)
         except InputRequired as pending:
             if channel.handshake_era:
                 # The channel asks directly in this era; nothing else may end a round.
@@ -149,6 +161,11 @@ class ToolHandlers:
                 "handler-error",
                 request_id,
             )
+        if outcome.required_capabilities is not None and not channel.handshake_era:
+            # 2026-07-28: a capability the client did not declare is a protocol error (the
+            # handshake era keeps the clear tool error).
+            raise missing_capability_error(outcome)
+        return outcome_result(outcome)
 
     @staticmethod
     def _binding(caller: Caller, params: types.CallToolRequestParams) -> CallBinding:

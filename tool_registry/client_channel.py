@@ -1,7 +1,7 @@
 """What a call can ask of the client that made it, beyond its result: report progress, send
-log messages, ask the user a question (elicitation) and ask the client's model for a completion
-(sampling); and the content parts (images, audio, embedded resources) a tool attaches to its
-result.
+log messages, ask the user a question (elicitation), ask the client's model for a completion
+(sampling) and ask for the client's roots; and the content parts (images, audio, embedded
+resources) a tool attaches to its result.
 
 The MCP adapter implements `ClientChannel` per request from what the client declared and the
 protocol era; every other consumer (CLI, agents, missions, tests) gets `NO_CHANNEL`, which
@@ -9,14 +9,20 @@ reports into the void and can ask nothing. A question has a `key`, stable for th
 2026-07-28 era a server cannot send a request mid-call, so the adapter ends the call with an
 input-required result carrying the question, and the client's retry of the same call brings the
 answer under that key (`InputRequired` is what the adapter raises to end the round; tools and
-the pipeline let it pass through untouched).
+the pipeline let it pass through untouched). Independent questions asked together (`ask_all`)
+travel in one round.
+
+A question the client cannot answer raises `ClientCannotAsk`; when the reason is a capability
+the client did not declare, `required` names it (as a `ClientCapabilities` object). A handler
+may catch it and do without; one that lets it escape needed the capability, and the pipeline
+ends the call with the `client-cannot-ask` reason (MCP 2026-07-28: error -32021).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 LOG_LEVELS: tuple[LogLevel, ...] = (
@@ -35,7 +41,12 @@ ElicitAction = Literal["accept", "decline", "cancel"]
 class ClientCannotAsk(Exception):
     """The client of this call cannot answer this kind of question (it did not declare the
     capability, the transport cannot carry a server request, or there is no client: CLI and
-    agents). The text says why, for a reminder."""
+    agents). The text says why, for a reminder. `required`: the client capabilities whose
+    declaration would let it answer (e.g. `{"sampling": {}}`), when that is the reason."""
+
+    def __init__(self, message: str, *, required: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.required = dict(required) if required is not None else None
 
 
 class QuestionInsideTransaction(RuntimeError):
@@ -83,6 +94,69 @@ class SampledText:
     stop_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ElicitQuestion:
+    """A form for the user (see `ClientChannel.elicit`)."""
+
+    key: str
+    message: str
+    schema: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SampleQuestion:
+    """A text completion by the client's model (see `ClientChannel.sample`)."""
+
+    key: str
+    messages: Sequence[SamplingMessage]
+    max_tokens: int
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class RootsQuestion:
+    """The client's roots (see `ClientChannel.roots`)."""
+
+    key: str = "roots"
+
+
+Question = ElicitQuestion | SampleQuestion | RootsQuestion
+Answer = ElicitAnswer | SampledText | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The answers to questions asked together, by key, read with the accessor of each
+    question's kind (a wrong kind or key is a bug of the handler: `KeyError`/`TypeError`)."""
+
+    by_key: Mapping[str, Answer]
+
+    def elicited(self, key: str) -> ElicitAnswer:
+        return _of_kind(self.by_key[key], ElicitAnswer, key)
+
+    def sampled(self, key: str) -> SampledText:
+        return _of_kind(self.by_key[key], SampledText, key)
+
+    def roots(self, key: str) -> list[str]:
+        return list(_of_kind(self.by_key[key], tuple, key))
+
+
+_T = TypeVar("_T")
+
+
+def _of_kind(answer: Answer, kind: type[_T], key: str) -> _T:
+    if not isinstance(answer, kind):
+        raise TypeError(f"the answer under {key!r} is a {type(answer).__name__}")
+    return answer
+
+
+def check_questions(questions: Sequence[Question]) -> None:
+    """Questions asked together need distinct keys (each answer comes back under its key)."""
+    keys = [q.key for q in questions]
+    if not keys or len(set(keys)) != len(keys):
+        raise ValueError(f"questions asked together need distinct keys, got {keys}")
+
+
 class ClientChannel(Protocol):
     """The calling client, for the duration of one call."""
 
@@ -93,6 +167,9 @@ class ClientChannel(Protocol):
 
     @property
     def can_sample(self) -> bool: ...
+
+    @property
+    def can_list_roots(self) -> bool: ...
 
     async def progress(
         self, progress: float, total: float | None = None, message: str | None = None
@@ -124,6 +201,18 @@ class ClientChannel(Protocol):
         `InputRequired`; raises `QuestionInsideTransaction` inside a write transaction."""
         ...
 
+    async def roots(self, key: str = "roots") -> list[str]:
+        """The URIs of the client's roots (the directories or files it offers). Raises
+        `ClientCannotAsk`; may raise `InputRequired`."""
+        ...
+
+    async def ask_all(self, questions: Sequence[Question]) -> Answers:
+        """Ask independent questions at once (distinct keys): on 2026-07-28 every unanswered
+        one travels in one input-required round, elsewhere they are asked in order. Asked only
+        when the client can answer every one (else `ClientCannotAsk`, before anything is
+        asked); the same checks as the single-question methods."""
+        ...
+
 
 class NoChannel:
     """No client to talk to (CLI, agents, missions, tests): progress and logs go nowhere and
@@ -131,6 +220,7 @@ class NoChannel:
 
     can_elicit = False
     can_sample = False
+    can_list_roots = False
 
     async def progress(
         self, progress: float, total: float | None = None, message: str | None = None
@@ -152,6 +242,13 @@ class NoChannel:
         system: str | None = None,
     ) -> SampledText:
         raise ClientCannotAsk("this call has no client model to ask")
+
+    async def roots(self, key: str = "roots") -> list[str]:
+        raise ClientCannotAsk("this call has no client with roots")
+
+    async def ask_all(self, questions: Sequence[Question]) -> Answers:
+        check_questions(questions)
+        raise ClientCannotAsk("this call has no client that can be asked")
 
 
 NO_CHANNEL: ClientChannel = NoChannel()

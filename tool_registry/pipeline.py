@@ -15,7 +15,9 @@ again with the answer; the answer lands in the call's audit row (`confirmation`)
 through untouched (no outcome, no audit row, nothing counted by the rate limit for that round);
 the client's retry brings the answer, and that round is decided, counted and audited once. A
 retry of a call that already ran under the same idempotency key is not asked again: it gets the
-stored outcome (or the reused-key refusal).
+stored outcome (or the reused-key refusal). A handler that lets `ClientCannotAsk` escape needed
+an answer its client cannot give: an `error` outcome `client-cannot-ask`, carrying the client
+capabilities it lacked (`Outcome.required_capabilities`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class Outcome(BaseModel):
     attachments: tuple[Attachment, ...] = Field(default=(), exclude=True)
     # The person's answer when the call asked them to confirm it (for the audit row only).
     confirmation: Confirmation | None = Field(default=None, exclude=True)
+    # `client-cannot-ask`: the client capabilities the handler needed and the client did not
+    # declare (a `ClientCapabilities` object, e.g. {"sampling": {}}), for the MCP adapter.
+    required_capabilities: dict[str, Any] | None = Field(default=None, exclude=True)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +129,9 @@ IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
 INSUFFICIENT_SCOPE = "insufficient-scope"
 # Reason of an `error` outcome when a step of the pipeline itself failed (not the handler).
 INTERNAL_ERROR = "internal-error"
+# Reason of an `error` outcome when the handler needed to ask its client something the client
+# cannot answer (`ClientCannotAsk` escaped the handler).
+CLIENT_CANNOT_ASK = "client-cannot-ask"
 
 # Only an operator at the CLI can even reach an admin-scope tool (where the gate still denies it).
 ADMIN_INVOKERS = frozenset({"cli"})
@@ -169,6 +177,7 @@ class _Rejection(Exception):
         fields: list[FieldError] | None = None,
         reminder: str | None = None,
         confirmation: Confirmation | None = None,
+        required_capabilities: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status: Status = status
@@ -177,6 +186,7 @@ class _Rejection(Exception):
         self.fields = fields or []
         self.reminder = reminder
         self.confirmation = confirmation
+        self.required_capabilities = required_capabilities
 
 
 class Pipeline:
@@ -431,6 +441,7 @@ class Pipeline:
                     error=OutcomeError(reason=rej.reason, message=rej.message, fields=rej.fields),
                     reminder=rej.reminder,
                     confirmation=rej.confirmation,
+                    required_capabilities=rej.required_capabilities,
                 )
                 self.audit.enqueue(self._audit_row(outcome, call, hashed))
             except DatabaseUnavailable as exc:
@@ -629,6 +640,15 @@ class Pipeline:
             output = await spec.handler(parsed, ctx)
         except ManaError as exc:
             raise _Rejection("error", exc.reason, exc.message) from None
+        except ClientCannotAsk as exc:
+            # The handler needed an answer its client cannot give: the client's limit, not a
+            # crash; the text says why (and which capability it lacks, for the MCP adapter).
+            raise _Rejection(
+                "error",
+                CLIENT_CANNOT_ASK,
+                f"{spec.name} needs to ask its client, and {exc}",
+                required_capabilities=exc.required,
+            ) from None
         except Exception:
             log.exception("handler crashed")
             raise _Rejection(
@@ -827,6 +847,7 @@ class Pipeline:
         decision: Decision | None = None,
         attachments: tuple[Attachment, ...] = (),
         confirmation: Confirmation | None = None,
+        required_capabilities: dict[str, Any] | None = None,
     ) -> Outcome:
         if decision is not None and decision.reminder and reminder is None:
             reminder = decision.reminder
@@ -843,6 +864,7 @@ class Pipeline:
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             attachments=attachments,
             confirmation=confirmation,
+            required_capabilities=required_capabilities,
         )
 
     def _audit_row(self, outcome: Outcome, call: CallContext, hashed: str) -> AuditRow:

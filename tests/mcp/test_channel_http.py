@@ -1,8 +1,8 @@
 """The client channel over a real `mana serve --http` process with the real Python `mcp` client,
 in both protocol eras: elicitation (asked directly in 2025-11-25, through input-required rounds
 in 2026-07-28), sampling, progress, log messages and attached content; a forged or foreign
-request state makes the tool ask again; a client without the capability is told why; a question
-inside a write transaction is refused."""
+request state is rejected (-32602) while answers sent without one are used; a client without
+the capability is told why; a question inside a write transaction is refused."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ import pytest
 from mcp import Client
 from mcp.client.context import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from mana_cli.demo import DEMO_EMAIL
+from mcp_adapter.input_rounds import STATE_REJECTED
 from tests.mcp.channel_tools import PNG, WAV
 from tests.mcp.support import MODES, Mode, ServerProcess, World, headers, seeded_world
 
@@ -222,7 +224,7 @@ async def _first_round(client: Client, args: dict[str, Any]) -> types.InputRequi
     return first
 
 
-async def test_a_forged_or_foreign_request_state_asks_again(
+async def test_a_forged_or_foreign_request_state_is_rejected(
     server: ServerProcess, world: World, runs_dir: Path
 ) -> None:
     answer: types.InputResponses = {"name": accept(name="Mallory")}
@@ -232,31 +234,16 @@ async def test_a_forged_or_foreign_request_state_asks_again(
         assert state is not None
         version, payload, mac = state.split(".")
         forged = [
-            None,  # answers without any state
             f"{version}.{payload}.{mac[:-2]}AA",  # wrong signature
             f"{version}.{payload[:-2]}AA.{mac}",  # altered claims
             "garbage",
         ]
+        before = runs(runs_dir, "ask")
         for bad in forged:
-            again = await client.session.call_tool(
-                "chantest.ask",
-                {"topic": "a"},
-                input_responses=answer,
-                request_state=bad,
-                allow_input_required=True,
-            )
-            assert isinstance(again, types.InputRequiredResult), bad
-            assert again.input_requests is not None and list(again.input_requests) == ["name"]
+            await _rejected(client, {"topic": "a"}, answer, bad)
         # the state of a call with other arguments does not carry over
-        other = await client.session.call_tool(
-            "chantest.ask",
-            {"topic": "b"},
-            input_responses=answer,
-            request_state=state,
-            allow_input_required=True,
-        )
-        assert isinstance(other, types.InputRequiredResult)
-        assert other.input_requests is not None and list(other.input_requests) == ["name"]
+        await _rejected(client, {"topic": "b"}, answer, state)
+        assert runs(runs_dir, "ask") == before  # the tool never ran on a rejected state
         # the genuine state moves on to the second question
         moved = await client.session.call_tool(
             "chantest.ask",
@@ -275,15 +262,53 @@ async def test_a_forged_or_foreign_request_state_asks_again(
             streamable_http_client(server.mcp_url, http_client=http), elicitation_callback=Answers()
         ) as bob,
     ):
-        stolen = await bob.session.call_tool(
+        await _rejected(bob, {"topic": "a"}, answer, state)
+
+
+async def _rejected(
+    client: Client, args: dict[str, Any], answer: types.InputResponses, state: str
+) -> None:
+    with pytest.raises(MCPError) as caught:
+        await client.session.call_tool(
             "chantest.ask",
-            {"topic": "a"},
+            args,
             input_responses=answer,
             request_state=state,
             allow_input_required=True,
         )
-    assert isinstance(stolen, types.InputRequiredResult)
-    assert stolen.input_requests is not None and list(stolen.input_requests) == ["name"]
+    assert caught.value.error.code == types.INVALID_PARAMS
+    assert caught.value.error.message == STATE_REJECTED
+
+
+async def test_responses_without_a_state_answer_what_is_asked_and_extra_keys_are_ignored(
+    server: ServerProcess, world: World
+) -> None:
+    """A first request may bring its answers (the state only carries earlier rounds): the
+    answers the tool asks for are used, unknown keys ignored, a missing one asked for."""
+    responses: types.InputResponses = {
+        "name": accept(name="Ann"),
+        "colour": accept(colour="blue"),
+        "unknown": accept(anything="at all"),
+    }
+    async with client_for(server, world, "auto", elicitation_callback=Answers()) as client:
+        done = await client.session.call_tool(
+            "chantest.ask", {"topic": "x"}, input_responses=responses, allow_input_required=True
+        )
+        assert isinstance(done, types.CallToolResult) and not done.is_error, done
+        assert done.structured_content == {
+            "name": "Ann",
+            "colour": "blue",
+            "actions": ["accept", "accept"],
+            "refused": None,
+        }
+        partial = await client.session.call_tool(
+            "chantest.ask",
+            {"topic": "x"},
+            input_responses={"name": accept(name="Ann")},
+            allow_input_required=True,
+        )
+    assert isinstance(partial, types.InputRequiredResult)
+    assert partial.input_requests is not None and list(partial.input_requests) == ["colour"]
 
 
 @pytest.mark.parametrize("mode", MODES)

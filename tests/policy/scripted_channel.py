@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tool_registry.client_channel import (
+    Answers,
     ClientCannotAsk,
     ElicitAnswer,
     LogLevel,
     SampledText,
     SamplingMessage,
 )
+from tool_registry.client_channel import Question as ChannelQuestion
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ScriptedChannel:
     asked: list[Question] = field(default_factory=list)
     can_elicit: bool = True
     can_sample: bool = False
+    can_list_roots: bool = False
 
     async def progress(
         self, progress: float, total: float | None = None, message: str | None = None
@@ -57,3 +60,9 @@ class ScriptedChannel:
         system: str | None = None,
     ) -> SampledText:
         raise ClientCannotAsk("no sampling in this test")
+
+    async def roots(self, key: str = "roots") -> list[str]:
+        raise ClientCannotAsk("no roots in this test")
+
+    async def ask_all(self, questions: Sequence[ChannelQuestion]) -> Answers:
+        raise ClientCannotAsk("no questions asked together in this test")

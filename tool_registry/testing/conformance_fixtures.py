@@ -21,7 +21,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tool_registry.client_channel import Attachment, ClientCannotAsk, SamplingMessage
+from tool_registry.client_channel import (
+    Attachment,
+    ClientCannotAsk,
+    ElicitQuestion,
+    RootsQuestion,
+    SampleQuestion,
+    SamplingMessage,
+)
 from tool_registry.context import ToolContext
 from tool_registry.errors import ToolError
 from tool_registry.prompts import PromptArgument, PromptMessage, PromptSpec
@@ -306,6 +313,43 @@ async def input_required_capabilities(args: NoInput, ctx: ToolContext) -> TextOu
     return TextOutput(text="; ".join(parts))
 
 
+async def input_required_list_roots(args: NoInput, ctx: ToolContext) -> TextOutput:
+    try:
+        roots = await ctx.channel.roots("client_roots")
+    except ClientCannotAsk as exc:
+        raise ToolError(f"Roots are not available: {exc}") from None
+    return TextOutput(text=f"The client offers {len(roots)} root(s): {', '.join(roots)}")
+
+
+async def input_required_multiple_inputs(args: NoInput, ctx: ToolContext) -> TextOutput:
+    """Three independent questions (a form, the model, the roots) asked together: one round."""
+    try:
+        answers = await ctx.channel.ask_all(
+            [
+                ElicitQuestion("user_name", "What is your name?", _form("name")),
+                SampleQuestion(
+                    "greeting", [SamplingMessage(role="user", text="Generate a greeting")], 50
+                ),
+                RootsQuestion("client_roots"),
+            ]
+        )
+    except ClientCannotAsk as exc:
+        raise ToolError(f"The client cannot answer every question: {exc}") from None
+    name = (answers.elicited("user_name").content or {}).get("name")
+    greeting = answers.sampled("greeting").text
+    roots = answers.roots("client_roots")
+    return TextOutput(text=f"{greeting} {name} ({len(roots)} root(s))")
+
+
+async def missing_capability(args: NoInput, ctx: ToolContext) -> TextOutput:
+    """Needs the client's model and does not do without it: a client that did not declare
+    `sampling` gets the pipeline's `client-cannot-ask` outcome (2026-07-28: error -32021)."""
+    answer = await ctx.channel.sample(
+        "capability_probe", [SamplingMessage(role="user", text="Say hello")], max_tokens=20
+    )
+    return TextOutput(text=f"The model answered: {answer.text}")
+
+
 async def schema_features(args: SchemaFeaturesInput, ctx: ToolContext) -> TextOutput:
     return TextOutput(text=f"Received: {args.model_dump_json(exclude_none=True)}")
 
@@ -396,6 +440,24 @@ TOOLS: tuple[AnySpec, ...] = (
         "test_input_required_result_capabilities",
         "Ask only what the client can answer",
         input_required_capabilities,
+    ),
+    _tool(
+        "inputRequiredListRoots",
+        "test_input_required_result_list_roots",
+        "Ask for the client's roots",
+        input_required_list_roots,
+    ),
+    _tool(
+        "inputRequiredMultipleInputs",
+        "test_input_required_result_multiple_inputs",
+        "Ask three questions in one round",
+        input_required_multiple_inputs,
+    ),
+    _tool(
+        "missingCapability",
+        "test_missing_capability",
+        "Needs the client's sampling capability",
+        missing_capability,
     ),
     _tool(
         "schemaFeatures",
