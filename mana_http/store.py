@@ -278,14 +278,24 @@ def add_answer(
     per_session: int,
 ) -> bool:
     """Keep `message` for `instance` unless the session is gone or already has `per_session`
-    answers waiting; whether it was kept."""
-    cur = conn.execute(
-        "INSERT INTO mcp_answers (id, session_id, instance, message, created_at) "
-        "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM mcp_sessions WHERE id = ?) "
-        "AND (SELECT count(*) FROM mcp_answers WHERE session_id = ?) < ?",
-        (answer_id, session_id, instance, message, now, session_id, session_id, per_session),
+    answers waiting; whether it was kept. The session's row is locked first (a no-op update),
+    so concurrent answers of one session are counted one after the other."""
+    locked = conn.execute(
+        "UPDATE mcp_sessions SET last_active = last_active WHERE id = ?", (session_id,)
     )
-    return int(cur.rowcount) == 1
+    if int(locked.rowcount) != 1:
+        return False
+    raw = conn.execute(
+        "SELECT count(*) FROM mcp_answers WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if int(raw[0]) >= per_session:
+        return False
+    conn.execute(
+        "INSERT INTO mcp_answers (id, session_id, instance, message, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (answer_id, session_id, instance, message, now),
+    )
+    return True
 
 
 def take_answer(conn: Conn, answer_id: str, session_id: str, instance: str) -> str | None:
