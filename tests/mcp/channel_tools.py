@@ -9,9 +9,13 @@ added to an in-process registry.
 - `chantest.attach` attaches an image, an audio clip and two embedded resources.
 - `chantest.askInWrite` (a write tool) asks inside its write transaction, which is refused.
 - `chantest.endRound` raises `InputRequired` itself, which only a 2026-07-28 channel may do.
+- `chantest.needSample` needs the client's model and lets `ClientCannotAsk` escape.
+- `chantest.roots` lists the client's roots.
+- `chantest.askAll` asks a name, the model and the roots together (one 2026-07-28 round); a
+  client that cannot answer them all gets `refused`.
 
 Each run is counted in `$MANA_CHANTEST_DIR/<tool>.runs` when that variable is set, so a test can
-see that a forged request state made the tool ask again rather than finish.
+see how often a tool ran (once per round on 2026-07-28; not at all on a rejected state).
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from tool_registry.client_channel import (
     Attachment,
     ClientCannotAsk,
+    ElicitQuestion,
     InputRequired,
+    RootsQuestion,
+    SampleQuestion,
     SamplingMessage,
 )
 from tool_registry.context import ToolContext
@@ -151,6 +160,49 @@ async def end_round(inp: Empty, ctx: ToolContext) -> WriteOutput:
     raise InputRequired({"q": {"method": "elicitation/create"}})
 
 
+async def need_sample(inp: Empty, ctx: ToolContext) -> SampleOutput:
+    _count("needSample")
+    answer = await ctx.channel.sample(
+        "needed", [SamplingMessage(role="user", text="Say hi.")], max_tokens=10
+    )
+    return SampleOutput(text=answer.text, model=answer.model)
+
+
+class RootsOutput(ToolOutput):
+    roots: list[str]
+
+
+async def roots(inp: Empty, ctx: ToolContext) -> RootsOutput:
+    return RootsOutput(roots=await ctx.channel.roots())
+
+
+class AskAllOutput(ToolOutput):
+    name: str | None = None
+    text: str | None = None
+    roots: list[str] = Field(default_factory=list)
+    refused: str | None = None
+
+
+async def ask_all(inp: Empty, ctx: ToolContext) -> AskAllOutput:
+    _count("askAll")
+    try:
+        answers = await ctx.channel.ask_all(
+            [
+                ElicitQuestion("name", "What is your name?", NAME_FORM),
+                SampleQuestion("joke", [SamplingMessage(role="user", text="A joke?")], 50),
+                RootsQuestion("roots"),
+            ]
+        )
+    except ClientCannotAsk as refusal:
+        return AskAllOutput(refused=str(refusal))
+    content = answers.elicited("name").content or {}
+    return AskAllOutput(
+        name=str(content.get("name")),
+        text=answers.sampled("joke").text,
+        roots=answers.roots("roots"),
+    )
+
+
 def _tool(
     verb: str,
     hint: PolicyHint,
@@ -178,4 +230,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
     _tool("attach", "read", Empty, AttachOutput, attach),
     _tool("askInWrite", "write", Empty, WriteOutput, ask_in_write),
     _tool("endRound", "read", Empty, WriteOutput, end_round),
+    _tool("needSample", "read", Empty, SampleOutput, need_sample),
+    _tool("roots", "read", Empty, RootsOutput, roots),
+    _tool("askAll", "read", Empty, AskAllOutput, ask_all),
 ]
