@@ -257,6 +257,26 @@ class ServerProcess:
         return code
 
 
+@contextmanager
+def replica_pair(
+    request: pytest.FixtureRequest, data_dir: Path, *, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[World, ServerProcess, ServerProcess]]:
+    """Two `mana serve --http` replicas on one new PostgreSQL database seeded with the demo
+    world (keys in `data_dir`), started with `env`; both stopped and the database dropped at the
+    block's end."""
+    with new_database(request, "postgres", data_dir / "mana.db") as url:
+        world = seed_world(Installation(data_dir, url))
+        a = ServerProcess(world.installation, env=env)
+        b = ServerProcess(world.installation, env=env)
+        try:
+            a.wait_ready()
+            b.wait_ready()
+            yield world, a, b
+        finally:
+            a.stop()
+            b.stop()
+
+
 def headers(token: str | None, space: str | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     if token is not None:

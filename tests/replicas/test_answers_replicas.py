@@ -24,8 +24,7 @@ from mcp.client.context import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
 from mana_cli.demo import DEMO_EMAIL
-from tests.mcp.support import Installation, ServerProcess, World, headers, seed_world
-from tool_registry.testing.plugin import new_database
+from tests.mcp.support import ServerProcess, World, headers, replica_pair
 from tool_registry.testing.proxy import RoundRobinProxy
 
 EXTRA = {"MANA_EXTRA_TOOLS": "tests.mcp.channel_tools:TOOLS"}
@@ -39,17 +38,8 @@ def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, ServerProcess, ServerProcess]]:
     data_dir = tmp_path_factory.mktemp("answer-replicas")
-    with new_database(request, "postgres", data_dir / "mana.db") as url:
-        world = seed_world(Installation(data_dir, url))
-        a = ServerProcess(world.installation, env=EXTRA)
-        b = ServerProcess(world.installation, env=EXTRA)
-        try:
-            a.wait_ready()
-            b.wait_ready()
-            yield world, a, b
-        finally:
-            a.stop()
-            b.stop()
+    with replica_pair(request, data_dir, env=EXTRA) as pair:
+        yield pair
 
 
 def _is_answer(body: bytes) -> bool:

@@ -16,8 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mana_cli.demo import DEMO_EMAIL
-from tests.mcp.support import Installation, ServerProcess, World, headers, http_client, seed_world
-from tool_registry.testing.plugin import new_database
+from tests.mcp.support import ServerProcess, World, headers, http_client, replica_pair
 from tool_registry.testing.proxy import RoundRobinProxy
 
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -32,17 +31,8 @@ def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, ServerProcess, ServerProcess]]:
     data_dir = tmp_path_factory.mktemp("state-replicas")
-    with new_database(request, "postgres", data_dir / "mana.db") as url:
-        world = seed_world(Installation(data_dir, url))
-        a = ServerProcess(world.installation, env=EXTRA)
-        b = ServerProcess(world.installation, env=EXTRA)
-        try:
-            a.wait_ready()
-            b.wait_ready()
-            yield world, a, b
-        finally:
-            a.stop()
-            b.stop()
+    with replica_pair(request, data_dir, env=EXTRA) as pair:
+        yield pair
 
 
 async def test_an_update_written_on_one_replica_reaches_a_stream_on_the_other(
