@@ -144,6 +144,56 @@ async def test_the_input_required_fixtures_ask_under_the_suites_keys(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_the_roots_and_questions_together_fixtures(database_target: str, mode: Mode) -> None:
+    """`test_input_required_result_list_roots` lists the client's roots and
+    `test_input_required_result_multiple_inputs` asks a form, the model and the roots at once
+    (the suite's 0.2 scenarios look for the three methods in one input-required result);
+    `test_missing_capability` needs sampling: -32021 on 2026-07-28, a tool error before."""
+    asked: list[str] = []
+
+    async def elicit(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        asked.append("elicit")
+        return types.ElicitResult(action="accept", content={"name": "Alice"})
+
+    async def sample(
+        context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        asked.append("sample")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(text="Hello there!"), model="m"
+        )
+
+    async def roots(context: ClientRequestContext) -> types.ListRootsResult:
+        asked.append("roots")
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work")])
+
+    async with adapter(database_target, FLAG) as served:
+        async with Client(
+            served.server,
+            mode=mode,
+            elicitation_callback=elicit,
+            sampling_callback=sample,
+            list_roots_callback=roots,
+        ) as client:
+            listed = await client.call_tool("test_input_required_result_list_roots", {})
+            many = await client.call_tool("test_input_required_result_multiple_inputs", {})
+        assert listed.structured_content == {"text": "The client offers 1 root(s): file:///work"}
+        assert many.structured_content == {"text": "Hello there! Alice (1 root(s))"}
+        assert sorted(asked) == ["elicit", "roots", "roots", "sample"]
+        async with Client(served.server, mode=mode) as bare:
+            if mode == "legacy":
+                needs = await bare.call_tool("test_missing_capability", {})
+                assert needs.is_error
+                return
+            with pytest.raises(MCPError) as caught:
+                await bare.call_tool("test_missing_capability", {})
+    assert caught.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+    assert caught.value.error.data == {"requiredCapabilities": {"sampling": {}}}
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_resource_not_found_names_its_uri(database_target: str, mode: Mode) -> None:
     """Unknown URIs and unknown records answer the era's resource-not-found code with the URI
     in `data.uri` (SEP-2164), so a client can tell which of its reads failed."""
