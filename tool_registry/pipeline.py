@@ -283,19 +283,9 @@ class Pipeline:
                 raise _Rejection("denied", INSUFFICIENT_SCOPE, message)
             access = await self._access(call, resolved)
             space = access.space
-            if module is not None and not self.space_types.allows(space.type, module):
-                raise _Rejection(
-                    "denied",
-                    "module-not-allowed",
-                    f"module {module!r} is not available in {space.type} spaces",
-                )
-            store = ScopedStore(
-                ReadRunner(self.db),
-                user_id=call.user_id,
-                access=access,
-                clock=self.clock,
-                writable=False,
-            )
+            if module is not None:
+                self._require_module(space, module)
+            store = self._read_store(call, access)
             ctx = ViewContext(
                 tool=ToolContext(
                     store=store,
@@ -579,13 +569,7 @@ class Pipeline:
         and for `unavailable` why the client cannot be asked. The question is the tool's own
         (`ToolSpec.confirmation`, on a read-only store) or a generic one. Only an accepted form
         with `confirm: true` accepts. `InputRequired` (2026-07-28) passes through."""
-        store = ScopedStore(
-            ReadRunner(self.db),
-            user_id=call.user_id,
-            access=access,
-            clock=self.clock,
-            writable=False,
-        )
+        store = self._read_store(call, access)
         question = None
         if spec.confirmation is not None:
             question = await spec.confirmation(
@@ -602,13 +586,27 @@ class Pipeline:
         accepted = answer.content is not None and answer.content.get(CONFIRM_FIELD) is True
         return ("accept" if accepted else "decline"), None
 
-    def _check_available(self, spec: AnySpec, space: Space) -> None:
-        if not self.space_types.allows(space.type, spec.module):
+    def _require_module(self, space: Space, module: str) -> None:
+        """Refuse (`module-not-allowed`) a module the space's type does not allow."""
+        if not self.space_types.allows(space.type, module):
             raise _Rejection(
                 "denied",
                 "module-not-allowed",
-                f"module {spec.module!r} is not available in {space.type} spaces",
+                f"module {module!r} is not available in {space.type} spaces",
             )
+
+    def _read_store(self, call: CallContext, access: SpaceAccess) -> ScopedStore:
+        """A read-only store bound to the caller and the space (reads, views, questions)."""
+        return ScopedStore(
+            ReadRunner(self.db),
+            user_id=call.user_id,
+            access=access,
+            clock=self.clock,
+            writable=False,
+        )
+
+    def _check_available(self, spec: AnySpec, space: Space) -> None:
+        self._require_module(space, spec.module)
         missing = [b for b in spec.requires if not self.backends.configured(b)]
         if missing:
             raise _Rejection(
@@ -685,13 +683,7 @@ class Pipeline:
     ) -> Outcome:
         """A read tool, or a tool with `own_transactions`: on a read-only store, outside any
         transaction, its audit row buffered."""
-        store = ScopedStore(
-            ReadRunner(self.db),
-            user_id=call.user_id,
-            access=access,
-            clock=self.clock,
-            writable=False,
-        )
+        store = self._read_store(call, access)
         outcome = await self._handle(
             spec, parsed, call, access, store, decision, started, confirmation
         )
