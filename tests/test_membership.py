@@ -124,12 +124,8 @@ def test_pipeline_answers_alike_for_every_invoker(world: World) -> None:
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.installation)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def _http_answer(server: ServerProcess, token: str, ref: str, era: str) -> dict[str, Any]:

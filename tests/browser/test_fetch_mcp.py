@@ -58,12 +58,8 @@ def sites() -> Iterator[tuple[LocalSite, LocalSite]]:
 @pytest.fixture(scope="module")
 def server(world: World, sites: tuple[LocalSite, LocalSite]) -> Iterator[ServerProcess]:
     allowed, _ = sites
-    proc = ServerProcess(world.installation, env={"MANA_ALLOWED_ORIGINS": allowed.origin})
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation, env={"MANA_ALLOWED_ORIGINS": allowed.origin}) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _message(text: str) -> dict[str, Any]:

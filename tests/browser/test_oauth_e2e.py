@@ -73,12 +73,8 @@ def client_site() -> Iterator[LocalSite]:
 def server(world: World, client_site: LocalSite) -> Iterator[ServerProcess]:
     # the documents are served over plain http from loopback: the operator allows that origin
     env = {"MANA_OAUTH_LOOPBACK_CLIENTS": client_site.origin}
-    proc = ServerProcess(world.installation, env=env)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation, env=env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _register_client(site: LocalSite, name: str, *, document: bool) -> tuple[str, str | None]:

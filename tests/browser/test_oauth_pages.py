@@ -45,12 +45,8 @@ def sites() -> Iterator[tuple[LocalSite, LocalSite, LocalSite]]:
 @pytest.fixture(scope="module")
 def server(world: World, sites: tuple[LocalSite, LocalSite, LocalSite]) -> Iterator[ServerProcess]:
     _, allowed, _ = sites
-    proc = ServerProcess(world.installation, env={"MANA_ALLOWED_ORIGINS": allowed.origin})
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation, env={"MANA_ALLOWED_ORIGINS": allowed.origin}) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _authorize_url(

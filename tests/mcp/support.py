@@ -238,6 +238,18 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout} s: {self.stderr()}")
 
+    def __enter__(self) -> ServerProcess:
+        """Wait until it serves; stopped at the block's end whatever happens."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stderr(self) -> str:
         self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")[-4000:]

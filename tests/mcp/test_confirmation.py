@@ -42,12 +42,8 @@ async def _confirm_mode(world: World) -> None:
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.installation)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def new_habit(client: Client, name: str) -> str:

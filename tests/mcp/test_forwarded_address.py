@@ -15,13 +15,11 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("forwarded")
-    with seeded_world(request, database_backend, data_dir) as world:
-        proc = ServerProcess(world.installation)
-        try:
-            proc.wait_ready()
-            yield proc
-        finally:
-            proc.stop()
+    with (
+        seeded_world(request, database_backend, data_dir) as world,
+        ServerProcess(world.installation) as proc,
+    ):
+        yield proc
 
 
 def test_x_forwarded_for_does_not_give_a_guesser_fresh_addresses(server: ServerProcess) -> None:

@@ -87,12 +87,8 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> People:
 
 
 def _serve(data_dir: Path, env: dict[str, str]) -> Iterator[ServerProcess]:
-    proc = ServerProcess(data_dir, env=env)
-    try:
-        proc.wait_ready()
+    with ServerProcess(data_dir, env=env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

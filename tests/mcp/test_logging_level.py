@@ -51,12 +51,8 @@ def world(
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.installation, env=EXTRA)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation, env=EXTRA) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class Logs:

@@ -37,12 +37,8 @@ def world(
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.installation)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class Updates:

@@ -64,12 +64,8 @@ def propose(world: World, mission: str, runs: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(world: World, mission: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(world.installation)
-    try:
-        proc.wait_ready()
+    with ServerProcess(world.installation) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def runs_as_user(world: World) -> int:

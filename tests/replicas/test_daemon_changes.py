@@ -49,12 +49,8 @@ def server(
     data_dir = tmp_path_factory.mktemp("daemon-changes")
     with new_database(request, "postgres", data_dir / "mana.db") as url:
         world = seed_world(Installation(data_dir, url))
-        process = ServerProcess(world.installation)
-        try:
-            process.wait_ready()
+        with ServerProcess(world.installation) as process:
             yield world, process
-        finally:
-            process.stop()
 
 
 async def _due_mission(world: World) -> str:
