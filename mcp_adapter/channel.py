@@ -180,7 +180,8 @@ class McpChannel:
         found: dict[str, BaseModel] = {}
         for question in questions:
             kind = _KINDS[type(question)]
-            raw = self.rounds.answer(question.key)
+            asked_first = isinstance(question, ElicitQuestion) and question.asked_first
+            raw = self.rounds.answer(question.key, asked_first=asked_first)
             answer = parse_answer(kind, raw) if raw is not None else None
             if answer is not None:
                 found[question.key] = answer

@@ -76,12 +76,18 @@ class RoundAnswers:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     asked: dict[str, QuestionKind] = field(default_factory=dict)
+    # The keys the previous round asked (from its verified state): what `asked_first`
+    # questions accept a response for.
+    asked_before: frozenset[str] = frozenset()
 
-    def answer(self, key: str) -> dict[str, Any] | None:
+    def answer(self, key: str, *, asked_first: bool = False) -> dict[str, Any] | None:
         """The answer under `key`: an earlier round's, else this request's response (which then
-        travels on in the state of the next round)."""
+        travels on in the state of the next round). With `asked_first`, a response counts only
+        when the previous round asked `key`."""
         if key in self.answers:
             return self.answers[key]
+        if asked_first and key not in self.asked_before:
+            return None
         response = self.responses.get(key)
         if response is not None:
             self.answers[key] = response
@@ -172,7 +178,9 @@ class InputRounds:
         if state is None:
             return RoundAnswers(responses=received)
         claims = await self._verify(binding, state)
-        return RoundAnswers(answers=dict(claims["r"]), responses=received)
+        return RoundAnswers(
+            answers=dict(claims["r"]), responses=received, asked_before=frozenset(claims["k"])
+        )
 
     async def _verify(self, binding: CallBinding, state: str) -> dict[str, Any]:
         reason = None

@@ -96,11 +96,15 @@ class SampledText:
 
 @dataclass(frozen=True)
 class ElicitQuestion:
-    """A form for the user (see `ClientChannel.elicit`)."""
+    """A form for the user (see `ClientChannel.elicit`). `asked_first`: the answer counts only
+    when the server really asked this question of this call before (in the 2026-07-28 era, the
+    signed state of the previous round names it); an answer a client sends unasked is ignored
+    and the question is asked. For consent the person must see, such as confirming a delete."""
 
     key: str
     message: str
     schema: Mapping[str, Any]
+    asked_first: bool = False
 
 
 @dataclass(frozen=True)

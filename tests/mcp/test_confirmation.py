@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -21,7 +22,15 @@ from mana_cli.runtime import open_runtime
 from mcp_adapter.results import META_ERROR, META_REQUEST_ID
 from policy.allowlist import DestructiveAllowlist
 from tests.mcp.elicit_client import Answers, demo_client
-from tests.mcp.support import MODES, Mode, ServerProcess, World, seeded_world, stdio_client_for
+from tests.mcp.support import (
+    JSON_ACCEPT,
+    MODES,
+    Mode,
+    ServerProcess,
+    World,
+    seeded_world,
+    stdio_client_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +144,60 @@ async def test_over_stdio_as_claude_desktop_runs_it(world: World, mode: Mode) ->
         f"Delete the habit 'Swim {mode}'? It cannot be undone.",
         f"Delete the habit 'Row {mode}'? It cannot be undone.",
     ]
+
+
+def _modern_delete(
+    server: ServerProcess, token: str, habit: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """One raw 2026-07-28 habits.delete, declaring elicitation, with `extra` params."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {
+            "name": "habits.delete",
+            "arguments": {"id": habit},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+            },
+            **extra,
+        },
+    }
+    response = httpx.post(
+        server.mcp_url,
+        json=body,
+        headers={
+            **JSON_ACCEPT,
+            "authorization": f"Bearer {token}",
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": "habits.delete",
+        },
+        timeout=30.0,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+async def test_an_accept_sent_before_the_question_was_asked_does_not_delete(
+    server: ServerProcess, world: World
+) -> None:
+    """The person must have seen the question: an `inputResponses` accept that no earlier
+    round of this call asked for is ignored and the question is asked; the answer to the
+    question the server did ask (with its signed state) deletes."""
+    accept = {"mana.confirm": {"action": "accept", "content": {"confirm": True}}}
+    async with demo_client(server, world, "auto") as client:
+        habit = await new_habit(client, "Unasked")
+        token = world.token(world.demo_id, email=DEMO_EMAIL)
+        first = _modern_delete(server, token, habit, {"inputResponses": accept})
+        assert first["resultType"] == "input_required", first
+        assert "mana.confirm" in first["inputRequests"]
+        assert habit in await habit_ids(client)
+        state = first["requestState"]
+        done = _modern_delete(
+            server, token, habit, {"inputResponses": accept, "requestState": state}
+        )
+        assert done.get("isError") is not True, done
+        assert habit not in await habit_ids(client)

@@ -11,6 +11,7 @@ from tool_registry.client_channel import (
     Answers,
     ClientCannotAsk,
     ElicitAnswer,
+    ElicitQuestion,
     LogLevel,
     SampledText,
     SamplingMessage,
@@ -65,4 +66,12 @@ class ScriptedChannel:
         raise ClientCannotAsk("no roots in this test")
 
     async def ask_all(self, questions: Sequence[ChannelQuestion]) -> Answers:
-        raise ClientCannotAsk("no questions asked together in this test")
+        """Forms only, each answered like `elicit` (a confirmation is asked this way)."""
+        answers: dict[str, ElicitAnswer] = {}
+        for question in questions:
+            if not isinstance(question, ElicitQuestion):
+                raise ClientCannotAsk("only forms in this test")
+            answers[question.key] = await self.elicit(
+                question.key, question.message, question.schema
+            )
+        return Answers(answers)
