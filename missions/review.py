@@ -36,7 +36,7 @@ from pydantic import Field
 from missions.models import Proposal
 from missions.proposals import ProposalService
 from missions.view import MISSIONS
-from tool_registry.client_channel import ClientCannotAsk
+from tool_registry.client_channel import ClientCannotAsk, ask_consent
 from tool_registry.context import ScopedBackendKey, ToolContext
 from tool_registry.errors import ManaError, PermissionDeniedError, ToolError
 from tool_registry.membership import is_manager
@@ -174,8 +174,8 @@ async def review_proposals(inp: ReviewInput, ctx: ToolContext) -> ReviewResult:
     decisions: list[tuple[Proposal, ReviewChoice, str | None]] = []
     for index, proposal in enumerate(pending):
         try:
-            answer = await ctx.channel.elicit(
-                question_key(proposal.id), question(proposal), QUESTION_SCHEMA
+            answer = await ask_consent(
+                ctx.channel, question_key(proposal.id), question(proposal), QUESTION_SCHEMA
             )
         except ClientCannotAsk as exc:
             raise ToolError(NO_QUESTIONS.format(why=exc), reason="client-cannot-ask") from None

@@ -161,6 +161,15 @@ def check_questions(questions: Sequence[Question]) -> None:
         raise ValueError(f"questions asked together need distinct keys, got {keys}")
 
 
+async def ask_consent(
+    channel: ClientChannel, key: str, message: str, schema: Mapping[str, Any]
+) -> ElicitAnswer:
+    """Ask the person for consent (a form marked `asked_first`): an answer counts only as the
+    reply to this question really asked, never one a client sent unasked."""
+    answers = await channel.ask_all([ElicitQuestion(key, message, schema, asked_first=True)])
+    return answers.elicited(key)
+
+
 class ClientChannel(Protocol):
     """The calling client, for the duration of one call."""
 

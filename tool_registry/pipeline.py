@@ -38,7 +38,7 @@ from tool_registry.access_scopes import (
     missing_scope,
     scope_allows,
 )
-from tool_registry.client_channel import Attachment, ClientCannotAsk, ElicitQuestion
+from tool_registry.client_channel import Attachment, ClientCannotAsk, ask_consent
 from tool_registry.clock import Clock, SystemClock, iso
 from tool_registry.confirm import CONFIRM_FIELD, confirm_schema, generic_question
 from tool_registry.context import Backends, CallContext, ToolContext, idempotency_key_problem
@@ -575,11 +575,10 @@ class Pipeline:
             question = await spec.confirmation(
                 parsed, self._tool_context(spec, call, access, store)
             )
-        form = ElicitQuestion(
-            CONFIRM_KEY, question or generic_question(spec), confirm_schema(), asked_first=True
-        )
         try:
-            answer = (await call.channel.ask_all([form])).elicited(CONFIRM_KEY)
+            answer = await ask_consent(
+                call.channel, CONFIRM_KEY, question or generic_question(spec), confirm_schema()
+            )
         except ClientCannotAsk as exc:
             return "unavailable", str(exc)
         if answer.action != "accept":
