@@ -11,6 +11,7 @@ from tool_registry.clock import iso
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
 from tool_registry.errors import ToolError
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -118,18 +119,20 @@ async def list_events(inp: ListEventsInput, ctx: ToolContext) -> EventList:
     if to < frm:
         raise ToolError(f"'to' ({to}) is before 'from' ({frm})", reason="invalid-range")
     # Events already running at `from`, then events starting inside [from, to): both by start.
-    running = await ctx.store.list(
+    listing = Listing(ctx, "event", "events", limit=inp.limit)
+    running = await listing.read(
         EVENTS,
         filters=[Filter("start", "lt", frm), Filter("end", "gt", frm)],
         order_by="start",
         limit=inp.limit,
     )
-    starting = await ctx.store.list(
+    starting = await listing.read(
         EVENTS,
         filters=[Filter("start", "ge", frm), Filter("start", "lt", to)],
         order_by="start",
         limit=inp.limit - len(running),
     )
+    await listing.finish()
     return EventList(from_=frm, to=to, events=[Event.of(r) for r in [*running, *starting]])
 
 

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -111,12 +112,16 @@ class ContactList(ToolOutput):
 
 
 async def search_contacts(inp: SearchContactsInput, ctx: ToolContext) -> ContactList:
+    listing = Listing(ctx, "contact", "contacts", limit=inp.limit)
     if inp.query is None:
-        records = await ctx.store.list(
+        records = await listing.read(
             CONTACTS, order_by="updated_at", descending=True, limit=inp.limit
         )
     else:
-        records = await ctx.store.search(CONTACTS, inp.query, SEARCH_FIELDS, limit=inp.limit)
+        records = listing.took(
+            await ctx.store.search(CONTACTS, inp.query, SEARCH_FIELDS, limit=inp.limit)
+        )
+    await listing.finish()
     return ContactList(contacts=[Contact.of(r) for r in records])
 
 

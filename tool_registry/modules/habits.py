@@ -10,6 +10,7 @@ from pydantic import Field
 from tool_registry.clock import iso
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -101,7 +102,9 @@ class HabitList(ToolOutput):
 
 async def list_habits(inp: ListHabitsInput, ctx: ToolContext) -> HabitList:
     filters = [] if inp.include_archived else [Filter("archived", "eq", False)]
-    records = await ctx.store.list(HABITS, filters=filters)
+    listing = Listing(ctx, "habit", "habits")
+    records = await listing.read(HABITS, filters=filters)
+    await listing.finish()
     # One validation call for the whole list: much cheaper than one per row.
     return HabitList.model_validate({"habits": [r.as_dict() for r in records]})
 
@@ -255,7 +258,9 @@ async def recent_logs(inp: RecentLogsInput, ctx: ToolContext) -> RecentLogs:
     filters = [Filter("at", "ge", since)]
     if inp.habit_id:
         filters.append(Filter("habitId", "eq", inp.habit_id))
-    records = await ctx.store.list(LOGS, filters=filters, order_by="at", descending=True)
+    listing = Listing(ctx, "habit log", "habit logs")
+    records = await listing.read(LOGS, filters=filters, order_by="at", descending=True)
+    await listing.finish()
     return RecentLogs(
         since=since,
         logs=[

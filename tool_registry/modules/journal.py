@@ -9,6 +9,7 @@ from pydantic import Field
 
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -100,9 +101,11 @@ async def list_entries(inp: ListEntriesInput, ctx: ToolContext) -> JournalEntrie
         filters.append(Filter("date", "ge", inp.from_.isoformat()))
     if inp.to is not None:
         filters.append(Filter("date", "le", inp.to.isoformat()))
-    records = await ctx.store.list(
+    listing = Listing(ctx, "journal entry", "journal entries", limit=inp.limit)
+    records = await listing.read(
         ENTRIES, filters=filters, order_by="date", descending=True, limit=inp.limit
     )
+    await listing.finish()
     return JournalEntries(entries=[JournalEntry.of(r) for r in records])
 
 

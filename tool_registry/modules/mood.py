@@ -10,6 +10,7 @@ from pydantic import Field
 from tool_registry.clock import iso
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -107,9 +108,11 @@ async def list_mood(inp: ListMoodInput, ctx: ToolContext) -> MoodEntries:
         filters.append(Filter("at", "ge", _day_start(inp.from_)))
     if inp.to is not None:
         filters.append(Filter("at", "lt", _day_start(inp.to + timedelta(days=1))))
-    records = await ctx.store.list(
+    listing = Listing(ctx, "mood entry", "mood entries", limit=inp.limit)
+    records = await listing.read(
         ENTRIES, filters=filters, order_by="at", descending=True, limit=inp.limit
     )
+    await listing.finish()
     entries = [MoodEntry.of(r) for r in records]
     average = round(sum(e.score for e in entries) / len(entries), 2) if entries else None
     return MoodEntries(entries=entries, average=average)

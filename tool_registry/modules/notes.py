@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field
 
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import Deleted, LongText, RecordId, ToolInput, ToolOutput
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
@@ -160,12 +161,14 @@ def snippet(body: str, query: str | None) -> str:
 
 
 async def search_notes(inp: SearchNotesInput, ctx: ToolContext) -> NoteHits:
+    listing = Listing(ctx, "note", "notes", limit=inp.limit)
     if inp.query is None:
-        records = await ctx.store.list(
-            NOTES, order_by="updated_at", descending=True, limit=inp.limit
-        )
+        records = await listing.read(NOTES, order_by="updated_at", descending=True, limit=inp.limit)
     else:
-        records = await ctx.store.search(NOTES, inp.query, SEARCH_FIELDS, limit=inp.limit)
+        records = listing.took(
+            await ctx.store.search(NOTES, inp.query, SEARCH_FIELDS, limit=inp.limit)
+        )
+    await listing.finish()
     return NoteHits(
         notes=[
             NoteHit(

@@ -9,6 +9,7 @@ from pydantic import Field
 from tool_registry.clock import iso
 from tool_registry.confirm import deletes
 from tool_registry.context import ToolContext
+from tool_registry.listing import Listing
 from tool_registry.models import (
     Clear,
     Deleted,
@@ -104,14 +105,16 @@ async def list_todos(inp: ListTodosInput, ctx: ToolContext) -> TodoList:
     dated = [*filters, Filter("dueDate", "not_null")]
     if inp.due_before is not None:
         dated.append(Filter("dueDate", "lt", inp.due_before.isoformat()))
-    records = await ctx.store.list(TODOS, filters=dated, order_by="dueDate", limit=inp.limit)
+    listing = Listing(ctx, "todo", "todos", limit=inp.limit)
+    records = await listing.read(TODOS, filters=dated, order_by="dueDate", limit=inp.limit)
     # The store orders ties by id (creation time to the millisecond); make it exact.
     records.sort(key=lambda r: (r.data["dueDate"], r.created_at, r.id))
     if inp.due_before is None and len(records) < inp.limit:
         undated = [*filters, Filter("dueDate", "is_null")]
-        records += await ctx.store.list(
+        records += await listing.read(
             TODOS, filters=undated, order_by="created_at", limit=inp.limit - len(records)
         )
+    await listing.finish()
     return TodoList(todos=[Todo.of(r) for r in records])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -257,6 +257,97 @@ def _one(row: Row | None) -> Record | None:
     return _record(row) if row else None
 
 
+# Rows per query when a list is read in pages (`ScopedStore.pages`).
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a paged read: its records, and whether another page follows."""
+
+    records: builtins.list[Record]
+    more: bool
+
+
+@dataclass(frozen=True)
+class _Order:
+    field: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class _After:
+    """Where a paged read continues: after the row with this order value and id."""
+
+    value: Any
+    id: str
+
+    @classmethod
+    def of(cls, record: Record, path: str) -> _After:
+        """The position of `record` in an order on `path`, with the value as the SQL reads it
+        (a missing field or JSON null is SQL NULL)."""
+        value: Any
+        if path in META_COLUMNS:
+            value = getattr(record, path)
+        else:
+            value = record.data
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, dict | builtins.list):
+            raise ValidationFailed(
+                f"cannot read {record.collection} in pages ordered by {path!r}: record "
+                f"{record.id} holds an object or a list there"
+            )
+        return cls(_sql_value(value), record.id)
+
+    def sql(self, dialect: Dialect, order: _Order) -> tuple[str, builtins.list[Any]]:
+        """The rows after this position in `order` (the order field, then id, both one way;
+        SQL NULL first ascending, last descending, as `FieldSql.order` sorts them)."""
+        column = field_sql(dialect, order.field)
+        beyond = "<" if order.descending else ">"
+        if self.value is None:
+            parts = [f"({column.text} IS NULL AND id {beyond} ?)"]
+            params: builtins.list[Any] = [self.id]
+            if not order.descending:
+                parts.append(f"{column.text} IS NOT NULL")
+        else:
+            key = column.params(self.value)
+            parts = [column.compare(beyond), f"({column.compare('=')} AND id {beyond} ?)"]
+            params = [*key, *key, self.id]
+            if order.descending and column.nullable:
+                parts.append(f"{column.text} IS NULL")
+        return "(" + " OR ".join(parts) + ")", params
+
+
+def _select(
+    dialect: Dialect,
+    space_id: str,
+    collection: str,
+    filters: Sequence[Filter],
+    order: _Order,
+    include_deleted: bool,
+    after: _After | None = None,
+) -> tuple[str, builtins.list[Any]]:
+    """The SELECT of `list` and `pages` (without LIMIT), and its parameters: one place for the
+    filters and the order (the order field, then id), so pages concatenate to the list."""
+    clauses = ["space_id = ?", "collection = ?"]
+    params: builtins.list[Any] = [space_id, collection]
+    if not include_deleted:
+        clauses.append("deleted_at IS NULL")
+    if after is not None:
+        clause, extra = after.sql(dialect, order)
+        clauses.append(clause)
+        params.extend(extra)
+    where_sql, params = _where(dialect, clauses, params, filters)
+    direction = "DESC" if order.descending else "ASC"
+    by = field_sql(dialect, order.field).order(order.descending)
+    source = RECORDS_SOURCE[dialect]
+    return (
+        f"SELECT {_COLS} FROM {source} WHERE {where_sql} ORDER BY {by}, id {direction}",
+        params,
+    )
+
+
 class ScopedStore:
     """Record access for exactly one user in exactly one space (membership already verified)."""
 
@@ -312,26 +403,69 @@ class ScopedStore:
         limit: int | None = None,
         offset: int = 0,
     ) -> builtins.list[Record]:
-        clauses = ["space_id = ?", "collection = ?"]
-        if not include_deleted:
-            clauses.append("deleted_at IS NULL")
         all_filters = [Filter(k, "eq", v) for k, v in (where or {}).items()] + list(filters)
-        check_field(order_by)
-        direction = "DESC" if descending else "ASC"
+        order = _Order(check_field(order_by), descending)
         space_id = self.space_id
 
         def work(conn: Conn) -> builtins.list[Record]:
-            dialect = dialect_of(conn)
-            where_sql, params = _where(dialect, clauses, [space_id, collection], all_filters)
-            order = field_sql(dialect, order_by).order(descending)
-            source = RECORDS_SOURCE[dialect]
-            sql = f"SELECT {_COLS} FROM {source} WHERE {where_sql} ORDER BY {order}, id {direction}"
+            sql, params = _select(
+                dialect_of(conn), space_id, collection, all_filters, order, include_deleted
+            )
             if limit is not None:
                 sql += " LIMIT ? OFFSET ?"
                 params.extend([int(limit), int(offset)])
             return [_record(r) for r in conn.execute(sql, params)]
 
         return await self._runner.run(work)
+
+    async def pages(
+        self,
+        collection: str,
+        *,
+        filters: Sequence[Filter] = (),
+        order_by: str = "created_at",
+        descending: bool = False,
+        limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[Page]:
+        """The rows `list` would return for the same arguments, read `page_size` at a time.
+
+        Each page continues after the last row of the one before in the list's own order
+        (keyset: the order field's value, then the id), so a row written or deleted between two
+        pages neither repeats a row nor shifts the rest, as OFFSET would. Pages are separate
+        reads: a change committed between them is seen from the next page on. Raises
+        `ValidationFailed` when a record holds an object or a list in the order field (no
+        position to continue from)."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        order = _Order(check_field(order_by), descending)
+        space_id = self.space_id
+        filters = builtins.list(filters)
+        read = 0
+        after: _After | None = None
+        while limit is None or read < limit:
+            want = page_size if limit is None else min(page_size, limit - read)
+
+            def work(
+                conn: Conn, after: _After | None = after, want: int = want
+            ) -> builtins.list[Row]:
+                sql, params = _select(
+                    dialect_of(conn), space_id, collection, filters, order, False, after
+                )
+                # One row beyond the page says whether another page follows.
+                rows: builtins.list[Row] = conn.execute(
+                    f"{sql} LIMIT ?", [*params, want + 1]
+                ).fetchall()
+                return rows
+
+            rows = await self._runner.run(work)
+            records = [_record(r) for r in rows[:want]]
+            read += len(records)
+            more = len(rows) > want and (limit is None or read < limit)
+            yield Page(records, more)
+            if not more:
+                return
+            after = _After.of(records[-1], order.field)
 
     async def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int:
         clauses = ["space_id = ?", "collection = ?", "deleted_at IS NULL"]
