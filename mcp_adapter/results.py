@@ -166,17 +166,17 @@ def plain_error(text: str, reason: str, request_id: str) -> types.CallToolResult
     )
 
 
-def missing_capability_error(outcome: Outcome) -> Exception:
-    """The 2026-07-28 error for a call whose handler needed a client capability the request
-    did not declare: -32021 with `data.requiredCapabilities` (a `ClientCapabilities` object);
-    over HTTP the SDK answers it with status 400."""
+def missing_capability_error(message: str, required: Mapping[str, Any] | None) -> Exception:
+    """The 2026-07-28 error for a request (a tool call, a prompt) whose work needed a client
+    capability the request did not declare: -32021 with `data.requiredCapabilities` (a
+    `ClientCapabilities` object); over HTTP the SDK answers it with status 400."""
     from mcp.shared.exceptions import MCPError
 
-    required = types.ClientCapabilities.model_validate(outcome.required_capabilities or {})
-    data = types.MissingRequiredClientCapabilityErrorData(required_capabilities=required)
+    capabilities = types.ClientCapabilities.model_validate(dict(required or {}))
+    data = types.MissingRequiredClientCapabilityErrorData(required_capabilities=capabilities)
     return MCPError(
         code=types.MISSING_REQUIRED_CLIENT_CAPABILITY,
-        message=error_text(outcome),
+        message=message,
         data=data.model_dump(by_alias=True, mode="json", exclude_none=True),
     )
 

@@ -19,6 +19,7 @@ from mcp_adapter.channel import McpChannel
 from mcp_adapter.input_rounds import CallBinding, InputRounds
 from mcp_adapter.results import (
     META_IDEMPOTENCY_KEY,
+    error_text,
     idempotency_key_of,
     invalid_meta,
     missing_capability_error,
@@ -164,7 +165,7 @@ class ToolHandlers:
         if outcome.required_capabilities is not None and not channel.handshake_era:
             # 2026-07-28: a capability the client did not declare is a protocol error (the
             # handshake era keeps the clear tool error).
-            raise missing_capability_error(outcome)
+            raise missing_capability_error(error_text(outcome), outcome.required_capabilities)
         return outcome_result(outcome)
 
     @staticmethod

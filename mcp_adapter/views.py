@@ -15,14 +15,19 @@ from mcp.shared.exceptions import MCPError
 from mcp_adapter.callers import Caller, CallerError, CallerSource, is_handshake_era
 from mcp_adapter.channel import McpChannel
 from mcp_adapter.input_rounds import CallBinding, InputRounds
-from mcp_adapter.results import attachment_block, protocol_error, sentence
+from mcp_adapter.results import (
+    attachment_block,
+    missing_capability_error,
+    protocol_error,
+    sentence,
+)
 from tool_registry.access_scopes import READ_SCOPE
 from tool_registry.client_channel import NO_CHANNEL, ClientChannel, InputRequired
 from tool_registry.context import (
     CallContext,
 )
 from tool_registry.ids import new_request_id
-from tool_registry.pipeline import Pipeline, input_hash
+from tool_registry.pipeline import CLIENT_CANNOT_ASK, Pipeline, input_hash
 from tool_registry.prompts import PromptMessage, PromptSpec
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.views import MAX_COMPLETIONS, Completer, ViewContext, ViewError
@@ -149,9 +154,13 @@ class ViewHandlers:
         except ViewError as exc:
             if exc.reason == "not-found" and name.startswith("resource:"):
                 raise resource_not_found(ctx, str(args["uri"]), sentence(exc.message)) from None
+            if exc.required_capabilities is not None and not is_handshake_era(ctx):
+                raise missing_capability_error(
+                    sentence(exc.message), exc.required_capabilities
+                ) from None
             if exc.status == "invalid-input":
                 code = types.INVALID_PARAMS
-            elif exc.status == "denied":
+            elif exc.status == "denied" or exc.reason == CLIENT_CANNOT_ASK:
                 code = types.INVALID_REQUEST
             else:
                 code = types.INTERNAL_ERROR

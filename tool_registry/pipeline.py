@@ -306,11 +306,20 @@ class Pipeline:
                 raise _Rejection(exc.status, exc.reason, exc.message) from None
             except ManaError as exc:
                 raise _Rejection("error", exc.reason, exc.message) from None
+            except ClientCannotAsk as exc:
+                raise _Rejection(
+                    "error", CLIENT_CANNOT_ASK, str(exc), required_capabilities=exc.required
+                ) from None
         except _Rejection as rej:
             error = OutcomeError(reason=rej.reason, message=rej.message)
             self._audit_view(name, call, space, hashed, started, rej.status, rej.reason, error)
             status: ViewStatus = "error" if rej.status == "ok" else rej.status
-            raise ViewError(rej.message, reason=rej.reason, status=status) from None
+            raise ViewError(
+                rej.message,
+                reason=rej.reason,
+                status=status,
+                required_capabilities=rej.required_capabilities,
+            ) from None
         except DatabaseUnavailable as exc:
             log.warning("view failed: database unavailable", view=name, error=exc.message)
             error = OutcomeError(reason=exc.reason, message=exc.message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tool_registry.context import ToolContext
 from tool_registry.errors import ManaError
@@ -42,9 +42,18 @@ class ViewError(ManaError):
     """A view cannot answer: `status` says whether the request was bad (`invalid-input`, e.g.
     an unknown resource or a missing argument), refused (`denied`) or failed (`error`)."""
 
-    def __init__(self, message: str, *, reason: str, status: ViewStatus) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status: ViewStatus,
+        required_capabilities: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message, reason=reason)
         self.status: ViewStatus = status
+        # `client-cannot-ask`: the client capabilities the view needed and the client lacked.
+        self.required_capabilities = required_capabilities
 
 
 async def candidates(ctx: ViewContext, collection: str, field: str, prefix: str) -> list[Record]:

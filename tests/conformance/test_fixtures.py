@@ -227,3 +227,21 @@ async def test_a_prompt_may_ask_the_user_first(database_target: str, mode: Mode)
     assert isinstance(content, TextContent)
     assert content.text == "Work in this context: the garden."
     assert asked == ["What context should the prompt use?"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_prompt_that_must_ask_a_client_without_elicitation(
+    database_target: str, mode: Mode
+) -> None:
+    """A prompt whose renderer needs an answer the client cannot give: on 2026-07-28 the error
+    -32021 naming the capability (`requiredCapabilities`), on 2025-11-25 a clear refusal."""
+    async with adapter(database_target, FLAG) as served, Client(served.server, mode=mode) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.get_prompt("test_input_required_result_prompt")
+    error = refused.value.error
+    assert "elicitation" in error.message
+    if mode == "legacy":
+        assert error.code == types.INVALID_REQUEST
+    else:
+        assert error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+        assert error.data == {"requiredCapabilities": {"elicitation": {"form": {}}}}

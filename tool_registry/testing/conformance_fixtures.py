@@ -35,7 +35,7 @@ from tool_registry.prompts import PromptArgument, PromptMessage, PromptSpec
 from tool_registry.registry import AnySpec, Registry
 from tool_registry.resources import ResourceBody, ResourceEntry, ResourceSpec
 from tool_registry.spec import ToolSpec
-from tool_registry.views import ViewContext, ViewError
+from tool_registry.views import ViewContext
 
 MODULE = "conformance"
 # A 1x1 red PNG and an 8-sample 8 kHz mono WAV: the smallest valid media the scenarios accept.
@@ -574,16 +574,11 @@ async def _with_image(args: Mapping[str, str], view: ViewContext) -> list[Prompt
 
 
 async def _asks_for_context(args: Mapping[str, str], view: ViewContext) -> list[PromptMessage]:
-    """Asks the user for the prompt's context first (an input-required round on 2026-07-28)."""
-    schema = _form("context")
-    try:
-        answer = await view.tool.channel.elicit(
-            "user_context", "What context should the prompt use?", schema
-        )
-    except ClientCannotAsk as exc:
-        raise ViewError(
-            f"this prompt asks the user: {exc}", reason="client-cannot-ask", status="invalid-input"
-        ) from None
+    """Asks the user for the prompt's context first (an input-required round on 2026-07-28; a
+    client without elicitation gets the pipeline's `client-cannot-ask`)."""
+    answer = await view.tool.channel.elicit(
+        "user_context", "What context should the prompt use?", _form("context")
+    )
     context = (answer.content or {}).get("context") if answer.accepted else None
     return [PromptMessage(role="user", text=f"Work in this context: {context or 'none given'}.")]
 
