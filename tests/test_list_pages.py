@@ -6,7 +6,7 @@ every page another follows, then the real count as total) with the same result a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -34,7 +34,9 @@ class RecordingChannel(NoChannel):
         self.reported.append((progress, total, message))
 
 
-async def _insert(kit: ToolKit, user: User, collection: str, rows: list[Mapping[str, Any]]) -> None:
+async def _insert(
+    kit: ToolKit, user: User, collection: str, rows: Sequence[Mapping[str, Any]]
+) -> None:
     access = await require_member(kit.accounts, user.id, None)
     async with kit.db.transaction() as tx:
         store = ScopedStore(
