@@ -6,7 +6,8 @@ every page another follows, then the real count as total) with the same result a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from tool_registry.context import CallContext
 from tool_registry.errors import ValidationFailed
 from tool_registry.membership import require_member
 from tool_registry.store.accounts import User
-from tool_registry.store.records import Filter, ReadRunner, Record, ScopedStore
+from tool_registry.store.records import Filter, Page, ReadRunner, Record, ScopedStore
 from tool_registry.testing import ToolKit
 
 Progress = tuple[float, float | None, str | None]
@@ -206,3 +207,43 @@ async def test_lists_without_a_limit_and_searches_report_their_end(mana_kit: Too
         (1, 1, "Listed 1 note")
     ]
     assert await _progress(mana_kit, user, "contacts.search", {}) == [(0, 0, "Listed 0 contacts")]
+
+
+class StalledChannel(NoChannel):
+    """A client whose first progress report never completes (a slow or gone client)."""
+
+    def __init__(self) -> None:
+        self.reporting = asyncio.Event()
+
+    async def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        self.reporting.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_call_cancelled_between_pages_closes_its_read_at_once(
+    mana_kit: ToolKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await mana_kit.user()
+    await _insert(mana_kit, user, "mood_entries", [_mood(i) for i in range(150)])
+    closed: list[bool] = []
+    pages = ScopedStore.pages
+
+    async def watched(self: ScopedStore, *args: Any, **kwargs: Any) -> AsyncGenerator[Page, None]:
+        try:
+            async for page in pages(self, *args, **kwargs):
+                yield page
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(ScopedStore, "pages", watched)
+    channel = StalledChannel()
+    call = CallContext(user_id=user.id, invoker="mcp", channel=channel)
+    task = asyncio.create_task(mana_kit.pipeline.invoke("mood.list", {"limit": 500}, call))
+    await channel.reporting.wait()
+    assert closed == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == [True]

@@ -14,6 +14,7 @@ unless the client asked for progress.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import aclosing
 
 from tool_registry.client_channel import ClientChannel
 from tool_registry.context import ToolContext
@@ -56,11 +57,13 @@ class Listing:
         pages = self._store.pages(
             collection, filters=filters, order_by=order_by, descending=descending, limit=limit
         )
-        async for page in pages:
-            records.extend(page.records)
-            self._done += len(page.records)
-            if page.more:
-                await self._report(self._limit, self._so_far())
+        # Closed at once when the call ends between pages (cancelled, or a report failed).
+        async with aclosing(pages):
+            async for page in pages:
+                records.extend(page.records)
+                self._done += len(page.records)
+                if page.more:
+                    await self._report(self._limit, self._so_far())
         return records
 
     def took(self, records: list[Record]) -> list[Record]:

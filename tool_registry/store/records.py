@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -427,7 +427,7 @@ class ScopedStore:
         descending: bool = False,
         limit: int | None = None,
         page_size: int = PAGE_SIZE,
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         """The rows `list` would return for the same arguments, read `page_size` at a time.
 
         Each page continues after the last row of the one before in the list's own order
